@@ -1,14 +1,13 @@
 """Installs the Centaure packages, the twistd plugins and the ``centaure`` command.
 
-Metadata lives in pyproject.toml; this file adds the ``twisted/plugins`` drop-in
-files, which are not a package (Twisted's plugin folder must have no
-``__init__.py``).
+Metadata lives in pyproject.toml. The twistd plugins are installed as the
+``twisted.plugins`` namespace: Twisted's plugin folder must have no
+``__init__.py`` of ours, so it is listed by hand rather than found.
 """
 
-import glob
-
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
-    data_files=[("twisted/plugins", sorted(glob.glob("twisted/plugins/*.py")))],
+    packages=find_packages(include=["connector", "connector.*", "connector_*"])
+    + ["twisted.plugins"],
 )

@@ -1,0 +1,336 @@
+"""The connection to RabbitMQ: failover over a list of brokers, backoff, TLS.
+
+``BusConnection`` is a Twisted service built on ``ClientService``: it keeps
+one AMQP connection open, trying each broker URL in turn, with exponential
+backoff and jitter between rounds. Once the AMQP handshake is done it opens
+the publishing channel (confirm mode) and lets each subscriber open its own;
+when the connection is lost it tells them all, and ``ClientService``
+reconnects.
+"""
+
+from __future__ import annotations
+
+import random
+import urllib.parse
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, endpoints, ssl
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from txamqp.content import Content
+from zope.interface import implementer
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from connector.amqp.protocol import BusDelegate, BusProtocol
+from connector.amqp.spec import load_spec
+from connector.buffer import BufferedMessage
+
+PUBLISH_CHANNEL = 1
+
+
+class BrokerURLError(ValueError):
+    """A broker URL that cannot be used."""
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    """One broker: where it is and how to log in (the password never printed)."""
+
+    tls: bool
+    host: str
+    port: int
+    vhost: str
+    username: str
+    password: str
+
+    @classmethod
+    def parse(cls, url: str) -> "BrokerURL":
+        """Parse ``amqp[s]://user:password@host:port/vhost`` (vhost URL-quoted)."""
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("amqp", "amqps"):
+            raise BrokerURLError(f"broker URL scheme must be amqp or amqps, not {parts.scheme!r}")
+        if not parts.hostname:
+            raise BrokerURLError("broker URL has no host")
+        tls = parts.scheme == "amqps"
+        try:
+            port = parts.port or (5671 if tls else 5672)
+        except ValueError as e:
+            raise BrokerURLError(f"broker URL has a bad port: {e}") from None
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        vhost = urllib.parse.unquote(path) if path else "/"
+        return cls(
+            tls=tls,
+            host=parts.hostname,
+            port=port,
+            vhost=vhost,
+            username=urllib.parse.unquote(parts.username or "guest"),
+            password=urllib.parse.unquote(parts.password or "guest"),
+        )
+
+    def __str__(self) -> str:
+        scheme = "amqps" if self.tls else "amqp"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        vhost = urllib.parse.quote(self.vhost, safe="")
+        return f"{scheme}://{self.username}@{host}:{self.port}/{vhost}"
+
+    __repr__ = __str__
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """Where to find the CA and the client certificate, and whether to verify."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    verify: bool = True
+
+    def options(self, hostname: str):
+        """Twisted TLS client options for ``hostname``."""
+        trust = None
+        if self.ca:
+            with open(self.ca, "rb") as f:
+                trust = ssl.Certificate.loadPEM(f.read())
+        elif self.verify:
+            trust = ssl.platformTrust()
+        client_cert = None
+        if self.cert:
+            with open(self.cert, "rb") as f:
+                cert_pem = f.read()
+            key_pem = cert_pem
+            if self.key:
+                with open(self.key, "rb") as f:
+                    key_pem = f.read()
+            client_cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        if not self.verify:
+            # Explicitly asked for (a lab broker with a self-signed cert).
+            return ssl.CertificateOptions(verify=False)
+        return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
+
+
+@implementer(IStreamClientEndpoint)
+class FailoverEndpoint:
+    """Connects to the first broker that answers, starting from the last good one."""
+
+    log = Logger()
+
+    def __init__(self, reactor, brokers: list[BrokerURL], timeout: float, tls: TLSSettings) -> None:
+        if not brokers:
+            raise BrokerURLError("no broker URL given")
+        self.reactor = reactor
+        self.brokers = brokers
+        self.timeout = timeout
+        self.tls = tls
+        self.current = 0
+
+    def _endpoint(self, broker: BrokerURL):
+        ep = endpoints.HostnameEndpoint(self.reactor, broker.host, broker.port, timeout=self.timeout)
+        if broker.tls:
+            ep = endpoints.wrapClientTLS(self.tls.options(broker.host), ep)
+        return ep
+
+    def connect(self, factory):
+        return defer.ensureDeferred(self._connect(factory))
+
+    async def _connect(self, factory):
+        last_error = None
+        for i in range(len(self.brokers)):
+            index = (self.current + i) % len(self.brokers)
+            broker = self.brokers[index]
+            factory.broker = broker
+            try:
+                protocol = await self._endpoint(broker).connect(factory)
+            except Exception as e:  # every failure means: try the next broker
+                self.log.warn("broker {broker} unreachable: {error}", broker=str(broker), error=e)
+                last_error = e
+                continue
+            self.current = index
+            return protocol
+        raise last_error
+
+
+class BusProtocolFactory(Factory):
+    """Builds one ``BusProtocol`` for the broker the endpoint is trying."""
+
+    broker: BrokerURL | None = None
+
+    def __init__(self, spec, heartbeat: int, listener, clock) -> None:
+        self.spec = spec
+        self.heartbeat = heartbeat
+        self.listener = listener
+        self.clock = clock
+
+    def buildProtocol(self, addr):
+        p = BusProtocol(BusDelegate(), self.broker.vhost, self.spec, self.heartbeat,
+                        self.listener, clock=self.clock)
+        p.factory = self
+        p.broker = self.broker
+        return p
+
+
+class AMQPPublishLink:
+    """The publishing channel in confirm mode, as ``IPublishLink``."""
+
+    log = Logger()
+
+    def __init__(self, protocol: BusProtocol, channel, app_id: str) -> None:
+        self.protocol = protocol
+        self.channel = channel
+        self.app_id = app_id
+        self.tag = 0
+
+    def send(self, record: BufferedMessage) -> int:
+        self.tag += 1
+        properties = {
+            "content-type": "application/json",
+            "delivery-mode": 2,
+            "message-id": record.message_id,
+            "timestamp": int(record.timestamp),
+            "type": record.msg_type,
+            "app-id": self.app_id,
+        }
+        if record.headers:
+            properties["headers"] = record.headers
+        d = self.channel.basic_publish(
+            exchange=record.exchange,
+            routing_key=record.routing_key,
+            content=Content(record.body, properties=properties),
+        )
+        # A failure here is the channel or connection closing: the message
+        # stays unconfirmed and the loss of the link puts it back on disk.
+        d.addErrback(lambda f: None)
+        return self.tag
+
+    def abort(self, reason: str) -> None:
+        self.protocol.abort()
+
+
+class BusConnection(service.Service):
+    """Keeps one AMQP connection up and tells publisher and subscribers about it."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor,
+        brokers: list[BrokerURL],
+        publisher,
+        app_id: str,
+        spec_path: str,
+        heartbeat: float = 10,
+        connect_timeout: float = 10,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30,
+        tls: TLSSettings = TLSSettings(),
+        exchanges: tuple[str, ...] = (),
+    ) -> None:
+        self.reactor = reactor
+        self.brokers = brokers
+        self.publisher = publisher
+        self.app_id = app_id
+        self.spec = load_spec(spec_path)
+        self.heartbeat = int(heartbeat)
+        self.exchanges = exchanges
+        self.subscribers: list = []
+        self.protocol: BusProtocol | None = None
+        self.blocked_reason: str | None = None
+        self.connections = 0
+        self._endpoint = FailoverEndpoint(reactor, brokers, connect_timeout, tls)
+        self._factory = BusProtocolFactory(self.spec, self.heartbeat, self, reactor)
+        self._client = ClientService(
+            self._endpoint,
+            self._factory,
+            retryPolicy=backoffPolicy(
+                initialDelay=backoff_initial,
+                maxDelay=backoff_max,
+                factor=2.0,
+                jitter=lambda: random.uniform(0, backoff_initial),
+            ),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """True once the handshake is done and until the connection is lost."""
+        return self.protocol is not None
+
+    @property
+    def broker(self) -> BrokerURL | None:
+        """The broker we are connected to (None when disconnected)."""
+        return self.protocol.broker if self.protocol is not None else None
+
+    def add_subscriber(self, subscriber) -> None:
+        """Attach ``subscriber`` now if connected, and after every reconnection."""
+        self.subscribers.append(subscriber)
+        if self.protocol is not None:
+            subscriber.attach(self.protocol).addErrback(self._attach_failed, self.protocol)
+
+    def startService(self):
+        super().startService()
+        self._client.startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        protocol = self.protocol
+        if protocol is not None:
+            for sub in self.subscribers:
+                yield sub.detach(protocol, clean=True)
+            try:
+                yield protocol.close(within=2)
+            except Exception:
+                pass
+        yield self._client.stopService()
+
+    @defer.inlineCallbacks
+    def _prepare(self, protocol: BusProtocol):
+        broker = protocol.broker
+        yield protocol.authenticate(broker.username, broker.password, mechanism="PLAIN")
+        channel = yield protocol.channel(PUBLISH_CHANNEL)
+        yield channel.channel_open()
+        yield channel.confirm_select()
+        for exchange in self.exchanges:
+            yield channel.exchange_declare(exchange=exchange, type="topic", durable=True)
+        self.protocol = protocol
+        self.connections += 1
+        self.blocked_reason = None
+        self.log.info("connected to {broker}", broker=str(broker))
+        self.publisher.link_up(AMQPPublishLink(protocol, channel, self.app_id))
+        for sub in self.subscribers:
+            sub.attach(protocol).addErrback(self._attach_failed, protocol)
+
+    def _attach_failed(self, failure, protocol):
+        self.log.failure("could not start consuming; reconnecting", failure)
+        protocol.abort()
+
+    # -- listener of BusProtocol -----------------------------------------
+
+    def connection_lost(self, protocol, reason) -> None:
+        if protocol is not self.protocol:
+            return
+        self.protocol = None
+        self.log.warn("connection to {broker} lost: {reason}", broker=str(protocol.broker),
+                      reason=reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason)
+        self.publisher.link_down(reason)
+        for sub in self.subscribers:
+            sub.detach(protocol, clean=False)
+
+    def confirmed(self, channel_id: int, tag: int, multiple: bool, ack: bool) -> None:
+        if channel_id == PUBLISH_CHANNEL:
+            self.publisher.confirmed(tag, multiple, ack)
+
+    def blocked(self, reason: str) -> None:
+        self.blocked_reason = reason or "blocked"
+        self.publisher.blocked(self.blocked_reason)
+
+    def unblocked(self) -> None:
+        self.blocked_reason = None
+        self.publisher.unblocked()
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        self.log.warn("broker cancelled consumer {tag}: reconnecting to consume again", tag=consumer_tag)
+        if self.protocol is not None:
+            self.protocol.abort()

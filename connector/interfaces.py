@@ -1,0 +1,78 @@
+"""The seams of the core, as ``zope.interface`` interfaces.
+
+Connectors depend on these and never on txamqp, SQLite or a particular bus:
+the AMQP adapter and the embedded bus both provide them, and a later issue can
+put a sharded or replicated implementation behind the same names.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IPublisher(Interface):
+    """Publishes messages on the bus without ever losing an accepted one."""
+
+    def publish(message, headers=None):
+        """
+        Publish one message (a ``connector.messages`` struct).
+
+        Returns a Deferred that fires with ``None`` once the message is safe:
+        confirmed by the broker, or committed to the on-disk buffer from which
+        it will be replayed. It fails with ``BufferFull`` when the buffer is
+        full and its policy is ``refuse_newest``.
+        """
+
+    def publish_raw(exchange, routing_key, body, properties):
+        """
+        Publish an already encoded body (dead letters, replays, tools) with
+        the same guarantee as ``publish``.
+        """
+
+
+class IMessageHandler(Interface):
+    """Does a connector's work for one message taken from a queue."""
+
+    def handle(message, delivery):
+        """
+        Process ``message`` (a decoded struct); ``delivery`` carries the AMQP
+        metadata (routing key, message id, redelivered flag, headers).
+
+        Returns a Deferred (or None): the message is acked only after it
+        succeeds, retried then dead-lettered after it fails.
+        """
+
+
+class ISubscriber(Interface):
+    """Consumes one queue and feeds a handler, acking after its work."""
+
+    def subscribe(queue, handler):
+        """
+        Consume ``queue`` (a ``connector.topology.QueueSpec``) with
+        ``handler`` (an ``IMessageHandler``) from now on, across reconnections.
+        """
+
+
+class IBus(Interface):
+    """A connection to the bus that hands out publishers and subscribers."""
+
+    connected = Attribute("True while messages can flow to and from the bus.")
+
+    def publisher(app_id):
+        """Return the ``IPublisher`` a connector named ``app_id`` publishes with."""
+
+    def subscriber(app_id):
+        """Return an ``ISubscriber`` for the connector named ``app_id``."""
+
+    def health():
+        """Return a dict: ``connected``, ``blocked``, ``degraded`` and details."""
+
+
+class IMembership(Interface):
+    """Answers which live nodes run a given connector (one node by default)."""
+
+    def live_nodes(connector):
+        """Return the sorted list of node names that run ``connector`` now."""
+
+    def owns(connector, host):
+        """Return True when this node is in charge of ``host`` for ``connector``."""

@@ -1,0 +1,400 @@
+"""The reliable publisher: publisher confirms in memory, SQLite on disk.
+
+A message is *accepted* when the Deferred returned by ``publish`` fires: it
+has then been confirmed by the broker or committed to the on-disk buffer.
+Nothing accepted is ever lost, even by a kill -9; a message may be delivered
+twice after a failure (at-least-once), never zero times.
+
+How a message travels:
+
+- Direct: the link is up, unblocked, the buffer is empty and fewer than
+  ``max_in_flight`` messages await a confirm: the message is sent at once and
+  kept in memory until the broker acks it.
+- Buffered: otherwise it is appended to the SQLite buffer, and replayed from
+  there, in order, when the link is usable; a buffered row is deleted only
+  once the broker has confirmed it.
+
+Every message gets a sequence number when it is published and keeps it in the
+buffer, so that messages that were in flight when the link dropped go back to
+the buffer *before* the ones published after them: replay order is publish
+order.
+
+The publisher does not know AMQP: it drives an ``IPublishLink`` (the AMQP
+adapter, or a fake in unit tests) and is told of acks, nacks, link up/down and
+blocked/unblocked.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from connector import messages
+from connector.buffer import AppendResult, BufferedMessage, BufferFull, ThreadedBuffer
+from connector.interfaces import IPublisher
+from connector.metrics import Counters
+
+
+class IPublishLink(Interface):
+    """A channel in confirm mode, as the publisher sees it."""
+
+    def send(record):
+        """Send a ``BufferedMessage`` now; return its delivery tag (an int)."""
+
+    def abort(reason):
+        """Drop the connection (the broker stopped confirming)."""
+
+
+class _Pending:
+    """A message sent and not yet confirmed, or waiting to be buffered."""
+
+    __slots__ = ("seq", "record", "deferred", "buffered", "sent_at")
+
+    def __init__(self, seq: int, record: BufferedMessage, deferred: defer.Deferred | None,
+                 buffered: bool) -> None:
+        self.seq = seq
+        self.record = record
+        self.deferred = deferred
+        self.buffered = buffered  # True: the row is in SQLite and must be deleted on ack
+        self.sent_at = 0.0
+
+
+@implementer(IPublisher)
+class ReliablePublisher:
+    """Publishes with confirms, spills to the SQLite buffer, replays in order."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        buffer: ThreadedBuffer,
+        app_id: str,
+        exchange_prefix: str,
+        counters: Counters,
+        clock: IReactorTime,
+        max_in_flight: int = 2000,
+        batch_size: int = 500,
+        confirm_timeout: float = 5.0,
+    ) -> None:
+        self.buffer = buffer
+        self.app_id = app_id
+        self.exchange_prefix = exchange_prefix
+        self.counters = counters
+        self.clock = clock
+        self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
+        self.confirm_timeout = confirm_timeout
+
+        self._link: IPublishLink | None = None
+        self._blocked = False
+        self._seq = 0
+        self._in_flight: OrderedDict[int, _Pending] = OrderedDict()  # tag -> pending
+        self._to_buffer: list[_Pending] = []
+        self._to_delete: list[int] = []
+        self._flushing = False
+        self._deleting = False
+        self._reading = False
+        self._replay_cursor = 0
+        self._rewind = False
+        self._delete_call = None
+        self._watchdog = None
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def start(self):
+        """Open the buffer and continue its sequence numbers."""
+        yield self.buffer.start()
+        self._seq = self.buffer.last_id()
+        self.counters.set("buffered", self.buffer.count())
+        self._watchdog = task.LoopingCall(self._check_confirms)
+        self._watchdog.clock = self.clock
+        self._watchdog.start(max(self.confirm_timeout / 4, 0.1), now=False)
+
+    @defer.inlineCallbacks
+    def stop(self, grace: float = 5.0):
+        """Wait up to ``grace`` s for confirms, then put the rest on disk."""
+        self._stopped = True
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+        deadline = self.clock.seconds() + grace
+        while self._in_flight and self._link is not None and self.clock.seconds() < deadline:
+            yield _sleep(self.clock, 0.05)
+        self._spill_in_flight()
+        while self._flushing or self._to_buffer or self._deleting or self._to_delete:
+            if not self._flushing and self._to_buffer:
+                self._flush()
+            if not self._deleting and self._to_delete:
+                self._delete_acked()
+            yield _sleep(self.clock, 0.01)
+        yield self.buffer.stop()
+
+    # -- the link, as told by the adapter -------------------------------
+
+    def link_up(self, link: IPublishLink) -> None:
+        """A channel in confirm mode is ready: replay the backlog first."""
+        self._link = link
+        self._blocked = False
+        self._replay_cursor = 0
+        self._rewind = False
+        self._pump()
+
+    def link_down(self, reason: object = None) -> None:
+        """The connection is gone: unconfirmed messages go to the buffer."""
+        if self._link is None:
+            return
+        self._link = None
+        self._spill_in_flight()
+
+    def blocked(self, reason: str) -> None:
+        """The broker blocks publishers (memory or disk alarm)."""
+        self.log.warn("broker blocked publishing: {reason}", reason=reason)
+        self._blocked = True
+        self.counters.inc("blocked")
+
+    def unblocked(self) -> None:
+        """The broker accepts messages again."""
+        self.log.info("broker unblocked publishing")
+        self._blocked = False
+        self._pump()
+
+    def confirmed(self, tag: int, multiple: bool, ack: bool) -> None:
+        """The broker acked (or nacked) ``tag`` (and all before it if ``multiple``)."""
+        if multiple:
+            done = []
+            for t in self._in_flight:
+                if t > tag:
+                    break
+                done.append(t)
+            entries = [self._in_flight.pop(t) for t in done]
+        else:
+            entry = self._in_flight.pop(tag, None)
+            entries = [entry] if entry is not None else []
+        if ack:
+            for entry in entries:
+                if entry.buffered:
+                    self._to_delete.append(entry.seq)
+                else:
+                    entry.deferred.callback(None)
+            self.counters.inc("published", len(entries))
+            if self._to_delete:
+                self._schedule_delete()
+        else:
+            self.counters.inc("nacked", len(entries))
+            self.log.warn("broker nacked {n} message(s): they go back to the buffer", n=len(entries))
+            self._requeue(entries)
+        self._pump()
+
+    # -- IPublisher -----------------------------------------------------
+
+    def publish(self, message, headers=None) -> defer.Deferred:
+        """Publish a message struct; see ``IPublisher.publish``."""
+        record = BufferedMessage(
+            exchange=messages.exchange_name(self.exchange_prefix, message.type),
+            routing_key=messages.routing_key(message),
+            body=messages.encode(message),
+            message_id=_new_message_id(),
+            msg_type=message.type,
+            timestamp=message.ts,
+            headers=headers,
+        )
+        return self._accept(record)
+
+    def publish_raw(self, exchange, routing_key, body, properties) -> defer.Deferred:
+        """Publish an encoded body; ``properties`` may hold message_id, type, timestamp, headers."""
+        record = BufferedMessage(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=body,
+            message_id=properties.get("message_id") or _new_message_id(),
+            msg_type=properties.get("type", ""),
+            timestamp=properties.get("timestamp") or time.time(),
+            headers=properties.get("headers"),
+        )
+        return self._accept(record)
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting on disk or on their way to it."""
+        return self.buffer.count() + len(self._to_buffer)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet confirmed."""
+        return len(self._in_flight)
+
+    @property
+    def usable(self) -> bool:
+        """True while messages can go straight to the broker."""
+        return self._link is not None and not self._blocked
+
+    # -- internals --------------------------------------------------------
+
+    def _accept(self, record: BufferedMessage) -> defer.Deferred:
+        self._seq += 1
+        d = defer.Deferred()
+        pending = _Pending(self._seq, record, d, buffered=False)
+        if (self.usable and not self._has_backlog()
+                and len(self._in_flight) < self.max_in_flight):
+            self._send(pending)
+        else:
+            self._to_buffer.append(pending)
+            if not self._flushing:
+                self._flush()
+        return d
+
+    def _has_backlog(self) -> bool:
+        return bool(self._flushing or self._to_buffer or self.buffer.count())
+
+    def _send(self, pending: _Pending) -> None:
+        tag = self._link.send(pending.record)
+        pending.sent_at = self.clock.seconds()
+        self._in_flight[tag] = pending
+
+    def _spill_in_flight(self) -> None:
+        """Move every unconfirmed message back to the buffer, keeping its seq."""
+        entries = list(self._in_flight.values())
+        self._in_flight.clear()
+        if entries:
+            self.counters.inc("spilled", len(entries))
+        self._requeue(entries)
+
+    def _requeue(self, entries: list[_Pending]) -> None:
+        direct = [e for e in entries if not e.buffered]
+        if any(e.buffered for e in entries):
+            # Their rows are still on disk, behind the replay cursor.
+            self._rewind = True
+        if direct:
+            self._to_buffer[:0] = direct
+            if not self._flushing:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Append everything waiting to the buffer, in one transaction."""
+        batch, self._to_buffer = self._to_buffer, []
+        if not batch:
+            return
+        self._flushing = True
+        d = self.buffer.append([p.record for p in batch], ids=[p.seq for p in batch])
+        d.addCallback(self._flushed, batch)
+        d.addErrback(self._flush_failed, batch)
+
+    def _flushed(self, result: AppendResult, batch: list[_Pending]) -> None:
+        self._flushing = False
+        self.counters.inc("buffered_total", result.accepted)
+        self.counters.inc("dropped", result.dropped_oldest + result.refused)
+        self.counters.set("buffered", self.buffer.count())
+        accepted = batch[: result.accepted]
+        for pending in accepted:
+            if pending.deferred is not None:
+                d, pending.deferred = pending.deferred, None
+                d.callback(None)
+        for pending in batch[result.accepted:]:
+            if pending.deferred is not None:
+                d, pending.deferred = pending.deferred, None
+                d.errback(BufferFull("publisher buffer is full (policy refuse_newest)"))
+        if self._to_buffer:
+            self._flush()
+        self._pump()
+
+    def _flush_failed(self, failure, batch: list[_Pending]) -> None:
+        # The disk failed: keep the messages in memory and try again shortly,
+        # rather than reporting as safe what is not.
+        self._flushing = False
+        self.log.failure("could not write {n} message(s) to the buffer; retrying", failure, n=len(batch))
+        self.counters.inc("errors")
+        self._to_buffer[:0] = batch
+        self.clock.callLater(1.0, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        if not self._flushing:
+            self._flush()
+
+    def _pump(self) -> None:
+        """Replay buffered rows while the link is usable and there is room."""
+        if not self.usable or self._reading or self._stopped:
+            return
+        if self._rewind:
+            if any(p.buffered for p in self._in_flight.values()):
+                return  # wait until the replayed window is settled
+            self._rewind = False
+            self._replay_cursor = 0
+        room = self.max_in_flight - len(self._in_flight)
+        if room < min(self.batch_size, self.max_in_flight) // 2 or not self.buffer.count():
+            return
+        self._reading = True
+        d = self.buffer.read(after_id=self._replay_cursor, limit=min(room, self.batch_size))
+        d.addCallback(self._replay)
+        d.addErrback(self._replay_failed)
+
+    def _replay(self, rows) -> None:
+        self._reading = False
+        if not self.usable:
+            return
+        for row_id, record in rows:
+            self._send(_Pending(row_id, record, None, buffered=True))
+            self._replay_cursor = row_id
+        if rows:
+            self.counters.inc("replayed", len(rows))
+            self._pump()
+
+    def _replay_failed(self, failure) -> None:
+        self._reading = False
+        self.log.failure("could not read the buffer", failure)
+        self.counters.inc("errors")
+
+    def _schedule_delete(self) -> None:
+        if len(self._to_delete) >= self.batch_size:
+            self._delete_acked()
+        elif self._delete_call is None or not self._delete_call.active():
+            self._delete_call = self.clock.callLater(0.05, self._delete_acked)
+
+    def _delete_acked(self) -> None:
+        if self._deleting or not self._to_delete:
+            return
+        ids, self._to_delete = self._to_delete, []
+        self._deleting = True
+        d = self.buffer.delete(ids)
+        d.addCallback(self._deleted)
+        d.addErrback(self._delete_failed, ids)
+
+    def _deleted(self, _count) -> None:
+        self._deleting = False
+        self.counters.set("buffered", self.buffer.count())
+        if self._to_delete:
+            self._schedule_delete()
+        self._pump()
+
+    def _delete_failed(self, failure, ids) -> None:
+        # The rows stay: they will be sent again (a duplicate, never a loss).
+        self._deleting = False
+        self.log.failure("could not delete {n} confirmed row(s) from the buffer", failure, n=len(ids))
+        self.counters.inc("errors")
+
+    def _check_confirms(self) -> None:
+        """A broker that takes messages and never confirms them is down too."""
+        if self._link is None or self._blocked or not self._in_flight:
+            return
+        oldest = next(iter(self._in_flight.values()))
+        age = self.clock.seconds() - oldest.sent_at
+        if age > self.confirm_timeout:
+            self.log.warn(
+                "no publisher confirm for {age:.1f}s: dropping the connection", age=age)
+            self.counters.inc("confirm_timeouts")
+            link = self._link
+            self.link_down("confirm timeout")
+            link.abort("confirm timeout")
+
+
+def _new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _sleep(clock: IReactorTime, seconds: float) -> defer.Deferred:
+    return task.deferLater(clock, seconds, lambda: None)
