@@ -196,11 +196,11 @@ class ReliablePublisher:
     def publish(self, message, headers=None) -> defer.Deferred:
         """Publish a message struct; see ``IPublisher.publish``."""
         record = BufferedMessage(
-            exchange=messages.exchange_name(self.exchange_prefix, message.type),
+            exchange=messages.exchange_name(self.exchange_prefix, message.msg_type),
             routing_key=messages.routing_key(message),
             body=messages.encode(message),
             message_id=_new_message_id(),
-            msg_type=message.type,
+            msg_type=message.msg_type,
             timestamp=message.ts,
             headers=headers,
         )

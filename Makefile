@@ -1,0 +1,20 @@
+# The two commands of the README: `make run` (the main job) and `make test`.
+.PHONY: run test unit bench install services
+
+install:
+	@scripts/bootstrap.sh
+
+services:
+	@scripts/ensure-services.sh
+
+run: install
+	.venv/bin/twistd -n --pidfile= centaure-all -c settings.ini
+
+unit: install
+	.venv/bin/pytest -q tests/unit
+
+test: install services
+	.venv/bin/pytest -q tests
+
+bench: install services
+	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

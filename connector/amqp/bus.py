@@ -1,0 +1,111 @@
+"""The AMQP bus of one process: connection, reliable publisher, subscribers."""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from connector.amqp.connection import BrokerURL, BusConnection, TLSSettings
+from connector.amqp.subscriber import AMQPSubscriber
+from connector.buffer import SQLiteBuffer, ThreadedBuffer
+from connector.consumer import Consumer
+from connector.interfaces import IBus, ISubscriber
+from connector.metrics import Counters
+from connector.publisher import ReliablePublisher
+from connector.topology import QueueSpec, dead_letter_exchange, exchange_names
+
+
+@implementer(IBus)
+class AMQPBus(service.Service):
+    """One AMQP connection and one reliable publisher, shared by a process."""
+
+    log = Logger()
+
+    def __init__(self, reactor, bus_settings, buffer_settings, app_id: str,
+                 counters: Counters | None = None) -> None:
+        self.reactor = reactor
+        self.settings = bus_settings
+        self.app_id = app_id
+        self.counters = counters or Counters(app_id)
+        path = buffer_settings.path.replace("{connector}", app_id)
+        self.buffer_path = path
+        buffer = ThreadedBuffer(
+            SQLiteBuffer(path, max_messages=buffer_settings.max_messages,
+                         max_bytes=buffer_settings.max_size, policy=buffer_settings.policy,
+                         synchronous=buffer_settings.synchronous),
+            reactor)
+        prefix = bus_settings.exchange_prefix
+        self._publisher = ReliablePublisher(
+            buffer, app_id, prefix, self.counters, reactor,
+            max_in_flight=bus_settings.max_in_flight,
+            batch_size=buffer_settings.batch_size,
+            confirm_timeout=bus_settings.confirm_timeout)
+        brokers = [BrokerURL.parse(u.reveal()) for u in bus_settings.urls]
+        self.connection = BusConnection(
+            reactor, brokers, self._publisher, app_id, bus_settings.spec,
+            heartbeat=bus_settings.heartbeat, connect_timeout=bus_settings.connect_timeout,
+            backoff_initial=bus_settings.backoff_initial, backoff_max=bus_settings.backoff_max,
+            tls=TLSSettings(ca=bus_settings.tls_ca or "", cert=bus_settings.tls_cert or "",
+                            key=bus_settings.tls_key or "", verify=bus_settings.tls_verify),
+            exchanges=exchange_names(prefix) + (dead_letter_exchange(prefix),))
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
+    def startService(self):
+        super().startService()
+        d = self._publisher.start()
+        d.addCallback(lambda _: self.connection.startService())
+        d.addErrback(self._start_failed)
+        return d
+
+    def _start_failed(self, failure):
+        self.log.failure("the bus could not start (buffer {path})", failure, path=self.buffer_path)
+        self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        yield self.connection.stopService()
+        yield self._publisher.stop()
+
+    def publisher(self, app_id: str) -> ReliablePublisher:
+        """The process's publisher (one confirm channel for every connector)."""
+        return self._publisher
+
+    def subscriber(self, app_id: str) -> "_Subscriber":
+        return _Subscriber(self, app_id)
+
+    def health(self) -> dict:
+        blocked = self.connection.blocked_reason
+        backlog = self._publisher.backlog
+        return {
+            "connected": self.connected,
+            "broker": str(self.connection.broker) if self.connected else None,
+            "blocked": blocked is not None,
+            "blocked_reason": blocked,
+            "buffered": backlog,
+            "in_flight": self._publisher.in_flight,
+            "degraded": (not self.connected) or blocked is not None,
+        }
+
+
+@implementer(ISubscriber)
+class _Subscriber:
+    """Subscribes handlers of one connector to queues of the AMQP bus."""
+
+    def __init__(self, bus: AMQPBus, app_id: str) -> None:
+        self.bus = bus
+        self.app_id = app_id
+
+    def subscribe(self, queue: QueueSpec, handler) -> AMQPSubscriber:
+        s = self.bus.settings
+        consumer = Consumer(queue.name, handler, self.bus.publisher(self.app_id),
+                            dead_letter_exchange(s.exchange_prefix), self.bus.counters,
+                            self.bus.reactor, s.retry_limit, s.retry_delay)
+        sub = AMQPSubscriber(queue, consumer, s.prefetch, self.bus.reactor)
+        self.bus.connection.add_subscriber(sub)
+        return sub

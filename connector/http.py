@@ -1,0 +1,50 @@
+"""``/metrics`` (Prometheus text) and ``/health`` (JSON, 200 or 503) over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterable
+
+from twisted.web import resource, server
+
+from connector.metrics import Counters, render_prometheus
+
+
+class MetricsResource(resource.Resource):
+    """Every connector's counters in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, counters: Callable[[], Iterable[Counters]]) -> None:
+        super().__init__()
+        self.counters = counters
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return render_prometheus(self.counters()).encode()
+
+
+class HealthResource(resource.Resource):
+    """200 when the bus is connected and nothing is degraded, else 503."""
+
+    isLeaf = True
+
+    def __init__(self, health: Callable[[], dict]) -> None:
+        super().__init__()
+        self.health = health
+
+    def render_GET(self, request):
+        body = self.health()
+        request.setResponseCode(503 if body.get("degraded") else 200)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(body, sort_keys=True, default=str).encode()
+
+
+def make_site(counters: Callable[[], Iterable[Counters]], health: Callable[[], dict]) -> server.Site:
+    """The site served on ``[connector] http_port``."""
+    root = resource.Resource()
+    root.putChild(b"metrics", MetricsResource(counters))
+    root.putChild(b"health", HealthResource(health))
+    site = server.Site(root)
+    site.noisy = False
+    return site

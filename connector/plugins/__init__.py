@@ -1,0 +1,1 @@
+"""The modules twistd's ``ServiceMaker`` entries point at (one per plugin)."""

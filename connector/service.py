@@ -1,0 +1,132 @@
+"""Building a connector process: settings, bus, heartbeats, HTTP, connectors.
+
+Every twistd plugin calls ``makeService`` with the connectors it runs (one,
+or all of them for ``centaure-all``). A connector package exposes
+``build(runtime) -> IService``; it finds its bus, publisher, counters and
+settings on the ``Runtime``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from twisted.application import internet, service
+from twisted.python import usage
+
+from connector.embedded import EmbeddedBus
+from connector.metrics import Counters
+from connector.settings import Settings, SettingsError, load_settings
+from connector.status import StatusService
+
+# Connector name -> "module:function" building its service. Filled as the
+# connector packages exist; centaure-all runs every one that imports.
+CONNECTORS: dict[str, str] = {}
+
+
+class Options(usage.Options):
+    """Command line of every connector plugin: the settings file."""
+
+    optParameters = [["config", "c", "settings.ini", "The settings file (INI)."]]
+
+    def postOptions(self) -> None:
+        path = self["config"]
+        try:
+            self["settings"] = load_settings(path)
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class Runtime:
+    """What the connectors of one process share."""
+
+    def __init__(self, settings: Settings, process_name: str, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings
+        self.process_name = process_name
+        self.node = settings.connector.node
+        self._counters: dict[str, Counters] = {}
+        self.bus = make_bus(settings, process_name, reactor, self.counters("bus"))
+        self.health_checks: dict[str, object] = {}
+
+    def counters(self, name: str) -> Counters:
+        """The counters of ``name`` (created once; all are served on /metrics)."""
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = Counters(name)
+        return c
+
+    def all_counters(self) -> list[Counters]:
+        """Every connector's counters, for /metrics."""
+        return list(self._counters.values())
+
+    def health(self) -> dict:
+        """The bus's health and each connector's own checks."""
+        body = dict(self.bus.health())
+        body["node"] = self.node
+        body["process"] = self.process_name
+        for name, check in self.health_checks.items():
+            status = check()
+            body.setdefault("connectors", {})[name] = status
+            if status.get("degraded"):
+                body["degraded"] = True
+        return body
+
+
+def make_bus(settings: Settings, app_id: str, reactor, counters: Counters):
+    """The bus named by ``[bus] url``: embedded or AMQP."""
+    urls = [u.reveal() for u in settings.bus.urls]
+    if urls == ["embedded"]:
+        return EmbeddedBus(reactor, settings.bus.exchange_prefix, settings.bus.prefetch,
+                           settings.bus.retry_limit, settings.bus.retry_delay)
+    from connector.amqp.bus import AMQPBus
+
+    return AMQPBus(reactor, settings.bus, settings.buffer, app_id, counters)
+
+
+def available_connectors() -> list[str]:
+    """The connectors whose packages import here."""
+    found = []
+    for name, target in CONNECTORS.items():
+        try:
+            importlib.import_module(target.split(":")[0])
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def makeService(options, connectors: list[str], process_name: str) -> service.MultiService:
+    """The whole process: bus, every connector, their heartbeats, HTTP."""
+    settings: Settings = options["settings"]
+    runtime = Runtime(settings, process_name)
+    root = service.MultiService()
+    runtime.bus.setServiceParent(root)
+    names = list(connectors) or [process_name]
+    for name in connectors:
+        module, func = CONNECTORS[name].split(":")
+        build = getattr(importlib.import_module(module), func)
+        build(runtime).setServiceParent(root)
+    for name in names:
+        StatusService(
+            runtime.bus.publisher(name), name, runtime.node, runtime.counters(name),
+            settings.connector.status_interval, runtime.health, runtime.reactor,
+        ).setServiceParent(root)
+    if settings.connector.http_port:
+        from connector.http import make_site
+
+        internet.TCPServer(
+            settings.connector.http_port, make_site(runtime.all_counters, runtime.health),
+            interface=settings.connector.http_host,
+        ).setServiceParent(root)
+    root.runtime = runtime
+    return root
+
+
+def process_name(base: str) -> str:
+    """The connector name a process publishes as (``centaure-snmp`` -> ``snmp``)."""
+    return base.removeprefix("centaure-") or base
+
+
+__all__ = ["CONNECTORS", "Options", "Runtime", "makeService", "make_bus"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what Centaure needs on a fresh Debian machine: system packages,
+# a virtualenv with the project and its test tools. Idempotent and quiet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -f /usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml ] || need_apt+=(amqp-specs)
+command -v snmpd >/dev/null || need_apt+=(snmpd)
+command -v snmpget >/dev/null || need_apt+=(snmp)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.centaure-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  echo "bootstrap: pip install -e .[test]"
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>&1 \
+    | grep -vE '^(WARNING: Location|  |$)' || true
+  touch "$stamp"
+fi

@@ -1,0 +1,117 @@
+"""Helpers for integration tests against the real broker."""
+
+from __future__ import annotations
+
+import time
+
+import pika
+from twisted.internet import defer, reactor, task, threads
+
+from connector import messages
+from connector.settings import load_settings
+from tests.conftest import AMQP_URL, rabbitmqctl
+
+
+def perf(i: int, host: str = "dev") -> messages.Perf:
+    """A perf message carrying its sequence number ``i``."""
+    return messages.Perf(
+        source="test@testnode", host=f"{host}{i % 7}", address="127.0.0.1", device_type="test",
+        metrics=[messages.Metric(name="seq", value=i, kind="gauge", oid="1.3.6.1.4.1.1")])
+
+
+def seq_of(body: bytes) -> int:
+    """The sequence number a ``perf`` body carries."""
+    return int(messages.decode(body).metrics[0].value)
+
+
+def declare_check_queue(prefix: str, msg_type: str = "perf") -> str:
+    """A durable queue that receives every ``msg_type`` message of ``prefix``."""
+    name = f"{prefix}.check"
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    ch = conn.channel()
+    ch.exchange_declare(exchange=f"{prefix}.{msg_type}", exchange_type="topic", durable=True)
+    ch.queue_declare(queue=name, durable=True)
+    ch.queue_bind(queue=name, exchange=f"{prefix}.{msg_type}", routing_key="#")
+    conn.close()
+    return name
+
+
+def drain(queue: str, idle: float = 1.0) -> list[tuple[bytes, dict]]:
+    """Every message of ``queue`` (body, headers), acked, in delivery order."""
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    ch = conn.channel()
+    out = []
+    for method, props, body in ch.consume(queue, inactivity_timeout=idle):
+        if method is None:
+            break
+        out.append((body, props))
+        ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    conn.close()
+    return out
+
+
+def assert_all_in_order(seqs: list[int], n: int) -> None:
+    """Every 0..n-1 arrived, and first arrivals are in publish order.
+
+    Redeliveries after a failure are allowed (at-least-once); losses are not.
+    """
+    missing = sorted(set(range(n)) - set(seqs))
+    assert not missing, f"{len(missing)} message(s) lost, e.g. {missing[:10]}"
+    first = []
+    seen = set()
+    for s in seqs:
+        if s not in seen:
+            seen.add(s)
+            first.append(s)
+    out_of_order = [(a, b) for a, b in zip(first, first[1:]) if b < a]
+    assert not out_of_order, f"first arrivals out of order, e.g. {out_of_order[:5]}"
+
+
+async def sleep(seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_until(predicate, timeout: float, what: str, step: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await sleep(step)
+
+
+async def ctl(*args: str) -> str:
+    """rabbitmqctl, off the reactor thread."""
+    return await threads.deferToThread(rabbitmqctl, *args)
+
+
+async def start_bus(settings_path: str, app_id: str = "test"):
+    """An AMQP bus service for ``settings_path``, started and connected."""
+    from connector.amqp.bus import AMQPBus
+
+    s = load_settings(settings_path)
+    bus = AMQPBus(reactor, s.bus, s.buffer, app_id)
+    await bus.startService()
+    await wait_until(lambda: bus.connected, 20, "the bus to connect")
+    return bus
+
+
+async def publish_paced(publisher, n: int, rate: float, start: int = 0) -> list[defer.Deferred]:
+    """Publish ``start``..``n-1`` at about ``rate`` messages/s; return their Deferreds."""
+    ds = []
+    chunk = max(1, int(rate / 50))
+    t0 = time.monotonic()
+    for i in range(start, n):
+        ds.append(publisher.publish(perf(i)))
+        if (i - start) % chunk == chunk - 1:
+            ahead = (i - start + 1) / rate - (time.monotonic() - t0)
+            await sleep(max(ahead, 0))
+    return ds
+
+
+async def settle(bus, timeout: float = 60) -> None:
+    """Wait until the publisher has nothing buffered or in flight."""
+    p = bus.publisher("test")
+    await wait_until(lambda: p.backlog == 0 and p.in_flight == 0, timeout,
+                     f"the publisher to drain (backlog {p.backlog}, in flight {p.in_flight})")
