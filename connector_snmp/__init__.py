@@ -1,0 +1,1 @@
+"""The SNMP poller connector (centaure-snmp)."""
