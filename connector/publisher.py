@@ -7,12 +7,12 @@ twice after a failure (at-least-once), never zero times.
 
 How a message travels:
 
-- Direct: the link is up, unblocked, the buffer is empty and fewer than
-  ``max_in_flight`` messages await a confirm: the message is sent at once and
-  kept in memory until the broker acks it.
-- Buffered: otherwise it is appended to the SQLite buffer, and replayed from
-  there, in order, when the link is usable; a buffered row is deleted only
-  once the broker has confirmed it.
+- Direct: the link is up, unblocked and the disk buffer is empty: the message
+  is sent at once (or, when ``max_in_flight`` messages already await a
+  confirm, waits in memory for room) and kept until the broker acks it.
+- Buffered: when the link is down, blocked or not confirming, it is appended
+  to the SQLite buffer, and replayed from there, in order, when the link is
+  usable again; a buffered row is deleted only once the broker confirmed it.
 
 Every message gets a sequence number when it is published and keeps it in the
 buffer, so that messages that were in flight when the link dropped go back to
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -94,6 +94,8 @@ class ReliablePublisher:
         self._blocked = False
         self._seq = 0
         self._in_flight: OrderedDict[int, _Pending] = OrderedDict()  # tag -> pending
+        self._waiting: deque[_Pending] = deque()  # connected, waiting for room in flight
+        self.max_waiting = max(10 * max_in_flight, 10_000)
         self._to_buffer: list[_Pending] = []
         self._to_delete: list[int] = []
         self._flushing = False
@@ -104,6 +106,7 @@ class ReliablePublisher:
         self._delete_call = None
         self._watchdog = None
         self._stopped = False
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
 
     # -- lifecycle -------------------------------------------------------
 
@@ -157,6 +160,7 @@ class ReliablePublisher:
         self.log.warn("broker blocked publishing: {reason}", reason=reason)
         self._blocked = True
         self.counters.inc("blocked")
+        self._spill_waiting()
 
     def unblocked(self) -> None:
         """The broker accepts messages again."""
@@ -177,6 +181,7 @@ class ReliablePublisher:
             entry = self._in_flight.pop(tag, None)
             entries = [entry] if entry is not None else []
         if ack:
+            self._send_waiting()
             for entry in entries:
                 if entry.buffered:
                     self._to_delete.append(entry.seq)
@@ -199,7 +204,7 @@ class ReliablePublisher:
             exchange=messages.exchange_name(self.exchange_prefix, message.msg_type),
             routing_key=messages.routing_key(message),
             body=messages.encode(message),
-            message_id=_new_message_id(),
+            message_id=self._new_message_id(),
             msg_type=message.msg_type,
             timestamp=message.ts,
             headers=headers,
@@ -212,7 +217,7 @@ class ReliablePublisher:
             exchange=exchange,
             routing_key=routing_key,
             body=body,
-            message_id=properties.get("message_id") or _new_message_id(),
+            message_id=properties.get("message_id") or self._new_message_id(),
             msg_type=properties.get("type", ""),
             timestamp=properties.get("timestamp") or time.time(),
             headers=properties.get("headers"),
@@ -221,8 +226,8 @@ class ReliablePublisher:
 
     @property
     def backlog(self) -> int:
-        """Messages waiting on disk or on their way to it."""
-        return self.buffer.count() + len(self._to_buffer)
+        """Messages waiting on disk, on their way to it, or waiting for room in flight."""
+        return self.buffer.count() + len(self._to_buffer) + len(self._waiting)
 
     @property
     def in_flight(self) -> int:
@@ -236,34 +241,67 @@ class ReliablePublisher:
 
     # -- internals --------------------------------------------------------
 
+    def _new_message_id(self) -> str:
+        # Unique without a uuid4 per message: a random per-process prefix
+        # and the message's sequence number.
+        return f"{self._id_prefix}{self._seq + 1:x}"
+
     def _accept(self, record: BufferedMessage) -> defer.Deferred:
         self._seq += 1
         d = defer.Deferred()
         pending = _Pending(self._seq, record, d, buffered=False)
-        if (self.usable and not self._has_backlog()
-                and len(self._in_flight) < self.max_in_flight):
-            self._send(pending)
-        else:
-            self._to_buffer.append(pending)
-            if not self._flushing:
-                self._flush()
+        if self.usable and not self._has_backlog():
+            if not self._waiting and len(self._in_flight) < self.max_in_flight:
+                self._send(pending)
+                return d
+            if len(self._waiting) < self.max_waiting:
+                self._waiting.append(pending)
+                return d
+        self._to_buffer.append(pending)
+        if not self._flushing:
+            self._flush()
         return d
+
+    def _send_waiting(self) -> None:
+        """Send what waits in memory while there is room in flight."""
+        waiting, room = self._waiting, self.max_in_flight - len(self._in_flight)
+        while waiting and room > 0 and self.usable:
+            if not self._send(waiting.popleft()):
+                return
+            room -= 1
+
+    def _spill_waiting(self) -> None:
+        """Messages waiting in memory go to disk (the link is not usable)."""
+        if self._waiting:
+            waiting, self._waiting = list(self._waiting), deque()
+            self._requeue(waiting)
 
     def _has_backlog(self) -> bool:
         return bool(self._flushing or self._to_buffer or self.buffer.count())
 
-    def _send(self, pending: _Pending) -> None:
-        tag = self._link.send(pending.record)
+    def _send(self, pending: _Pending) -> bool:
+        try:
+            tag = self._link.send(pending.record)
+        except Exception as e:
+            # The link broke under us: start over on a new connection.
+            self.log.warn("publishing failed ({error}): reconnecting", error=e)
+            link = self._link
+            self.link_down(e)
+            link.abort(str(e))
+            self._requeue([pending])
+            return False
         pending.sent_at = self.clock.seconds()
         self._in_flight[tag] = pending
+        return True
 
     def _spill_in_flight(self) -> None:
-        """Move every unconfirmed message back to the buffer, keeping its seq."""
+        """Move every unconfirmed or waiting message to the buffer, keeping its seq."""
         entries = list(self._in_flight.values())
         self._in_flight.clear()
         if entries:
             self.counters.inc("spilled", len(entries))
         self._requeue(entries)
+        self._spill_waiting()
 
     def _requeue(self, entries: list[_Pending]) -> None:
         direct = [e for e in entries if not e.buffered]
@@ -290,15 +328,22 @@ class ReliablePublisher:
         self.counters.inc("buffered_total", result.accepted)
         self.counters.inc("dropped", result.dropped_oldest + result.refused)
         self.counters.set("buffered", self.buffer.count())
-        accepted = batch[: result.accepted]
-        for pending in accepted:
+        # refuse_newest refuses the last messages of the batch; drop_oldest
+        # keeps the newest, so what it did not store is at the front.
+        lost = len(batch) - result.accepted
+        if self.buffer.buffer.policy == "refuse_newest":
+            stored, refused = batch[:result.accepted], batch[result.accepted:]
+        else:
+            stored, refused = batch[lost:], batch[:lost]
+        for pending in stored:
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
                 d.callback(None)
-        for pending in batch[result.accepted:]:
+        for pending in refused:
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
-                d.errback(BufferFull("publisher buffer is full (policy refuse_newest)"))
+                d.errback(BufferFull(
+                    f"publisher buffer is full ({result.limit}, policy {self.buffer.buffer.policy})"))
         if self._to_buffer:
             self._flush()
         self._pump()
@@ -338,7 +383,8 @@ class ReliablePublisher:
         if not self.usable:
             return
         for row_id, record in rows:
-            self._send(_Pending(row_id, record, None, buffered=True))
+            if not self._send(_Pending(row_id, record, None, buffered=True)):
+                return
             self._replay_cursor = row_id
         if rows:
             self.counters.inc("replayed", len(rows))
@@ -390,10 +436,6 @@ class ReliablePublisher:
             link = self._link
             self.link_down("confirm timeout")
             link.abort("confirm timeout")
-
-
-def _new_message_id() -> str:
-    return uuid.uuid4().hex
 
 
 def _sleep(clock: IReactorTime, seconds: float) -> defer.Deferred:

@@ -19,15 +19,19 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, ssl
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from txamqp.content import Content
 from zope.interface import implementer
 from twisted.internet.interfaces import IStreamClientEndpoint
 
+from connector.amqp import fastpath
 from connector.amqp.protocol import BusDelegate, BusProtocol
 from connector.amqp.spec import load_spec
 from connector.buffer import BufferedMessage
 
 PUBLISH_CHANNEL = 1
+
+
+class ChannelGone(Exception):
+    """The channel we publish on was closed by the broker."""
 
 
 class BrokerURLError(ValueError):
@@ -124,6 +128,7 @@ class FailoverEndpoint:
         self.timeout = timeout
         self.tls = tls
         self.current = 0
+        self.trying: BrokerURL = brokers[0]
 
     def _endpoint(self, broker: BrokerURL):
         ep = endpoints.HostnameEndpoint(self.reactor, broker.host, broker.port, timeout=self.timeout)
@@ -138,8 +143,7 @@ class FailoverEndpoint:
         last_error = None
         for i in range(len(self.brokers)):
             index = (self.current + i) % len(self.brokers)
-            broker = self.brokers[index]
-            factory.broker = broker
+            broker = self.trying = self.brokers[index]
             try:
                 protocol = await self._endpoint(broker).connect(factory)
             except Exception as e:  # every failure means: try the next broker
@@ -154,19 +158,21 @@ class FailoverEndpoint:
 class BusProtocolFactory(Factory):
     """Builds one ``BusProtocol`` for the broker the endpoint is trying."""
 
-    broker: BrokerURL | None = None
-
-    def __init__(self, spec, heartbeat: int, listener, clock) -> None:
+    def __init__(self, endpoint: FailoverEndpoint, spec, heartbeat: int, listener, clock) -> None:
+        # ClientService wraps this factory, so the broker being tried is
+        # read from the endpoint rather than set on the factory.
+        self.endpoint = endpoint
         self.spec = spec
         self.heartbeat = heartbeat
         self.listener = listener
         self.clock = clock
 
     def buildProtocol(self, addr):
-        p = BusProtocol(BusDelegate(), self.broker.vhost, self.spec, self.heartbeat,
+        broker = self.endpoint.trying
+        p = BusProtocol(BusDelegate(), broker.vhost, self.spec, self.heartbeat,
                         self.listener, clock=self.clock)
         p.factory = self
-        p.broker = self.broker
+        p.broker = broker
         return p
 
 
@@ -179,28 +185,32 @@ class AMQPPublishLink:
         self.protocol = protocol
         self.channel = channel
         self.app_id = app_id
+        self._app_id = fastpath.shortstr(app_id)
         self.tag = 0
 
     def send(self, record: BufferedMessage) -> int:
+        if self.channel.closed:
+            # The broker closed our channel (e.g. a missing exchange): start
+            # over on a new connection; unconfirmed messages go back to disk.
+            raise ChannelGone("publishing channel closed by the broker")
         self.tag += 1
-        properties = {
-            "content-type": "application/json",
-            "delivery-mode": 2,
-            "message-id": record.message_id,
-            "timestamp": int(record.timestamp),
-            "type": record.msg_type,
-            "app-id": self.app_id,
-        }
         if record.headers:
-            properties["headers"] = record.headers
-        d = self.channel.basic_publish(
-            exchange=record.exchange,
-            routing_key=record.routing_key,
-            content=Content(record.body, properties=properties),
-        )
-        # A failure here is the channel or connection closing: the message
-        # stays unconfirmed and the loss of the link puts it back on disk.
-        d.addErrback(lambda f: None)
+            properties = {
+                "content-type": "application/json",
+                "delivery-mode": 2,
+                "message-id": record.message_id,
+                "timestamp": int(record.timestamp),
+                "type": record.msg_type,
+                "app-id": self.app_id,
+                "headers": record.headers,
+            }
+            self.protocol.fast_publish(PUBLISH_CHANNEL, record.exchange, record.routing_key,
+                                       properties, record.body)
+        else:
+            encoded = fastpath.encode_standard_properties(
+                record.message_id, int(record.timestamp), record.msg_type, self._app_id)
+            self.protocol.fast_publish(PUBLISH_CHANNEL, record.exchange, record.routing_key,
+                                       None, record.body, encoded)
         return self.tag
 
     def abort(self, reason: str) -> None:
@@ -238,7 +248,7 @@ class BusConnection(service.Service):
         self.blocked_reason: str | None = None
         self.connections = 0
         self._endpoint = FailoverEndpoint(reactor, brokers, connect_timeout, tls)
-        self._factory = BusProtocolFactory(self.spec, self.heartbeat, self, reactor)
+        self._factory = BusProtocolFactory(self._endpoint, self.spec, self.heartbeat, self, reactor)
         self._client = ClientService(
             self._endpoint,
             self._factory,

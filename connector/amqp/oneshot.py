@@ -24,7 +24,7 @@ async def connect(reactor, bus_settings):
     tls = TLSSettings(ca=bus_settings.tls_ca or "", cert=bus_settings.tls_cert or "",
                       key=bus_settings.tls_key or "", verify=bus_settings.tls_verify)
     endpoint = FailoverEndpoint(reactor, brokers, bus_settings.connect_timeout, tls)
-    factory = BusProtocolFactory(load_spec(bus_settings.spec), 0, _Quiet(), reactor)
+    factory = BusProtocolFactory(endpoint, load_spec(bus_settings.spec), 0, _Quiet(), reactor)
     protocol = await endpoint.connect(factory)
     await protocol.authenticate(protocol.broker.username, protocol.broker.password,
                                 mechanism="PLAIN")

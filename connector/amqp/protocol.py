@@ -9,12 +9,14 @@ service) instead of raising inside the protocol.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.protocol import AMQClient
 
 from connector import __version__
-from connector.amqp import fieldtable
+from connector.amqp import fastpath, fieldtable
 
 fieldtable.install_into_txamqp()
 
@@ -51,11 +53,108 @@ class BusDelegate(TwistedDelegate):
 
 
 class BusProtocol(AMQClient):
-    """One AMQP connection; tells ``listener`` when it is lost."""
+    """One AMQP connection; tells ``listener`` when it is lost.
+
+    Incoming frames are read here: basic.deliver (for registered consumers),
+    its content, and publisher confirms are decoded by ``fastpath`` and
+    dispatched synchronously; every other frame goes to txamqp as before.
+    """
+
+    log = Logger()
 
     def __init__(self, delegate, vhost, spec, heartbeat, listener, clock=None):
         super().__init__(delegate, vhost, spec, heartbeat=heartbeat, clock=clock)
         self.listener = listener
+        # consumer tag -> callback(channel id, fastpath.Deliver)
+        self.consumers: dict[str, Callable[[int, fastpath.Deliver], None]] = {}
+        self._inbuf = bytearray()
+        self._assembling: dict[int, fastpath.Deliver] = {}
+
+    # -- outgoing hot frames ---------------------------------------------
+
+    def fast_publish(self, channel: int, exchange: str, routing_key: str, properties: dict | None,
+                     body: bytes, encoded_properties: tuple[int, bytes] | None = None) -> None:
+        """basic.publish with its content, written in one call."""
+        self.transport.write(fastpath.encode_publish(
+            channel, exchange, routing_key, properties, body, self.MAX_LENGTH,
+            encoded_properties))
+
+    def fast_ack(self, channel: int, delivery_tag: int, multiple: bool) -> None:
+        """basic.ack of consumed messages."""
+        self.transport.write(fastpath.encode_ack(channel, delivery_tag, multiple))
+
+    # -- incoming frames ------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        buf = self._inbuf
+        buf += data
+        pos, n = 0, len(buf)
+        try:
+            while n - pos >= 8:
+                ftype, channel, size = fastpath._frame_header.unpack_from(buf, pos)
+                end = pos + 7 + size
+                if end >= n:
+                    break
+                if buf[end] != fastpath.FRAME_END:
+                    raise fastpath.FrameError(f"frame without frame-end octet at channel {channel}")
+                payload = bytes(buf[pos + 7:end])
+                if not self._fast_frame(ftype, channel, payload):
+                    self.frame_received(self._unpack_frame(bytes(buf[pos:end + 1])))
+                pos = end + 1
+                if self.transport is None or self.transport.disconnecting:
+                    break
+        except Exception:
+            self.log.failure("unreadable AMQP frame: dropping the connection")
+            del buf[:]
+            self.abort()
+            return
+        del buf[:pos]
+        if self.heartbeatInterval > 0 and not self.closed and self.checkHB.active():
+            self.checkHB.reset(self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)
+
+    def _fast_frame(self, ftype: int, channel: int, payload: bytes) -> bool:
+        """Handle a hot frame; False hands it to txamqp."""
+        if ftype == fastpath.FRAME_METHOD:
+            cls, method = fastpath._method_id.unpack_from(payload, 0)
+            if cls != fastpath.BASIC:
+                return False
+            if method == fastpath.BASIC_DELIVER:
+                deliver = fastpath.decode_deliver(payload)
+                if deliver.consumer_tag not in self.consumers:
+                    return False
+                self._assembling[channel] = deliver
+                return True
+            if method in (fastpath.BASIC_ACK, fastpath.BASIC_NACK):
+                tag, multiple = fastpath.decode_confirm(payload)
+                self.listener.confirmed(channel, tag, multiple, method == fastpath.BASIC_ACK)
+                return True
+            return False
+        deliver = self._assembling.get(channel)
+        if deliver is None:
+            return False
+        if ftype == fastpath.FRAME_HEADER:
+            _cls, _weight, deliver.size = fastpath._content_header.unpack_from(payload, 0)[:3]
+            deliver.properties = fastpath.decode_properties(payload, 12)
+            if deliver.size == 0:
+                self._delivered(channel, deliver)
+            return True
+        if ftype == fastpath.FRAME_BODY:
+            deliver.chunks.append(payload)
+            deliver.received += len(payload)
+            if deliver.received >= deliver.size:
+                self._delivered(channel, deliver)
+            return True
+        return False
+
+    def _delivered(self, channel: int, deliver: fastpath.Deliver) -> None:
+        del self._assembling[channel]
+        callback = self.consumers.get(deliver.consumer_tag)
+        if callback is None:
+            return  # cancelled meanwhile: unacked, the broker redelivers it
+        try:
+            callback(channel, deliver)
+        except Exception:
+            self.log.failure("consumer callback failed on delivery {tag}", tag=deliver.delivery_tag)
 
     def connectionLost(self, reason):
         super().connectionLost(reason)

@@ -14,9 +14,9 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from txamqp.queue import Closed as QueueClosed
 from zope.interface import implementer
 
+from connector.amqp import fastpath
 from connector.consumer import Consumer, Delivery
 from connector.interfaces import ISubscriber
 from connector.topology import QueueSpec
@@ -62,50 +62,51 @@ class AMQPSubscriber:
         await channel.channel_open()
         await declare_queue(channel, self.spec)
         await channel.basic_qos(prefetch_count=self.prefetch)
-        await channel.basic_consume(queue=self.spec.name, consumer_tag=self.consumer_tag,
-                                    no_ack=False)
         self._protocol, self._channel = protocol, channel
         self._outstanding.clear()
         self._done.clear()
-        queue = await protocol.queue(self.consumer_tag)
+        # Deliveries arrive through the protocol's fast path from now on.
+        protocol.consumers[self.consumer_tag] = self._on_deliver
+        await channel.basic_consume(queue=self.spec.name, consumer_tag=self.consumer_tag,
+                                    no_ack=False)
         self.log.info("consuming {queue}", queue=self.spec.name)
-        defer.ensureDeferred(self._read(protocol, channel, queue))
 
-    async def _read(self, protocol, channel, queue) -> None:
-        while self._protocol is protocol:
-            try:
-                msg = await queue.get()
-            except QueueClosed:
-                return
-            content = msg.content
-            body = content.body if isinstance(content.body, bytes) else content.body.encode()
-            props = content.properties
-            delivery = Delivery(
-                body=body,
-                exchange=msg.exchange,
-                routing_key=msg.routing_key,
+    @property
+    def consuming(self) -> bool:
+        """True while this subscriber has a live consumer on the broker."""
+        return self._protocol is not None and self._protocol.consumers.get(self.consumer_tag) is not None
+
+    def _on_deliver(self, channel_id: int, deliver: fastpath.Deliver) -> None:
+        channel = self._channel
+        if channel is None or channel_id != channel.id:
+            return
+        props = deliver.properties or {}
+        tag = deliver.delivery_tag
+        self._outstanding.append(tag)
+        self.consumer.deliver(
+            Delivery(
+                body=deliver.body,
+                exchange=deliver.exchange,
+                routing_key=deliver.routing_key,
                 message_id=props.get("message-id"),
                 msg_type=props.get("type"),
-                redelivered=bool(msg.redelivered),
+                redelivered=deliver.redelivered,
                 headers=props.get("headers") or {},
-                tag=msg.delivery_tag,
-            )
-            tag = msg.delivery_tag
-            self._outstanding.append(tag)
-            self.consumer.deliver(
-                delivery,
-                ack=lambda tag=tag, ch=channel: self._ack(ch, tag),
-                requeue=lambda tag=tag, ch=channel: self._requeue(ch, tag),
-            )
+                tag=tag,
+            ),
+            ack=lambda: self._ack(channel, tag),
+            requeue=lambda: self._requeue(channel, tag),
+        )
 
     def detach(self, protocol, clean: bool) -> defer.Deferred:
         """Stop consuming: the broker redelivers whatever was not acked."""
         if self._protocol is not protocol:
             return defer.succeed(None)
+        protocol.consumers.pop(self.consumer_tag, None)
         channel = self._channel
         self._protocol = self._channel = None
         if clean and channel is not None:
-            self._flush(channel)
+            self._flush(channel, protocol)
             d = channel.basic_cancel(consumer_tag=self.consumer_tag)
             d.addErrback(lambda f: None)
             return d
@@ -116,7 +117,7 @@ class AMQPSubscriber:
             return  # that channel is gone: the broker will redeliver
         self._done.add(tag)
         if self._flush_call is None or not self._flush_call.active():
-            self._flush_call = self.clock.callLater(0, self._flush, channel)
+            self._flush_call = self.clock.callLater(0, self._flush, channel, self._protocol)
 
     def _requeue(self, channel, tag: int) -> None:
         if channel is not self._channel:
@@ -127,8 +128,8 @@ class AMQPSubscriber:
             pass
         channel.basic_reject(delivery_tag=tag, requeue=True)
 
-    def _flush(self, channel) -> None:
-        if channel is not self._channel or not self._done:
+    def _flush(self, channel, protocol) -> None:
+        if channel is not self._channel or not self._done or channel.closed:
             return
         done, outstanding = self._done, self._outstanding
         last = None
@@ -136,9 +137,9 @@ class AMQPSubscriber:
             last = outstanding.popleft()
             done.discard(last)
         if last is not None:
-            channel.basic_ack(delivery_tag=last, multiple=True)
+            protocol.fast_ack(channel.id, last, True)
         for tag in sorted(done):
-            channel.basic_ack(delivery_tag=tag, multiple=False)
+            protocol.fast_ack(channel.id, tag, False)
             try:
                 outstanding.remove(tag)
             except ValueError:

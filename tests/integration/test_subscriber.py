@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pika
 import pytest
 import pytest_twisted
@@ -9,7 +11,7 @@ from twisted.internet import defer
 
 from connector import messages
 from connector.consumer import QUEUE_HEADER, REASON_HEADER
-from connector.topology import QueueSpec, Binding, connector_queue, dead_letter_queue
+from connector.topology import connector_queue, dead_letter_queue
 from tests.conftest import AMQP_URL
 from tests.integration.support import drain, perf, settle, start_bus, wait_until
 
@@ -58,9 +60,9 @@ async def test_consume_acks_everything_once(prefix, write_settings):
     bus = await start_bus(write_settings())
     handler = Recorder()
     spec = connector_queue(prefix, "alerter")
-    bus.subscriber("alerter").subscribe(spec, handler)
+    sub = bus.subscriber("alerter").subscribe(spec, handler)
     try:
-        await wait_until(lambda: len(bus.connection.subscribers) == 1, 5, "subscription")
+        await wait_until(lambda: sub.consuming, 10, "the consumer")
         ds = [bus.publisher("test").publish(perf(i)) for i in range(3000)]
         await defer.gatherResults(ds)
         await wait_until(lambda: len(handler.seen) >= 3000, 30, "3000 messages handled")
@@ -80,9 +82,9 @@ async def test_malformed_message_is_dead_lettered_and_next_is_processed(prefix, 
     bus = await start_bus(write_settings())
     handler = Recorder()
     spec = connector_queue(prefix, "alerter")
-    bus.subscriber("alerter").subscribe(spec, handler)
+    sub = bus.subscriber("alerter").subscribe(spec, handler)
     try:
-        await wait_until(lambda: bus.counters.get("received") >= 0 and bus.connected, 5, "connect")
+        await wait_until(lambda: sub.consuming, 10, "the consumer")
         await defer.gatherResults([bus.publisher("test").publish(perf(0))])
         await wait_until(lambda: handler.seen == [0], 10, "first message")
         _raw_publish(f"{prefix}.perf", "perf.broken", b'{"type": "perf", "v": 1, "host": 3')
@@ -108,8 +110,9 @@ async def test_failing_handler_is_retried_then_dead_lettered(prefix, write_setti
     bus = await start_bus(write_settings())  # retry_limit = 2
     handler = Recorder(fail_seq={1})
     spec = connector_queue(prefix, "alerter")
-    bus.subscriber("alerter").subscribe(spec, handler)
+    sub = bus.subscriber("alerter").subscribe(spec, handler)
     try:
+        await wait_until(lambda: sub.consuming, 10, "the consumer")
         await defer.gatherResults([bus.publisher("test").publish(perf(i)) for i in range(3)])
         await wait_until(lambda: bus.counters.get("dead_lettered") == 1, 20, "the dead letter")
         assert sorted(handler.seen) == [0, 2]
@@ -132,7 +135,8 @@ async def test_dead_lettered_message_with_x_death_is_consumed(prefix, write_sett
     bus = await start_bus(write_settings())
     handler = Recorder()
     spec = connector_queue(prefix, "alerter")
-    bus.subscriber("alerter").subscribe(spec, handler)
+    sub = bus.subscriber("alerter").subscribe(spec, handler)
+    await wait_until(lambda: sub.consuming, 10, "the consumer")
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     ch = conn.channel()
     # A parking queue whose expired messages are dead-lettered into centaure.perf.
@@ -141,7 +145,7 @@ async def test_dead_lettered_message_with_x_death_is_consumed(prefix, write_sett
         "x-dead-letter-exchange": f"{prefix}.perf", "x-dead-letter-routing-key": "perf.expired",
         "x-message-ttl": 50})
     ch.basic_publish("", parking, messages.encode(perf(7)),
-                     pika.BasicProperties(delivery_mode=2, headers={"x-note": 1.5, "x-flag": True}))
+                     pika.BasicProperties(delivery_mode=2, headers={"x-note": Decimal("1.5"), "x-flag": True, "x-big": 2**40}))
     conn.close()
     try:
         await wait_until(lambda: handler.seen == [7], 15, "the dead-lettered message")
@@ -149,7 +153,8 @@ async def test_dead_lettered_message_with_x_death_is_consumed(prefix, write_sett
         death = headers["x-death"][0]
         assert death["reason"] == "expired" and death["count"] == 1
         assert death["queue"] == parking
-        assert headers["x-note"] == 1.5 and headers["x-flag"] is True
+        assert headers["x-note"] == Decimal("1.5") and headers["x-flag"] is True
+        assert headers["x-big"] == 2**40
         assert bus.connection.connections == 1, "the connection dropped on the headers"
     finally:
         await bus.stopService()
