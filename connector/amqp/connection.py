@@ -173,6 +173,7 @@ class BusProtocolFactory(Factory):
                         self.listener, clock=self.clock)
         p.factory = self
         p.broker = broker
+        self.built = p
         return p
 
 
@@ -296,7 +297,10 @@ class BusConnection(service.Service):
         yield self._client.stopService()
 
     @defer.inlineCallbacks
-    def _prepare(self, protocol: BusProtocol):
+    def _prepare(self, proxy):
+        # ClientService hands us a proxy of the protocol; the listener
+        # callbacks come from the protocol itself, so keep that one.
+        protocol: BusProtocol = self._factory.built
         broker = protocol.broker
         yield protocol.authenticate(broker.username, broker.password, mechanism="PLAIN")
         channel = yield protocol.channel(PUBLISH_CHANNEL)

@@ -157,8 +157,14 @@ class BusProtocol(AMQClient):
             self.log.failure("consumer callback failed on delivery {tag}", tag=deliver.delivery_tag)
 
     def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.listener.connection_lost(self, reason)
+        try:
+            super().connectionLost(reason)
+        except Exception:
+            # txamqp's own cleanup can raise (e.g. an event fired twice);
+            # the connection is gone all the same and must be reported.
+            self.log.failure("txamqp cleanup after connection loss failed")
+        finally:
+            self.listener.connection_lost(self, reason)
 
     def abort(self) -> None:
         """Drop the TCP connection now, without the closing handshake."""

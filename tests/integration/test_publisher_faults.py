@@ -41,8 +41,10 @@ async def test_server_closes_all_connections_twice(prefix, write_settings, broke
     async def fault():
         for _ in range(2):
             await sleep(1.0)
+            before = bus.connection.connections
             await ctl("close_all_connections", "centaure test: connection closed by test")
-            await wait_until(lambda: bus.connected, 30, "reconnection")
+            await wait_until(lambda: bus.connection.connections > before and bus.connected, 30,
+                             "reconnection")
 
     try:
         await _publish_through(bus, queue, fault)
