@@ -33,6 +33,8 @@ def _get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, ""  # not listening yet
 
 
 def _wait(predicate, timeout: float, what: str):
