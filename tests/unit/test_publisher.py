@@ -1,0 +1,195 @@
+"""The reliable publisher's decisions, with a fake link and the real SQLite buffer."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from connector import messages
+from connector.buffer import BufferFull, SQLiteBuffer, ThreadedBuffer
+from connector.metrics import Counters
+from connector.publisher import ReliablePublisher
+
+
+class FakeLink:
+    """Records what is sent; the test plays the broker's confirms."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []  # (tag, seq)
+        self.tag = 0
+        self.aborted = None
+
+    def send(self, record):
+        self.tag += 1
+        self.sent.append((self.tag, messages.decode(record.body).metrics[0].value))
+        return self.tag
+
+    def abort(self, reason):
+        self.aborted = reason
+
+
+def perf(i: int) -> messages.Perf:
+    return messages.Perf(source="t@n", host="h", address="a", device_type="t",
+                         metrics=[messages.Metric(name="seq", value=i, kind="gauge", oid="1.3")])
+
+
+async def make(tmp_path, **kw):
+    policy = kw.pop("policy", "drop_oldest")
+    max_messages = kw.pop("max_messages", 1_000_000)
+    buf = ThreadedBuffer(SQLiteBuffer(str(tmp_path / "b.sqlite3"), max_messages=max_messages,
+                                      policy=policy), reactor)
+    p = ReliablePublisher(buf, "test", "centaure", Counters("test"), reactor, **kw)
+    await p.start()
+    return p
+
+
+async def turn(n: int = 3) -> None:
+    for _ in range(n):
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+async def until(pred, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if pred():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not reached")
+
+
+@pytest_twisted.ensureDeferred
+async def test_direct_publish_fires_on_ack_only(tmp_path):
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    d = p.publish(perf(0))
+    assert not d.called and link.sent == [(1, 0)]
+    p.confirmed(1, multiple=False, ack=True)
+    assert d.called
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_multiple_ack_confirms_all_before(tmp_path):
+    p = await make(tmp_path)
+    p.link_up(FakeLink())
+    ds = [p.publish(perf(i)) for i in range(5)]
+    p.confirmed(3, multiple=True, ack=True)
+    assert [d.called for d in ds] == [True, True, True, False, False]
+    assert p.in_flight == 2
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_down_link_buffers_and_replays_in_order(tmp_path):
+    p = await make(tmp_path, batch_size=4)
+    ds = [p.publish(perf(i)) for i in range(10)]  # no link: to disk
+    await defer.gatherResults(ds)  # accepted = on disk
+    assert p.buffer.count() == 10
+    link = FakeLink()
+    p.link_up(link)
+    await until(lambda: len(link.sent) == 10)
+    assert [seq for _, seq in link.sent] == list(range(10))
+    p.confirmed(10, multiple=True, ack=True)
+    await until(lambda: p.buffer.count() == 0)
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unconfirmed_go_back_before_newer_messages(tmp_path):
+    """In flight when the link drops = replayed before what was published after."""
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    early = [p.publish(perf(i)) for i in range(3)]
+    p.link_down("lost")
+    later = [p.publish(perf(i)) for i in range(3, 6)]
+    await defer.gatherResults(early + later)
+    link2 = FakeLink()
+    p.link_up(link2)
+    await until(lambda: len(link2.sent) == 6)
+    assert [seq for _, seq in link2.sent] == [0, 1, 2, 3, 4, 5]
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nack_sends_again(tmp_path):
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    d = p.publish(perf(7))
+    p.confirmed(1, multiple=False, ack=False)
+    await d  # safe on disk
+    await until(lambda: len(link.sent) == 2)
+    assert link.sent[1][1] == 7
+    assert p.counters.get("nacked") == 1
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocked_broker_sends_nothing_new(tmp_path):
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    p.blocked("low on memory")
+    d = p.publish(perf(1))
+    await d
+    assert link.sent == [] and p.buffer.count() == 1
+    p.unblocked()
+    await until(lambda: len(link.sent) == 1)
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirm_timeout_drops_the_link(tmp_path):
+    p = await make(tmp_path, confirm_timeout=0.2)
+    link = FakeLink()
+    p.link_up(link)
+    d = p.publish(perf(1))
+    await until(lambda: link.aborted is not None, timeout=3)
+    await d  # spilled to disk: accepted
+    assert p.counters.get("confirm_timeouts") == 1 and p.buffer.count() == 1
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_flight_window_holds_the_rest_in_memory(tmp_path):
+    p = await make(tmp_path, max_in_flight=4)
+    link = FakeLink()
+    p.link_up(link)
+    ds = [p.publish(perf(i)) for i in range(10)]
+    assert len(link.sent) == 4 and p.buffer.count() == 0
+    p.confirmed(4, multiple=True, ack=True)
+    assert len(link.sent) == 8
+    p.confirmed(8, multiple=True, ack=True)
+    p.confirmed(10, multiple=True, ack=True)
+    assert all(d.called for d in ds)
+    assert [s for _, s in link.sent] == list(range(10))
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refuse_newest_fails_the_publish(tmp_path):
+    p = await make(tmp_path, policy="refuse_newest", max_messages=3)
+    results = await defer.DeferredList([p.publish(perf(i)) for i in range(5)],
+                                       consumeErrors=True)
+    ok = [r for r in results if r[0]]
+    refused = [r[1] for r in results if not r[0]]
+    assert len(ok) == 3 and len(refused) == 2
+    assert all(f.check(BufferFull) for f in refused)
+    assert p.counters.get("dropped") == 2
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_continues_after_the_last_buffered_message(tmp_path):
+    p = await make(tmp_path)
+    await defer.gatherResults([p.publish(perf(i)) for i in range(3)])
+    await p.stop(grace=0)
+    p2 = await make(tmp_path)
+    await defer.gatherResults([p2.publish(perf(i)) for i in range(3, 5)])
+    link = FakeLink()
+    p2.link_up(link)
+    await until(lambda: len(link.sent) == 5)
+    assert [s for _, s in link.sent] == [0, 1, 2, 3, 4]
+    await p2.stop(grace=0)
