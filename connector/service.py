@@ -14,6 +14,7 @@ from twisted.application import internet, service
 from twisted.python import usage
 
 from connector.embedded import EmbeddedBus
+from connector.logs import configure_logging
 from connector.metrics import Counters
 from connector.settings import Settings, SettingsError, load_settings
 from connector.status import StatusService
@@ -100,6 +101,7 @@ def available_connectors() -> list[str]:
 def makeService(options, connectors: list[str], process_name: str) -> service.MultiService:
     """The whole process: bus, every connector, their heartbeats, HTTP."""
     settings: Settings = options["settings"]
+    configure_logging(settings.logging.level, settings.logging.format)
     runtime = Runtime(settings, process_name)
     root = service.MultiService()
     runtime.bus.setServiceParent(root)

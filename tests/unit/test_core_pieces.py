@@ -126,3 +126,17 @@ def test_status_table_marks_lost_and_stopped():
     assert lines["db"][2] == "lost"
     assert lines["traps"][2] == "stopped"
     assert status_table([], 0, 10, 3) == "no connector heartbeat seen on the bus"
+
+
+def test_log_level_filters_below_the_setting():
+    from twisted.logger import LogPublisher, Logger
+
+    from connector.logs import configure_logging
+
+    seen = []
+    pub = LogPublisher(seen.append)
+    configure_logging("warning", "text", publisher=pub)
+    log = Logger(observer=pub)
+    log.info("hidden")
+    log.warn("shown")
+    assert [e["log_format"] for e in seen] == ["shown"]
