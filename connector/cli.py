@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with_config(sub.add_parser("bus-config", help="declare exchanges, queues, bindings"))
     with_config(sub.add_parser("status", help="connectors seen on the bus"))
+    poll = with_config(sub.add_parser("poll", help="poll one inventory device once, print it"))
+    poll.add_argument("host", help="the device's inventory name")
+    poll.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
     settings = _load(args.config)
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         _require_amqp(settings)
         fn = bus_config if args.command == "bus-config" else status
         return _run(args.command, fn, settings)
+    if args.command == "poll":
+        from connector_snmp.cli import poll_command
+
+        return _run("poll", poll_command, settings, args.host, args.json)
     return 2
 
 

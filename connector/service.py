@@ -21,7 +21,9 @@ from connector.status import StatusService
 
 # Connector name -> "module:function" building its service. Filled as the
 # connector packages exist; centaure-all runs every one that imports.
-CONNECTORS: dict[str, str] = {}
+CONNECTORS: dict[str, str] = {
+    "snmp": "connector_snmp.service:build",
+}
 
 
 class Options(usage.Options):
@@ -109,7 +111,12 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
     for name in connectors:
         module, func = CONNECTORS[name].split(":")
         build = getattr(importlib.import_module(module), func)
-        build(runtime).setServiceParent(root)
+        try:
+            connector_service = build(runtime)
+        except Exception as e:
+            # A configuration problem: one clear line, not a traceback.
+            raise SystemExit(f"centaure-{name}: {e}") from None
+        connector_service.setServiceParent(root)
     for name in names:
         StatusService(
             runtime.bus.publisher(name), name, runtime.node, runtime.counters(name),

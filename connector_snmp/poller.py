@@ -156,7 +156,7 @@ class DevicePoller:
         value = None if tag in _MISSING else raw
         if value is not None and pipeline is not None:
             ctx = ops.OperatorContext(now=now, device=device.name, metric=spec.name, index=index,
-                                      state=self.state.state(device.name, spec.name, index),
+                                      state=self.state.get(device.name, spec.name, index),
                                       uptime=uptime, tag=tag)
             value = pipeline.apply(value, ctx)
             if value is ops.SKIP:
