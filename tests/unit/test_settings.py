@@ -605,7 +605,7 @@ def test_mask_url(url: str, masked: str) -> None:
 
 
 def test_registered_section_is_reachable(scratch_registry: None) -> None:
-    @register_section("snmp")
+    @register_section("probe")
     @dataclasses.dataclass(frozen=True)
     class SnmpSettings:
         """Test section."""
@@ -613,11 +613,11 @@ def test_registered_section_is_reachable(scratch_registry: None) -> None:
         timeout: float = setting(Duration(0.1, 60), "2s", "Request timeout.")
         community: Secret = setting(SecretText(), "public", "Community.")
 
-    s = load("[snmp]\ntimeout = 500ms\n")
-    assert s.section("snmp") == SnmpSettings(timeout=0.5)
-    assert s.snmp.community.reveal() == "public"
-    assert load_settings(None).section("snmp") == SnmpSettings()
-    register_section("snmp", SnmpSettings)  # the same class again: harmless
+    s = load("[probe]\ntimeout = 500ms\n")
+    assert s.section("probe") == SnmpSettings(timeout=0.5)
+    assert s.probe.community.reveal() == "public"
+    assert load_settings(None).section("probe") == SnmpSettings()
+    register_section("probe", SnmpSettings)  # the same class again: harmless
     assert [spec.key for spec in settings_of(SnmpSettings)] == ["timeout", "community"]
 
 
