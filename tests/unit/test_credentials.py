@@ -217,7 +217,7 @@ def test_missing_file(tmp_path: Path) -> None:
 # The shipped example
 
 
-def test_shipped_example(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_example() -> None:
     s = load_settings(ROOT / "settings.ini", environ={})
     inv = load_inventory(s.inventory, ROOT)
     env = {"CENTAURE_HUAWEI_AUTH_KEY": AUTH, "CENTAURE_HUAWEI_PRIV_KEY": PRIV}
