@@ -42,7 +42,12 @@ Requests
     ends when an OID leaves its prefix, at ``endOfMibView``, at v1
     ``noSuchName`` for its varbind, or when an OID does not increase
     (an agent bug: we stop that column instead of looping).  ``tooBig``
-    halves max-repetitions, then the number of columns per request.
+    halves max-repetitions, then the number of columns per request.  The
+    GETBULKs of a walk ask for the rows the same table of the same agent had
+    at the previous walk, plus one, minus the rows already received (at most
+    max-repetitions; once a table outgrows that, max-repetitions): a poller
+    walks the same tables again and again, and repetitions past the end of
+    a table are wasted on both sides.
 
 v3 specifics
     ``V3Security.priv_protocol = "AES192"/"AES256"`` use the key extension of
@@ -148,6 +153,7 @@ class SnmpError(Exception):
 
 _KEY_CACHE: dict[str, tuple[int, ...]] = {}
 _KEY_CACHE_MAX = 200_000
+_HINTS_MAX = 200_000  # remembered table sizes (see walk)
 
 
 def _suffix_key(suffix: str) -> tuple[int, ...]:
@@ -229,6 +235,7 @@ class SnmpClient:
         self._rid = random.randrange(1, _RID_MOD)
         self._resolved: dict[str, tuple[int, str, float]] = {}
         self._running = False
+        self._rows_hint: dict[tuple, int] = {}
         # v3
         self._engine: Any = None
         self._v3_auth: dict[V3Security, Any] = {}
@@ -612,20 +619,32 @@ class SnmpClient:
         active = list(range(len(cols)))
         bulk = target.version != "v1"
         reps = max(1, int(target.max_repetitions))
+        # Size the first GETBULK by the rows this table had last time, so
+        # that the agent does not send (and we do not decode) repetitions
+        # past the end of a short table; later requests use max_repetitions.
+        hint_key = (target.address, target.port, tuple(cols))
+        hint = self._rows_hint.get(hint_key)
         group = MAX_VARBINDS_PER_REQUEST
         kcache = _KEY_CACHE
         end_tag = ber.END_OF_MIB_VIEW
         while active:
             req = active[:group]
             oids = [next_oid[i] for i in req]
+            used = reps
+            if hint is not None:
+                have = min(len(result[cols[i]]) for i in req)
+                if have > hint:  # the table grew: stop guessing
+                    hint = None
+                else:
+                    used = min(reps, hint + 1 - have)
             status, index, vbs = await self._request(
-                target, _BULK if bulk else _NEXT, oids, reps)
+                target, _BULK if bulk else _NEXT, oids, used)
             done: set[int] = set()
             if status:
                 if status == _TOO_BIG:
                     self.counters["too_big"] += 1
-                    if bulk and reps > 1:
-                        reps = max(1, reps // 2)
+                    if bulk and used > 1:
+                        reps = max(1, used // 2)
                         continue
                     if len(req) > 1:
                         group = max(1, len(req) // 2)
@@ -666,6 +685,10 @@ class SnmpClient:
                 last_key[ci] = last
             if done:
                 active = [i for i in active if i not in done]
+        if bulk:
+            if len(self._rows_hint) >= _HINTS_MAX:
+                self._rows_hint.clear()
+            self._rows_hint[hint_key] = max(map(len, result.values()), default=0)
         return result
 
 

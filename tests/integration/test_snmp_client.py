@@ -193,6 +193,9 @@ async def test_walk_tables_equal_snmpbulkwalk(snmpd_agent, client, reeder_client
     assert list(ours_if) == IF_COLUMNS and list(ours_hr) == HR_COLUMNS
     same_except_volatile(ours_if, theirs_by_col)
     same_except_volatile(ours_hr, theirs_by_col)
+    # again, with the GETBULK size guessed from this walk
+    same_except_volatile(await c.walk(target, IF_COLUMNS), theirs_by_col)
+    same_except_volatile(await c.walk(target, HR_COLUMNS), theirs_by_col)
 
 
 @pytest_twisted.ensureDeferred
@@ -513,3 +516,32 @@ async def test_stop_fails_pending_requests(fake_agent):
     await c.stop()
     with pytest.raises(defer.CancelledError):
         await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_walk_size_guess_follows_a_growing_and_shrinking_table(client, fake_agent):
+    cols = ["1.3.6.1.4.1.99.8.1", "1.3.6.1.4.1.99.8.2"]
+    size = {"rows": 3}
+
+    def handler(msg):
+        out = []
+        for rep in range(msg.max_repetitions):
+            for oid, _, _ in msg.varbinds:
+                col = next(c for c in cols if oid == c or oid.startswith(c + "."))
+                start = 0 if oid == col else int(oid.rsplit(".", 1)[1])
+                i = start + 1 + rep
+                out.append(value_of(f"{col}.{i}") if i <= size["rows"]
+                           else ("1.3.6.1.4.1.99.9.1", ber.NULL, None))
+        return [respond(msg, out)]
+
+    agent, port = fake_agent(handler)
+    target = SnmpTarget("127.0.0.1", port, "v2c", timeout=1, max_repetitions=5)
+    guessed = False
+    for rows in (3, 3, 12, 12, 2, 0, 4):
+        size["rows"] = rows
+        agent.requests.clear()
+        res = await client.walk(target, cols)
+        assert res == {c: [(str(i), ber.INTEGER, i) for i in range(1, rows + 1)] for c in cols}
+        if rows == 3 and len(agent.requests) == 1 and agent.requests[0].max_repetitions == 4:
+            guessed = True
+    assert guessed, "the second walk of 3 rows should be one GETBULK of 4 repetitions"

@@ -1,0 +1,37 @@
+"""pytest fixtures for the simulated SNMP fleet (snmpsim serving ``fleet/``).
+
+Use in a test module::
+
+    from tests.snmp.simfixtures import snmpsim_fleet  # noqa: F401  (pytest fixture)
+
+    def test_x(snmpsim_fleet):
+        snmpsim_fleet.endpoint      # "127.0.0.1:PORT"
+        snmpsim_fleet.communities   # ["eltek01", ..., "switch01", ...]
+
+Note: ``slow`` sleeps inside the responder's only thread, so querying it stalls
+every other device of the same process for ~2 s (see fleet/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.snmp.snmpsim import Simulator, is_available, start_snmpsim
+
+FLEET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "fleet")
+
+
+@pytest.fixture(scope="module")
+def snmpsim_fleet(tmp_path_factory) -> Simulator:
+    """One snmpsim process serving every recording of ``fleet/`` on a free port."""
+    why = is_available()
+    if why:
+        pytest.skip(why)
+    sim = start_snmpsim(FLEET_DIR, tmp_dir=str(tmp_path_factory.mktemp("snmpsim")))
+    try:
+        yield sim
+    finally:
+        sim.stop()
