@@ -19,7 +19,7 @@ Profile YAML (one file per device family in the profiles folder)::
     alarm_tables:                   # vendor active-alarm tables -> alarm_snapshot
       - name: hwAlarmTable
         key: 1.3.6.1.4.1.2011.x.1       # column whose value (or the row index) identifies the alarm
-        name: 1.3.6.1.4.1.2011.x.2
+        name_column: 1.3.6.1.4.1.2011.x.2
         severity: 1.3.6.1.4.1.2011.x.3
         severity_map: {"1": critical, "2": major, "3": minor, "4": warning}
         message: 1.3.6.1.4.1.2011.x.4
