@@ -14,7 +14,7 @@ import signal
 from dataclasses import dataclass
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from connector.membership import SingleNodeMembership
@@ -110,6 +110,7 @@ class PollerService(service.Service):
                                    self.snmp.max_concurrent_polls)
         self.latency = self.counters.histogram("poll_seconds")
         self._reload_loop = None
+        self._reloading: defer.Deferred | None = None
         runtime.health_checks[CONNECTOR] = self.health
 
     def health(self) -> dict:
@@ -137,16 +138,35 @@ class PollerService(service.Service):
         self.scheduler.stop()
         return self.client.stop()
 
-    def reload(self) -> None:
-        """Read the files again; keep the running configuration if they are bad."""
-        try:
-            config = load_config(self.settings, self.registry)
-        except PollerConfigError as e:
-            self.log.error("reload refused, keeping the running configuration: {error}", error=e)
+    def reload(self) -> defer.Deferred:
+        """Read the files again; keep the running configuration if they are bad.
+
+        The inventory may come from SQL: it is read in a thread, never on
+        the reactor.
+        """
+        if self._reloading is not None:
+            return self._reloading
+        d = threads.deferToThread(load_config, self.settings, self.registry)
+
+        def loaded(config: PollerConfig) -> None:
+            self._apply(config)
+            self.log.info("configuration reloaded: {n} devices", n=len(config.plans))
+
+        def refused(failure) -> None:
+            failure.trap(PollerConfigError)
+            self.log.error("reload refused, keeping the running configuration: {error}",
+                           error=failure.value)
             self.counters.inc("reload_errors")
-            return
-        self._apply(config)
-        self.log.info("configuration reloaded: {n} devices", n=len(config.plans))
+
+        def done(result):
+            self._reloading = None
+            return result
+
+        d.addCallbacks(loaded, refused)
+        d.addErrback(lambda f: self.log.failure("reload failed", f))
+        d.addBoth(done)
+        self._reloading = d
+        return d
 
     def _apply(self, config: PollerConfig) -> None:
         self.config = config

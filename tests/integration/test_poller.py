@@ -152,6 +152,16 @@ def test_daemon_publishes_perf_snapshots_and_reloads(snmpd_agent, snmpsim_fleet,
         (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": devices}))
         proc.send_signal(signal.SIGHUP)
         _collect(perf_q, lambda ms: any(m.host == "srv2" for m in ms), 40)
+
+        # A broken inventory is refused: the running configuration keeps polling.
+        (tmp_path / "inventory.yaml").write_text("devices:\n  - {name: srv3}\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload refused" not in (tmp_path / "twistd.log").read_text():
+            assert time.monotonic() < deadline, "the bad inventory was not refused"
+            time.sleep(0.2)
+        drain(perf_q, idle=0.2)
+        _collect(perf_q, lambda ms: any(m.host == "srv2" for m in ms), 20)
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
