@@ -205,6 +205,15 @@ class Event(MessageBase, tag="event", kw_only=True):
     varbinds: list[Varbind]
     #: True when the sender is not a configured device (host then names it by address).
     unknown_sender: bool = False
+    #: The definition's message, with varbind values filled in.
+    message: str = ""
+    #: What the trap means for an alarm: raise it, clear it, or nothing.
+    action: Literal["raise", "clear", "none"] = "none"
+    #: The alarm raised or cleared (for a clear: the alarm it clears).
+    alarm: str | None = None
+    #: The values of the identifying varbinds, joined: with host and alarm,
+    #: the correlator's reduction key.
+    key: str = ""
 
 
 class Threshold(MessageBase, tag="threshold", kw_only=True):

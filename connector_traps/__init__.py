@@ -1,0 +1,1 @@
+"""The SNMP trap and inform receiver connector (centaure-traps)."""
