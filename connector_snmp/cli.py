@@ -60,4 +60,7 @@ async def poll_command(reactor, settings, host: str, as_json: bool) -> int:
     if not outcome.reachable:
         print(f"centaure poll: {host} did not answer: {outcome.error}", file=sys.stderr)
         return 1
+    if outcome.error:
+        print(f"centaure poll: {host} answered with an error: {outcome.error}", file=sys.stderr)
+        return 1
     return 0

@@ -115,12 +115,14 @@ class DevicePoller:
             outcome.reachable = False
             outcome.error = str(e)
         except Exception as e:  # a broken agent must not stop the poller
-            outcome.reachable = False
+            # It answered, with something unusable: an error, not "unreachable".
             outcome.error = f"{e.__class__.__name__}: {e}"
             self.log.warn("poll of {device} failed: {error}", device=device.name, error=outcome.error)
         outcome.seconds = time.time() - started
         if not outcome.reachable:
             outcome.snapshot = self._reachability(device, False, outcome.error, plan)
+            return outcome
+        if outcome.error:
             return outcome
         values = {oid: (tag, value) for oid, tag, value in scalars}
         uptime = None

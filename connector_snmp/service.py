@@ -189,6 +189,8 @@ class PollerService(service.Service):
         self.counters.set("devices_unreachable", len(self.poller.unreachable))
         if not outcome.reachable:
             self.counters.inc("timeouts")
+        elif outcome.error:
+            self.counters.inc("poll_errors")
         ds = [self.publisher.publish(m) for m in (outcome.perf, outcome.snapshot) if m is not None]
         if ds:
             results = await defer.DeferredList(ds, consumeErrors=True)

@@ -169,3 +169,52 @@ def test_daemon_publishes_perf_snapshots_and_reloads(snmpd_agent, snmpsim_fleet,
         log.close()
     text = (tmp_path / "twistd.log").read_text()
     assert "configuration reloaded: 4 devices" in text
+
+
+FLEET = {  # snmpsim recording (community) -> inventory device type and model
+    "switch01": ("switch", ""), "router01": ("router", ""), "server01": ("server", ""),
+    "ups01": ("ups", ""), "huawei01": ("Huawei", "SMU02C"), "eltek01": ("Eltek", "SmartPack2"),
+    "vertiv01": ("Vertiv", "ACU+"),
+}
+
+
+def test_every_shipped_profile_matches_its_recording(snmpsim_fleet, tmp_path, prefix):
+    from connector_snmp.inventory import normalize_device_type
+    from connector_snmp.model import Device
+    from connector_snmp.profiles import load_profiles
+
+    port = int(snmpsim_fleet.endpoint.rsplit(":", 1)[1])
+    devices = [{"name": name, "address": "127.0.0.1", "port": port, "device_type": dtype,
+                "model": model} for name, (dtype, model) in FLEET.items()]
+    settings = write_setup(tmp_path, prefix, devices, {
+        "default": {"version": "v2c", "community": "__name__"}})
+    profiles = load_profiles(PROFILES)
+    for name, (dtype, model) in FLEET.items():
+        out = subprocess.run([f"{BIN}/centaure", "poll", name, "-c", settings, "--json"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+        result = json.loads(out.stdout)
+        device = Device(name=name, address="127.0.0.1", device_type=normalize_device_type(dtype),
+                        model=model)
+        expected = {spec.name for p in profiles.for_device(device)
+                    for spec in list(p.scalars) + [c for t in p.tables for c in t.columns]}
+        answered = {m["metric"] for m in result["metrics"]
+                    if m["value"] not in ("NoSuchObject", "NoSuchInstance", "EndOfMibView")}
+        assert expected and expected <= answered, f"{name}: no answer for {expected - answered}"
+        if any(p.alarm_tables for p in profiles.for_device(device)):
+            assert result["alarms"], f"{name}: its alarm table gave no alarm"
+
+
+def test_slow_and_toobig_agents_are_reported_not_fatal(snmpsim_fleet, tmp_path, prefix):
+    port = int(snmpsim_fleet.endpoint.rsplit(":", 1)[1])
+    devices = [{"name": n, "address": "127.0.0.1", "port": port, "device_type": "switch"}
+               for n in ("slow", "toobig")]
+    settings = write_setup(tmp_path, prefix, devices, {
+        "default": {"version": "v2c", "community": "__name__"}})
+    # "slow" stalls the whole snmpsim process while it sleeps: ask it last.
+    for name, says in (("toobig", "toobig answered with an error: SnmpError: tooBig"),
+                       ("slow", "slow did not answer")):
+        out = subprocess.run([f"{BIN}/centaure", "poll", name, "-c", settings],
+                             capture_output=True, text=True, cwd=ROOT, timeout=90)
+        assert out.returncode == 1, f"{name}: {out.stdout} {out.stderr}"
+        assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
