@@ -1,0 +1,164 @@
+"""Settings section of the trap receiver: ``[traps]``.
+
+Imported by every connector (through :func:`connector.settings.discover_sections`)
+so that each accepts the whole shared ``settings.ini``: keep this module light
+(no SQLAlchemy, no YAML, no Twisted here).
+
+Values are checked as far as text allows: listen endpoints are IP literals
+with a port, the table name is an SQL identifier (never pasted into SQL), the
+engine ID is an even number of hex digits of RFC 3411's length (5 to 32
+octets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+
+from connector.settings import (
+    Bool,
+    Choice,
+    Duration,
+    FilePath,
+    Float,
+    Int,
+    InvalidValue,
+    ParseContext,
+    Parser,
+    Secret,
+    SecretText,
+    Size,
+    Str,
+    StrList,
+    Url,
+    register_section,
+    setting,
+)
+from connector_snmp.settings import IDENTIFIER
+
+__all__ = ["Endpoint", "TrapSettings", "parse_endpoint"]
+
+_IDENT_TEXT = "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'"
+
+
+class Endpoint(Parser):
+    """``address:port`` with an IPv4 address, or ``[address]:port`` with an IPv6 one.
+
+    Returns the canonical text (``0.0.0.0:162``, ``[::]:162``), which
+    :func:`parse_endpoint` splits again.
+    """
+
+    allowed = "expected address:port with an IPv4 address or [IPv6]:port, port from 0 to 65535 (e.g. 0.0.0.0:162, [::]:162)"
+    _RE = re.compile(r"(?:\[([^\]]+)\]|([^:\[\]]+)):([0-9]{1,5})")
+
+    def parse(self, raw: str, ctx: ParseContext) -> str:
+        m = self._RE.fullmatch(raw)
+        if not m:
+            raise self.invalid()
+        text = m[1] if m[1] is not None else m[2]
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise self.invalid(f"{text!r} is not an IP address") from None
+        if (m[1] is not None) != (address.version == 6):
+            raise self.invalid("write IPv6 addresses in brackets, IPv4 ones without")
+        port = int(m[3])
+        if port > 65535:
+            raise self.invalid(f"port {port} is out of range")
+        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``0.0.0.0:162`` or ``[::]:162`` (as :class:`Endpoint` returns them) -> (address, port)."""
+    host, _, port = text.strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class EngineId(Parser):
+    """An SNMP engine ID as hex (``80001f8804...``; ``0x`` and ``:`` or space separators allowed).
+
+    Returns the lower-case hex digits alone ('' for an empty value), ready
+    for ``bytes.fromhex``.
+    """
+
+    allowed = ("expected nothing (derived from the node name) or an engine ID of 5 to 32 "
+               "octets in hex, e.g. 80001f8804636f6e6e6563746f72")
+
+    def parse(self, raw: str, ctx: ParseContext) -> str:
+        text = raw.strip()
+        if text[:2] in ("0x", "0X"):
+            text = text[2:]
+        text = re.sub(r"[\s:]", "", text)
+        if raw == "":
+            return ""
+        if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text):
+            raise self.invalid("not an even number of hex digits")
+        if not 5 <= len(text) // 2 <= 32:
+            raise self.invalid(f"{len(text) // 2} octets")
+        return text.lower()
+
+
+class _OptionalUrl(Url):
+    """A SQLAlchemy URL, or nothing (empty text)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            words=("",),
+            allowed="expected nothing, or a SQLAlchemy URL such as "
+                    "mysql+pymysql://user:password@host/name or sqlite:///traps.sqlite3",
+        )
+
+
+@register_section("traps")
+@dataclasses.dataclass(frozen=True)
+class TrapSettings:
+    """``[traps]``: where traps are received, how they are classified, storm protection."""
+
+    listen: tuple[str, ...] = setting(
+        StrList(Endpoint(), min_items=1), "0.0.0.0:162, [::]:162",
+        "UDP endpoints (address:port, [IPv6]:port) where traps and informs are received.",
+    )
+    communities: tuple[str, ...] = setting(
+        StrList(Str(r"[^\s,]{1,255}", "a community of 1 to 255 characters without spaces or commas")),
+        "public", "v1/v2c communities accepted; empty: any community.",
+    )
+    recv_buffer: int = setting(Size(64 * 1024, 1024**3), "8MiB", "UDP receive buffer of each listening socket.")
+    queue_size: int = setting(Int(1, 10_000_000), "100000", "Traps waiting to be handled before new ones are dropped.")
+    definitions_source: str = setting(
+        Choice("yaml", "sql"), "yaml", "Where trap definitions are read: yaml (a file) or sql (a table).",
+    )
+    definitions: str = setting(
+        FilePath(), "traps.yaml", "YAML file of trap definitions; relative to the settings file's folder.",
+    )
+    definitions_url: Secret = setting(
+        SecretText(_OptionalUrl()), "",
+        "SQLAlchemy URL of the database of trap definitions (definitions_source = sql); empty otherwise.",
+    )
+    definitions_table: str = setting(
+        Str(IDENTIFIER.pattern, _IDENT_TEXT), "traps", "Table of trap definitions (definitions_source = sql).",
+    )
+    v3_users: str = setting(
+        FilePath(), "trap-users.yaml",
+        "YAML file of SNMPv3 users (relative to the settings file); a missing file: no v3.",
+    )
+    engine_id: str = setting(
+        EngineId(), "", "Our SNMPv3 engine ID in hex (for informs); empty: derived from the node name.",
+    )
+    rate_limit: float = setting(
+        Float(0, 1_000_000), "200", "Traps per second accepted from one source address; 0: no limit.",
+    )
+    rate_burst: int = setting(Int(1, 10_000_000), "1000", "Traps one source may send at once above the rate.")
+    dedup_window: float = setting(
+        Duration(0, 86400), "10s", "A trap repeated by one source within this time is dropped; 0: keep all.",
+    )
+    map_unknown: bool = setting(
+        Bool(), "true", "Publish traps from senders not in the inventory (host = their address).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.definitions_source == "sql" and not self.definitions_url.reveal():
+            raise InvalidValue("expected a SQLAlchemy URL when definitions_source = sql", "nothing given",
+                               key="definitions_url")
+        if len(set(self.listen)) != len(self.listen):
+            raise InvalidValue("expected each endpoint once", "an endpoint is given twice", key="listen")
