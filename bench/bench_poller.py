@@ -60,6 +60,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -491,6 +492,7 @@ async def main(reactor, args) -> None:
                 await f.client.stop()
         for a in agents:
             a.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
