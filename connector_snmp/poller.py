@@ -31,21 +31,21 @@ class PollPlan:
     scalars: list[tuple[MetricSpec, object]] = field(default_factory=list)
     columns: list[tuple[MetricSpec, object]] = field(default_factory=list)
     alarm_tables: list[AlarmTableSpec] = field(default_factory=list)
+    scalar_oids: list[str] = field(default_factory=list)
+    column_oids: list[str] = field(default_factory=list)
 
-    @property
-    def scalar_oids(self) -> list[str]:
+    def seal(self) -> "PollPlan":
+        """Compute the OID lists once (a plan is shared by many devices)."""
         oids = [spec.oid for spec, _ in self.scalars]
         if SYS_UPTIME not in oids and any(
                 _needs_uptime(spec) for spec, _ in self.scalars + self.columns):
             oids.append(SYS_UPTIME)
-        return oids
-
-    @property
-    def column_oids(self) -> list[str]:
-        oids = [spec.oid for spec, _ in self.columns]
+        self.scalar_oids = oids
+        columns = [spec.oid for spec, _ in self.columns]
         for t in self.alarm_tables:
-            oids.extend(o for o in (t.key, t.name_column, t.severity, t.message, t.since) if o)
-        return list(dict.fromkeys(oids))
+            columns.extend(o for o in (t.key, t.name_column, t.severity, t.message, t.since) if o)
+        self.column_oids = list(dict.fromkeys(columns))
+        return self
 
 
 def _needs_uptime(spec: MetricSpec) -> bool:
@@ -62,7 +62,7 @@ def compile_plan(registry, profiles: list[Profile]) -> PollPlan:
             for spec in table.columns:
                 plan.columns.append((spec, ops.compile_pipeline(registry, spec)))
         plan.alarm_tables.extend(profile.alarm_tables)
-    return plan
+    return plan.seal()
 
 
 @dataclass
@@ -156,10 +156,12 @@ class DevicePoller:
     def _emit(self, device, spec: MetricSpec, index: str, oid: str, tag: str, raw, pipeline, now,
               uptime, metrics, outcome, with_rows) -> None:
         value = None if tag in _MISSING else raw
-        if value is not None and pipeline is not None:
+        if value is not None and pipeline.operators:
+            # Only stateful operators (rates, skip-unchanged) get a state entry:
+            # a plain metric costs no dict per (device, metric, index).
+            state = self.state.get(device.name, spec.name, index) if pipeline.needs_state else {}
             ctx = ops.OperatorContext(now=now, device=device.name, metric=spec.name, index=index,
-                                      state=self.state.get(device.name, spec.name, index),
-                                      uptime=uptime, tag=tag)
+                                      state=state, uptime=uptime, tag=tag)
             value = pipeline.apply(value, ctx)
             if value is ops.SKIP:
                 if with_rows:
