@@ -31,6 +31,12 @@ from typing import NamedTuple
 __all__ = ["Deduplicator", "RateLimiter", "StormSummary"]
 
 
+# A token is taken when at least this much is left: refills computed from
+# float clock readings (0.1 s + 0.25 s + ...) may fall short of a whole token
+# by a rounding error, which must not deny a trap the rate allows.
+_ONE = 1.0 - 1e-9
+
+
 class StormSummary(NamedTuple):
     """Traps of one source dropped by the rate limit: ``dropped`` of them since ``since``."""
 
@@ -107,7 +113,7 @@ class RateLimiter:
                 tokens = bucket.tokens + elapsed * self.rate
                 bucket.tokens = tokens if tokens < self.burst else self.burst
                 bucket.stamp = now
-        if bucket.tokens >= 1.0:
+        if bucket.tokens > _ONE:
             bucket.tokens -= 1.0
             self.allowed += 1
             return True
