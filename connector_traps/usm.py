@@ -1,0 +1,1007 @@
+"""SNMPv3 for the trap receiver: message processing (RFC 3412) and the USM
+(RFC 3414), with SHA-2 authentication (RFC 7860) and AES privacy (RFC 3826).
+
+What it does
+    :class:`V3Receiver` turns one received UDP datagram into a
+    :class:`V3Result`: the :class:`~connector_traps.model.Trap` it carries,
+    the bytes to send back (a Report or the Response to an InformRequest) and
+    the reason class of a refusal.  It never raises on input: anything
+    malformed is refused as ``malformed`` and counted.
+
+Who is authoritative (RFC 3412 section 6.4)
+    * SNMPv2-Trap: the *sender*.  Its engine ID is in the message, and the
+      user table is keyed by (engine ID, user name), so many senders may use
+      one user name with different passwords.  An unknown engine or user is
+      counted (``unknown_engine_id`` / ``unknown_user``); no Report is sent
+      for a trap (it is not reportable).
+    * InformRequest: *us*.  The sender first discovers our engine ID: a
+      noAuthNoPriv reportable request with an empty engine ID is answered by
+      a Report of usmStatsUnknownEngineIDs carrying our engine ID, boots and
+      time (counted as ``discovery``).  The inform itself is checked against
+      our engine ID, the time window (+-150 s, RFC 3414 3.2.7: outside it a
+      Report of usmStatsNotInTimeWindows, authenticated, lets the sender
+      resynchronise) and the user's keys localized with OUR engine ID; the
+      answer is a Response PDU (same request-id and varbinds) at the same
+      security level.
+
+Security level
+    A message must use exactly the security level its user is configured
+    with: a lower level (e.g. a noAuthNoPriv trap under an authPriv user's
+    name) is refused as ``unsupported_security_level``, not only a higher one
+    (RFC 3414 would accept a lower one and leave it to access control, which
+    a trap receiver does not have).
+
+Time window for traps
+    net-snmp's ``snmptrap`` sends engineBoots 1 and, as engineTime, the host's
+    uptime in *hundredths* of a second (so its clock runs 100 times too fast
+    and goes back at every reboot with the same boots).  RFC 3414 3.2.7 b
+    (the non-authoritative check against the last boots/time seen) would then
+    refuse every trap of a rebooted sender until our own restart.  So the
+    check is off by default for traps; ``V3Receiver(trap_time_window=150)``
+    turns it on (per sender engine ID: refuse boots lower than the latest seen,
+    or the same boots and a time more than the window behind our estimate of
+    the sender's clock).  Informs are always checked (we are authoritative).
+
+Keys
+    A password is turned into a key (RFC 3414 A.2: 1 MiB of the repeated
+    password hashed with the auth protocol's hash; the same for SHA-2,
+    RFC 7860) once per (hash, password), and localized (H(Ku | engineID |
+    Ku)) once per (user, engine ID); :class:`UserTable` caches both.  For
+    AES-192/256 when the hash is too short, the localized key is extended
+    the "Blumenthal" way (``Kul || H(Kul) || H(Kul || H(Kul)) ...``, what
+    net-snmp's ``AES-192``/``AES-256`` do -- checked against snmptrap) or,
+    per user (``key_extension="reeder"``, net-snmp's ``AES-192-C``/``AES-256-C``,
+    Cisco), the "Reeder" way (password-to-key of Kul, localized, appended).
+
+Counters (``V3Receiver.counters``, reason -> count)
+    ``accepted``, ``responses``, ``reports``, ``discovery``,
+    ``unknown_engine_id``, ``unknown_user``, ``wrong_digest``,
+    ``decryption_error``, ``not_in_time_window``,
+    ``unsupported_security_level``, ``unsupported_security_model``,
+    ``unsupported_version``, ``malformed``, ``wrong_pdu``, ``no_trap_oid``.
+
+Secrets (passwords, keys) never appear in a repr, a log or an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+try:  # cryptography >= 43 keeps DES/3DES and CFB here
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES as _TripleDES
+try:
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
+except ImportError:  # pragma: no cover - older cryptography
+    _CFB = modes.CFB
+
+from connector.settings import InvalidValue, ParseContext, Secret, SecretText, Str
+from connector_snmp import ber
+from connector_snmp.ber import BERError
+from connector_traps.convert import ConvertError, _v2_odd, normalize_address
+from connector_traps.model import SNMP_TRAP_OID_0, SYS_UPTIME_0, Trap
+
+__all__ = [
+    "UsmError",
+    "UsmConfigError",
+    "UsmUser",
+    "UserTable",
+    "LocalizedKeys",
+    "V3Message",
+    "ScopedPdu",
+    "V3Result",
+    "V3Receiver",
+    "AUTH_PROTOCOLS",
+    "PRIV_PROTOCOLS",
+    "password_to_key",
+    "localize_key",
+    "localized_keys",
+    "parse_message",
+    "decode_scoped_pdu",
+    "encode_v3",
+    "encode_notification",
+    "load_users",
+    "REASONS",
+    "USM_STATS",
+]
+
+# --------------------------------------------------------------------------
+# Protocols
+
+#: auth protocol -> (hashlib name, digest size, truncated MAC length)
+AUTH_PROTOCOLS: dict[str, tuple[str, int, int]] = {
+    "MD5": ("md5", 16, 12),       # HMAC-MD5-96 (RFC 3414)
+    "SHA": ("sha1", 20, 12),      # HMAC-SHA-96 (RFC 3414)
+    "SHA224": ("sha224", 28, 16),  # HMAC-SHA-224-128 (RFC 7860)
+    "SHA256": ("sha256", 32, 24),  # HMAC-SHA-256-192
+    "SHA384": ("sha384", 48, 32),  # HMAC-SHA-384-256
+    "SHA512": ("sha512", 64, 48),  # HMAC-SHA-512-384
+}
+#: priv protocol -> key length
+PRIV_PROTOCOLS: dict[str, int] = {"DES": 16, "AES": 16, "AES192": 24, "AES256": 32}
+
+_AUTH_ALIASES = {
+    "NONE": "none", "": "none", "MD5": "MD5", "HMACMD5": "MD5",
+    "SHA": "SHA", "SHA1": "SHA", "SHA-1": "SHA",
+    "SHA224": "SHA224", "SHA-224": "SHA224", "SHA256": "SHA256", "SHA-256": "SHA256",
+    "SHA384": "SHA384", "SHA-384": "SHA384", "SHA512": "SHA512", "SHA-512": "SHA512",
+}
+#: alias -> (protocol, key extension or None for "as the user says")
+_PRIV_ALIASES: dict[str, tuple[str, str | None]] = {
+    "NONE": ("none", None), "": ("none", None), "DES": ("DES", None),
+    "AES": ("AES", None), "AES128": ("AES", None), "AES-128": ("AES", None),
+    "AES192": ("AES192", None), "AES-192": ("AES192", None),
+    "AES256": ("AES256", None), "AES-256": ("AES256", None),
+    "AES192C": ("AES192", "reeder"), "AES-192-C": ("AES192", "reeder"),
+    "AES256C": ("AES256", "reeder"), "AES-256-C": ("AES256", "reeder"),
+}
+KEY_EXTENSIONS = ("blumenthal", "reeder")
+
+NO_AUTH_NO_PRIV, AUTH_NO_PRIV, AUTH_PRIV = 0, 1, 3
+_LEVEL_NAMES = {0: "noAuthNoPriv", 1: "authNoPriv", 3: "authPriv"}
+_FLAG_AUTH, _FLAG_PRIV, _FLAG_REPORTABLE = 1, 2, 4
+
+_ONE_MIB = 1_048_576
+_INT31 = 2**31 - 1
+MAX_MSG_SIZE = 65507
+TIME_WINDOW = 150  # seconds, RFC 3414 section 2.2.3
+
+#: usmStats counters (RFC 3414 section 5), reported in Report PDUs.
+USM_STATS = {
+    "unsupported_security_level": "1.3.6.1.6.3.15.1.1.1.0",
+    "not_in_time_window": "1.3.6.1.6.3.15.1.1.2.0",
+    "unknown_user": "1.3.6.1.6.3.15.1.1.3.0",
+    "unknown_engine_id": "1.3.6.1.6.3.15.1.1.4.0",
+    "wrong_digest": "1.3.6.1.6.3.15.1.1.5.0",
+    "decryption_error": "1.3.6.1.6.3.15.1.1.6.0",
+}
+
+#: Every counter of :attr:`V3Receiver.counters` (all present from the start).
+REASONS = (
+    "accepted", "responses", "reports", "discovery",
+    "unknown_engine_id", "unknown_user", "wrong_digest", "decryption_error",
+    "not_in_time_window", "unsupported_security_level", "unsupported_security_model",
+    "unsupported_version", "malformed", "wrong_pdu", "no_trap_oid",
+)
+
+
+class UsmError(ValueError):
+    """A refused SNMPv3 message; ``reason`` is the counter name (a short class)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+class UsmConfigError(ValueError):
+    """A bad user definition (the message never shows a secret)."""
+
+
+def _norm_auth(p: object) -> str:
+    key = "none" if p is None else str(p).strip().upper().replace("_", "-")
+    norm = _AUTH_ALIASES.get(key.upper()) if key != "none" else "none"
+    if norm is None:
+        raise UsmConfigError(f"unknown auth protocol {p!r} (none, MD5, SHA, SHA224, SHA256, SHA384, SHA512)")
+    return norm
+
+
+def _norm_priv(p: object) -> tuple[str, str | None]:
+    key = "NONE" if p is None else str(p).strip().upper().replace("_", "-")
+    norm = _PRIV_ALIASES.get(key)
+    if norm is None:
+        raise UsmConfigError(f"unknown priv protocol {p!r} (none, DES, AES, AES192, AES256, AES192C, AES256C)")
+    return norm
+
+
+# --------------------------------------------------------------------------
+# Keys
+
+
+def password_to_key(password: str | bytes, auth_protocol: str) -> bytes:
+    """Ku: RFC 3414 A.2 (1 MiB of the repeated password, hashed); RFC 7860 for SHA-2."""
+    name = AUTH_PROTOCOLS[_norm_auth(auth_protocol)][0]
+    pw = password.encode() if isinstance(password, str) else bytes(password)
+    if not pw:
+        raise UsmConfigError("empty password")
+    buf = (pw * (_ONE_MIB // len(pw) + 1))[:_ONE_MIB]
+    return hashlib.new(name, buf).digest()
+
+
+def localize_key(ku: bytes, engine_id: bytes, auth_protocol: str) -> bytes:
+    """Kul = H(Ku || engineID || Ku) (RFC 3414 A.2.1/A.2.2)."""
+    name = AUTH_PROTOCOLS[_norm_auth(auth_protocol)][0]
+    return hashlib.new(name, ku + engine_id + ku).digest()
+
+
+def _extend(kul: bytes, size: int, engine_id: bytes, auth: str, extension: str) -> bytes:
+    name = AUTH_PROTOCOLS[auth][0]
+    if extension == "reeder":
+        while len(kul) < size:
+            kul += localize_key(password_to_key(kul, auth), engine_id, auth)
+    else:  # blumenthal
+        while len(kul) < size:
+            kul += hashlib.new(name, kul).digest()
+    return kul[:size]
+
+
+class LocalizedKeys:
+    """A user's keys localized for one engine ID, ready for the per-message path."""
+
+    __slots__ = ("level", "auth_protocol", "auth_hash", "auth_key", "mac_len",
+                 "priv_protocol", "priv_key", "des_pre_iv")
+
+    def __init__(self, auth_protocol: str, auth_key: bytes | None, priv_protocol: str,
+                 priv_key: bytes | None) -> None:
+        self.auth_protocol = auth_protocol
+        self.priv_protocol = priv_protocol
+        if auth_protocol == "none":
+            self.auth_hash, self.auth_key, self.mac_len = "", b"", 0
+        else:
+            self.auth_hash, _, self.mac_len = AUTH_PROTOCOLS[auth_protocol]
+            self.auth_key = auth_key or b""
+        self.des_pre_iv = b""
+        if priv_protocol == "none":
+            self.priv_key = b""
+        elif priv_protocol == "DES":
+            assert priv_key is not None
+            self.priv_key = priv_key[:8] * 3  # single DES as 3DES with K1=K2=K3
+            self.des_pre_iv = priv_key[8:16]
+        else:
+            self.priv_key = priv_key or b""
+        self.level = NO_AUTH_NO_PRIV if auth_protocol == "none" else (
+            AUTH_NO_PRIV if priv_protocol == "none" else AUTH_PRIV)
+
+    def __repr__(self) -> str:
+        return f"LocalizedKeys({self.auth_protocol}/{self.priv_protocol}, keys=***)"
+
+
+def localized_keys(user: UsmUser, engine_id: bytes,
+                   ku_cache: dict[tuple[str, str], bytes] | None = None) -> LocalizedKeys:
+    """*user*'s keys localized with *engine_id* (slow: password-to-key, unless cached)."""
+    def ku(secret: Secret) -> bytes:
+        k = (user.auth_protocol, secret.reveal())
+        if ku_cache is not None and k in ku_cache:
+            return ku_cache[k]
+        v = password_to_key(secret.reveal(), user.auth_protocol)
+        if ku_cache is not None:
+            if len(ku_cache) >= 10_000:
+                ku_cache.clear()
+            ku_cache[k] = v
+        return v
+
+    auth = priv = None
+    if user.auth_protocol != "none":
+        assert user.auth_key is not None
+        auth = localize_key(ku(user.auth_key), engine_id, user.auth_protocol)
+        if user.priv_protocol != "none":
+            assert user.priv_key is not None
+            priv = localize_key(ku(user.priv_key), engine_id, user.auth_protocol)
+            priv = _extend(priv, PRIV_PROTOCOLS[user.priv_protocol], engine_id,
+                           user.auth_protocol, user.key_extension)
+    return LocalizedKeys(user.auth_protocol, auth, user.priv_protocol, priv)
+
+
+# --------------------------------------------------------------------------
+# Users
+
+
+@dataclasses.dataclass(frozen=True)
+class UsmUser:
+    """One USM user.  ``engine_id`` set: a TRAP sender (keys localized with
+    that engine ID); None: an INFORM sender (keys localized with ours).
+    Keys are passwords (>= 8 characters), str or :class:`Secret`."""
+
+    name: str
+    auth_protocol: str = "none"
+    auth_key: Secret | str | None = dataclasses.field(default=None, repr=False, compare=False)
+    priv_protocol: str = "none"
+    priv_key: Secret | str | None = dataclasses.field(default=None, repr=False, compare=False)
+    engine_id: bytes | None = None
+    key_extension: str = "blumenthal"  # for AES-192/256 with a short hash
+
+    def __post_init__(self) -> None:
+        def put(k: str, v: object) -> None:
+            object.__setattr__(self, k, v)
+
+        if not isinstance(self.name, str) or not 0 < len(self.name.encode()) <= 32:
+            raise UsmConfigError("user name must be 1 to 32 octets of text")
+        auth = _norm_auth(self.auth_protocol)
+        priv, ext = _norm_priv(self.priv_protocol)
+        ext = ext or str(self.key_extension).lower()
+        if ext not in KEY_EXTENSIONS:
+            raise UsmConfigError(f"user {self.name}: key_extension must be blumenthal or reeder")
+        put("auth_protocol", auth)
+        put("priv_protocol", priv)
+        put("key_extension", ext)
+        if priv != "none" and auth == "none":
+            raise UsmConfigError(f"user {self.name}: privacy needs authentication")
+        for field, proto in (("auth_key", auth), ("priv_key", priv)):
+            v = getattr(self, field)
+            if proto == "none":
+                put(field, None)
+                continue
+            if isinstance(v, str):
+                v = Secret(v)
+            if not isinstance(v, Secret):
+                raise UsmConfigError(f"user {self.name}: {field} is required for {proto}")
+            if len(v.reveal().encode()) < 8:
+                raise UsmConfigError(f"user {self.name}: {field} is shorter than 8 characters (RFC 3414 11.2)")
+            put(field, v)
+        if self.engine_id is not None:
+            eid = bytes(self.engine_id)
+            if not 5 <= len(eid) <= 32:
+                raise UsmConfigError(f"user {self.name}: engine ID must be 5 to 32 octets")
+            put("engine_id", eid)
+
+    @property
+    def level(self) -> int:
+        """Security level as msgFlags bits: 0, 1 (auth) or 3 (auth+priv)."""
+        if self.auth_protocol == "none":
+            return NO_AUTH_NO_PRIV
+        return AUTH_NO_PRIV if self.priv_protocol == "none" else AUTH_PRIV
+
+    def __repr__(self) -> str:
+        eid = self.engine_id.hex() if self.engine_id else "inform"
+        return f"UsmUser({self.name!r} {self.auth_protocol}/{self.priv_protocol} engine={eid}, keys=***)"
+
+
+class _Entry:
+    __slots__ = ("user", "name", "keys")
+
+    def __init__(self, user: UsmUser) -> None:
+        self.user = user
+        self.name = user.name.encode()
+        self.keys: dict[bytes, LocalizedKeys] = {}
+
+
+class UserTable:
+    """USM users: TRAP senders by (engine ID, user name), INFORM senders by
+    user name.  Localized keys are computed on first use and cached."""
+
+    def __init__(self, users: Iterable[UsmUser] = ()) -> None:
+        self._trap: dict[tuple[bytes, bytes], _Entry] = {}
+        self._inform: dict[bytes, _Entry] = {}
+        self._engines: dict[bytes, int] = {}
+        self._ku: dict[tuple[str, str], bytes] = {}
+        for u in users:
+            self.add(u)
+
+    def add(self, user: UsmUser) -> None:
+        e = _Entry(user)
+        if user.engine_id is not None:
+            k = (user.engine_id, e.name)
+            if k in self._trap:
+                raise UsmConfigError(f"user {user.name} of engine {user.engine_id.hex()} defined twice")
+            self._trap[k] = e
+            self._engines[user.engine_id] = self._engines.get(user.engine_id, 0) + 1
+        else:
+            if e.name in self._inform:
+                raise UsmConfigError(f"inform user {user.name} defined twice")
+            self._inform[e.name] = e
+
+    def __len__(self) -> int:
+        return len(self._trap) + len(self._inform)
+
+    def __repr__(self) -> str:
+        return f"UserTable({len(self._trap)} trap users, {len(self._engines)} engines, {len(self._inform)} inform users)"
+
+    def users(self) -> list[UsmUser]:
+        return [e.user for e in self._trap.values()] + [e.user for e in self._inform.values()]
+
+    def knows_engine(self, engine_id: bytes) -> bool:
+        return engine_id in self._engines
+
+    def trap_user(self, engine_id: bytes, name: bytes) -> UsmUser | None:
+        e = self._trap.get((engine_id, name))
+        return e.user if e else None
+
+    def inform_user(self, name: bytes) -> UsmUser | None:
+        e = self._inform.get(name)
+        return e.user if e else None
+
+    def _keys(self, e: _Entry, engine_id: bytes) -> LocalizedKeys:
+        k = e.keys.get(engine_id)
+        if k is None:
+            k = e.keys[engine_id] = localized_keys(e.user, engine_id, self._ku)
+        return k
+
+    def trap_keys(self, engine_id: bytes, name: bytes) -> LocalizedKeys | None:
+        """Keys of the trap user (engine_id, name), localized with engine_id."""
+        e = self._trap.get((engine_id, name))
+        return None if e is None else self._keys(e, engine_id)
+
+    def inform_keys(self, name: bytes, our_engine_id: bytes) -> LocalizedKeys | None:
+        """Keys of the inform user *name* localized with our engine ID (a trap
+        user defined with our own engine ID also qualifies)."""
+        e = self._trap.get((our_engine_id, name)) or self._inform.get(name)
+        return None if e is None else self._keys(e, our_engine_id)
+
+    def warm(self, our_engine_id: bytes | None = None) -> None:
+        """Derive every key now (start-up) instead of at each user's first message."""
+        for (eid, _), e in self._trap.items():
+            self._keys(e, eid)
+        if our_engine_id is not None:
+            for e in self._inform.values():
+                self._keys(e, our_engine_id)
+
+
+def _parse_hex_engine(raw: object, where: str) -> bytes:
+    text = str(raw).strip().lower()
+    if text.startswith("0x"):
+        text = text[2:]
+    text = text.replace(":", "").replace(" ", "")
+    try:
+        eid = bytes.fromhex(text)
+    except ValueError:
+        raise UsmConfigError(f"{where}: engine_id is not hexadecimal") from None
+    if not 5 <= len(eid) <= 32:
+        raise UsmConfigError(f"{where}: engine_id must be 5 to 32 octets, got {len(eid)}")
+    return eid
+
+
+def load_users(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> UserTable:
+    """A :class:`UserTable` from a YAML list of ``{user, engine_id (hex,
+    optional: inform-only user), auth_protocol, auth_key, priv_protocol,
+    priv_key, key_extension (optional)}``; keys may be ``env:NAME`` or
+    ``file:/path``.  Raises :class:`UsmConfigError` (never showing a secret)."""
+    from connector_snmp.inventory import YamlError, load_yaml_file
+
+    shown = os.fspath(path)
+    try:
+        doc = load_yaml_file(shown)
+    except YamlError as e:
+        raise UsmConfigError(str(e)) from None
+    if isinstance(doc, dict) and set(doc) == {"users"}:
+        doc = doc["users"]
+    if doc is None:
+        doc = []
+    if not isinstance(doc, list):
+        raise UsmConfigError(f"{shown}: expected a list of users")
+    ctx = ParseContext(os.environ if environ is None else environ)
+    allowed = {"user", "engine_id", "auth_protocol", "auth_key", "priv_protocol", "priv_key", "key_extension"}
+    table = UserTable()
+    for i, item in enumerate(doc, 1):
+        where = f"{shown}: user #{i}"
+        if not isinstance(item, dict):
+            raise UsmConfigError(f"{where}: expected a mapping")
+        extra = set(item) - allowed
+        if extra:
+            raise UsmConfigError(f"{where}: unknown keys {', '.join(sorted(map(str, extra)))}")
+        name = item.get("user")
+        if not isinstance(name, (str, int)) or str(name) == "":
+            raise UsmConfigError(f"{where}: 'user' is required")
+        where = f"{shown}: user {name}"
+        keys: dict[str, Secret | None] = {}
+        for k in ("auth_key", "priv_key"):
+            raw = item.get(k)
+            if raw is None:
+                keys[k] = None
+                continue
+            try:
+                keys[k] = SecretText(Str()).parse(str(raw), ctx)
+            except InvalidValue as e:
+                raise UsmConfigError(f"{where}: {k}: {e.detail or e.allowed}") from None
+        eid = item.get("engine_id")
+        try:
+            table.add(UsmUser(
+                str(name), item.get("auth_protocol") or "none", keys["auth_key"],
+                item.get("priv_protocol") or "none", keys["priv_key"],
+                None if eid in (None, "") else _parse_hex_engine(eid, where),
+                item.get("key_extension") or "blumenthal",
+            ))
+        except UsmConfigError as e:
+            raise UsmConfigError(f"{shown}: {e}") from None
+    return table
+
+
+# --------------------------------------------------------------------------
+# Decoding
+
+
+@dataclasses.dataclass(slots=True)
+class V3Message:
+    """An SNMPv3 message's header and USM security parameters (RFC 3412/3414).
+
+    ``auth_offset`` is where msgAuthenticationParameters' content starts in
+    the message; ``data_start``/``data_end`` delimit msgData's content (the
+    ScopedPDU's TLV if plaintext, else the encrypted octets)."""
+
+    msg_id: int
+    max_size: int
+    flags: int
+    security_model: int
+    engine_id: bytes
+    boots: int
+    time: int
+    user: bytes
+    auth_params: bytes
+    priv_params: bytes
+    auth_offset: int
+    encrypted: bool
+    data_start: int
+    data_end: int
+
+    @property
+    def level(self) -> int:
+        return self.flags & 3
+
+    @property
+    def reportable(self) -> bool:
+        return bool(self.flags & _FLAG_REPORTABLE)
+
+
+@dataclasses.dataclass(slots=True)
+class ScopedPdu:
+    context_engine_id: bytes
+    context_name: bytes
+    pdu_type: int
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list
+    varbinds_tlv: bytes  # the variable-bindings SEQUENCE as received
+
+
+_expect = ber._expect
+_tl = ber._tl
+
+
+def _uint(data: bytes, pos: int, end: int, lo: int, hi: int, what: str) -> tuple[int, int]:
+    s, e = _expect(data, pos, end, 0x02, what)
+    return ber._int_value(data, s, e, lo, hi, 5, what), e
+
+
+def parse_message(data: bytes) -> V3Message:
+    """Decode an SNMPv3 message's header and USM parameters; raise UsmError."""
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsmError("malformed", "not bytes")
+        data = bytes(data)
+    try:
+        n = len(data)
+        s, e = _expect(data, 0, n, 0x30, "message")
+        if e != n:
+            raise UsmError("malformed", "trailing octets after the message")
+        vs, p = _expect(data, s, e, 0x02, "msgVersion")
+        version = ber._int_value(data, vs, p, -(2**31), _INT31, 5, "msgVersion")
+        if version != 3:
+            raise UsmError("unsupported_version", f"msgVersion {version}")
+        gs, ge = _expect(data, p, e, 0x30, "msgGlobalData")
+        msg_id, q = _uint(data, gs, ge, 0, _INT31, "msgID")
+        max_size, q = _uint(data, q, ge, 484, _INT31, "msgMaxSize")
+        fs, q = _expect(data, q, ge, 0x04, "msgFlags")
+        if q - fs != 1:
+            raise UsmError("malformed", "msgFlags is not one octet")
+        flags = data[fs]
+        model, q = _uint(data, q, ge, 1, _INT31, "msgSecurityModel")
+        if q != ge:
+            raise UsmError("malformed", "trailing octets in msgGlobalData")
+        if flags & 3 == _FLAG_PRIV:
+            raise UsmError("malformed", "msgFlags: privacy without authentication")
+        if model != 3:
+            raise UsmError("unsupported_security_model", f"msgSecurityModel {model}")
+        ss, p = _expect(data, ge, e, 0x04, "msgSecurityParameters")
+        us, ue = _expect(data, ss, p, 0x30, "UsmSecurityParameters")
+        if ue != p:
+            raise UsmError("malformed", "trailing octets in msgSecurityParameters")
+        es, q = _expect(data, us, ue, 0x04, "msgAuthoritativeEngineID")
+        if q - es > 32:
+            raise UsmError("malformed", "engine ID longer than 32 octets")
+        engine_id = data[es:q]
+        boots, q = _uint(data, q, ue, 0, _INT31, "msgAuthoritativeEngineBoots")
+        etime, q = _uint(data, q, ue, 0, _INT31, "msgAuthoritativeEngineTime")
+        ns, q = _expect(data, q, ue, 0x04, "msgUserName")
+        if q - ns > 32:
+            raise UsmError("malformed", "user name longer than 32 octets")
+        user = data[ns:q]
+        as_, q = _expect(data, q, ue, 0x04, "msgAuthenticationParameters")
+        auth_params = data[as_:q]
+        ps, q = _expect(data, q, ue, 0x04, "msgPrivacyParameters")
+        priv_params = data[ps:q]
+        if q != ue:
+            raise UsmError("malformed", "trailing octets in UsmSecurityParameters")
+        if p >= e:
+            raise UsmError("malformed", "missing msgData")
+        tag = data[p]
+        if tag == 0x30:
+            encrypted = False
+        elif tag == 0x04:
+            encrypted = True
+        else:
+            raise UsmError("malformed", f"msgData tag 0x{tag:02X}")
+        if encrypted != bool(flags & _FLAG_PRIV):
+            raise UsmError("malformed", "msgData form does not match msgFlags")
+        ds, de = _tl(data, p, e, "msgData")
+        if de != e:
+            raise UsmError("malformed", "trailing octets after msgData")
+    except BERError as exc:
+        raise UsmError("malformed", exc.reason) from None
+    except (IndexError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+        raise UsmError("malformed", type(exc).__name__) from None
+    return V3Message(msg_id, max_size, flags, model, engine_id, boots, etime, user,
+                     auth_params, priv_params, as_, encrypted,
+                     p if not encrypted else ds, de)
+
+
+_V2_PDUS = frozenset((ber.GET_REQUEST, ber.GETNEXT_REQUEST, ber.RESPONSE, ber.SET_REQUEST,
+                      ber.GETBULK_REQUEST, ber.INFORM_REQUEST, ber.TRAP_V2, ber.REPORT))
+
+
+def decode_scoped_pdu(data: bytes, start: int = 0, end: int | None = None,
+                      max_trailing: int = 0) -> ScopedPdu:
+    """Decode the ScopedPDU whose TLV starts at *start*; up to *max_trailing*
+    octets may follow it before *end* (block-cipher padding).  UsmError if malformed."""
+    if end is None:
+        end = len(data)
+    try:
+        s, e = _expect(data, start, end, 0x30, "ScopedPDU")
+        if end - e > max_trailing:
+            raise UsmError("malformed", "trailing octets after the ScopedPDU")
+        cs, p = _expect(data, s, e, 0x04, "contextEngineID")
+        ns, q = _expect(data, p, e, 0x04, "contextName")
+        if q >= e:
+            raise UsmError("malformed", "missing PDU")
+        pdu_type = data[q]
+        if pdu_type not in _V2_PDUS:
+            raise UsmError("malformed", f"PDU tag 0x{pdu_type:02X}")
+        ps, pe = _tl(data, q, e, "PDU")
+        if pe != e:
+            raise UsmError("malformed", "trailing octets after the PDU")
+        request_id, r = ber._int32_field(data, ps, pe, "request-id")
+        es_, r = ber._uint31_field(data, r, pe, "error-status")
+        ei, r = ber._uint31_field(data, r, pe, "error-index")
+        ls, le = _expect(data, r, pe, 0x30, "variable-bindings")
+        if le != pe:
+            raise UsmError("malformed", "trailing octets after variable-bindings")
+        varbinds = ber._varbinds(data, ls, le)
+        return ScopedPdu(data[cs:p], data[ns:q], pdu_type, request_id, es_, ei, varbinds, data[r:le])
+    except BERError as exc:
+        raise UsmError("malformed", exc.reason) from None
+    except (IndexError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+        raise UsmError("malformed", type(exc).__name__) from None
+
+
+def _verify(keys: LocalizedKeys, data: bytes, m: V3Message) -> None:
+    n = keys.mac_len
+    if len(m.auth_params) != n:
+        raise UsmError("wrong_digest", "authentication parameters of the wrong length")
+    o = m.auth_offset
+    mac = hmac.digest(keys.auth_key, data[:o] + bytes(n) + data[o + n:], keys.auth_hash)
+    if not hmac.compare_digest(mac[:n], m.auth_params):
+        raise UsmError("wrong_digest", "wrong digest")
+
+
+def _decrypt(keys: LocalizedKeys, data: bytes, m: V3Message) -> bytes:
+    salt = m.priv_params
+    ct = data[m.data_start:m.data_end]
+    if len(salt) != 8:
+        raise UsmError("decryption_error", "privacy parameters are not 8 octets")
+    if keys.priv_protocol == "DES":
+        if not ct or len(ct) % 8:
+            raise UsmError("decryption_error", "DES ciphertext is not a multiple of 8 octets")
+        iv = bytes(a ^ b for a, b in zip(keys.des_pre_iv, salt))
+        d = Cipher(_TripleDES(keys.priv_key), modes.CBC(iv)).decryptor()
+    else:
+        iv = struct.pack(">II", m.boots, m.time) + salt
+        d = Cipher(algorithms.AES(keys.priv_key), _CFB(iv)).decryptor()
+    return d.update(ct) + d.finalize()
+
+
+def _scoped_from(keys: LocalizedKeys | None, data: bytes, m: V3Message) -> ScopedPdu:
+    if not m.encrypted:
+        return decode_scoped_pdu(data, m.data_start, m.data_end)
+    assert keys is not None
+    plain = _decrypt(keys, data, m)
+    try:
+        return decode_scoped_pdu(plain, 0, len(plain), 7 if keys.priv_protocol == "DES" else 0)
+    except UsmError as e:
+        # Wrong privacy key: the plaintext is noise (RFC 3414 3.2.8: decryptionError).
+        raise UsmError("decryption_error", e.detail) from None
+
+
+# --------------------------------------------------------------------------
+# Encoding
+
+_tlv = ber._tlv
+_int_tlv = ber._int_tlv
+_salt_counter = [int.from_bytes(secrets.token_bytes(8), "big")]
+
+
+def _next_salt() -> int:
+    _salt_counter[0] = (_salt_counter[0] + 1) & 0xFFFFFFFFFFFFFFFF
+    return _salt_counter[0]
+
+
+def _encrypt(keys: LocalizedKeys, plain: bytes, boots: int, etime: int,
+             salt: bytes | None) -> tuple[bytes, bytes]:
+    if keys.priv_protocol == "DES":
+        if salt is None:  # RFC 3414 8.1.1.1: boots || a local counter
+            salt = struct.pack(">II", boots & 0xFFFFFFFF, _next_salt() & 0xFFFFFFFF)
+        iv = bytes(a ^ b for a, b in zip(keys.des_pre_iv, salt))
+        pad = -len(plain) % 8
+        enc = Cipher(_TripleDES(keys.priv_key), modes.CBC(iv)).encryptor()
+        return enc.update(plain + bytes(pad)) + enc.finalize(), salt
+    if salt is None:  # RFC 3826 3.1.2.1: a 64-bit counter
+        salt = _next_salt().to_bytes(8, "big")
+    iv = struct.pack(">II", boots, etime) + salt
+    enc = Cipher(algorithms.AES(keys.priv_key), _CFB(iv)).encryptor()
+    return enc.update(plain) + enc.finalize(), salt
+
+
+def encode_v3(keys: LocalizedKeys | None, *, level: int, engine_id: bytes, boots: int,
+              time: int, user: bytes | str, msg_id: int, pdu_type: int, request_id: int,
+              varbinds: Iterable[Any] | bytes = (), error_status: int = 0, error_index: int = 0,
+              reportable: bool = False, context_engine_id: bytes | None = None,
+              context_name: bytes = b"", max_size: int = MAX_MSG_SIZE,
+              salt: bytes | None = None) -> bytes:
+    """An SNMPv3/USM message, authenticated and encrypted as *level* says
+    (0, 1 = auth, 3 = auth+priv) with *keys* (localized with *engine_id*).
+    *varbinds* is a list of ``(oid, tag, value)`` or an encoded
+    variable-bindings SEQUENCE."""
+    if level and (keys is None or keys.level < level):
+        raise ValueError("keys do not support this security level")
+    if isinstance(user, str):
+        user = user.encode()
+    vbl = varbinds if isinstance(varbinds, bytes) else ber._varbind_list(varbinds)
+    pdu = _tlv(pdu_type, ber._pdu_head(request_id, error_status, error_index,
+                                       "error_status", "error_index") + vbl)
+    cei = engine_id if context_engine_id is None else context_engine_id
+    scoped = _tlv(0x30, _tlv(0x04, cei) + _tlv(0x04, context_name) + pdu)
+    priv_params = b""
+    if level & _FLAG_PRIV:
+        assert keys is not None
+        ct, priv_params = _encrypt(keys, scoped, boots, time, salt)
+        msg_data = _tlv(0x04, ct)
+    else:
+        msg_data = scoped
+    mac_len = keys.mac_len if level & _FLAG_AUTH and keys else 0
+    flags = level | (_FLAG_REPORTABLE if reportable else 0)
+    head = (b"\x02\x01\x03"
+            + _tlv(0x30, _int_tlv(2, msg_id) + _int_tlv(2, max_size) + bytes((4, 1, flags))
+                   + b"\x02\x01\x03"))
+    a = _tlv(0x04, engine_id) + _int_tlv(2, boots) + _int_tlv(2, time) + _tlv(0x04, user)
+    usm_content = a + _tlv(0x04, bytes(mac_len)) + _tlv(0x04, priv_params)
+    usm_seq = _tlv(0x30, usm_content)
+    sp = _tlv(0x04, usm_seq)
+    body = head + sp + msg_data
+    msg = _tlv(0x30, body)
+    if not mac_len:
+        return msg
+    assert keys is not None
+    off = (len(msg) - len(body)) + len(head) + (len(sp) - len(usm_seq)) \
+        + (len(usm_seq) - len(usm_content)) + len(a) + 2
+    mac = hmac.digest(keys.auth_key, msg, keys.auth_hash)[:mac_len]
+    return msg[:off] + mac + msg[off + mac_len:]
+
+
+def encode_notification(keys: LocalizedKeys | None, *, engine_id: bytes, user: str | bytes,
+                        trap_oid: str, varbinds: Iterable[Any] = (), uptime: int = 0,
+                        inform: bool = False, boots: int = 1, time: int = 0,
+                        msg_id: int = 1, request_id: int = 1,
+                        salt: bytes | None = None) -> bytes:
+    """An SNMPv3 SNMPv2-Trap (or InformRequest, reportable) at the level *keys* allow."""
+    vbs = [(SYS_UPTIME_0, ber.TIMETICKS, uptime), (SNMP_TRAP_OID_0, ber.OBJECT_IDENTIFIER, trap_oid),
+           *varbinds]
+    return encode_v3(keys, level=keys.level if keys else 0, engine_id=engine_id, boots=boots,
+                     time=time, user=user, msg_id=msg_id,
+                     pdu_type=ber.INFORM_REQUEST if inform else ber.TRAP_V2,
+                     request_id=request_id, varbinds=vbs, reportable=inform, salt=salt)
+
+
+# --------------------------------------------------------------------------
+# The receiver
+
+
+@dataclasses.dataclass(slots=True)
+class V3Result:
+    """What one datagram gave: a trap, bytes to send back, a refusal reason."""
+
+    trap: Trap | None = None
+    response: bytes | None = None
+    error: str | None = None
+
+
+class V3Receiver:
+    """SNMPv3 message processing for a trap/inform receiver (see the module doc)."""
+
+    def __init__(self, users: UserTable, engine_id: bytes, clock: Callable[[], float] = time.time,
+                 boots: int = 1, *, time_window: int = TIME_WINDOW,
+                 trap_time_window: int | None = None) -> None:
+        engine_id = bytes(engine_id)
+        if not 5 <= len(engine_id) <= 32:
+            raise ValueError("engine ID must be 5 to 32 octets")
+        if not 0 <= boots <= _INT31:
+            raise ValueError("boots out of range")
+        self.users = users
+        self.engine_id = engine_id
+        self.clock = clock
+        self.boots = boots
+        self.time_window = time_window
+        self.trap_time_window = trap_time_window
+        self._start = clock()
+        self.counters: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self._stats: dict[str, int] = dict.fromkeys(USM_STATS, 0)  # RFC 3414 usmStats
+        self._remote: dict[bytes, tuple[int, int, float]] = {}  # engine -> boots, time, seen at
+
+    def __repr__(self) -> str:
+        return f"V3Receiver(engine={self.engine_id.hex()}, {self.users!r})"
+
+    def engine_time(self) -> int:
+        """snmpEngineTime: seconds since our start (within these boots)."""
+        return min(max(int(self.clock() - self._start), 0), _INT31)
+
+    # -- entry point
+
+    def handle(self, data: bytes, source: tuple[str, int]) -> V3Result:
+        """Process one datagram; never raises on input."""
+        try:
+            return self._handle(data, source)
+        except UsmError as e:
+            return self._refuse(e.reason)
+        except (BERError, IndexError, TypeError, OverflowError, ValueError):  # pragma: no cover
+            return self._refuse("malformed")
+
+    def _refuse(self, reason: str, m: V3Message | None = None, data: bytes = b"", *,
+                report: str | None = None, keys: LocalizedKeys | None = None,
+                level: int = NO_AUTH_NO_PRIV) -> V3Result:
+        """Count a refusal; with *report* (a usmStats name) answer a Report PDU."""
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+        stat = report or reason
+        if stat in self._stats:
+            self._stats[stat] += 1
+        response = None
+        if report is not None and m is not None:
+            response = self._report(m, data, report, keys=keys, level=level)
+            if response is not None:
+                self.counters["reports"] += 1
+        return V3Result(None, response, reason)
+
+    def _handle(self, data: bytes, source: tuple[str, int]) -> V3Result:
+        if type(data) is not bytes:
+            data = bytes(data)
+        m = parse_message(data)
+        eid = m.engine_id
+        if eid == self.engine_id:
+            return self._authoritative(data, m, source)
+        users = self.users
+        keys = users.trap_keys(eid, m.user) if eid else None
+        if keys is None:
+            if m.reportable:
+                # A request meant for us with an empty (discovery) or another engine ID.
+                reason = "discovery" if not eid and m.level == 0 else "unknown_engine_id"
+                return self._refuse(reason, m, data, report="unknown_engine_id")
+            if eid and users.knows_engine(eid):
+                return self._refuse("unknown_user")
+            return self._refuse("unknown_engine_id")
+        # A trap: the sender is authoritative.
+        if m.level != keys.level:
+            return self._refuse("unsupported_security_level")
+        if keys.level:
+            _verify(keys, data, m)
+            if self.trap_time_window is not None:
+                self._check_remote_time(m)
+        scoped = _scoped_from(keys, data, m)
+        if scoped.pdu_type != ber.TRAP_V2:
+            return self._refuse("wrong_pdu")
+        trap = self._trap(scoped, source, m, "trap")
+        self.counters["accepted"] += 1
+        return V3Result(trap, None, None)
+
+    def _check_remote_time(self, m: V3Message) -> None:
+        """RFC 3414 3.2.7 b, for traps (we are not authoritative)."""
+        now = self.clock()
+        seen = self._remote.get(m.engine_id)
+        if m.boots == _INT31:
+            raise UsmError("not_in_time_window", "engine boots at its maximum")
+        if seen is not None:
+            boots, etime, at = seen
+            if m.boots < boots or (m.boots == boots and m.time < etime + (now - at) - self.trap_time_window):
+                raise UsmError("not_in_time_window", "older than the latest message of this engine")
+            if m.boots == boots and m.time <= etime:
+                return
+        if len(self._remote) >= 100_000:
+            self._remote.clear()
+        self._remote[m.engine_id] = (m.boots, m.time, now)
+
+    def _authoritative(self, data: bytes, m: V3Message, source: tuple[str, int]) -> V3Result:
+        """A message to our engine: an inform (or a trap sent with our engine ID)."""
+        keys = self.users.inform_keys(m.user, self.engine_id)
+        rep = m.reportable
+        if keys is None:
+            return self._refuse("unknown_user", m, data, report="unknown_user" if rep else None)
+        if m.level != keys.level:
+            return self._refuse("unsupported_security_level", m, data,
+                                report="unsupported_security_level" if rep else None)
+        if keys.level:
+            try:
+                _verify(keys, data, m)
+            except UsmError:
+                return self._refuse("wrong_digest", m, data, report="wrong_digest" if rep else None)
+            etime = self.engine_time()
+            if (m.boots != self.boots or self.boots == _INT31
+                    or abs(m.time - etime) > self.time_window):
+                # An authenticated Report, so that the sender may resynchronise.
+                return self._refuse("not_in_time_window", m, data,
+                                    report="not_in_time_window" if rep else None,
+                                    keys=keys, level=AUTH_NO_PRIV)
+        try:
+            scoped = _scoped_from(keys, data, m)
+        except UsmError as e:
+            if e.reason == "decryption_error":
+                return self._refuse("decryption_error", m, data,
+                                    report="decryption_error" if rep else None)
+            raise
+        if scoped.pdu_type == ber.TRAP_V2:
+            kind = "trap"
+        elif scoped.pdu_type == ber.INFORM_REQUEST:
+            kind = "inform"
+        else:
+            return self._refuse("wrong_pdu")
+        trap = self._trap(scoped, source, m, kind)
+        response = None
+        if kind == "inform":
+            response = encode_v3(
+                keys, level=m.level, engine_id=self.engine_id, boots=self.boots,
+                time=self.engine_time(), user=m.user, msg_id=m.msg_id, pdu_type=ber.RESPONSE,
+                request_id=scoped.request_id, varbinds=scoped.varbinds_tlv,
+                context_engine_id=scoped.context_engine_id, context_name=scoped.context_name)
+            self.counters["responses"] += 1
+        self.counters["accepted"] += 1
+        return V3Result(trap, response, None)
+
+    def _report(self, m: V3Message, data: bytes, stat: str, *, keys: LocalizedKeys | None = None,
+                level: int = NO_AUTH_NO_PRIV) -> bytes | None:
+        """A Report PDU of usmStats *stat* for the request *m* (RFC 3412 7.1 3)."""
+        request_id = 0
+        context_name = b""
+        if not m.encrypted:
+            try:
+                sp = decode_scoped_pdu(data, m.data_start, m.data_end)
+                request_id = sp.request_id
+                context_name = sp.context_name
+            except UsmError:
+                pass
+        value = min(self._stats[stat], 0xFFFFFFFF)
+        try:
+            return encode_v3(
+                keys, level=level, engine_id=self.engine_id, boots=self.boots,
+                time=self.engine_time(), user=m.user, msg_id=m.msg_id, pdu_type=ber.REPORT,
+                request_id=request_id, varbinds=[(USM_STATS[stat], ber.COUNTER32, value)],
+                context_engine_id=self.engine_id, context_name=context_name)
+        except (ValueError, TypeError):  # pragma: no cover - defensive
+            return None
+
+    def _trap(self, sp: ScopedPdu, source: tuple[str, int], m: V3Message, kind: str) -> Trap:
+        vbs = sp.varbinds
+        if (len(vbs) >= 2 and vbs[0][0] == SYS_UPTIME_0 and vbs[1][0] == SNMP_TRAP_OID_0
+                and vbs[1][1] == ber.OBJECT_IDENTIFIER):
+            up = vbs[0]
+            uptime = up[2] if up[1] == ber.TIMETICKS else None
+            trap_oid = vbs[1][2]
+            rest = tuple(vbs[2:])
+        else:
+            try:
+                uptime, trap_oid, rest = _v2_odd(vbs)
+            except ConvertError as e:
+                raise UsmError(e.reason, str(e)) from None
+        host = normalize_address(source[0])
+        return Trap(
+            source=(host, source[1]), version="v3", pdu=kind, trap_oid=trap_oid,  # type: ignore[arg-type]
+            uptime=uptime, agent_address=host, varbinds=rest, received=self.clock(),
+            user=m.user.decode("utf-8", "backslashreplace"), engine_id=m.engine_id,
+        )
