@@ -86,7 +86,7 @@ from typing import Any
 
 from connector.messages import SEVERITIES
 from connector.settings import mask_url
-from connector_snmp.model import OperatorCall
+from connector_snmp.model import MetricSpec, OperatorCall
 from connector_snmp.operators import (
     SKIP,
     OperatorContext,
@@ -97,7 +97,6 @@ from connector_snmp.operators import (
     compile_pipeline,
     default_registry,
 )
-from connector_snmp.model import MetricSpec
 from connector_snmp.settings import IDENTIFIER
 from connector_traps.model import Classification, Trap
 

@@ -60,12 +60,13 @@ class Endpoint(Parser):
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
-            raise self.invalid(f"{text!r} is not an IP address") from None
+            raise self.invalid(f"has {text!r}, which is not an IP address") from None
         if (m[1] is not None) != (address.version == 6):
-            raise self.invalid("write IPv6 addresses in brackets, IPv4 ones without")
+            raise self.invalid("has brackets around an IPv4 address" if m[1] is not None
+                               else "has an IPv6 address without brackets")
         port = int(m[3])
         if port > 65535:
-            raise self.invalid(f"port {port} is out of range")
+            raise self.invalid(f"has port {port}, out of range")
         return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
@@ -93,9 +94,9 @@ class EngineId(Parser):
         if raw == "":
             return ""
         if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text):
-            raise self.invalid("not an even number of hex digits")
+            raise self.invalid("is not an even number of hex digits")
         if not 5 <= len(text) // 2 <= 32:
-            raise self.invalid(f"{len(text) // 2} octets")
+            raise self.invalid(f"has {len(text) // 2} octets")
         return text.lower()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.messages import SEVERITIES
-from connector.settings import load_settings, settings_from_string
+from connector.settings import SettingsError, load_settings, settings_from_string
 from connector_snmp.operators import default_registry, stateless
 from connector_traps.definitions import (
     Definitions,
@@ -462,3 +462,39 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
         load_definitions(section("nope.yaml"), tmp_path)
     assert str(info.value) == "nope.yaml: cannot read the file (No such file or directory)"
     assert len(load_text(tmp_path, "# nothing yet\n")) == 0
+
+
+# --------------------------------------------------------------------------
+# The [traps] section (its keys in settings.ini are checked by test_settings)
+
+
+def traps_settings(text: str):
+    return settings_from_string(f"[traps]\n{text}\n", source="settings.ini", environ={}).section("traps")
+
+
+def test_traps_section_defaults_and_values() -> None:
+    d = traps_settings("")
+    assert (d.listen, d.communities, d.recv_buffer, d.queue_size) == (
+        ("0.0.0.0:162", "[::]:162"), ("public",), 8 * 1024**2, 100_000)
+    assert (d.definitions_source, d.definitions, d.definitions_table, d.v3_users, d.engine_id) == (
+        "yaml", "traps.yaml", "traps", "trap-users.yaml", "")
+    assert (d.rate_limit, d.rate_burst, d.dedup_window, d.map_unknown) == (200.0, 1000, 10.0, True)
+    s = traps_settings("listen = [::1]:1162, 127.0.0.1:0\ncommunities =\nengine_id = 0x80:00:1F:88:04\n"
+                       "rate_limit = 0\ndedup_window = 0")
+    assert s.listen == ("[::1]:1162", "127.0.0.1:0") and s.communities == ()
+    assert s.engine_id == "80001f8804" and (s.rate_limit, s.dedup_window) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("text, detail", [
+    ("listen = [1.2.3.4]:162", "'[1.2.3.4]:162' has brackets around an IPv4 address"),
+    ("listen = host:162", "'host:162' has 'host', which is not an IP address"),
+    ("listen = 1.2.3.4:70000", "'1.2.3.4:70000' has port 70000, out of range"),
+    ("listen = 1.2.3.4:162, 1.2.3.4:162", "an endpoint is given twice"),
+    ("engine_id = 8000", "has 2 octets"),
+    ("engine_id = 80001f880", "is not an even number of hex digits"),
+])
+def test_traps_section_bad_values(text: str, detail: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        traps_settings(text)
+    key, _, value = text.partition(" = ")
+    assert str(info.value).startswith(f"settings.ini: [traps] {key} = {value!r}: {detail}; expected ")
