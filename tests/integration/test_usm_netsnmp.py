@@ -1,0 +1,224 @@
+"""connector_traps.usm against real net-snmp 5.9.3 senders.
+
+A plain UDP socket on 127.0.0.1 (a free high port), served by a thread that
+hands each datagram to :class:`V3Receiver` and sends back its response;
+``snmptrap`` and ``snmpinform`` send to it with numeric OIDs and no MIBs.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from connector_snmp import ber
+from connector_traps.usm import UserTable, UsmUser, V3Receiver
+from tests.snmp.snmpd import free_udp_port, tool_env
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("snmptrap") is None, reason="net-snmp tools not installed"),
+]
+
+OURS = bytes.fromhex("80001f8804") + b"centaure-rx"
+E1 = bytes.fromhex("800007e580aa000001")
+E2 = bytes.fromhex("800007e580aa000002")
+AUTH = "auth-pass-1"
+PRIV = "priv-pass-1"
+TRAP_OID = "1.3.6.1.4.1.8072.2.3.0.1"
+VB_ARGS = ["1.3.6.1.4.1.8072.2.3.2.1", "i", "42", "1.3.6.1.2.1.1.5.0", "s", "router-1",
+           "1.3.6.1.2.1.1.2.0", "o", "1.3.6.1.4.1.8072.3.2.10", "1.3.6.1.6.3.18.1.3.0", "a", "192.0.2.5"]
+VARBINDS = (
+    ("1.3.6.1.4.1.8072.2.3.2.1", ber.INTEGER, 42),
+    ("1.3.6.1.2.1.1.5.0", ber.OCTET_STRING, b"router-1"),
+    ("1.3.6.1.2.1.1.2.0", ber.OBJECT_IDENTIFIER, "1.3.6.1.4.1.8072.3.2.10"),
+    ("1.3.6.1.6.3.18.1.3.0", ber.IP_ADDRESS, "192.0.2.5"),
+)
+
+# (user, engine ID or None for informs, net-snmp -a, -x, our auth, our priv)
+USERS = [
+    ("t_sha_aes", E1, "SHA", "AES", "SHA", "AES"),
+    ("t_sha512_aes256", E1, "SHA-512", "AES-256", "SHA512", "AES256"),
+    ("t_sha_aes256", E1, "SHA", "AES-256", "SHA", "AES256"),        # Blumenthal extension needed
+    ("t_sha_aes256c", E1, "SHA", "AES-256-C", "SHA", "AES256C"),    # Reeder extension needed
+    ("t_md5_aes192", E1, "MD5", "AES-192", "MD5", "AES192"),
+    ("t_md5_des", E1, "MD5", "DES", "MD5", "DES"),
+    ("t_sha224_aes", E1, "SHA-224", "AES", "SHA224", "AES"),
+    ("t_sha384_des", E1, "SHA-384", "DES", "SHA384", "DES"),
+    ("t_sha256_auth", E1, "SHA-256", None, "SHA256", "none"),
+    ("t_noauth", E1, None, None, "none", "none"),
+    ("i_sha_aes", None, "SHA", "AES", "SHA", "AES"),
+    ("i_sha512_aes256", None, "SHA-512", "AES-256", "SHA512", "AES256"),
+    ("i_md5_des", None, "MD5", "DES", "MD5", "DES"),
+    ("i_sha256_auth", None, "SHA-256", None, "SHA256", "none"),
+    ("i_noauth", None, None, None, "none", "none"),
+]
+
+
+def _level(a, x):
+    return "noAuthNoPriv" if a is None else ("authNoPriv" if x is None else "authPriv")
+
+
+class Server:
+    """A blocking UDP loop in a thread, driven by a V3Receiver."""
+
+    def __init__(self, receiver: V3Receiver) -> None:
+        self.receiver = receiver
+        self.port = free_udp_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.results: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                res = self.receiver.handle(data, addr)
+            if res.response is not None:
+                self.sock.sendto(res.response, addr)
+            self.results.put(res)
+
+    def drain(self, timeout: float = 0.5) -> list:
+        out = []
+        while True:
+            try:
+                out.append(self.results.get(timeout=timeout))
+            except queue.Empty:
+                return out
+
+    def counters(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.receiver.counters)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def server():
+    users = [UsmUser(n, oa, AUTH if a else None, op, PRIV if x else None, e)
+             for n, e, a, x, oa, op in USERS]
+    # Same user name as t_sha_aes, another engine and other passwords.
+    users.append(UsmUser("t_sha_aes", "SHA", "other-auth-2", "AES", "other-priv-2", E2))
+    srv = Server(V3Receiver(UserTable(users), OURS))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    return tool_env(tmp_path)
+
+
+def _args(user, a, x, auth=AUTH, priv=PRIV):
+    args = ["-v", "3", "-u", user, "-l", _level(a, x), "-M", "/dev/null"]
+    if a:
+        args += ["-a", a, "-A", auth]
+    if x:
+        args += ["-x", x, "-X", priv]
+    return args
+
+
+def snmptrap(srv, env, user, engine, a, x, **kw):
+    cmd = ["snmptrap", *_args(user, a, x, **kw), "-e", "0x" + engine.hex(),
+           f"127.0.0.1:{srv.port}", "", TRAP_OID, *VB_ARGS]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=20)
+
+
+def snmpinform(srv, env, user, a, x, **kw):
+    cmd = ["snmpinform", *_args(user, a, x, **kw), "-t", "2", "-r", "1",
+           f"127.0.0.1:{srv.port}", "", TRAP_OID, *VB_ARGS]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+
+
+def _check_trap(t, pdu, user, engine):
+    assert t.version == "v3" and t.pdu == pdu and t.user == user and t.engine_id == engine
+    assert t.trap_oid == TRAP_OID and t.varbinds == VARBINDS
+    assert t.source[0] == "127.0.0.1" and isinstance(t.uptime, int)
+
+
+TRAP_USERS = [u for u in USERS if u[1] is not None]
+INFORM_USERS = [u for u in USERS if u[1] is None]
+
+
+@pytest.mark.parametrize("name,engine,a,x,_oa,_op", TRAP_USERS, ids=[u[0] for u in TRAP_USERS])
+def test_snmptrap(server, env, name, engine, a, x, _oa, _op):
+    r = snmptrap(server, env, name, engine, a, x)
+    assert r.returncode == 0, r.stderr
+    (res,) = server.drain()
+    assert res.error is None and res.response is None
+    _check_trap(res.trap, "trap", name, engine)
+    assert server.counters()["accepted"] == 1
+
+
+def test_same_user_two_engines(server, env):
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES").returncode == 0
+    assert snmptrap(server, env, "t_sha_aes", E2, "SHA", "AES",
+                    auth="other-auth-2", priv="other-priv-2").returncode == 0
+    got = server.drain()
+    assert [r.error for r in got] == [None, None]
+    assert [r.trap.engine_id for r in got] == [E1, E2]
+    # E2's passwords under E1's engine ID, and the reverse: refused.
+    snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES", auth="other-auth-2", priv="other-priv-2")
+    snmptrap(server, env, "t_sha_aes", E2, "SHA", "AES")
+    assert [r.error for r in server.drain()] == ["wrong_digest", "wrong_digest"]
+    c = server.counters()
+    assert c["accepted"] == 2 and c["wrong_digest"] == 2
+
+
+def test_refusals(server, env):
+    snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES", auth="wrong-pass-9")
+    snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES", priv="wrong-priv-9")
+    # The Blumenthal user sent with the Reeder extension (and the reverse): noise.
+    snmptrap(server, env, "t_sha_aes256", E1, "SHA", "AES-256-C")
+    snmptrap(server, env, "t_sha_aes256c", E1, "SHA", "AES-256")
+    snmptrap(server, env, "t_sha_aes", bytes.fromhex("800007e580aa0000ff"), "SHA", "AES")
+    snmptrap(server, env, "nobody", E1, "SHA", "AES")
+    snmptrap(server, env, "t_sha_aes", E1, "SHA", None)  # authNoPriv under an authPriv user
+    got = server.drain()
+    assert [r.error for r in got] == [
+        "wrong_digest", "decryption_error", "decryption_error", "decryption_error",
+        "unknown_engine_id", "unknown_user", "unsupported_security_level"]
+    assert all(r.trap is None and r.response is None for r in got)
+    c = server.counters()
+    assert c["accepted"] == 0 and c["wrong_digest"] == 1 and c["decryption_error"] == 3
+    assert c["unknown_engine_id"] == 1 and c["unknown_user"] == 1
+
+
+@pytest.mark.parametrize("name,_e,a,x,_oa,_op", INFORM_USERS, ids=[u[0] for u in INFORM_USERS])
+def test_snmpinform(server, env, name, _e, a, x, _oa, _op):
+    r = snmpinform(server, env, name, a, x)
+    assert r.returncode == 0, r.stderr  # only when our Response arrived
+    got = server.drain()
+    assert got[0].error == "discovery" and got[0].response is not None
+    informs = [g for g in got if g.trap is not None]
+    assert informs, [g.error for g in got]
+    for g in informs:
+        _check_trap(g.trap, "inform", name, OURS)
+        assert g.response is not None
+    c = server.counters()
+    assert c["discovery"] >= 1 and c["responses"] >= 1 and c["wrong_digest"] == 0
+
+
+def test_snmpinform_wrong_password(server, env):
+    r = snmpinform(server, env, "i_sha_aes", "SHA", "AES", auth="wrong-pass-9")
+    assert r.returncode != 0
+    got = server.drain()
+    assert all(g.trap is None for g in got)
+    assert server.counters()["wrong_digest"] >= 1 and server.counters()["accepted"] == 0
