@@ -280,18 +280,20 @@ class TrapReceiver(DatagramProtocol):
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         done = 0
         counters = self.counters
-        while done < limit:
-            data, addr, received = popleft()
-            done += 1
-            counters.inc("datagrams_received")
-            try:
-                handle(data, addr, received)
-            except Exception:  # defensive: handle_datagram counts its own failures
-                counters.inc("internal_errors")
-                self.log.failure("trap receiver: unexpected error on a datagram from {addr}",
-                                 addr=addr)
-            if deadline is not None and not done & 63 and time.perf_counter() >= deadline:
-                break
+        try:
+            while done < limit:
+                data, addr, received = popleft()
+                done += 1
+                try:
+                    handle(data, addr, received)
+                except Exception:  # defensive: handle_datagram counts its own failures
+                    counters.inc("internal_errors")
+                    self.log.failure("trap receiver: unexpected error on a datagram from "
+                                     "{addr}", addr=addr)
+                if deadline is not None and not done & 63 and time.perf_counter() >= deadline:
+                    break
+        finally:
+            counters.inc("datagrams_received", done)
         return done
 
     def handle_datagram(self, data: bytes, addr: tuple[str, int], received: float) -> None:
