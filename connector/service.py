@@ -23,6 +23,7 @@ from connector.status import StatusService
 # connector packages exist; centaure-all runs every one that imports.
 CONNECTORS: dict[str, str] = {
     "snmp": "connector_snmp.service:build",
+    "traps": "connector_traps.service:build",
 }
 
 

@@ -27,6 +27,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -53,7 +59,9 @@ def daemon(tmp_path, write_settings):
     # centaure-all runs the poller too: give it an (empty) inventory.
     (tmp_path / "inventory.yaml").write_text("devices: []\n")
     settings = write_settings(connector={"http_port": str(port)},
-                              snmp={"profiles": os.path.join(ROOT, "profiles")})
+                              snmp={"profiles": os.path.join(ROOT, "profiles")},
+                              traps={"listen": f"127.0.0.1:{_free_udp_port()}",
+                                     "definitions": os.path.join(ROOT, "traps.yaml")})
     log = open(tmp_path / "twistd.log", "w")
     proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "centaure-all", "-c", settings],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
@@ -79,10 +87,11 @@ def test_status_health_and_metrics(daemon, broker_guard):
                              text=True, cwd=ROOT)
         assert out.returncode == 0, out.stderr
         lines = [l for l in out.stdout.splitlines() if l.startswith("testnode")]
-        return lines if lines and " ok " in lines[0] else None
+        return lines if len(lines) >= 2 and all(" ok " in l for l in lines) else None
 
-    lines = _wait(status_lists_all, 20, "centaure status to list the connector")
-    assert lines[0].split()[1] == "snmp"  # centaure-all heartbeats per connector it runs
+    lines = _wait(status_lists_all, 20, "centaure status to list the connectors")
+    # centaure-all heartbeats once per connector it runs.
+    assert sorted(l.split()[1] for l in lines) == ["snmp", "traps"]
 
     status, metrics = _get(base + "/metrics")
     assert status == 200
@@ -104,8 +113,8 @@ def test_status_health_and_metrics(daemon, broker_guard):
     proc.wait(20)
     out = subprocess.run([CENTAURE, "status", "-c", settings], capture_output=True, text=True,
                          cwd=ROOT)
-    line = [l for l in out.stdout.splitlines() if l.startswith("testnode")][0]
-    assert line.split()[2] == "stopped"
+    lines = [l for l in out.stdout.splitlines() if l.startswith("testnode")]
+    assert lines and all(l.split()[2] == "stopped" for l in lines)
 
 
 def test_bad_settings_stop_startup_with_one_clear_line(tmp_path):

@@ -1,0 +1,260 @@
+"""The ``centaure-traps`` connector: receive, classify, protect, publish.
+
+Datagrams go from the UDP receivers (bounded intake, v1/v2c decoded by our
+BER codec, v3 through the USM module) to ``TrapService.handle``: per-source
+rate limit, host mapping through the inventory, classification by the trap
+definitions, duplicate suppression, then an ``event`` message. Definitions
+and inventory reload on SIGHUP (read in a thread; a bad file is refused and
+the running ones kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from connector import messages
+from connector_snmp.inventory import load_inventory
+from connector_traps.convert import varbind_to_json
+from connector_traps.definitions import load_definitions
+from connector_traps.model import Trap
+from connector_traps.receiver import TrapReceiver
+from connector_traps.storm import Deduplicator, RateLimiter
+
+CONNECTOR = "traps"
+STORM_TRAP_OID = "centaure:trapStorm"
+
+
+class TrapConfigError(Exception):
+    """The receiver's definitions, inventory or v3 users are unusable."""
+
+
+@dataclass
+class TrapConfig:
+    """What the receiver reads from files."""
+
+    definitions: object
+    inventory: object | None
+    v3: object | None
+
+
+def _base_dir(settings) -> str:
+    return os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+
+
+def load_config(settings) -> TrapConfig:
+    """Definitions, the inventory (for host names) and v3 users, checked."""
+    traps = settings.section("traps")
+    root = _base_dir(settings)
+    try:
+        definitions = load_definitions(traps, root)
+        try:
+            inventory = load_inventory(settings.section("inventory"), root)
+        except FileNotFoundError:
+            inventory = None
+        v3 = _load_v3(traps, root, settings.connector.node)
+    except (ValueError, OSError) as e:
+        raise TrapConfigError(str(e)) from None
+    return TrapConfig(definitions, inventory, v3)
+
+
+def engine_id_for(node: str) -> bytes:
+    """A stable SNMP engine ID for ``node`` (RFC 3411 format 5: octets).
+
+    The enterprise part is 0 (none registered); set ``[traps] engine_id`` to
+    use your own. Derived from the node name so it survives restarts.
+    """
+    return bytes([0x80, 0, 0, 0, 5]) + hashlib.sha256(node.encode()).digest()[:12]
+
+
+def _load_v3(traps, root: str, node: str):
+    path = os.path.join(root, traps.v3_users)
+    if not os.path.exists(path):
+        return None
+    from connector_traps.usm import V3Receiver, load_users
+
+    engine = bytes.fromhex(traps.engine_id) if traps.engine_id else engine_id_for(node)
+    return V3Receiver(load_users(path), engine)
+
+
+def listen_udp(reactor, address: str, port: int, protocol):
+    """Listen on ``address:port``; an IPv6 socket takes IPv6 only.
+
+    Linux lets an IPv6 socket also take IPv4 traffic (bindv6only=0), so
+    ``0.0.0.0:162`` and ``[::]:162`` would clash; the IPv6 socket is made
+    here with IPV6_V6ONLY and handed to the reactor.
+    """
+    if ":" not in address:
+        return reactor.listenUDP(port, protocol, interface=address)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+        sock.setblocking(False)
+        listening = reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET6, protocol)
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
+    return listening
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``0.0.0.0:162`` or ``[::]:162`` -> (address, port)."""
+    host, _, port = text.strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class TrapService(service.Service):
+    """Listens for traps and informs and publishes them as ``event`` messages."""
+
+    log = Logger()
+
+    def __init__(self, runtime, config: TrapConfig) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings.section("traps")
+        self.config = config
+        self.counters = runtime.counters(CONNECTOR)
+        self.publisher = runtime.bus.publisher(CONNECTOR)
+        self.source = f"{CONNECTOR}@{runtime.node}"
+        clock = runtime.reactor
+        self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst, clock.seconds)
+        self.dedup = Deduplicator(self.settings.dedup_window, clock.seconds)
+        self.receivers: list[TrapReceiver] = []
+        self.ports = []
+        self._summary_loop = task.LoopingCall(self._publish_storm_summaries)
+        self._summary_loop.clock = clock
+        self._reloading = None
+        runtime.health_checks[CONNECTOR] = lambda: {
+            "listening": [p.getHost().port for p in self.ports], "degraded": not self.ports}
+
+    def startService(self):
+        super().startService()
+        for endpoint in self.settings.listen:
+            address, port = parse_endpoint(endpoint)
+            receiver = TrapReceiver(
+                self.runtime.reactor, self.handle, self.counters,
+                communities={c.encode() for c in self.settings.communities},
+                queue_size=self.settings.queue_size, recv_buffer=self.settings.recv_buffer,
+                v3_handler=self._v3)
+            self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
+            self.receivers.append(receiver)
+            self.log.info("receiving traps on {address}:{port}", address=address,
+                          port=self.ports[-1].getHost().port)
+        self._summary_loop.start(10, now=False)
+        try:
+            signal.signal(signal.SIGHUP, lambda *_: self.runtime.reactor.callFromThread(self.reload))
+        except ValueError:
+            pass
+
+    def stopService(self):
+        super().stopService()
+        if self._summary_loop.running:
+            self._summary_loop.stop()
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+
+    def _v3(self, data: bytes, source: tuple[str, int]):
+        """SNMPv3 datagrams: (response to send back, trap to publish), either may be None."""
+        if self.config.v3 is None:
+            self.counters.inc("v3_not_configured")
+            return None
+        result = self.config.v3.handle(data, source)
+        if result.error:
+            self.counters.inc(f"v3_{result.error}")
+        return (result.response, result.trap)
+
+    def reload(self) -> defer.Deferred:
+        """Read definitions, inventory and v3 users again (in a thread)."""
+        if self._reloading is not None:
+            return self._reloading
+        d = threads.deferToThread(load_config, self.runtime.settings)
+
+        def loaded(config: TrapConfig) -> None:
+            self.config = config
+            self.log.info("trap definitions reloaded")
+
+        def refused(failure) -> None:
+            failure.trap(TrapConfigError)
+            self.counters.inc("reload_errors")
+            self.log.error("reload refused, keeping the running configuration: {error}",
+                           error=failure.value)
+
+        def done(result):
+            self._reloading = None
+            return result
+
+        d.addCallbacks(loaded, refused)
+        d.addBoth(done)
+        self._reloading = d
+        return d
+
+    # -- the hot path -------------------------------------------------------
+
+    def handle(self, trap: Trap) -> None:
+        """Turn one received trap into an ``event`` (or count why not)."""
+        self.counters.inc("received")
+        sender = trap.source[0]
+        if not self.limiter.allow(sender):
+            self.counters.inc("rate_limited")
+            return
+        host, unknown = self._host_of(trap)
+        if host is None:
+            self.counters.inc("unknown_sender_dropped")
+            return
+        definitions = self.config.definitions
+        c = definitions.classify(trap, host)
+        if self.dedup.is_duplicate(sender, trap.trap_oid, c.key):
+            self.counters.inc("duplicates")
+            return
+        if not c.known:
+            self.counters.inc("unknown_traps")
+        names = definitions.varbind_names(trap)
+        event = messages.Event(
+            source=self.source, ts=trap.received, host=host, address=trap.agent_address,
+            snmp_version=trap.version, trap_oid=trap.trap_oid, name=c.name, severity=c.severity,
+            varbinds=[messages.Varbind(oid=oid, name=name, type=tag, value=value)
+                      for (oid, tag, value), name in zip(
+                          (varbind_to_json(*vb) for vb in trap.varbinds), names)],
+            unknown_sender=unknown, message=c.message, action=c.action, alarm=c.alarm,
+            key=c.key)
+        d = self.publisher.publish(event)
+        d.addCallbacks(lambda _: self.counters.inc("published_events"), self._publish_failed)
+
+    def _publish_failed(self, failure) -> None:
+        self.counters.inc("publish_errors")
+        self.log.error("could not publish a trap: {error}", error=failure.getErrorMessage())
+
+    def _host_of(self, trap: Trap) -> tuple[str | None, bool]:
+        inventory = self.config.inventory
+        for address in dict.fromkeys((trap.agent_address, trap.source[0])):
+            if inventory is not None:
+                found = inventory.by_address(address)
+                if found:
+                    return found[0].name, False
+        if not self.settings.map_unknown:
+            return None, True
+        return trap.agent_address or trap.source[0], True
+
+    def _publish_storm_summaries(self) -> None:
+        for source, dropped, since in self.limiter.summaries():
+            host, unknown = self._host_of(Trap(
+                source=(source, 0), version="v2c", pdu="trap", trap_oid=STORM_TRAP_OID,
+                uptime=None, agent_address=source, varbinds=(), received=time.time()))
+            event = messages.Event(
+                source=self.source, host=host or source, address=source, snmp_version="v2c",
+                trap_oid=STORM_TRAP_OID, name="trapStorm", severity="warning", varbinds=[],
+                unknown_sender=unknown,
+                message=f"{dropped} traps dropped from {source} by the rate limit since "
+                        f"{time.strftime('%H:%M:%S', time.localtime(since))}")
+            self.publisher.publish(event).addErrback(self._publish_failed)
+
+
+def build(runtime) -> TrapService:
+    """The receiver of ``runtime``'s process (raises TrapConfigError on bad files)."""
+    return TrapService(runtime, load_config(runtime.settings))
