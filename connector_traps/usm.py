@@ -572,6 +572,120 @@ def parse_message(data: bytes) -> V3Message:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise UsmError("malformed", "not bytes")
         data = bytes(data)
+    m = _fast_parse(data)
+    return m if m is not None else _parse_message(data)
+
+
+def _fast_parse(data: bytes) -> V3Message | None:
+    """The usual message shape (short lengths inside, minimal integers), with
+    few calls; None if anything differs: :func:`_parse_message` then decodes
+    it or says why not.  Whatever this accepts, that one accepts the same."""
+    try:
+        n = len(data)
+        if data[0] != 0x30:
+            return None
+        ln = data[1]
+        if ln < 0x80:
+            p = 2
+        elif ln == 0x81:
+            ln = data[2]
+            p = 3
+        elif ln == 0x82:
+            ln = (data[2] << 8) | data[3]
+            p = 4
+        else:
+            return None
+        if p + ln != n or data[p:p + 3] != b"\x02\x01\x03" or data[p + 3] != 0x30 or data[p + 4] >= 0x80:
+            return None
+        ge = p + 5 + data[p + 4]
+        q = p + 5
+        fb = int.from_bytes
+        k = data[q + 1]
+        if data[q] != 2 or not 0 < k <= 4:
+            return None
+        msg_id = fb(data[q + 2:q + 2 + k], "big", signed=True)
+        q += 2 + k
+        k = data[q + 1]
+        if data[q] != 2 or not 0 < k <= 4:
+            return None
+        max_size = fb(data[q + 2:q + 2 + k], "big", signed=True)
+        q += 2 + k
+        if msg_id < 0 or max_size < 484 or data[q:q + 2] != b"\x04\x01" or data[q + 3:q + 6] != b"\x02\x01\x03":
+            return None
+        flags = data[q + 2]
+        q += 6
+        if q != ge or flags & 3 == _FLAG_PRIV or data[q] != 0x04:
+            return None
+        ln = data[q + 1]
+        if ln < 0x80:
+            ss = q + 2
+        elif ln == 0x81:
+            ln = data[q + 2]
+            ss = q + 3
+        else:
+            return None
+        se = ss + ln
+        if data[ss] != 0x30 or data[ss + 1] != ln - 2:
+            return None
+        r = ss + 2
+        k = data[r + 1]
+        if data[r] != 0x04 or k > 32:
+            return None
+        engine_id = data[r + 2:r + 2 + k]
+        r += 2 + k
+        k = data[r + 1]
+        if data[r] != 2 or not 0 < k <= 4:
+            return None
+        boots = fb(data[r + 2:r + 2 + k], "big", signed=True)
+        r += 2 + k
+        k = data[r + 1]
+        if data[r] != 2 or not 0 < k <= 4:
+            return None
+        etime = fb(data[r + 2:r + 2 + k], "big", signed=True)
+        r += 2 + k
+        k = data[r + 1]
+        if data[r] != 0x04 or k > 32:
+            return None
+        user = data[r + 2:r + 2 + k]
+        r += 2 + k
+        k = data[r + 1]
+        if data[r] != 0x04 or k >= 0x80:
+            return None
+        as_ = r + 2
+        auth_params = data[as_:as_ + k]
+        r = as_ + k
+        k = data[r + 1]
+        if data[r] != 0x04 or k >= 0x80:
+            return None
+        priv_params = data[r + 2:r + 2 + k]
+        r += 2 + k
+        if r != se or boots < 0 or etime < 0:
+            return None
+        tag = data[se]
+        encrypted = bool(flags & _FLAG_PRIV)
+        if tag != (0x04 if encrypted else 0x30):
+            return None
+        ln = data[se + 1]
+        if ln < 0x80:
+            ds = se + 2
+        elif ln == 0x81:
+            ln = data[se + 2]
+            ds = se + 3
+        elif ln == 0x82:
+            ln = (data[se + 2] << 8) | data[se + 3]
+            ds = se + 4
+        else:
+            return None
+        if ds + ln != n:
+            return None
+    except IndexError:
+        return None
+    return V3Message(msg_id, max_size, flags, 3, engine_id, boots, etime, user,
+                     auth_params, priv_params, as_, encrypted, ds if encrypted else se, n)
+
+
+def _parse_message(data: bytes) -> V3Message:
+    """General decoder: every shape, precise reasons."""
     try:
         n = len(data)
         s, e = _expect(data, 0, n, 0x30, "message")

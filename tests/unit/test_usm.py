@@ -521,3 +521,23 @@ def test_handle_never_raises_on_arbitrary_types():
 def test_localized_keys_type():
     k = localized_keys(user("u", "MD5", "DES"), E1)
     assert isinstance(k, LocalizedKeys) and len(k.des_pre_iv) == 8 and k.mac_len == 12
+
+
+def test_fast_parse_agrees_with_general_parser():
+    samples = [m for _, m in _samples()]
+    rng = random.Random(99)
+    fast_hits = 0
+    for i in range(20000):
+        b = bytearray(rng.choice(samples))
+        if i:
+            for _ in range(rng.randint(1, 3)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        data = bytes(b)
+        fast = usm._fast_parse(data)
+        if fast is None:
+            continue
+        fast_hits += 1
+        assert usm._parse_message(data) == fast
+    assert fast_hits > 1000
+    for m in samples:
+        assert usm._fast_parse(m) is not None
