@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from connector import messages
@@ -114,6 +115,10 @@ class DevicePoller:
         except SnmpTimeout as e:
             outcome.reachable = False
             outcome.error = str(e)
+        except defer.CancelledError:
+            # The poller is stopping: this poll is abandoned, not failed.
+            outcome.error = "cancelled"
+            return outcome
         except Exception as e:  # a broken agent must not stop the poller
             # It answered, with something unusable: an error, not "unreachable".
             outcome.error = f"{e.__class__.__name__}: {e}"

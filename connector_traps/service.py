@@ -145,7 +145,8 @@ class TrapService(service.Service):
                 v3_handler=self._v3)
             self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
             self.receivers.append(receiver)
-            self.log.info("receiving traps on {address}:{port}", address=address,
+            self.log.info("receiving traps on {address}:{port}",
+                          address=f"[{address}]" if ":" in address else address,
                           port=self.ports[-1].getHost().port)
         self._summary_loop.start(10, now=False)
         try:

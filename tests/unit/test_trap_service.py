@@ -1,0 +1,112 @@
+"""The trap service's decisions on a fake clock: rate limit, storm summary, dedup, hosts."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import task
+
+from connector import messages
+from connector.embedded import EmbeddedBus
+from connector.metrics import Counters
+from connector.settings import settings_from_string
+from connector.topology import Binding, QueueSpec
+from connector_traps.model import Trap
+from connector_traps.service import TrapService, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
+
+
+class Runtime:
+    """The little of connector.service.Runtime the trap service uses."""
+
+    def __init__(self, settings, clock) -> None:
+        self.settings = settings
+        self.reactor = clock
+        self.node = "n1"
+        self.bus = EmbeddedBus(clock)
+        self.health_checks = {}
+        self._counters = Counters("traps")
+
+    def counters(self, name):
+        return self._counters
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[messages.Event] = []
+
+    def handle(self, message, delivery):
+        self.seen.append(message)
+
+
+def make(tmp_path, **traps):
+    (tmp_path / "inventory.yaml").write_text(
+        "devices:\n  - {name: sw1, address: 10.0.0.1, device_type: switch}\n")
+    values = {"definitions": os.path.join(ROOT, "traps.yaml"), "listen": "127.0.0.1:0", **traps}
+    text = "[inventory]\npath = inventory.yaml\n[traps]\n" + "".join(
+        f"{k} = {v}\n" for k, v in values.items())
+    path = tmp_path / "settings.ini"
+    path.write_text(text)
+    settings = settings_from_string(text, source=str(path))
+    clock = task.Clock()
+    runtime = Runtime(settings, clock)
+    service = TrapService(runtime, load_config(settings))
+    events = Events()
+    runtime.bus.subscriber("t").subscribe(
+        QueueSpec(name="check", bindings=(Binding("centaure.event"),)), events)
+    return service, clock, events
+
+
+def trap(source="10.0.0.1", index=1, oid=LINK_DOWN, t=0.0) -> Trap:
+    return Trap(source=(source, 40000), version="v2c", pdu="trap", trap_oid=oid, uptime=5,
+                agent_address=source, received=t,
+                varbinds=((f"1.3.6.1.2.1.2.2.1.1.{index}", "Integer", index),))
+
+
+def settle(clock):
+    for _ in range(5):
+        clock.advance(0)
+
+
+def test_rate_limit_and_one_storm_summary(tmp_path):
+    service, clock, events = make(tmp_path, rate_limit="10", rate_burst="20", dedup_window="0")
+    for i in range(100):  # a burst from one source
+        service.handle(trap(index=i))
+    settle(clock)
+    assert len(events.seen) == 20  # the burst allowance
+    assert service.counters.get("rate_limited") == 80
+    assert all(e.host == "sw1" and e.name == "linkDown" for e in events.seen)
+    # Quiet for a while: one summary event says how many were dropped.
+    for _ in range(8):
+        clock.advance(10)
+        service._publish_storm_summaries()
+    settle(clock)
+    storms = [e for e in events.seen if e.name == "trapStorm"]
+    assert len(storms) == 1
+    assert storms[0].host == "sw1" and storms[0].message.startswith("80 traps dropped from 10.0.0.1")
+
+
+def test_duplicates_within_the_window_are_dropped(tmp_path):
+    service, clock, events = make(tmp_path, rate_limit="0", dedup_window="10s")
+    service.handle(trap(index=3))
+    service.handle(trap(index=3))   # same source, trap and key: duplicate
+    service.handle(trap(index=4))   # another interface: not a duplicate
+    clock.advance(11)
+    service.handle(trap(index=3))   # after the window: published again
+    settle(clock)
+    assert [e.key for e in events.seen] == ["3", "4", "3"]
+    assert service.counters.get("duplicates") == 1
+
+
+def test_unknown_sender_published_by_address_or_dropped(tmp_path):
+    service, clock, events = make(tmp_path, rate_limit="0", dedup_window="0")
+    service.handle(trap(source="192.0.2.9"))
+    settle(clock)
+    assert events.seen[0].host == "192.0.2.9" and events.seen[0].unknown_sender is True
+    service2, clock2, events2 = make(tmp_path, rate_limit="0", dedup_window="0",
+                                     map_unknown="false")
+    service2.handle(trap(source="192.0.2.9"))
+    settle(clock2)
+    assert events2.seen == [] and service2.counters.get("unknown_sender_dropped") == 1
