@@ -170,11 +170,10 @@ def _receiver(*users, clock=None):
     return V3Receiver(UserTable(users), OURS, clock=clock or Clock())
 
 
-@pytest.mark.parametrize("auth,priv", list(combos()))
-@pytest.mark.parametrize("ext", ["blumenthal", "reeder"])
+# The key extension only matters for AES-192/256: Reeder is paired with those alone.
+@pytest.mark.parametrize("auth,priv,ext", [(a, p, "blumenthal") for a, p in combos()] + [
+    (a, p, "reeder") for a, p in combos() if p in ("AES192", "AES256")])
 def test_trap_round_trip(auth, priv, ext):
-    if ext == "reeder" and priv not in ("AES192", "AES256"):
-        pytest.skip("the extension matters for AES-192/256 only")
     u = user("u1", auth, priv, ext=ext)
     r = _receiver(u)
     keys = localized_keys(u, E1)
