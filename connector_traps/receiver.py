@@ -38,7 +38,8 @@ Counters (in the ``Counters`` given at construction), every failure by reason:
 the class of the :class:`~connector_snmp.ber.BERError`), ``unsupported_version``,
 ``wrong_pdu``, ``bad_community``, ``no_trap_oid``, ``bad_v1_trap``,
 ``v3_not_configured``, ``v3_errors``, ``inform_response_errors``,
-``informs_answered``, ``traps_delivered``, ``sink_errors``; gauges
+``informs_answered``, ``traps_delivered``, ``sink_errors``, ``dropped_at_stop``,
+``internal_errors`` (a bug: should stay 0); gauges
 ``queue_depth``, ``queue_high_water``, ``recv_buffer_bytes``.
 
 Log lines about a source (bad community, malformed datagrams, sink errors)
@@ -241,9 +242,16 @@ class TrapReceiver(DatagramProtocol):
                 asked=self.recv_buffer, queue=self.queue_size)
 
     def stopProtocol(self) -> None:
+        """The port stopped: datagrams still queued are dropped, and counted
+        (``dropped_at_stop``); the sink may be shutting down too."""
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+        if self.queue:
+            self.counters.inc("dropped_at_stop", len(self.queue))
+            self.log.warn("trap receiver stopped with {n} datagrams not decoded",
+                          n=len(self.queue))
+            self.queue.clear()
 
     # -- intake: the hot path, nothing but a bounded append ----------------------
 

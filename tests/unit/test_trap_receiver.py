@@ -430,6 +430,15 @@ def test_drain_runs_in_slices() -> None:
     assert r.counters.get("queue_depth") == 0
 
 
+def test_datagrams_queued_at_stop_are_counted() -> None:
+    r, got, clock = make_receiver()
+    r.datagramReceived(good_v2(), SRC)
+    r.datagramReceived(good_v2(), SRC)
+    r.stopProtocol()
+    assert not clock.getDelayedCalls() and not r.queue
+    assert r.counters.get("dropped_at_stop") == 2 and got == []
+
+
 def test_drain_slice_time_budget() -> None:
     def slow_sink(trap: Trap) -> None:
         t0 = time.perf_counter()
