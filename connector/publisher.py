@@ -26,6 +26,7 @@ blocked/unblocked.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -106,16 +107,29 @@ class ReliablePublisher:
         self._delete_call = None
         self._watchdog = None
         self._stopped = False
+        self._started = False
+        self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
 
     # -- lifecycle -------------------------------------------------------
 
     @defer.inlineCallbacks
     def start(self):
-        """Open the buffer and continue its sequence numbers."""
+        """Open the buffer and continue its sequence numbers.
+
+        Messages published before the buffer is open (a connector's first
+        heartbeat, say) wait in memory and are numbered after the rows the
+        buffer already holds.
+        """
         yield self.buffer.start()
-        self._seq = self.buffer.last_id()
+        self._seq = max(self._seq, self.buffer.last_id())
+        for pending in self._to_buffer:
+            self._seq += 1
+            pending.seq = self._seq
+        self._started = True
         self.counters.set("buffered", self.buffer.count())
+        if self._to_buffer and not self._flushing:
+            self._flush()
         self._watchdog = task.LoopingCall(self._check_confirms)
         self._watchdog.clock = self.clock
         self._watchdog.start(max(self.confirm_timeout / 4, 0.1), now=False)
@@ -124,6 +138,12 @@ class ReliablePublisher:
     def stop(self, grace: float = 5.0):
         """Wait up to ``grace`` s for confirms, then put the rest on disk."""
         self._stopped = True
+        if not self._started:
+            # The buffer never opened: nothing was accepted, nothing to keep.
+            for pending in self._to_buffer:
+                pending.deferred.errback(BufferFull("publisher stopped before its buffer opened"))
+            self._to_buffer = []
+            return
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
         deadline = self.clock.seconds() + grace
@@ -244,11 +264,15 @@ class ReliablePublisher:
     def _new_message_id(self) -> str:
         # Unique without a uuid4 per message: a random per-process prefix
         # and the message's sequence number.
-        return f"{self._id_prefix}{self._seq + 1:x}"
+        return f"{self._id_prefix}{next(self._ids):x}"
 
     def _accept(self, record: BufferedMessage) -> defer.Deferred:
-        self._seq += 1
         d = defer.Deferred()
+        if not self._started:
+            # Numbered by start(), once the buffer's last id is known.
+            self._to_buffer.append(_Pending(0, record, d, buffered=False))
+            return d
+        self._seq += 1
         pending = _Pending(self._seq, record, d, buffered=False)
         if self.usable and not self._has_backlog():
             if not self._waiting and len(self._in_flight) < self.max_in_flight:
@@ -315,6 +339,8 @@ class ReliablePublisher:
 
     def _flush(self) -> None:
         """Append everything waiting to the buffer, in one transaction."""
+        if not self._started:
+            return
         batch, self._to_buffer = self._to_buffer, []
         if not batch:
             return

@@ -193,3 +193,22 @@ async def test_restart_continues_after_the_last_buffered_message(tmp_path):
     await until(lambda: len(link.sent) == 5)
     assert [s for _, s in link.sent] == [0, 1, 2, 3, 4]
     await p2.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_published_before_start_follow_the_buffered_rows(tmp_path):
+    """A heartbeat published while the buffer is still opening gets no clashing id."""
+    p = await make(tmp_path)
+    await defer.gatherResults([p.publish(perf(i)) for i in range(3)])  # rows 1..3 on disk
+    await p.stop(grace=0)
+    buf = ThreadedBuffer(SQLiteBuffer(str(tmp_path / "b.sqlite3")), reactor)
+    p2 = ReliablePublisher(buf, "test", "centaure", Counters("test"), reactor)
+    early = [p2.publish(perf(i)) for i in range(3, 5)]  # before start()
+    await p2.start()
+    await defer.gatherResults(early)
+    link = FakeLink()
+    p2.link_up(link)
+    await until(lambda: len(link.sent) == 5)
+    assert [s for _, s in link.sent] == [0, 1, 2, 3, 4]
+    assert p2.counters.get("errors") == 0
+    await p2.stop(grace=0)
