@@ -9,6 +9,7 @@ the inventory, name, severity and alarm fields from the shipped definitions.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
 @pytest.fixture
 def daemon(tmp_path, prefix):
     port = free_udp_port()
+    shutil.copy(os.path.join(ROOT, "traps.yaml"), tmp_path / "traps.yaml")
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
         {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
     (tmp_path / "trap-users.yaml").write_text(yaml.safe_dump([
@@ -43,7 +45,7 @@ def daemon(tmp_path, prefix):
     text = settings_text(prefix, tmp_path,
                          inventory={"path": "inventory.yaml"},
                          traps={"listen": f"127.0.0.1:{port}",
-                                "definitions": os.path.join(ROOT, "traps.yaml"),
+                                "definitions": "traps.yaml",
                                 "v3_users": "trap-users.yaml", "dedup_window": "0"})
     (tmp_path / "settings.ini").write_text(text)
     queue = declare_check_queue(prefix, "event")
@@ -56,7 +58,7 @@ def daemon(tmp_path, prefix):
         assert proc.poll() is None, (tmp_path / "twistd.log").read_text()
         assert time.monotonic() < deadline, "the daemon did not start listening"
         time.sleep(0.2)
-    yield port, queue, tmp_path
+    yield port, queue, tmp_path, proc
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
     log.close()
@@ -79,7 +81,7 @@ def events(queue: str, n: int, timeout: float = 20) -> list[messages.Event]:
 
 
 def test_v1_v2c_traps_and_informs(daemon):
-    port, queue, tmp = daemon
+    port, queue, tmp, _proc = daemon
     target = f"127.0.0.1:{port}"
     send(tmp, "-v", "2c", "-c", "public", target, "123", LINK_DOWN,
          f"{IF_INDEX}.7", "i", "7", "1.3.6.1.2.1.2.2.1.2.7", "s", "Gi0/7",
@@ -113,7 +115,7 @@ def test_v1_v2c_traps_and_informs(daemon):
 
 
 def test_v3_trap_and_inform(daemon):
-    port, queue, tmp = daemon
+    port, queue, tmp, _proc = daemon
     target = f"127.0.0.1:{port}"
     send(tmp, "-v", "3", "-e", ENGINE, "-u", "alice", "-l", "authPriv", "-a", "SHA", "-A",
          "alicepass1", "-x", "AES", "-X", "aliceprivkey1", target, "200", LINK_DOWN,
@@ -131,3 +133,32 @@ def test_v3_trap_and_inform(daemon):
     send(tmp, "-v", "3", "-e", ENGINE, "-u", "alice", "-l", "authPriv", "-a", "SHA", "-A",
          "notalicepass", "-x", "AES", "-X", "aliceprivkey1", target, "202", LINK_DOWN)
     assert drain(queue, idle=1.5) == []
+
+
+def test_definitions_reload_on_sighup(daemon):
+    port, queue, tmp, proc = daemon
+    target = f"127.0.0.1:{port}"
+    new_trap = "1.3.6.1.4.1.99999.0.42"
+    send(tmp, "-v", "2c", "-c", "public", target, "1", new_trap)
+    (before,) = events(queue, 1)
+    assert before.severity == "unknown" and before.name == new_trap
+    with open(tmp / "traps.yaml", "a") as f:
+        f.write(f"\n- {{oid: {new_trap}, name: fanFailure, severity: major, action: raise}}\n")
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "trap definitions reloaded" not in (tmp / "twistd.log").read_text():
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.2)
+    send(tmp, "-v", "2c", "-c", "public", target, "2", new_trap)
+    (after,) = events(queue, 1)
+    assert (after.name, after.severity, after.action) == ("fanFailure", "major", "raise")
+    # A broken file is refused; the running definitions stay.
+    (tmp / "traps.yaml").write_text("- {oid: not-an-oid}\n")
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "reload refused" not in (tmp / "twistd.log").read_text():
+        assert time.monotonic() < deadline, "the bad file was not refused"
+        time.sleep(0.2)
+    send(tmp, "-v", "2c", "-c", "public", target, "3", new_trap)
+    (still,) = events(queue, 1)
+    assert still.name == "fanFailure" and proc.poll() is None
