@@ -46,7 +46,7 @@ def perf(i: int) -> messages.Perf:
     return messages.Perf(
         source="bench@node", host=f"device-{i % 1000:04d}.example.net", address="10.0.0.1",
         device_type="switch",
-        metrics=[messages.Metric(name=f"ifHCInOctets", index=str(k), value=i * 10 + k,
+        metrics=[messages.Metric(name="ifHCInOctets", index=str(k), value=i * 10 + k,
                                  kind="counter", oid=f"1.3.6.1.2.1.31.1.1.1.6.{k}")
                  for k in range(3)])
 

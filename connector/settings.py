@@ -27,14 +27,13 @@ import configparser
 import dataclasses
 import difflib
 import hmac
-import importlib
 import logging as _logging
 import os
 import pkgutil
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 

@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from connector.problems import ProblemsError
 from connector.settings import Duration, InvalidValue, ParseContext, mask_url
 from connector_snmp.model import Device
 from connector_snmp.settings import IDENTIFIER, InventorySettings
@@ -75,21 +76,10 @@ _HOSTNAME_RE = re.compile(
 )
 _TYPE_WORD = re.compile(r"[^\s/,;|]+")
 _INTERVAL = Duration(1, 86400)
-_MAX_ERRORS = 50
 
 
-class InventoryError(ValueError):
+class InventoryError(ProblemsError):
     """An inventory that cannot be used; ``problems`` lists every problem found."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        shown = problems[:_MAX_ERRORS]
-        more = len(problems) - len(shown)
-        text = "\n".join(f"{source}: {p}" for p in shown)
-        if more > 0:
-            text += f"\n{source}: ... and {more} more problem(s)"
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------

@@ -142,22 +142,26 @@ def trap_from_message(msg: SnmpMessage, source: tuple[str, int], received: float
             kind = "inform"
         else:
             raise WrongPDU(f"v2c PDU 0x{pdu:02X} is not an SNMPv2-Trap or InformRequest")
-        vbs = msg.varbinds
-        # The usual shape first: sysUpTime.0, snmpTrapOID.0, the rest.
-        if (len(vbs) >= 2 and vbs[0][0] == SYS_UPTIME_0 and vbs[1][0] == SNMP_TRAP_OID_0
-                and vbs[1][1] == ber.OBJECT_IDENTIFIER):
-            up = vbs[0]
-            uptime = up[2] if up[1] == ber.TIMETICKS else None
-            trap_oid = vbs[1][2]
-            rest = tuple(vbs[2:])
-        else:
-            uptime, trap_oid, rest = _v2_odd(vbs)
+        uptime, trap_oid, rest = split_v2_varbinds(msg.varbinds)
         return Trap(
             source=src, version="v2c", pdu=kind, trap_oid=trap_oid,  # type: ignore[arg-type]
             uptime=uptime, agent_address=host, varbinds=rest,
             received=received, community=msg.community,
         )
     raise WrongPDU(f"SNMP version {version} is not v1 or v2c")
+
+
+def split_v2_varbinds(vbs: list) -> tuple[int | None, str, tuple]:
+    """(uptime, trap OID, the other varbinds) of an SNMPv2 notification.
+
+    Raises NoTrapOID when snmpTrapOID.0 is missing or not an OID.
+    """
+    # The usual shape first: sysUpTime.0, snmpTrapOID.0, the rest.
+    if (len(vbs) >= 2 and vbs[0][0] == SYS_UPTIME_0 and vbs[1][0] == SNMP_TRAP_OID_0
+            and vbs[1][1] == ber.OBJECT_IDENTIFIER):
+        up = vbs[0]
+        return (up[2] if up[1] == ber.TIMETICKS else None), vbs[1][2], tuple(vbs[2:])
+    return _v2_odd(vbs)
 
 
 def _v2_odd(vbs: list) -> tuple[int | None, str, tuple]:

@@ -84,6 +84,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector.problems import ProblemsError
 from connector.messages import SEVERITIES
 from connector.settings import mask_url
 from connector_snmp.model import MetricSpec, OperatorCall
@@ -116,25 +117,14 @@ _OPERATOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ACTIONS = ("raise", "clear", "none")
 _FIELDS = ("oid", "name", "severity", "action", "alarm", "key", "message", "varbinds", "operators")
 _SQL_COLUMNS = ("oid", "name", "severity", "action", "alarm", "key_varbinds", "message", "varbinds", "operators")
-_MAX_ERRORS = 50
 #: Longest text of one value pasted into a message, and of a whole message.
 MAX_VALUE_TEXT = 1024
 MAX_MESSAGE = 4096
 MISSING = "?"
 
 
-class DefinitionsError(ValueError):
+class DefinitionsError(ProblemsError):
     """Definitions that cannot be used; ``problems`` lists every problem found."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        shown = problems[:_MAX_ERRORS]
-        more = len(problems) - len(shown)
-        text = "\n".join(f"{source}: {p}" for p in shown)
-        if more > 0:
-            text += f"\n{source}: ... and {more} more problem(s)"
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------

@@ -89,7 +89,7 @@ except ImportError:  # pragma: no cover - older cryptography
 from connector.settings import InvalidValue, ParseContext, Secret, SecretText, Str
 from connector_snmp import ber
 from connector_snmp.ber import BERError
-from connector_traps.convert import ConvertError, _v2_odd, normalize_address
+from connector_traps.convert import ConvertError, normalize_address, split_v2_varbinds
 from connector_traps.model import SNMP_TRAP_OID_0, SYS_UPTIME_0, Trap
 
 __all__ = [
@@ -1101,18 +1101,10 @@ class V3Receiver:
             return None
 
     def _trap(self, sp: ScopedPdu, source: tuple[str, int], m: V3Message, kind: str) -> Trap:
-        vbs = sp.varbinds
-        if (len(vbs) >= 2 and vbs[0][0] == SYS_UPTIME_0 and vbs[1][0] == SNMP_TRAP_OID_0
-                and vbs[1][1] == ber.OBJECT_IDENTIFIER):
-            up = vbs[0]
-            uptime = up[2] if up[1] == ber.TIMETICKS else None
-            trap_oid = vbs[1][2]
-            rest = tuple(vbs[2:])
-        else:
-            try:
-                uptime, trap_oid, rest = _v2_odd(vbs)
-            except ConvertError as e:
-                raise UsmError(e.reason, str(e)) from None
+        try:
+            uptime, trap_oid, rest = split_v2_varbinds(sp.varbinds)
+        except ConvertError as e:
+            raise UsmError(e.reason, str(e)) from None
         host = normalize_address(source[0])
         return Trap(
             source=(host, source[1]), version="v3", pdu=kind, trap_oid=trap_oid,  # type: ignore[arg-type]

@@ -13,6 +13,9 @@ import uuid
 
 import pytest
 
+# Real SNMP agents (net-snmp snmpd, snmpsim) as fixtures for every test module.
+pytest_plugins = ["tests.snmp.fixtures", "tests.snmp.simfixtures"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AMQP_URL = os.environ.get("CENTAURE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

@@ -15,7 +15,7 @@ from connector.reactor import install_asyncio_reactor
 
 install_asyncio_reactor()
 
-from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.internet import defer, task  # noqa: E402
 
 from tests.integration.support import perf, settle, start_bus  # noqa: E402
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.snmp.fleet import device_name, start_fleet
-from tests.snmp.simfixtures import FLEET_DIR, snmpsim_fleet  # noqa: F401  (pytest fixture)
+from tests.snmp.simfixtures import FLEET_DIR
 from tests.snmp.snmpsim import is_available, snmpget, start_snmpsim
 
 pytestmark = [pytest.mark.integration,

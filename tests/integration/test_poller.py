@@ -21,8 +21,6 @@ import yaml
 from connector import messages
 from tests.conftest import ROOT, settings_text
 from tests.integration.support import declare_check_queue, drain
-from tests.snmp.fixtures import snmpd_agent  # noqa: F401  (pytest fixture)
-from tests.snmp.simfixtures import snmpsim_fleet  # noqa: F401  (pytest fixture)
 from tests.snmp.snmpd import free_udp_port
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.support import assert_all_in_order, declare_check_queue, drain, seq_of
+from tests.integration.support import declare_check_queue, drain, seq_of
 
 pytestmark = pytest.mark.integration
 N = 20_000

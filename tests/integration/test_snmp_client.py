@@ -16,7 +16,6 @@ from twisted.internet.protocol import DatagramProtocol
 from connector_snmp import ber
 from connector_snmp.client import SnmpClient, SnmpError, SnmpTimeout
 from connector_snmp.model import SnmpTarget
-from tests.snmp.fixtures import snmpd_agent  # noqa: F401  (fixture)
 from tests.snmp.snmpd import V3_USERS, free_udp_port
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 Use in a test module::
 
-    from tests.snmp.simfixtures import snmpsim_fleet  # noqa: F401  (pytest fixture)
+    (registered for every test module by tests/conftest.py)
 
     def test_x(snmpsim_fleet):
         snmpsim_fleet.endpoint      # "127.0.0.1:PORT"

@@ -170,7 +170,7 @@ def _snmpget(agent_port: int, args: list[str], env, timeout: float = 1.0,
 
 def start_snmpd(tmp_path, port: int | None = None, communities: tuple[str, ...] = ("public",),
                 v3_users: tuple[V3User, ...] = V3_USERS, sys_name: str = "centaure-test",
-                wait: float = 10.0) -> Agent:
+                wait: float = 30.0) -> Agent:
     """Start snmpd on udp:127.0.0.1:PORT and udp6:[::1]:PORT; see module doc."""
     d = Path(tmp_path)
     d.mkdir(parents=True, exist_ok=True)
