@@ -18,6 +18,7 @@ pytest_plugins = ["tests.snmp.fixtures", "tests.snmp.simfixtures"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AMQP_URL = os.environ.get("CENTAURE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MARIADB_URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
@@ -105,3 +106,22 @@ def write_settings(tmp_path, prefix):
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def sql_database(request, tmp_path):
+    """(url, engine, unique table name) on SQLite and on the real MariaDB.
+
+    The table is dropped afterwards. MariaDB being down fails the test: the
+    test command starts it, so a skip would only hide a broken setup.
+    """
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/test.sqlite3" if request.param == "sqlite" else MARIADB_URL
+    engine = sa.create_engine(url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield url, engine, name
+    finally:
+        sa.Table(name, sa.MetaData()).drop(engine, checkfirst=True)
+        engine.dispose()

@@ -16,10 +16,9 @@ import pytest
 
 from tests.snmp.fleet import device_name, start_fleet
 from tests.snmp.simfixtures import FLEET_DIR
-from tests.snmp.snmpsim import is_available, snmpget, start_snmpsim
+from tests.snmp.snmpsim import snmpget, start_snmpsim
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(is_available() is not None, reason=str(is_available()))]
+pytestmark = pytest.mark.integration
 
 SYS = "1.3.6.1.2.1.1"
 IF = "1.3.6.1.2.1.2.2.1"

@@ -7,9 +7,6 @@ name, read through settings.ini text, and dropped afterwards.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +17,6 @@ from connector_snmp.settings import InventorySettings
 
 pytestmark = pytest.mark.integration
 
-MARIADB_URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 ROWS = [
     {"ID": 134401, "NAME": "134401-AE-HUA-1", "AE_IP": "10.90.0.2", "AE_CONSTRUCTEUR": "Huawei",
@@ -67,26 +63,10 @@ parent_column = AMONT
     return settings_from_string(text, source="settings.ini", environ={}).inventory
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, sa.Engine, str]]:
-    """(url, engine, unique table name); the table is dropped afterwards."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/inventory.sqlite3"
-    else:
-        url = MARIADB_URL
-    engine = sa.create_engine(url)
-    if request.param == "mariadb":
-        try:
-            with engine.connect():
-                pass
-        except sa.exc.OperationalError as e:
-            pytest.skip(f"MariaDB not reachable at {url}: {e.orig}")
-    name = f"machines_{uuid.uuid4().hex[:12]}"
-    try:
-        yield url, engine, name
-    finally:
-        sa.Table(name, sa.MetaData()).drop(engine, checkfirst=True)
-        engine.dispose()
+@pytest.fixture
+def database(sql_database):
+    """The shared SQLite/MariaDB fixture of tests/conftest.py."""
+    return sql_database
 
 
 def test_seed_machines_table_is_loaded(database: tuple[str, sa.Engine, str]) -> None:

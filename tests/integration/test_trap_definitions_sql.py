@@ -7,9 +7,6 @@ settings.ini text, and dropped afterwards.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +17,6 @@ from connector_traps.model import Classification, Trap
 
 pytestmark = pytest.mark.integration
 
-MARIADB_URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 ROWS = [
     {"ID": 1, "OID": "1.3.6.1.6.3.1.1.5.3", "NAME": "linkDown", "SEVERITY": "major", "ACTION": "raise",
@@ -72,26 +68,10 @@ def trap(oid: str, *varbinds: tuple[str, str, object]) -> Trap:
                 agent_address="192.0.2.1", varbinds=tuple(varbinds), received=1_700_000_000.0)
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, sa.Engine, str]]:
-    """(url, engine, unique table name); the table is dropped afterwards."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/traps.sqlite3"
-    else:
-        url = MARIADB_URL
-    engine = sa.create_engine(url)
-    if request.param == "mariadb":
-        try:
-            with engine.connect():
-                pass
-        except sa.exc.OperationalError as e:
-            pytest.skip(f"MariaDB not reachable at {url}: {e.orig}")
-    name = f"traps_{uuid.uuid4().hex[:12]}"
-    try:
-        yield url, engine, name
-    finally:
-        sa.Table(name, sa.MetaData()).drop(engine, checkfirst=True)
-        engine.dispose()
+@pytest.fixture
+def database(sql_database):
+    """The shared SQLite/MariaDB fixture of tests/conftest.py."""
+    return sql_database
 
 
 def test_definitions_from_a_table(database: tuple[str, sa.Engine, str]) -> None:

@@ -13,7 +13,7 @@ from tests.snmp.snmpd import Agent, start_snmpd
 def snmpd_agent(tmp_path_factory) -> Agent:
     """One snmpd per test module (v1/v2c community ``public``, every V3_USERS user)."""
     if not shutil.which("snmpd") and not shutil.which("/usr/sbin/snmpd"):
-        pytest.skip("net-snmp snmpd is not installed")
+        pytest.fail("net-snmp snmpd is not installed: the test command installs it (scripts/bootstrap.sh)")
     agent = start_snmpd(tmp_path_factory.mktemp("snmpd"))
     yield agent
     agent.stop()

@@ -29,7 +29,7 @@ def snmpsim_fleet(tmp_path_factory) -> Simulator:
     """One snmpsim process serving every recording of ``fleet/`` on a free port."""
     why = is_available()
     if why:
-        pytest.skip(why)
+        pytest.fail(f"snmpsim cannot run here: {why}")
     sim = start_snmpsim(FLEET_DIR, tmp_dir=str(tmp_path_factory.mktemp("snmpsim")))
     try:
         yield sim
