@@ -44,6 +44,7 @@ class TrapConfig:
     definitions: object
     inventory: object | None
     v3: object | None
+    mib_names: object | None = None
 
 
 def _base_dir(settings) -> str:
@@ -61,9 +62,15 @@ def load_config(settings) -> TrapConfig:
         except FileNotFoundError:
             inventory = None
         v3 = _load_v3(traps, root, settings.connector.node)
+        mib_names = None
+        if traps.mibs:
+            from connector_traps.mibs import load_mib_names
+
+            mib_names = load_mib_names([os.path.join(root, p) for p in traps.mibs],
+                                       os.path.join(root, traps.mib_cache))
     except (ValueError, OSError) as e:
         raise TrapConfigError(str(e)) from None
-    return TrapConfig(definitions, inventory, v3)
+    return TrapConfig(definitions, inventory, v3, mib_names)
 
 
 def engine_id_for(node: str) -> bytes:
@@ -216,9 +223,15 @@ class TrapService(service.Service):
         if not c.known:
             self.counters.inc("unknown_traps")
         names = definitions.varbind_names(trap)
+        name = c.name
+        mib = self.config.mib_names
+        if mib is not None:  # MIB names where the definitions give none
+            names = [n or mib.name(vb[0]) for n, vb in zip(names, trap.varbinds)]
+            if not c.known:
+                name = mib.name(trap.trap_oid) or c.name
         event = messages.Event(
             source=self.source, ts=trap.received, host=host, address=trap.agent_address,
-            snmp_version=trap.version, trap_oid=trap.trap_oid, name=c.name, severity=c.severity,
+            snmp_version=trap.version, trap_oid=trap.trap_oid, name=name, severity=c.severity,
             varbinds=[messages.Varbind(oid=oid, name=name, type=tag, value=value)
                       for (oid, tag, value), name in zip(
                           (varbind_to_json(*vb) for vb in trap.varbinds), names)],

@@ -156,6 +156,15 @@ class TrapSettings:
     map_unknown: bool = setting(
         Bool(), "true", "Publish traps from senders not in the inventory (host = their address).",
     )
+    mibs: tuple[str, ...] = setting(
+        StrList(FilePath()), "",
+        "Folders of MIB files (relative to the settings file) compiled with pysmi to name "
+        "OIDs; empty: no MIB names (numeric OIDs always work).",
+    )
+    mib_cache: str = setting(
+        FilePath(), "var/mib-cache",
+        "Folder of the compiled MIBs (relative to the settings file), so a restart does not recompile.",
+    )
 
     def __post_init__(self) -> None:
         if self.definitions_source == "sql" and not self.definitions_url.reveal():
