@@ -223,15 +223,15 @@ class TrapService(service.Service):
         if not c.known:
             self.counters.inc("unknown_traps")
         names = definitions.varbind_names(trap)
-        name = c.name
+        event_name = c.name
         mib = self.config.mib_names
         if mib is not None:  # MIB names where the definitions give none
             names = [n or mib.name(vb[0]) for n, vb in zip(names, trap.varbinds)]
             if not c.known:
-                name = mib.name(trap.trap_oid) or c.name
+                event_name = mib.name(trap.trap_oid) or c.name
         event = messages.Event(
             source=self.source, ts=trap.received, host=host, address=trap.agent_address,
-            snmp_version=trap.version, trap_oid=trap.trap_oid, name=name, severity=c.severity,
+            snmp_version=trap.version, trap_oid=trap.trap_oid, name=event_name, severity=c.severity,
             varbinds=[messages.Varbind(oid=oid, name=name, type=tag, value=value)
                       for (oid, tag, value), name in zip(
                           (varbind_to_json(*vb) for vb in trap.varbinds), names)],
