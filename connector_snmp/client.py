@@ -1,18 +1,22 @@
 """The SNMP manager side of the poller: GET and table walks, v1/v2c/v3.
 
-v1/v2c (the hot path) run over our own BER codec (:mod:`connector_snmp.ber`)
-and a Twisted ``DatagramProtocol``; v3 goes through pysnmp 7's asyncio hlapi
-with ONE shared ``SnmpEngine`` (an engine costs ~2 MiB and ~50 ms).
+Every version runs over our own BER codec (:mod:`connector_snmp.ber`) and a
+Twisted ``DatagramProtocol``; v3 adds our own USM
+(:mod:`connector_snmp.usm_manager`, over the trap receiver's
+:mod:`connector_traps.usm`): engine discovery, time synchronisation and keys
+localized per agent engine.
 
-Transport (v1/v2c)
+Transport
     One UDP socket per address family (IPv4, and IPv6 when the host has it),
     shared by every target, with a large receive buffer (``SO_RCVBUFFORCE``
     when running as root, else ``SO_RCVBUF``, capped by
     ``net.core.rmem_max``).  Every request gets a request-id from a counter
     with a random start that wraps at 2**31 (ids still in flight are
     skipped); a response is matched by request-id AND source (address, port).
-    A datagram that does not decode, is not a Response, or matches no
-    request is counted in ``counters["bad_packets"]`` and dropped.
+    A v3 message uses that number as msgID and request-id and is matched by
+    msgID AND source, then authenticated.  A datagram that does not decode,
+    is not a Response, matches no request or (v3) does not authenticate is
+    counted in ``counters["bad_packets"]`` and dropped.
 
 Timeouts and retries
     Each try waits ``target.timeout`` seconds (``reactor.callLater``), then
@@ -50,18 +54,26 @@ Requests
     a table are wasted on both sides.
 
 v3 specifics
+    Per agent (address, port), the first request discovers the engine (a
+    noAuthNoPriv Report of usmStatsUnknownEngineIDs gives its engine ID,
+    boots and time; concurrent requests share one discovery), and the
+    authenticated request that follows synchronises the clock (an
+    authenticated usmStatsNotInTimeWindows Report gives boots/time; the
+    request is sent again).  A Report of unknownEngineIDs/notInTimeWindows
+    to a later request restarts discovery/synchronisation, at most twice per
+    request.  Other Reports (usmStatsWrongDigests, UnknownUserNames,
+    DecryptionErrors, ...) fail the request with :class:`SnmpError` naming
+    the counter.  Keys are localized per (credentials, engine ID): agents
+    may share a user name with different or identical passwords.
     ``V3Security.priv_protocol = "AES192"/"AES256"`` use the key extension of
     draft-blumenthal-aes-usm-04, what net-snmp calls ``AES-192``/``AES-256``
     (the default here); ``SnmpClient(..., aes_key_extension="reeder")``
     selects the other variant, net-snmp's ``AES-192-C``/``AES-256-C`` as
-    Cisco devices use it.  pysnmp keys its user table by user name: agents
-    sharing a user name must share its keys (different keys under one name
-    would make pysnmp reconfigure the user between requests).
+    Cisco devices use it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import ipaddress
 import logging
@@ -75,7 +87,19 @@ from twisted.internet import defer, threads
 from twisted.internet.protocol import DatagramProtocol
 
 from connector_snmp import ber
-from connector_snmp.model import SnmpTarget, V3Security, Varbind
+from connector_snmp.model import SnmpTarget, Varbind
+from connector_snmp.usm_manager import (
+    Drop,
+    EngineState,
+    PendingV3,
+    Reply,
+    Report,
+    UsmManager,
+    V3Error,
+    is_v3,
+    report_error,
+)
+from connector_traps.usm import UsmError, parse_message
 
 __all__ = ["SnmpClient", "SnmpError", "SnmpTimeout", "MAX_VARBINDS_PER_REQUEST"]
 
@@ -175,7 +199,8 @@ def _norm_oid(oid: str) -> str:
 class _Pending:
     """One request on the wire."""
 
-    __slots__ = ("rid", "dest", "data", "deferred", "tries_left", "call", "target", "family")
+    __slots__ = ("rid", "dest", "data", "deferred", "tries_left", "call", "target", "family",
+                 "v3")
 
     def __init__(self, rid: int, dest: tuple[str, int], family: int, data: bytes,
                  target: SnmpTarget, deferred: defer.Deferred) -> None:
@@ -187,6 +212,7 @@ class _Pending:
         self.deferred = deferred
         self.tries_left = target.retries
         self.call: Any = None
+        self.v3: PendingV3 | None = None
 
 
 class _Protocol(DatagramProtocol):
@@ -237,9 +263,8 @@ class SnmpClient:
         self._running = False
         self._rows_hint: dict[tuple, int] = {}
         # v3
-        self._engine: Any = None
-        self._v3_auth: dict[V3Security, Any] = {}
-        self._v3_transports: dict[tuple, Any] = {}
+        self._usm = UsmManager(aes_key_extension)
+        self._discovering: dict[tuple[str, int], list[defer.Deferred]] = {}
 
     # ---------------------------------------------------------------- life
 
@@ -275,7 +300,7 @@ class SnmpClient:
         self.rcvbuf[name] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def stop(self) -> defer.Deferred:
-        """Fail what is in flight (CancelledError), close the sockets and the v3 engine."""
+        """Fail what is in flight (CancelledError), close the sockets."""
         self._running = False
         pending, self._pending = self._pending, {}
         for p in pending.values():
@@ -288,14 +313,6 @@ class SnmpClient:
                 agent.waiting.popleft().errback(defer.CancelledError("SNMP client stopped"))
         ds = [defer.maybeDeferred(port.stopListening) for port in self._ports.values()]
         self._ports = {}
-        if self._engine is not None:
-            try:
-                self._engine.close_dispatcher()
-            except Exception:  # pragma: no cover - best effort at shutdown
-                log.exception("closing the pysnmp engine")
-            self._engine = None
-            self._v3_auth.clear()
-            self._v3_transports.clear()
         return defer.gatherResults(ds).addCallback(lambda _: None)
 
     # ------------------------------------------------------- per-agent bound
@@ -423,10 +440,13 @@ class SnmpClient:
         try:
             msg = ber.decode_message(data)
         except ber.BERError:
+            if is_v3(data):
+                self._v3_datagram(data, addr)
+                return
             self.counters["bad_packets"] += 1
             return
         p = self._pending.get(msg.request_id)  # type: ignore[arg-type]
-        if p is None or p.dest != addr or msg.pdu_type != ber.RESPONSE:
+        if p is None or p.dest != addr or msg.pdu_type != ber.RESPONSE or p.v3 is not None:
             self.counters["bad_packets"] += 1
             return
         del self._pending[p.rid]
@@ -438,112 +458,137 @@ class SnmpClient:
 
     # ------------------------------------------------------------------ v3
 
-    def _v3_engine(self) -> Any:
-        if self._engine is None:
-            from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-            self._engine = SnmpEngine()
-        return self._engine
-
-    def _usm(self, sec: V3Security) -> Any:
-        auth = self._v3_auth.get(sec)
-        if auth is None:
-            from pysnmp.hlapi.v3arch.asyncio import auth as a
-
-            auth_protocols = {
-                "none": a.usmNoAuthProtocol, "MD5": a.usmHMACMD5AuthProtocol,
-                "SHA": a.usmHMACSHAAuthProtocol, "SHA224": a.usmHMAC128SHA224AuthProtocol,
-                "SHA256": a.usmHMAC192SHA256AuthProtocol,
-                "SHA384": a.usmHMAC256SHA384AuthProtocol,
-                "SHA512": a.usmHMAC384SHA512AuthProtocol,
-            }
-            blumenthal = self.aes_key_extension == "blumenthal"
-            priv_protocols = {
-                "none": a.usmNoPrivProtocol, "DES": a.usmDESPrivProtocol,
-                "AES": a.usmAesCfb128Protocol,
-                "AES192": (a.usmAesBlumenthalCfb192Protocol if blumenthal
-                           else a.usmAesCfb192Protocol),
-                "AES256": (a.usmAesBlumenthalCfb256Protocol if blumenthal
-                           else a.usmAesCfb256Protocol),
-            }
-            try:
-                auth_p = auth_protocols[sec.auth_protocol]
-                priv_p = priv_protocols[sec.priv_protocol]
-            except KeyError as exc:
-                raise ValueError(f"unsupported v3 protocol {exc.args[0]!r}") from None
-            if auth_p == a.usmNoAuthProtocol and priv_p != a.usmNoPrivProtocol:
-                raise ValueError("v3 privacy needs authentication")
-            kwargs: dict[str, Any] = {}
-            if auth_p != a.usmNoAuthProtocol:
-                kwargs.update(authKey=sec.auth_key, authProtocol=auth_p)
-            if priv_p != a.usmNoPrivProtocol:
-                kwargs.update(privKey=sec.priv_key, privProtocol=priv_p)
-            auth = a.UsmUserData(sec.user, **kwargs)
-            self._v3_auth[sec] = auth
-        return auth
-
-    async def _v3_transport(self, target: SnmpTarget) -> Any:
-        key = (target.address, target.port, target.timeout, target.retries)
-        tt = self._v3_transports.get(key)
-        if tt is None:
-            from pysnmp.hlapi.v3arch.asyncio import Udp6TransportTarget, UdpTransportTarget
-
-            try:
-                v6 = ipaddress.ip_address(target.address).version == 6
-            except ValueError:
-                v6 = False
-            cls = Udp6TransportTarget if v6 else UdpTransportTarget
-            tt = await cls.create((target.address, target.port), timeout=target.timeout,
-                                  retries=target.retries)
-            self._v3_transports[key] = tt
-        return tt
-
-    async def _v3_call(self, target: SnmpTarget, pdu: int, oids: list[str],
-                       max_rep: int) -> tuple[int, int, list[Varbind]]:
-        """An asyncio coroutine: one pysnmp request, converted to our model."""
-        from pysnmp.hlapi.v3arch.asyncio import (ContextData, ObjectIdentity, ObjectType,
-                                                 bulk_cmd, get_cmd, next_cmd)
-        from pysnmp.proto import errind
-
-        engine = self._v3_engine()
-        auth = self._usm(target.v3)  # type: ignore[arg-type]
-        tt = await self._v3_transport(target)
-        ctx = ContextData(contextName=target.v3.context_name.encode())  # type: ignore[union-attr]
-        vbs = [ObjectType(ObjectIdentity(oid)) for oid in oids]
-        if pdu == _GET:
-            ei, es, ex, out = await get_cmd(engine, auth, tt, ctx, *vbs, lookupMib=False)
-        elif pdu == _NEXT:
-            ei, es, ex, out = await next_cmd(engine, auth, tt, ctx, *vbs, lookupMib=False,
-                                             ignoreNonIncreasingOid=True)
-        else:
-            ei, es, ex, out = await bulk_cmd(engine, auth, tt, ctx, 0, max_rep, *vbs,
-                                             lookupMib=False, ignoreNonIncreasingOid=True)
-        if ei:
-            if isinstance(ei, errind.RequestTimedOut):
-                raise SnmpTimeout(target)
-            raise SnmpError(target, 0, reason=f"SNMPv3: {ei}")
+    def _v3_datagram(self, data: bytes, addr: tuple) -> None:
+        """A v3 message: match by msgID and source, authenticate, decode."""
+        c = self.counters
         try:
-            return int(es), int(ex), [_from_pysnmp(vb[0], vb[1]) for vb in out]
-        except ValueError as exc:
-            raise SnmpError(target, 0, reason=f"SNMPv3: {exc}") from None
+            m = parse_message(data)
+        except UsmError:
+            c["bad_packets"] += 1
+            return
+        p = self._pending.get(m.msg_id)
+        if p is None or p.v3 is None or p.dest != addr:
+            c["bad_packets"] += 1
+            return
+        answer: Reply | Report | V3Error
+        try:
+            answer = self._usm.read(p.v3, data, m, p.dest)
+        except Drop as e:
+            c["bad_packets"] += 1
+            log.debug("SNMPv3 answer from %s dropped: %s", _describe(p.target), e.reason)
+            return
+        except V3Error as e:
+            answer = e
+        except Exception as e:  # pragma: no cover - defensive: never fail the reactor
+            c["bad_packets"] += 1
+            log.debug("SNMPv3 answer from %s dropped: %s", _describe(p.target), type(e).__name__)
+            return
+        del self._pending[p.rid]
+        p.call.cancel()
+        c["responses"] += 1
+        if type(answer) is Reply:
+            c["varbinds"] += len(answer.varbinds)
+            p.deferred.callback(answer)
+        elif type(answer) is Report:
+            p.deferred.callback(answer)
+        else:
+            p.deferred.errback(SnmpError(p.target, 0, reason=f"SNMPv3: {answer}"))
+
+    async def _v3_send(self, target: SnmpTarget, family: int, dest: tuple[str, int],
+                       rid: int, data: bytes, pv: PendingV3) -> Reply | Report:
+        """Send one v3 message (timeouts and retries as v1/v2c); its answer."""
+
+        def cancel(d: defer.Deferred) -> None:
+            p = self._pending.pop(rid, None)
+            if p is not None and p.call is not None and p.call.active():
+                p.call.cancel()
+
+        d: defer.Deferred = defer.Deferred(cancel)
+        p = _Pending(rid, dest, family, data, target, d)
+        p.v3 = pv
+        self._pending[rid] = p
+        self.counters["requests"] += 1
+        self._send(p)
+        return await d
+
+    async def _v3_discover(self, target: SnmpTarget, family: int,
+                           dest: tuple[str, int]) -> EngineState:
+        """Engine discovery (RFC 3414 4), one at a time per agent."""
+        waiters = self._discovering.get(dest)
+        if waiters is not None:
+            w = waiters
+
+            def forget(d: defer.Deferred) -> None:
+                if d in w:
+                    w.remove(d)
+
+            d: defer.Deferred = defer.Deferred(forget)
+            w.append(d)
+            return await d
+        waiters = self._discovering[dest] = []
+        try:
+            rid = self._next_rid()
+            data, pv = self._usm.discovery_request(rid, rid)
+            answer = await self._v3_send(target, family, dest, rid, data, pv)
+            if (type(answer) is not Report or answer.reason != "unknown_engine_id"
+                    or not answer.engine_id):
+                what = answer.name if type(answer) is Report else "no Report"
+                raise SnmpError(target, 0, reason=f"SNMPv3: engine discovery failed ({what})")
+            st = self._usm.learn(dest, answer.engine_id, answer.boots, answer.time)
+        except BaseException as exc:
+            if self._discovering.get(dest) is waiters:
+                del self._discovering[dest]
+            for w2 in waiters:
+                w2.errback(exc)
+            raise
+        if self._discovering.get(dest) is waiters:
+            del self._discovering[dest]
+        for w2 in waiters:
+            w2.callback(st)
+        return st
 
     async def _v3_request(self, target: SnmpTarget, pdu: int, oids: list[str],
                           max_rep: int) -> tuple[int, int, list[Varbind]]:
-        if target.v3 is None:
+        sec = target.v3
+        if sec is None:
             raise ValueError(f"{_describe(target)}: v3 target without V3Security")
-        dest = (target.address, target.port)
+        if not self._running:
+            raise RuntimeError("SnmpClient is not started")
+        family, host = await self._resolve(target)
+        if family not in self._ports:
+            raise SnmpError(target, 0, reason="no socket for this address family")
+        dest = (host, target.port)
+        usm = self._usm
         await self._acquire(dest)
         try:
-            self.counters["requests"] += 1
-            try:
-                res = await defer.Deferred.fromFuture(
-                    asyncio.ensure_future(self._v3_call(target, pdu, oids, max_rep)))
-            except SnmpTimeout:
-                self.counters["timeouts"] += 1
-                raise
-            self.counters["responses"] += 1
-            self.counters["varbinds"] += len(res[2])
-            return res
+            restarts = 0
+            while True:
+                st = usm.engines.get(dest)
+                if st is None:
+                    st = await self._v3_discover(target, family, dest)
+                rid = self._next_rid()
+                try:
+                    data, pv = usm.request(sec, st, rid, rid, pdu, oids, max_rep)
+                except V3Error as e:
+                    raise SnmpError(target, 0, reason=f"SNMPv3: {e}") from None
+                answer = await self._v3_send(target, family, dest, rid, data, pv)
+                if type(answer) is Reply:
+                    return answer.error_status, answer.error_index, answer.varbinds
+                assert type(answer) is Report
+                if restarts < 2:
+                    if answer.reason == "unknown_engine_id":
+                        # the agent's engine changed (a new device?): discover again
+                        if usm.engines.get(dest) is st:
+                            usm.forget(dest)
+                        restarts += 1
+                        continue
+                    if (answer.reason == "not_in_time_window" and answer.authenticated
+                            and answer.engine_id == st.engine_id):
+                        # time synchronisation (RFC 3414 4, second step)
+                        usm.learn(dest, answer.engine_id, answer.boots, answer.time, synced=True)
+                        restarts += 1
+                        continue
+                raise SnmpError(target, 0, reason=f"SNMPv3: {report_error(answer)}")
         finally:
             self._release(dest)
 
@@ -690,58 +735,3 @@ class SnmpClient:
                 self._rows_hint.clear()
             self._rows_hint[hint_key] = max(map(len, result.values()), default=0)
         return result
-
-
-# --------------------------------------------------------------------------
-# pysnmp values -> (oid, tag, value)
-
-_PYSNMP_TAGS: dict[Any, tuple[str, Any]] | None = None
-
-
-def _pysnmp_tags() -> dict[Any, tuple[str, Any]]:
-    global _PYSNMP_TAGS
-    if _PYSNMP_TAGS is None:
-        from pyasn1.type import univ
-        from pysnmp.proto import rfc1902, rfc1905
-
-        def octets(v: Any) -> bytes:
-            return v.asOctets()
-
-        def oid_text(v: Any) -> str:
-            return ".".join(map(str, v.asTuple()))
-
-        def ip_text(v: Any) -> str:
-            return "%d.%d.%d.%d" % tuple(v.asNumbers())
-
-        _PYSNMP_TAGS = {
-            rfc1902.Integer32.tagSet: (ber.INTEGER, int),
-            rfc1902.Integer.tagSet: (ber.INTEGER, int),
-            rfc1902.OctetString.tagSet: (ber.OCTET_STRING, octets),
-            univ.Null.tagSet: (ber.NULL, None),
-            rfc1902.ObjectIdentifier.tagSet: (ber.OBJECT_IDENTIFIER, oid_text),
-            rfc1902.IpAddress.tagSet: (ber.IP_ADDRESS, ip_text),
-            rfc1902.Counter32.tagSet: (ber.COUNTER32, int),
-            rfc1902.Gauge32.tagSet: (ber.GAUGE32, int),
-            rfc1902.Unsigned32.tagSet: (ber.GAUGE32, int),
-            rfc1902.TimeTicks.tagSet: (ber.TIMETICKS, int),
-            rfc1902.Opaque.tagSet: (ber.OPAQUE, octets),
-            rfc1902.Counter64.tagSet: (ber.COUNTER64, int),
-            rfc1905.NoSuchObject.tagSet: (ber.NO_SUCH_OBJECT, None),
-            rfc1905.NoSuchInstance.tagSet: (ber.NO_SUCH_INSTANCE, None),
-            rfc1905.EndOfMibView.tagSet: (ber.END_OF_MIB_VIEW, None),
-        }
-    return _PYSNMP_TAGS
-
-
-def _from_pysnmp(name: Any, value: Any) -> Varbind:
-    """One pysnmp varbind as ``(oid, tag, value)``, the model of ber.py."""
-    if hasattr(name, "getOid"):  # an ObjectIdentity
-        name = name.getOid()
-    oid = ".".join(map(str, name.asTuple() if hasattr(name, "asTuple") else name))
-    if hasattr(value, "getMibNode") and hasattr(value, "getOid"):  # pragma: no cover
-        value = value.getOid()
-    try:
-        tag, conv = _pysnmp_tags()[value.tagSet]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unsupported SNMP value type {type(value).__name__} at {oid}") from None
-    return (oid, tag, conv(value) if conv is not None else None)

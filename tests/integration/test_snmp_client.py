@@ -232,6 +232,68 @@ async def test_v3_over_ipv6(snmpd_agent, client):
     assert vb == (SYSTEM["sysName"], ber.OCTET_STRING, b"centaure-test")
 
 
+@pytest_twisted.ensureDeferred
+async def test_v3_two_agents_same_user_different_engine_ids(snmpd_agent, client, tmp_path):
+    """Same user name and passwords on two snmpd with their own engine IDs:
+    the keys are localized per engine, both answer, in any order."""
+    from tests.snmp.snmpd import start_snmpd
+
+    users = tuple(u for u in V3_USERS if u.name in ("u_sha_aes", "u_md5_des", "u_sha256_auth"))
+    second = start_snmpd(tmp_path / "second", v3_users=users, sys_name="centaure-second")
+    try:
+        for name in ("u_sha_aes", "u_md5_des", "u_sha256_auth"):
+            if name in snmpd_agent.refused or name in second.refused:
+                continue
+            sec = snmpd_agent.user(name).security
+            t1 = SnmpTarget("127.0.0.1", snmpd_agent.port, "v3", v3=sec)
+            t2 = SnmpTarget("127.0.0.1", second.port, "v3", v3=sec)
+            for _ in range(2):
+                r1, r2 = await defer.gatherResults([
+                    defer.ensureDeferred(client.get(t1, [SYSTEM["sysName"]])),
+                    defer.ensureDeferred(client.get(t2, [SYSTEM["sysName"]]))])
+                assert r1 == [(SYSTEM["sysName"], ber.OCTET_STRING, b"centaure-test")]
+                assert r2 == [(SYSTEM["sysName"], ber.OCTET_STRING, b"centaure-second")]
+        e1 = client._usm.engine(("127.0.0.1", snmpd_agent.port))
+        e2 = client._usm.engine(("127.0.0.1", second.port))
+        assert e1 is not None and e2 is not None and e1.engine_id != e2.engine_id
+        k1 = client._usm.keys(t1.v3, e1.engine_id)
+        k2 = client._usm.keys(t2.v3, e2.engine_id)
+        if k1 is not None:
+            assert k1.auth_key != k2.auth_key
+        assert client.counters["bad_packets"] == 0
+    finally:
+        second.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_v3_agent_restart_is_recovered(snmpd_agent, client, tmp_path):
+    """snmpd restarted on the same port: with the same engine ID (boots + 1,
+    time from 0) the next request gets notInTimeWindow and resynchronises;
+    with a new engine ID (this test snmpd keeps none) it gets
+    unknownEngineID and rediscovers.  Either way it succeeds."""
+    from tests.snmp.snmpd import start_snmpd
+
+    users = tuple(u for u in V3_USERS if u.name == "u_sha_aes")
+    agent = start_snmpd(tmp_path / "restart", v3_users=users)
+    try:
+        if "u_sha_aes" in agent.refused:
+            pytest.skip(agent.refused["u_sha_aes"])
+        target = SnmpTarget("127.0.0.1", agent.port, "v3", v3=users[0].security, timeout=1)
+        assert (await client.get(target, [SYSTEM["sysName"]]))[0][2] == b"centaure-test"
+        before = client._usm.engine(("127.0.0.1", agent.port))
+        boots = before.boots
+        agent.stop()
+        agent = start_snmpd(tmp_path / "restart", port=agent.port, v3_users=users)
+        assert (await client.get(target, [SYSTEM["sysName"]]))[0][2] == b"centaure-test"
+        after = client._usm.engine(("127.0.0.1", agent.port))
+        assert after is not before
+        if after.engine_id == before.engine_id:
+            assert after.boots > boots
+        assert client.counters["timeouts"] == 0
+    finally:
+        agent.stop()
+
+
 @pytest.mark.parametrize("version", ["v1", "v2c", "v3-u_sha_aes"])
 @pytest_twisted.ensureDeferred
 async def test_missing_objects_reported_per_varbind(snmpd_agent, client, version):
