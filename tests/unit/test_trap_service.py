@@ -2,60 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
-from twisted.internet import task
-
-from connector import messages
-from connector.embedded import EmbeddedBus
-from connector.metrics import Counters
-from connector.settings import settings_from_string
-from connector.topology import Binding, QueueSpec
 from connector_traps.model import Trap
-from connector_traps.service import TrapService, load_config
+from tests.unit.trap_service_support import make_service
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 
 
-class Runtime:
-    """The little of connector.service.Runtime the trap service uses."""
-
-    def __init__(self, settings, clock) -> None:
-        self.settings = settings
-        self.reactor = clock
-        self.node = "n1"
-        self.bus = EmbeddedBus(clock)
-        self.health_checks = {}
-        self._counters = Counters("traps")
-
-    def counters(self, name):
-        return self._counters
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[messages.Event] = []
-
-    def handle(self, message, delivery):
-        self.seen.append(message)
-
-
 def make(tmp_path, **traps):
-    (tmp_path / "inventory.yaml").write_text(
-        "devices:\n  - {name: sw1, address: 10.0.0.1, device_type: switch}\n")
-    values = {"definitions": os.path.join(ROOT, "traps.yaml"), "listen": "127.0.0.1:0", **traps}
-    text = "[inventory]\npath = inventory.yaml\n[traps]\n" + "".join(
-        f"{k} = {v}\n" for k, v in values.items())
-    path = tmp_path / "settings.ini"
-    path.write_text(text)
-    settings = settings_from_string(text, source=str(path))
-    clock = task.Clock()
-    runtime = Runtime(settings, clock)
-    service = TrapService(runtime, load_config(settings))
-    events = Events()
-    runtime.bus.subscriber("t").subscribe(
-        QueueSpec(name="check", bindings=(Binding("centaure.event"),)), events)
+    service, clock, events, _config = make_service(tmp_path, **traps)
     return service, clock, events
 
 
