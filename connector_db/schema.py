@@ -1,0 +1,247 @@
+"""The normalized storage layout of the SQL writer (SQLAlchemy Core).
+
+:func:`make_schema` builds a fresh ``MetaData`` whose table names all carry an
+optional prefix (validated, quoted by SQLAlchemy), so several layouts can live
+in one database (tests, side-by-side sites).
+
+Choices:
+
+* ``samples.ts`` and every other ``ts``-like column is a BIGINT of
+  **milliseconds** since the epoch: exact equality across dialects (a float
+  column would make the replayed sample's primary key a matter of rounding),
+  and 8 bytes per row. Sub-millisecond parts are dropped (rounded).
+* ``samples`` is keyed by ``(device_id, metric_id, idx, ts)``: a replayed
+  ``perf`` message inserts nothing new. ``idx`` is ``''`` for scalars.
+* Rows coming from keyed messages (events, alarm history, thresholds,
+  notifications) carry the AMQP ``message_id`` under a unique constraint.
+* Alarm refs are unsigned 64-bit: :class:`UInt64` stores them as BIGINT
+  UNSIGNED on MySQL/MariaDB, NUMERIC(20) on PostgreSQL, and as the
+  two's-complement signed 64-bit INTEGER on SQLite (exact, mapped back on
+  read; only ordering by ref differs above 2**63 on SQLite).
+
+The schema is created with :func:`create_all` for now; Alembic migrations
+(creation and upgrades at start-up or by a command) are a follow-up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+__all__ = ["Schema", "UInt64", "make_schema", "create_all", "drop_all", "PREFIX_RE",
+           "TEXT_VALUE_MAX"]
+
+#: Table prefixes: lower case, a letter first; the longest table name stays short.
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+#: Longest text sample value (characters).
+TEXT_VALUE_MAX = 255
+
+_NAME = 255
+_MSGID = 255
+_HOST = 255
+
+_U64 = 2**64
+
+
+class UInt64(sa.types.TypeDecorator):
+    """An unsigned 64-bit integer, exact on every supported dialect."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.BIGINT(unsigned=True))
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.NUMERIC(20, 0))
+        return dialect.type_descriptor(sa.BigInteger())
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = int(value)
+        if not 0 <= value < _U64:
+            raise ValueError(f"not an unsigned 64-bit integer: {value}")
+        if dialect.name == "sqlite" and value >= 2**63:
+            return value - _U64
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return int(value)
+        value = int(value)
+        return value + _U64 if value < 0 else value
+
+
+def _key_string(length: int) -> sa.String:
+    """A string that is part of a key: compared byte for byte on MariaDB too.
+
+    MariaDB's default collations are case-insensitive and pad spaces, so
+    "R1" and "r1 " would collide under a unique key; SQLite and PostgreSQL
+    compare exactly already.
+    """
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb")
+
+
+def _ms() -> sa.BigInteger:
+    return sa.BigInteger()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The tables of one layout; ``metadata`` holds exactly these."""
+
+    prefix: str
+    metadata: sa.MetaData
+    devices: sa.Table
+    metrics: sa.Table
+    samples: sa.Table
+    events: sa.Table
+    alarm_history: sa.Table
+    alarms: sa.Table
+    thresholds: sa.Table
+    notifications: sa.Table
+
+
+def make_schema(prefix: str = "") -> Schema:
+    """Build the tables, each named ``<prefix><name>`` (prefix may be empty)."""
+    if prefix and not PREFIX_RE.match(prefix):
+        raise ValueError(f"invalid table prefix {prefix!r}: must match {PREFIX_RE.pattern}")
+    md = sa.MetaData()
+    p = prefix
+
+    devices = sa.Table(
+        f"{p}devices", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", _key_string(_HOST), nullable=False),
+        sa.Column("address", sa.String(64), nullable=True),
+        sa.Column("device_type", sa.String(_NAME), nullable=True),
+        sa.UniqueConstraint("name", name=f"{p}uq_devices_name"),
+    )
+    metrics = sa.Table(
+        f"{p}metrics", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", _key_string(_NAME), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("unit", sa.String(32), nullable=True),
+        sa.UniqueConstraint("name", "kind", name=f"{p}uq_metrics_name_kind"),
+    )
+    samples = sa.Table(
+        f"{p}samples", md,
+        sa.Column("device_id", sa.Integer, nullable=False),
+        sa.Column("metric_id", sa.Integer, nullable=False),
+        sa.Column("idx", _key_string(128), nullable=False, default=""),
+        sa.Column("ts", _ms(), nullable=False, comment="UNIX milliseconds"),
+        sa.Column("value_num", sa.Double, nullable=True),
+        sa.Column("value_text", sa.String(TEXT_VALUE_MAX), nullable=True),
+        sa.PrimaryKeyConstraint("device_id", "metric_id", "idx", "ts", name=f"{p}pk_samples"),
+        sa.Index(f"{p}ix_samples_device_ts", "device_id", "ts"),
+    )
+    events = sa.Table(
+        f"{p}events", md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=True),
+        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("ts", _ms(), nullable=False),
+        sa.Column("host", sa.String(_HOST), nullable=False),
+        sa.Column("address", sa.String(64), nullable=False),
+        sa.Column("snmp_version", sa.String(8), nullable=False),
+        sa.Column("trap_oid", sa.String(_NAME), nullable=False),
+        sa.Column("name", sa.String(_NAME), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("action", sa.String(8), nullable=False),
+        sa.Column("alarm", sa.String(_NAME), nullable=True),
+        sa.Column("key", sa.String(_NAME), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("varbinds", sa.Text, nullable=False, comment="JSON"),
+        sa.Column("unknown_sender", sa.Boolean, nullable=False),
+        sa.UniqueConstraint("message_id", name=f"{p}uq_events_message_id"),
+        sa.Index(f"{p}ix_events_host_ts", "host", "ts"),
+        sa.Index(f"{p}ix_events_ts", "ts"),
+    )
+
+    def alarm_columns() -> list[sa.Column]:
+        return [
+            sa.Column("host", sa.String(_HOST), nullable=False),
+            sa.Column("name", sa.String(_NAME), nullable=False),
+            sa.Column("severity", sa.String(16), nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("message", sa.Text, nullable=False),
+            sa.Column("first_seen", _ms(), nullable=False),
+            sa.Column("last_seen", _ms(), nullable=False),
+            sa.Column("cleared_at", _ms(), nullable=True),
+            sa.Column("count", sa.Integer, nullable=False),
+            sa.Column("origin", sa.String(16), nullable=False),
+            sa.Column("acked_by", sa.String(_NAME), nullable=True),
+            sa.Column("flapping", sa.Boolean, nullable=False),
+            sa.Column("cause_ref", UInt64(), nullable=True),
+            sa.Column("ts", _ms(), nullable=False),
+        ]
+
+    alarm_history = sa.Table(
+        f"{p}alarm_history", md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=True),
+        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("ref", UInt64(), nullable=False),
+        *alarm_columns(),
+        sa.UniqueConstraint("message_id", name=f"{p}uq_alarm_history_message_id"),
+        sa.Index(f"{p}ix_alarm_history_ref_ts", "ref", "ts"),
+        sa.Index(f"{p}ix_alarm_history_host_ts", "host", "ts"),
+    )
+    alarms = sa.Table(
+        f"{p}alarms", md,
+        sa.Column("ref", UInt64(), primary_key=True, autoincrement=False),
+        *alarm_columns(),
+        sa.Index(f"{p}ix_alarms_host", "host"),
+        sa.Index(f"{p}ix_alarms_state", "state"),
+    )
+    thresholds = sa.Table(
+        f"{p}thresholds", md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=True),
+        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("ts", _ms(), nullable=False),
+        sa.Column("host", sa.String(_HOST), nullable=False),
+        sa.Column("rule", sa.String(_NAME), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("values", sa.Text, nullable=False, comment="JSON"),
+        sa.UniqueConstraint("message_id", name=f"{p}uq_thresholds_message_id"),
+        sa.Index(f"{p}ix_thresholds_host_ts", "host", "ts"),
+    )
+    notifications = sa.Table(
+        f"{p}notifications", md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=True),
+        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("ts", _ms(), nullable=False),
+        sa.Column("ref", UInt64(), nullable=True),
+        sa.Column("rule", sa.String(_NAME), nullable=True),
+        sa.Column("host", sa.String(_HOST), nullable=True),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("recipient", sa.String(_NAME), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.UniqueConstraint("message_id", name=f"{p}uq_notifications_message_id"),
+        sa.Index(f"{p}ix_notifications_ts", "ts"),
+    )
+    return Schema(prefix, md, devices, metrics, samples, events, alarm_history, alarms,
+                  thresholds, notifications)
+
+
+def create_all(engine: sa.Engine, schema: Schema) -> None:
+    """Create the missing tables (idempotent). Alembic replaces this later."""
+    schema.metadata.create_all(engine)
+
+
+def drop_all(engine: sa.Engine, schema: Schema) -> None:
+    """Drop this layout's tables (tests, tear-down)."""
+    schema.metadata.drop_all(engine)
