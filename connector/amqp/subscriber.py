@@ -104,9 +104,12 @@ class AMQPSubscriber:
             return defer.succeed(None)
         protocol.consumers.pop(self.consumer_tag, None)
         channel = self._channel
+        if clean and channel is not None:
+            # Ack what the handler finished before the channel is let go:
+            # otherwise the broker redelivers work that was already done.
+            self._flush(channel, protocol)
         self._protocol = self._channel = None
         if clean and channel is not None:
-            self._flush(channel, protocol)
             d = channel.basic_cancel(consumer_tag=self.consumer_tag)
             d.addErrback(lambda f: None)
             return d
