@@ -938,25 +938,32 @@ _FAST_PDUS = (
 )
 
 
+def outer_sequence(data: bytes) -> tuple[int, int] | None:
+    """(content offset, content length) of a message's outer SEQUENCE written
+    with a 1-, 2- or 3-octet length (what agents send); None otherwise, and
+    the general decoders then decode it or say why not. Used by the fast
+    paths of this module and of the SNMPv3 parser."""
+    if len(data) < 4 or data[0] != 0x30:
+        return None
+    ln = data[1]
+    if ln < 0x80:
+        return 2, ln
+    if ln == 0x81:
+        return 3, data[2]
+    if ln == 0x82:
+        return 4, (data[2] << 8) | data[3]
+    return None
+
+
 def _fast_message(data: bytes) -> SnmpMessage | None:
     """The usual message shape, with few calls; None if anything differs
     (the general :func:`_decode_message` then decodes or explains)."""
     try:
         n = len(data)
-        # message SEQUENCE: 30 with a 1-, 2- or 3-octet length
-        if data[0] != 0x30:
+        head = outer_sequence(data)
+        if head is None:
             return None
-        ln = data[1]
-        if ln < 0x80:
-            p = 2
-        elif ln == 0x81:
-            ln = data[2]
-            p = 3
-        elif ln == 0x82:
-            ln = (data[2] << 8) | data[3]
-            p = 4
-        else:
-            return None
+        p, ln = head
         # version: 02 01 00|01 ; community: 04 short
         if p + ln != n or data[p] != 0x02 or data[p + 1] != 1 or data[p + 2] > 1 or data[p + 3] != 0x04:
             return None

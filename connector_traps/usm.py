@@ -582,19 +582,10 @@ def _fast_parse(data: bytes) -> V3Message | None:
     it or says why not.  Whatever this accepts, that one accepts the same."""
     try:
         n = len(data)
-        if data[0] != 0x30:
+        head = ber.outer_sequence(data)
+        if head is None:
             return None
-        ln = data[1]
-        if ln < 0x80:
-            p = 2
-        elif ln == 0x81:
-            ln = data[2]
-            p = 3
-        elif ln == 0x82:
-            ln = (data[2] << 8) | data[3]
-            p = 4
-        else:
-            return None
+        p, ln = head
         if p + ln != n or data[p:p + 3] != b"\x02\x01\x03" or data[p + 3] != 0x30 or data[p + 4] >= 0x80:
             return None
         ge = p + 5 + data[p + 4]
