@@ -4,7 +4,9 @@ The body is decoded and validated; a body that does not parse goes straight
 to the dead-letter exchange with the reason in a header. A valid message is
 given to the connector's handler and acked only once the handler's Deferred
 succeeds. When the handler fails, the message is put back on the queue after
-a growing delay, at most ``retry_limit`` times, then dead-lettered.
+a growing delay, at most ``retry_limit`` times, then dead-lettered; when it
+fails with :class:`RejectedMessage` (the message itself can never be
+processed), it is dead-lettered at once with that reason.
 
 The transport (AMQP or the embedded bus) supplies the ``ack`` and ``requeue``
 callables; this module never sees a channel.
@@ -29,6 +31,13 @@ ROUTING_KEY_HEADER = "x-centaure-original-routing-key"
 
 _MAX_REASON = 1000
 _MAX_TRACKED = 100_000
+
+
+class RejectedMessage(Exception):
+    """Raised (or failed with) by a handler for a message it can never process.
+
+    ``str()`` is the reason written in the dead letter's header.
+    """
 
 
 @dataclass
@@ -96,8 +105,14 @@ class Consumer:
 
     def _failed(self, failure, delivery: Delivery, ack, requeue):
         key = delivery.message_id or f"tag:{delivery.tag}"
-        attempts = self._failures.pop(key, 0) + 1
         self.counters.inc("handler_errors")
+        if failure.check(RejectedMessage):
+            self._failures.pop(key, None)
+            self.counters.inc("rejected")
+            self.log.warn("dead-lettering a message the handler rejected ({key}): {reason}",
+                          key=delivery.routing_key, reason=failure.getErrorMessage())
+            return self._dead_letter(delivery, f"rejected: {failure.getErrorMessage()}", ack)
+        attempts = self._failures.pop(key, 0) + 1
         if attempts > self.retry_limit:
             self.log.failure("handler failed {n} times on {key}: dead-lettering it", failure,
                              n=attempts, key=delivery.routing_key)

@@ -76,3 +76,29 @@ class IMembership(Interface):
 
     def owns(connector, host):
         """Return True when this node is in charge of ``host`` for ``connector``."""
+
+
+class IStore(Interface):
+    """One table layout of the SQL writer: messages to rows, batches to SQL."""
+
+    def prepare(message, delivery):
+        """
+        Turn one message into what ``write`` needs (reactor thread, no I/O).
+
+        Returns an object with an ``nrows`` attribute (rows it will write),
+        or None for a message type this store keeps nothing of. Raises
+        ``connector.consumer.RejectedMessage`` (with the reason) for a
+        message no column can hold.
+        """
+
+    def write(prepared):
+        """
+        Write a list of ``prepare`` results in ONE transaction (writer thread).
+
+        Returns a dict: table name -> rows written. Idempotent: writing the
+        same messages again adds no row. Raises SQLAlchemy's errors as they
+        come (the writer tells an outage from a bad row).
+        """
+
+    def health():
+        """Return a dict of details for /health (may be empty)."""

@@ -1,118 +1,123 @@
-"""The SQL writer: stores bus messages in idempotent, batched transactions.
+"""The SQL writer: batches bus messages into transactions of an ``IStore``.
 
 :class:`SqlWriter` provides ``IMessageHandler``. ``handle(message, delivery)``
-turns the message into rows at once (a message that cannot be stored fails
-its own Deferred there, with the reason, so the consumer dead-letters it),
-queues them, and returns a Deferred fired when the batch holding the message
-is committed. A batch is written when it holds ``batch_size`` rows or
-``batch_interval`` seconds after its first message, in ONE transaction, on a
-dedicated single-thread pool: the reactor thread never runs SQL, and batches
-are written one at a time, in order.
+asks the store to prepare the message's rows at once (a message that cannot
+be stored fails its own Deferred there with ``RejectedMessage``, so the
+consumer dead-letters it with the reason), queues them, and returns a
+Deferred fired when the batch holding the message is committed: the message
+is acked only then.
 
-Idempotency (a replayed message writes no duplicate row):
+A batch is written when it holds ``batch_size`` rows or ``batch_interval``
+seconds after its first message, in ONE transaction, on a dedicated
+single-thread pool: the reactor thread never runs SQL, and batches are written
+one at a time, in order.
 
-* samples are keyed by (device, metric, index, ts in ms); events, alarm
-  history, thresholds and notifications by the AMQP ``message_id`` (or, if a
-  delivery has none, a hash of the message's body); these are inserted with
-  insert-ignore semantics per dialect (SQLite ``INSERT OR IGNORE``,
-  MySQL/MariaDB ``INSERT IGNORE``, PostgreSQL ``ON CONFLICT DO NOTHING``);
-* the current state of an alarm (``alarms``) is upserted by ref, and only a
-  message at least as recent as the stored one changes it;
-* devices and metrics are got-or-created, with a per-process cache of ids
-  filled only after a commit.
+What a failed batch means decides what happens to it:
 
-Values are always bound parameters, written with executemany.
-
-A database error while writing a batch fails every Deferred of the batch
-(nothing is acked; the consumer redelivers later) and marks the writer
-``degraded`` until a batch commits again.
+* the database is unreachable (connection refused or lost, server gone,
+  lock timeouts): the batch is kept and retried after a wait doubling from
+  ``retry_initial`` to ``retry_max``; nothing is acked meanwhile, so the
+  broker stops delivering once the prefetch window is full and everything
+  else waits in the queue. The writer is ``degraded`` (``/health`` 503)
+  until a batch commits;
+* the database refused a value (data or integrity error): the batch is
+  rolled back and its messages written one by one, so the bad one is
+  rejected (dead-lettered with the database's reason) and the others stored;
+* anything else (a bug): the batch's Deferreds fail, and the consumer
+  retries then dead-letters them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import random
 import time
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from connector.interfaces import IMessageHandler
-from connector.messages import Alarm, Event, Notification, Perf, Threshold, encode
+from connector.consumer import RejectedMessage
+from connector.interfaces import IMessageHandler, IStore
 
-from .schema import TEXT_VALUE_MAX, Schema
-
-__all__ = ["SqlWriter", "UnstorableMessage"]
-
-_JSON = msgspec.json.Encoder()
-# Longest Text value accepted (bytes): MySQL/MariaDB TEXT holds 65,535.
-_TEXT_BYTES_MAX = 65535
+__all__ = ["SqlWriter", "is_outage"]
 
 
-class UnstorableMessage(ValueError):
-    """A message that no column can hold; ``str()`` says why (for dead-lettering)."""
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be reached (retry later)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError,
+                        sa.exc.TimeoutError, sa.exc.DisconnectionError, ConnectionError)):
+        return True
+    return False
 
 
-def _ms(ts: float) -> int:
-    return int(round(ts * 1000.0))
+def _is_bad_data(exc: BaseException) -> bool:
+    return isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
 
 
 class _Item:
-    """One message's rows, waiting for its batch."""
+    """One message waiting for its batch."""
 
-    __slots__ = ("deferred", "rows", "nrows", "perf")
+    __slots__ = ("deferred", "prepared", "nrows")
 
-    def __init__(self, rows: dict[str, list[dict]], perf: tuple | None) -> None:
+    def __init__(self, prepared) -> None:
         self.deferred: defer.Deferred = defer.Deferred()
-        self.rows = rows
-        # perf: (host, address, device_type, [(metric name, kind, unit), ...])
-        self.perf = perf
-        self.nrows = sum(len(r) for r in rows.values()) + (len(perf[3]) if perf else 0)
+        self.prepared = prepared
+        self.nrows: int = prepared.nrows
+
+
+class _Outcome:
+    """What the writer thread did with one batch."""
+
+    __slots__ = ("written", "outage", "rejected")
+
+    def __init__(self) -> None:
+        self.written: dict[str, int] = {}
+        self.outage: BaseException | None = None
+        # Position in the batch -> the database's reason for refusing it.
+        self.rejected: dict[int, str] = {}
 
 
 @implementer(IMessageHandler)
 class SqlWriter:
-    """Batched, idempotent storage of perf, event, alarm, threshold and notification."""
+    """Batched, ordered, outage-proof writing of messages through a store."""
 
     log = Logger()
 
-    def __init__(self, engine: sa.Engine, schema: Schema, reactor,
-                 batch_size: int = 1000, batch_interval: float = 0.2) -> None:
+    def __init__(self, store: IStore, reactor, batch_size: int = 5000,
+                 batch_interval: float = 0.2, retry_initial: float = 1.0,
+                 retry_max: float = 30.0, name: str = "main") -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.engine = engine
-        self.schema = schema
+        self.store = store
         self.reactor = reactor
         self.batch_size = batch_size
         self.batch_interval = batch_interval
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self.degraded = False
         self.last_error: str | None = None
         self.counters: dict[str, float] = {
             "messages": 0, "rejected": 0, "batches": 0, "batch_seconds": 0.0,
-            "errors": 0,
+            "errors": 0, "outage_retries": 0,
         }
-        self.rows_written: dict[str, int] = {t.name: 0 for t in schema.metadata.sorted_tables}
-        self._device_ids: dict[str, int] = {}
-        self._metric_ids: dict[tuple[str, str], int] = {}
+        self.rows_written: dict[str, int] = {}
         self._pending: list[_Item] = []
         self._pending_rows = 0
         self._timer = None
-        self._writing: defer.Deferred | None = None
-        self._pool = ThreadPool(1, 1, name=f"sql-writer-{schema.prefix or 'main'}")
+        self._retry_call = None
+        self._retries = 0
+        # The batch being written or waiting for a retry: at most one.
+        self._batch: list[_Item] | None = None
+        self._idle: list[defer.Deferred] = []
+        self._pool = ThreadPool(1, 1, name=f"sql-writer-{name}")
         self._pool.start()
         self._closed = False
-        self._dialect = engine.dialect.name
-        self._statements = self._build_statements()
-        self._limits = {t.name: self._string_limits(t) for t in schema.metadata.sorted_tables}
 
     # --- IMessageHandler -------------------------------------------------------
 
@@ -121,18 +126,19 @@ class SqlWriter:
         if self._closed:
             return defer.fail(RuntimeError("SQL writer is closed"))
         try:
-            item = self._to_item(message, delivery)
-        except UnstorableMessage as exc:
+            prepared = self.store.prepare(message, delivery)
+        except RejectedMessage as exc:
             self.counters["rejected"] += 1
             return defer.fail(exc)
         self.counters["messages"] += 1
-        if item is None:  # a type this writer does not store: nothing to do
+        if prepared is None:  # a type this store keeps nothing of
             return defer.succeed(None)
+        item = _Item(prepared)
         self._pending.append(item)
         self._pending_rows += item.nrows
         if self._pending_rows >= self.batch_size:
             self._flush()
-        elif self._timer is None and self._writing is None:
+        elif self._timer is None and self._batch is None:
             self._timer = self.reactor.callLater(self.batch_interval, self._on_timer)
         return item.deferred
 
@@ -141,19 +147,32 @@ class SqlWriter:
         return {
             "degraded": self.degraded,
             "last_error": self.last_error,
-            "pending_messages": len(self._pending),
+            "pending_messages": len(self._pending) + len(self._batch or ()),
             "pending_rows": self._pending_rows,
             "rows_written": dict(self.rows_written),
             **self.counters,
+            **self.store.health(),
         }
 
     @defer.inlineCallbacks
     def close(self):
-        """Write what is queued, then stop the thread pool."""
+        """Write what is queued, then stop the thread.
+
+        While the database is down nothing more can be written: the waiting
+        messages fail (they are not acked, so the broker keeps them).
+        """
         self._closed = True
-        while self._pending or self._writing is not None:
-            if self._writing is not None:
-                yield self._wait_writing()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        while self._pending or self._batch is not None:
+            if self._retry_call is not None:
+                self._abandon(RuntimeError("SQL writer stopped while the database was down"))
+                break
+            if self._batch is not None:
+                d = defer.Deferred()
+                self._idle.append(d)
+                yield d
             else:
                 self._flush()
         self.stop_pool()
@@ -161,15 +180,13 @@ class SqlWriter:
     def stop_pool(self) -> None:
         """Stop the writer thread at once (idempotent); queued work is dropped."""
         self._closed = True
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
         if not self._pool.joined:
             self._pool.stop()
 
     # --- batching ----------------------------------------------------------------
-
-    def _wait_writing(self) -> defer.Deferred:
-        d = defer.Deferred()
-        self._writing.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -179,7 +196,7 @@ class SqlWriter:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._writing is not None or not self._pending:
+        if self._batch is not None or not self._pending:
             return  # the end of the running batch starts the next one
         # Take at most batch_size rows (at least one message).
         taken, rows = [], 0
@@ -188,285 +205,128 @@ class SqlWriter:
             taken.append(item)
             rows += item.nrows
         self._pending_rows -= rows
-        started = time.monotonic()
-        d = threads.deferToThreadPool(self.reactor, self._pool, self._write_batch, taken)
-        self._writing = d
-        d.addBoth(self._batch_done, taken, started)
+        self._batch = taken
+        self._write(taken)
 
-    def _batch_done(self, result, taken: list[_Item], started: float) -> None:
-        self._writing = None
+    def _write(self, batch: list[_Item]) -> None:
+        self._retry_call = None
+        started = time.monotonic()
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._write_in_thread,
+                                      [it.prepared for it in batch])
+        d.addBoth(self._batch_done, batch, started)
+
+    def _batch_done(self, result, batch: list[_Item], started: float) -> None:
         self.counters["batch_seconds"] += time.monotonic() - started
         if isinstance(result, Failure):
-            failure = result
-            self.counters["errors"] += 1
-            self.degraded = True
-            self.last_error = str(failure.value)
-            self.log.failure("SQL batch of {n} messages failed; none acked", failure,
-                             n=len(taken))
-            for item in taken:
-                item.deferred.errback(failure)
+            self._batch_failed(result, batch)
+        elif result.outage is not None:
+            self._outage(result.outage, batch)
+            return None
         else:
-            self.counters["batches"] += 1
-            self.degraded = False
-            self.last_error = None
-            for table, n in result.items():
-                self.rows_written[table] = self.rows_written.get(table, 0) + n
-            for item in taken:
+            self._committed(result, batch)
+        self._batch = None
+        self._next()
+        return None
+
+    def _committed(self, outcome: _Outcome, batch: list[_Item]) -> None:
+        self.counters["batches"] += 1
+        if self.degraded:
+            self.log.info("database writable again after {n} retries", n=self._retries)
+        self.degraded = False
+        self.last_error = None
+        self._retries = 0
+        for table, n in outcome.written.items():
+            self.rows_written[table] = self.rows_written.get(table, 0) + n
+        for i, item in enumerate(batch):
+            reason = outcome.rejected.get(i)
+            if reason is None:
                 item.deferred.callback(None)
+            else:
+                self.counters["rejected"] += 1
+                item.deferred.errback(RejectedMessage(f"the database refused it: {reason}"))
+
+    def _batch_failed(self, failure: Failure, batch: list[_Item]) -> None:
+        self.counters["errors"] += 1
+        self.last_error = failure.getErrorMessage()
+        self.log.failure("SQL batch of {n} messages failed; none acked", failure, n=len(batch))
+        for item in batch:
+            item.deferred.errback(failure)
+
+    def _outage(self, exc: BaseException, batch: list[_Item]) -> None:
+        self.counters["errors"] += 1
+        self._retries += 1
+        self.degraded = True
+        self.last_error = _short(exc)
+        if self._closed:
+            self._abandon(exc)
+            return
+        delay = min(self.retry_initial * 2 ** (self._retries - 1), self.retry_max)
+        delay *= random.uniform(0.8, 1.0)  # spread the retries of several writers
+        self.log.warn("database unavailable ({error}); {n} messages kept unacked, "
+                      "retry {retry} in {delay:.1f}s", error=self.last_error, n=len(batch),
+                      retry=self._retries, delay=delay)
+        self.counters["outage_retries"] += 1
+        self._retry_call = self.reactor.callLater(delay, self._write, batch)
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Fail the waiting batch and every queued message (not acked)."""
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        items = (self._batch or []) + self._pending
+        self._batch, self._pending, self._pending_rows = None, [], 0
+        for item in items:
+            item.deferred.errback(Failure(RuntimeError(f"not written: {_short(exc)}")))
+        self._wake_idle()
+
+    def _next(self) -> None:
         if self._pending:
             if self._pending_rows >= self.batch_size or self._closed:
                 self._flush()
             elif self._timer is None:
                 self._timer = self.reactor.callLater(self.batch_interval, self._on_timer)
-        return None
+        self._wake_idle()
 
-    # --- messages to rows (reactor thread, no SQL) --------------------------------
+    def _wake_idle(self) -> None:
+        waiting, self._idle = self._idle, []
+        for d in waiting:
+            d.callback(None)
 
-    def _message_id(self, message, delivery) -> str:
-        mid = getattr(delivery, "message_id", None)
-        if mid:
-            return str(mid)
-        return "sha1:" + hashlib.sha1(encode(message)).hexdigest()
+    # --- writer thread -------------------------------------------------------------
 
-    def _to_item(self, message, delivery) -> _Item | None:
+    def _write_in_thread(self, prepared: list) -> _Outcome:
+        outcome = _Outcome()
         try:
-            item = self._rows_of(message, delivery)
-        except UnstorableMessage:
-            raise
-        except (ValueError, TypeError, OverflowError, AttributeError) as exc:
-            raise UnstorableMessage(f"cannot store {type(message).__name__}: {exc}") from None
-        if item is not None:
-            for table, rows in item.rows.items():
-                limits = self._limits[table]
-                for row in rows:
-                    self._check_row(table, limits, row)
-        return item
-
-    def _rows_of(self, m, delivery) -> _Item | None:
-        s = self.schema
-        ts = _ms(m.ts)
-        if isinstance(m, Perf):
-            self._check_len("host", m.host, 255)
-            metrics, samples = [], []
-            for i, metric in enumerate(m.metrics):
-                self._check_len(f"metrics[{i}].name", metric.name, 255)
-                self._check_len(f"metrics[{i}].index", metric.index, 128)
-                self._check_len(f"metrics[{i}].unit", metric.unit, 32)
-                v = metric.value
-                num = text = None
-                if v is None:
-                    pass
-                elif isinstance(v, str):
-                    if len(v) > TEXT_VALUE_MAX:
-                        raise UnstorableMessage(
-                            f"metric {metric.name!r} index {metric.index!r}: text value of "
-                            f"{len(v)} characters, longer than {TEXT_VALUE_MAX}")
-                    text = v
-                elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                    num = float(v)  # OverflowError for huge ints: unstorable
-                    if not math.isfinite(num):
-                        raise UnstorableMessage(
-                            f"metric {metric.name!r} index {metric.index!r}: value {v!r} "
-                            "is not a finite number")
-                else:
-                    raise UnstorableMessage(
-                        f"metric {metric.name!r}: unsupported value type {type(v).__name__}")
-                metrics.append((metric.name, metric.kind, metric.unit))
-                samples.append({"idx": metric.index, "ts": ts, "value_num": num,
-                                "value_text": text})
-            item = _Item({}, (m.host, m.address, m.device_type, metrics))
-            item.rows = {s.samples.name: samples}  # device/metric ids filled in the thread
-            return item
-        if isinstance(m, Event):
-            row = {"message_id": self._message_id(m, delivery), "ts": ts, "host": m.host,
-                   "address": m.address, "snmp_version": m.snmp_version,
-                   "trap_oid": m.trap_oid, "name": m.name, "severity": m.severity,
-                   "action": m.action, "alarm": m.alarm, "key": m.key, "message": m.message,
-                   "varbinds": _JSON.encode(m.varbinds).decode("utf-8"),
-                   "unknown_sender": bool(m.unknown_sender)}
-            return _Item({s.events.name: [row]}, None)
-        if isinstance(m, Alarm):
-            state = {"host": m.host, "name": m.name, "severity": m.severity,
-                     "state": m.state, "message": m.message,
-                     "first_seen": _ms(m.first_seen), "last_seen": _ms(m.last_seen),
-                     "cleared_at": None if m.cleared_at is None else _ms(m.cleared_at),
-                     "count": m.count, "origin": m.origin, "acked_by": m.acked_by,
-                     "flapping": bool(m.flapping), "cause_ref": m.cause_ref, "ts": ts}
-            for name in ("ref", "cause_ref"):
-                v = getattr(m, name)
-                if v is not None and not 0 <= v < 2**64:
-                    raise UnstorableMessage(f"alarm {name} {v} is not unsigned 64-bit")
-            hist = {"message_id": self._message_id(m, delivery), "ref": m.ref, **state}
-            return _Item({s.alarm_history.name: [hist],
-                          s.alarms.name: [{"ref": m.ref, **state}]}, None)
-        if isinstance(m, Threshold):
-            row = {"message_id": self._message_id(m, delivery), "ts": ts, "host": m.host,
-                   "rule": m.rule, "state": m.state,
-                   "values": _JSON.encode(m.values).decode("utf-8")}
-            return _Item({s.thresholds.name: [row]}, None)
-        if isinstance(m, Notification):
-            if m.ref is not None and not 0 <= m.ref < 2**64:
-                raise UnstorableMessage(f"notification ref {m.ref} is not unsigned 64-bit")
-            row = {"message_id": self._message_id(m, delivery), "ts": ts, "ref": m.ref,
-                   "rule": m.rule, "host": m.host, "channel": m.channel,
-                   "recipient": m.recipient, "state": m.state, "attempts": m.attempts,
-                   "reason": m.reason}
-            return _Item({s.notifications.name: [row]}, None)
-        return None
-
-    @staticmethod
-    def _check_len(what: str, value: str | None, limit: int) -> None:
-        if value is not None and len(value) > limit:
-            raise UnstorableMessage(f"{what} is {len(value)} characters, longer than {limit}")
-
-    @staticmethod
-    def _string_limits(table: sa.Table) -> dict[str, int | None]:
-        limits = {}
-        for col in table.columns:
-            if isinstance(col.type, sa.String):
-                limits[col.name] = col.type.length  # None: Text
-        return limits
-
-    @staticmethod
-    def _check_row(table: str, limits: dict, row: dict) -> None:
-        for col, limit in limits.items():
-            v = row.get(col)
-            if not isinstance(v, str):
-                continue
-            if limit is not None and len(v) > limit:
-                raise UnstorableMessage(
-                    f"{table}.{col}: value of {len(v)} characters, longer than {limit}")
-            if limit is None and len(v) * 4 > _TEXT_BYTES_MAX \
-                    and len(v.encode("utf-8")) > _TEXT_BYTES_MAX:
-                raise UnstorableMessage(
-                    f"{table}.{col}: value longer than {_TEXT_BYTES_MAX} bytes")
-            if "\x00" in v:
-                raise UnstorableMessage(f"{table}.{col}: NUL character in value")
-
-    # --- SQL (writer thread only) ---------------------------------------------------
-
-    def _insert_ignore(self, table: sa.Table):
-        if self._dialect == "postgresql":
-            return pg_dialect.insert(table).on_conflict_do_nothing()
-        if self._dialect in ("mysql", "mariadb"):
-            return sa.insert(table).prefix_with("IGNORE")
-        if self._dialect == "sqlite":
-            return sa.insert(table).prefix_with("OR IGNORE")
-        raise NotImplementedError(f"unsupported SQL dialect {self._dialect!r}")
-
-    def _alarm_upsert(self):
-        t = self.schema.alarms
-        cols = [c.name for c in t.columns if c.name not in ("ref", "ts")] + ["ts"]
-        if self._dialect in ("mysql", "mariadb"):
-            stmt = mysql_dialect.insert(t)
-            newer = stmt.inserted.ts >= t.c.ts
-            # Assignments run left to right: ts last, after the comparisons.
-            return stmt.on_duplicate_key_update(
-                [(c, sa.case((newer, stmt.inserted[c]), else_=t.c[c])) for c in cols])
-        mod = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
-        stmt = mod.insert(t)
-        return stmt.on_conflict_do_update(
-            index_elements=[t.c.ref],
-            set_={c: stmt.excluded[c] for c in cols},
-            where=stmt.excluded.ts >= t.c.ts)
-
-    def _build_statements(self) -> dict[str, Any]:
-        s = self.schema
-        st = {t.name: self._insert_ignore(t) for t in
-              (s.devices, s.metrics, s.samples, s.events, s.alarm_history, s.thresholds,
-               s.notifications)}
-        st[s.alarms.name] = self._alarm_upsert()
-        return st
-
-    def _write_batch(self, items: list[_Item]) -> dict[str, int]:
-        """One transaction for the whole batch; returns rows written per table."""
-        s = self.schema
-        written: dict[str, int] = {}
-        new_devices: dict[str, int] = {}
-        new_metrics: dict[tuple[str, str], int] = {}
-        with self.engine.begin() as conn:
-            perfs = [it.perf for it in items if it.perf is not None]
-            if perfs:
-                new_devices = self._ensure_devices(conn, perfs)
-                new_metrics = self._ensure_metrics(conn, perfs)
-                dev = {**self._device_ids, **new_devices}
-                met = {**self._metric_ids, **new_metrics}
-            rows: dict[str, list[dict]] = {}
-            for it in items:
-                if it.perf is not None:
-                    host, _, _, metrics = it.perf
-                    did = dev[host]
-                    out = rows.setdefault(s.samples.name, [])
-                    for (name, kind, _unit), sample in zip(metrics, it.rows[s.samples.name]):
-                        out.append({"device_id": did, "metric_id": met[(name, kind)], **sample})
-                else:
-                    for table, trows in it.rows.items():
-                        rows.setdefault(table, []).extend(trows)
-            alarm_rows = rows.pop(s.alarms.name, None)
-            for table, trows in rows.items():
-                res = conn.execute(self._statements[table], trows)
-                written[table] = written.get(table, 0) + _rowcount(res, len(trows))
-            if alarm_rows:
-                # One row per ref per statement (PostgreSQL refuses to update a
-                # row twice in one INSERT ... ON CONFLICT): keep the newest.
-                latest: dict[int, dict] = {}
-                for r in alarm_rows:
-                    if r["ref"] not in latest or r["ts"] >= latest[r["ref"]]["ts"]:
-                        latest[r["ref"]] = r
-                conn.execute(self._statements[s.alarms.name], list(latest.values()))
-                written[s.alarms.name] = written.get(s.alarms.name, 0) + len(latest)
-        # Committed: now the ids are safe to cache.
-        self._device_ids.update(new_devices)
-        self._metric_ids.update(new_metrics)
-        return written
-
-    def _ensure_devices(self, conn, perfs) -> dict[str, int]:
-        t = self.schema.devices
-        missing: dict[str, dict] = {}
-        for host, address, device_type, _ in perfs:
-            if host not in self._device_ids and host not in missing:
-                missing[host] = {"name": host, "address": address[:64] or None,
-                                 "device_type": device_type[:255] or None}
-        if not missing:
-            return {}
-        conn.execute(self._statements[t.name], list(missing.values()))
-        return self._select_ids(conn, t, t.c.name, list(missing), lambda r: r[1])
-
-    def _ensure_metrics(self, conn, perfs) -> dict[tuple[str, str], int]:
-        t = self.schema.metrics
-        missing: dict[tuple[str, str], dict] = {}
-        for _, _, _, metrics in perfs:
-            for name, kind, unit in metrics:
-                key = (name, kind)
-                if key not in self._metric_ids and key not in missing:
-                    missing[key] = {"name": name, "kind": kind, "unit": unit}
-        if not missing:
-            return {}
-        conn.execute(self._statements[t.name], list(missing.values()))
-        names = sorted({k[0] for k in missing})
-        found: dict[tuple[str, str], int] = {}
-        for i in range(0, len(names), 500):
-            for id_, name, kind in conn.execute(
-                    sa.select(t.c.id, t.c.name, t.c.kind).where(t.c.name.in_(names[i:i + 500]))):
-                if (name, kind) in missing:
-                    found[(name, kind)] = id_
-        lost = set(missing) - set(found)
-        if lost:
-            raise RuntimeError(f"metrics not found after insert: {sorted(lost)[:5]}")
-        return found
-
-    @staticmethod
-    def _select_ids(conn, t, col, names, _key) -> dict:
-        found = {}
-        for i in range(0, len(names), 500):
-            for id_, name in conn.execute(sa.select(t.c.id, col).where(col.in_(names[i:i + 500]))):
-                found[name] = id_
-        lost = set(names) - set(found)
-        if lost:
-            raise RuntimeError(f"devices not found after insert: {sorted(lost)[:5]}")
-        return found
+            outcome.written = self.store.write(prepared)
+            return outcome
+        except Exception as exc:
+            if is_outage(exc):
+                outcome.outage = exc
+                return outcome
+            if not _is_bad_data(exc):
+                raise
+        # A value the database refused: find it by writing one message at a time.
+        for i, p in enumerate(prepared):
+            try:
+                for table, n in self.store.write([p]).items():
+                    outcome.written[table] = outcome.written.get(table, 0) + n
+            except Exception as exc:
+                if is_outage(exc):
+                    return _outage_outcome(exc)
+                if not _is_bad_data(exc):
+                    raise
+                outcome.rejected[i] = _short(exc)
+        return outcome
 
 
-def _rowcount(result, default: int) -> int:
-    n = result.rowcount
-    return default if n is None or n < 0 else n
+def _outage_outcome(exc: BaseException) -> _Outcome:
+    out = _Outcome()
+    out.outage = exc
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    """An error's first line, without SQLAlchemy's statement and parameters."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor
 from connector.consumer import Delivery
 from connector.messages import Alarm, Event, Metric, Notification, Perf, Varbind
 from connector_db.schema import create_all, drop_all, make_schema
+from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def db(request):
 
 def writer(db, **kw) -> SqlWriter:
     engine, schema, writers = db
-    w = SqlWriter(engine, schema, reactor, **kw)
+    w = SqlWriter(NormalizedStore(engine, schema), reactor, **kw)
     writers.append(w)
     return w
 

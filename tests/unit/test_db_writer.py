@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 
+import msgspec
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer, reactor, task
 
-from connector.consumer import Delivery
+from connector.consumer import Delivery, RejectedMessage
 from connector.messages import Alarm, Event, Metric, Perf, Varbind
 from connector_db.schema import create_all, make_schema
-from connector_db.writer import SqlWriter, UnstorableMessage
+from connector_db.store import NormalizedStore, UnstorableMessage
+from connector_db.writer import SqlWriter
 
 TS = 1_700_000_000.25
 
@@ -56,7 +58,7 @@ def make_writer(db):
     writers = []
 
     def make(**kw) -> SqlWriter:
-        w = SqlWriter(db[0], db[1], reactor, **kw)
+        w = SqlWriter(NormalizedStore(db[0], db[1]), reactor, **kw)
         writers.append(w)
         return w
 
@@ -165,7 +167,7 @@ async def test_batches_by_size(db, make_writer):
 async def test_batches_by_time(db, make_writer):
     engine, s = db
     clock = task.Clock()
-    w = SqlWriter(engine, s, clock, batch_size=10_000, batch_interval=0.5)
+    w = SqlWriter(NormalizedStore(engine, s), clock, batch_size=10_000, batch_interval=0.5)
     try:
         # deferToThreadPool calls back through the clock's callFromThread: use
         # the real reactor for that part.
@@ -190,21 +192,59 @@ async def test_real_timer_with_small_interval(db, make_writer):
 
 
 @pytest_twisted.ensureDeferred
-async def test_database_error_fails_whole_batch_and_degrades(db, make_writer):
+async def test_unreachable_table_keeps_batch_unacked_and_retries_until_back(db, make_writer):
     engine, s = db
-    w = make_writer(batch_size=10_000, batch_interval=0.01)
-    s.samples.drop(engine)  # the database "loses" a table: every write fails
+    w = make_writer(batch_size=10_000, batch_interval=0.01, retry_initial=0.05, retry_max=0.1)
+    s.samples.drop(engine)  # SQLite: "no such table", an OperationalError, as an outage
     ds = [w.handle(perf(), delivery("p1")), w.handle(event(), delivery("e1"))]
-    results = await defer.DeferredList(ds, consumeErrors=True)
-    assert [r[0] for r in results] == [False, False]
-    assert count(engine, s.events) == 0  # rolled back with the batch
-    assert w.health()["degraded"] is True and w.counters["errors"] == 1
-    assert w.health()["last_error"]
-    # Restored: the retried messages commit and the writer recovers.
+    await _until(lambda: w.counters["outage_retries"] >= 3)
+    # Nothing acked and nothing half-written while the database fails.
+    assert not any(d.called for d in ds)
+    assert count(engine, s.events) == 0
+    assert w.health()["degraded"] is True and w.health()["last_error"]
+    assert w.health()["pending_messages"] == 2
     s.samples.create(engine)
-    await defer.gatherResults([w.handle(perf(), delivery("p1")), w.handle(event(), delivery("e1"))])
+    await defer.gatherResults(ds)
     assert w.health()["degraded"] is False
     assert count(engine, s.samples) == 50 and count(engine, s.events) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_during_an_outage_fails_the_waiting_messages(db, make_writer):
+    engine, s = db
+    w = make_writer(batch_size=10_000, batch_interval=0.01, retry_initial=0.05, retry_max=0.1)
+    s.events.drop(engine)
+    d = w.handle(event(), delivery("e1"))
+    await _until(lambda: w.counters["outage_retries"] >= 1)
+    await w.close()
+    with pytest.raises(RuntimeError, match="not written"):
+        await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_value_refused_by_database_rejects_only_that_message(db, make_writer):
+    engine, s = db
+    w = make_writer(batch_size=10_000, batch_interval=0.01)
+    # A rule only the database knows (a trigger) refuses one row.
+    with engine.begin() as c:
+        c.exec_driver_sql(f"CREATE TRIGGER {s.prefix}refuse BEFORE INSERT ON {s.events.name} "
+                          "WHEN NEW.name = 'bad' BEGIN SELECT RAISE(ABORT, 'bad name'); END")
+    bad = msgspec.structs.replace(event(), name="bad")
+    ds = [w.handle(perf(), delivery("p1")), w.handle(bad, delivery("e-bad")),
+          w.handle(event(), delivery("e-good"))]
+    results = await defer.DeferredList(ds, consumeErrors=True)
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].check(RejectedMessage)
+    assert "refused" in results[1][1].getErrorMessage()
+    assert count(engine, s.samples) == 50 and count(engine, s.events) == 1
+
+
+async def _until(cond, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not met in time")
 
 
 @pytest_twisted.ensureDeferred
