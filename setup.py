@@ -8,6 +8,6 @@ Metadata lives in pyproject.toml. The twistd plugins are installed as the
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["connector", "connector.*", "connector_*"])
+    packages=find_packages(include=["connector", "connector.*", "connector_*", "connector_*.*"])
     + ["twisted.plugins"],
 )

@@ -123,8 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     poll = with_config(sub.add_parser("poll", help="poll one inventory device once, print it"))
     poll.add_argument("host", help="the device's inventory name")
     poll.add_argument("--json", action="store_true", help="machine-readable output")
+    db = with_config(sub.add_parser("db", help="the SQL schema: upgrade, current, check"))
+    db.add_argument("action", choices=("upgrade", "current", "check"),
+                    help="upgrade: create or upgrade the tables; current: print the "
+                         "revision; check: exit 1 unless the schema is up to date")
+    query = with_config(sub.add_parser("query", help="stored samples, events or alarms"))
+    from connector_db.cli import add_query_arguments
+
+    add_query_arguments(query)
+    demo = sub.add_parser("demo", help="a simulated fleet, every connector, SQLite, embedded bus")
+    from connector.demo import add_demo_arguments
+
+    add_demo_arguments(demo)
     args = parser.parse_args(argv)
 
+    if args.command == "demo":
+        from connector.demo import demo_command
+
+        return demo_command(args)
     settings = _load(args.config)
     if args.command in ("bus-config", "status"):
         _require_amqp(settings)
@@ -134,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         from connector_snmp.cli import poll_command
 
         return _run("poll", poll_command, settings, args.host, args.json)
+    if args.command == "db":
+        from connector_db.migrate import db_command
+
+        return db_command(settings, args.action)
+    if args.command == "query":
+        from connector_db.cli import query_command
+
+        return query_command(settings, args)
     return 2
 
 
