@@ -24,6 +24,7 @@ from connector.status import StatusService
 CONNECTORS: dict[str, str] = {
     "snmp": "connector_snmp.service:build",
     "traps": "connector_traps.service:build",
+    "db": "connector_db.service:build",
 }
 
 

@@ -1,5 +1,10 @@
-"""centaure-db: the SQL writer connector (SQLAlchemy; SQLite, MySQL/MariaDB, PostgreSQL).
+"""The SQL writer connector (centaure-db): bus messages stored with SQLAlchemy."""
 
-``schema`` defines the normalized tables, ``writer`` stores bus messages in
-idempotent batches. The twistd plugin and settings come in a follow-up.
-"""
+from connector.service import Options, makeService as _make
+
+__all__ = ["Options", "makeService"]
+
+
+def makeService(options):
+    """The SQL writer alone in its process (``twistd centaure-db``)."""
+    return _make(options, ["db"], "db")

@@ -43,7 +43,7 @@ from zope.interface import implementer
 from connector.consumer import RejectedMessage
 from connector.interfaces import IMessageHandler, IStore
 
-__all__ = ["SqlWriter", "is_outage"]
+__all__ = ["SqlWriter", "error_summary", "is_outage"]
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -256,7 +256,7 @@ class SqlWriter:
         self.counters["errors"] += 1
         self._retries += 1
         self.degraded = True
-        self.last_error = _short(exc)
+        self.last_error = error_summary(exc)
         if self._closed:
             self._abandon(exc)
             return
@@ -276,7 +276,7 @@ class SqlWriter:
         items = (self._batch or []) + self._pending
         self._batch, self._pending, self._pending_rows = None, [], 0
         for item in items:
-            item.deferred.errback(Failure(RuntimeError(f"not written: {_short(exc)}")))
+            item.deferred.errback(Failure(RuntimeError(f"not written: {error_summary(exc)}")))
         self._wake_idle()
 
     def _next(self) -> None:
@@ -315,7 +315,7 @@ class SqlWriter:
                     return _outage_outcome(exc)
                 if not _is_bad_data(exc):
                     raise
-                outcome.rejected[i] = _short(exc)
+                outcome.rejected[i] = error_summary(exc)
         return outcome
 
 
@@ -325,8 +325,8 @@ def _outage_outcome(exc: BaseException) -> _Outcome:
     return out
 
 
-def _short(exc: BaseException) -> str:
-    """An error's first line, without SQLAlchemy's statement and parameters."""
+def error_summary(exc: BaseException) -> str:
+    """An error's first line, without SQLAlchemy's statement and parameters (no data leaks)."""
     if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
         exc = exc.orig
     return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

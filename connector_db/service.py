@@ -1,0 +1,177 @@
+"""The ``centaure-db`` connector: the bus's messages, stored in SQL.
+
+Start-up: the schema is made ready (created or upgraded by the Alembic
+migrations with ``[db] migrate = auto``, only checked with ``check``) on a
+thread, retried with backoff while the database is unreachable or out of
+date; only then does the connector subscribe to its queue
+(``<prefix>.db``), so nothing is taken from the bus before it can be
+written. Messages go to a :class:`~connector_db.writer.SqlWriter` over the
+configured layout's store.
+
+While the database is down, the writer keeps its batch and retries it; no
+message is acked, the broker's prefetch window fills and everything else
+waits in the queue. ``/health`` says ``degraded`` (HTTP 503) meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from connector.settings import mask_url
+from connector.topology import connector_queue
+
+from .schema import make_schema
+from .store import NormalizedStore
+from .writer import SqlWriter, error_summary, is_outage
+
+__all__ = ["CONNECTOR", "DbService", "build", "make_engine"]
+
+CONNECTOR = "db"
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``url`` that survives server restarts.
+
+    ``pool_pre_ping`` replaces connections the server dropped (a restart)
+    before they are used. SQLite gets WAL and a busy timeout so readers
+    (``centaure query``, the demo's view) never block the writer for long.
+    """
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+    return engine
+
+
+def _device_ids(settings) -> dict[str, str]:
+    """Inventory host name -> device id, for the per-device layout's table names."""
+    from connector_snmp.inventory import load_inventory
+
+    root = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    try:
+        inventory = load_inventory(settings.section("inventory"), root)
+    except FileNotFoundError:
+        return {}
+    return {d.name: d.id or d.name for d in inventory}
+
+
+class DbService(service.Service):
+    """Makes the schema ready, then subscribes the writer to the ``db`` queue."""
+
+    log = Logger()
+
+    def __init__(self, runtime, engine: sa.Engine, store_factory) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.db = self.settings.section("db")
+        self.engine = engine
+        self.store_factory = store_factory
+        self.counters = runtime.counters(CONNECTOR)
+        self.writer: SqlWriter | None = None
+        self.schema_state = "waiting"
+        self.schema_error: str | None = None
+        self._starting: defer.Deferred | None = None
+        self._stopping = False
+        runtime.health_checks[CONNECTOR] = self.health
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = defer.ensureDeferred(self._start())
+        self._starting.addErrback(
+            lambda f: None if self._stopping else self.log.failure("centaure-db start failed", f))
+
+    async def _start(self) -> None:
+        revision = await self._schema_ready()
+        if revision is None:
+            return  # stopped while waiting
+        self.schema_state, self.schema_error = "ready", None
+        self.log.info("database {url} ready (schema {rev}, layout {layout})",
+                      url=mask_url(self.settings.database.url.reveal()), rev=revision,
+                      layout=self.db.layout)
+        store = await threads.deferToThread(self.store_factory)
+        self.writer = SqlWriter(store, self.runtime.reactor, batch_size=self.db.batch_size,
+                                batch_interval=self.db.batch_interval,
+                                retry_initial=self.db.retry_initial,
+                                retry_max=self.db.retry_max,
+                                name=self.db.table_prefix or CONNECTOR)
+        if self._stopping:
+            return
+        queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
+                                self.settings.bus.queue_type)
+        self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self.writer)
+
+    async def _schema_ready(self) -> str | None:
+        """Create/upgrade or check the schema; wait out outages. The revision."""
+        from . import migrate
+
+        prefix = self.db.table_prefix
+        attempt = 0
+        while not self._stopping:
+            try:
+                if self.db.migrate == "auto":
+                    return await threads.deferToThread(migrate.upgrade, self.engine, prefix)
+                await threads.deferToThread(migrate.check, self.engine, prefix)
+                return migrate.head()
+            except Exception as exc:
+                if not (is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate)):
+                    raise
+                attempt += 1
+                self.schema_state, self.schema_error = "waiting", error_summary(exc)
+                delay = min(self.db.retry_initial * 2 ** (attempt - 1), self.db.retry_max)
+                delay *= random.uniform(0.8, 1.0)
+                self.log.warn("database schema not ready ({error}); retry in {delay:.1f}s",
+                              error=self.schema_error, delay=delay)
+                await task.deferLater(self.runtime.reactor, delay, lambda: None)
+        return None
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self._stopping = True
+        super().stopService()
+        if self.writer is not None:
+            yield self.writer.close()
+        yield threads.deferToThread(self.engine.dispose)
+
+    def health(self) -> dict:
+        """Schema state and the writer's health, for /health and heartbeats."""
+        body = {"schema": self.schema_state, "layout": self.db.layout}
+        if self.writer is not None:
+            body.update(self.writer.health())
+        else:
+            body["degraded"] = True
+            body["last_error"] = self.schema_error
+        return body
+
+
+def build(runtime) -> DbService:
+    """The SQL writer of ``runtime``'s process (no I/O here: it starts in startService)."""
+    settings = runtime.settings
+    db = settings.section("db")
+    url = settings.database.url.reveal()
+    try:
+        engine = make_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+        raise ValueError(f"[database] url {mask_url(url)}: {e}") from None
+    schema = make_schema(db.table_prefix)
+
+    def store_factory():
+        normalized = NormalizedStore(engine, schema)
+        if db.layout == "normalized":
+            return normalized
+        from .per_device import PerDeviceStore
+
+        return PerDeviceStore.from_settings(engine, db, _device_ids(settings), normalized)
+
+    return DbService(runtime, engine, store_factory)
+
