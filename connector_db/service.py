@@ -104,7 +104,8 @@ class DbService(service.Service):
                                 batch_interval=self.db.batch_interval,
                                 retry_initial=self.db.retry_initial,
                                 retry_max=self.db.retry_max,
-                                name=self.db.table_prefix or CONNECTOR)
+                                name=self.db.table_prefix or CONNECTOR,
+                                counters=self.counters)
         if self._stopping:
             return
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,

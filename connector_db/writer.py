@@ -42,8 +42,11 @@ from zope.interface import implementer
 
 from connector.consumer import RejectedMessage
 from connector.interfaces import IMessageHandler, IStore
+from connector.metrics import Counters
 
 __all__ = ["SqlWriter", "error_summary", "is_outage"]
+
+_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -63,12 +66,13 @@ def _is_bad_data(exc: BaseException) -> bool:
 class _Item:
     """One message waiting for its batch."""
 
-    __slots__ = ("deferred", "prepared", "nrows")
+    __slots__ = ("deferred", "prepared", "nrows", "ts")
 
-    def __init__(self, prepared) -> None:
+    def __init__(self, prepared, ts: float) -> None:
         self.deferred: defer.Deferred = defer.Deferred()
         self.prepared = prepared
         self.nrows: int = prepared.nrows
+        self.ts = ts
 
 
 class _Outcome:
@@ -91,7 +95,8 @@ class SqlWriter:
 
     def __init__(self, store: IStore, reactor, batch_size: int = 5000,
                  batch_interval: float = 0.2, retry_initial: float = 1.0,
-                 retry_max: float = 30.0, name: str = "main") -> None:
+                 retry_max: float = 30.0, name: str = "main",
+                 counters: Counters | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.store = store
@@ -102,10 +107,9 @@ class SqlWriter:
         self.retry_max = retry_max
         self.degraded = False
         self.last_error: str | None = None
-        self.counters: dict[str, float] = {
-            "messages": 0, "rejected": 0, "batches": 0, "batch_seconds": 0.0,
-            "errors": 0, "outage_retries": 0,
-        }
+        self.counters = counters if counters is not None else Counters(name)
+        # From the message's own timestamp (the poll, the trap) to its commit.
+        self.lag = self.counters.histogram("store_lag_seconds", _LAG_BUCKETS)
         self.rows_written: dict[str, int] = {}
         self._pending: list[_Item] = []
         self._pending_rows = 0
@@ -128,12 +132,12 @@ class SqlWriter:
         try:
             prepared = self.store.prepare(message, delivery)
         except RejectedMessage as exc:
-            self.counters["rejected"] += 1
+            self.counters.inc("rejected")
             return defer.fail(exc)
-        self.counters["messages"] += 1
+        self.counters.inc("messages")
         if prepared is None:  # a type this store keeps nothing of
             return defer.succeed(None)
-        item = _Item(prepared)
+        item = _Item(prepared, message.ts)
         self._pending.append(item)
         self._pending_rows += item.nrows
         if self._pending_rows >= self.batch_size:
@@ -150,7 +154,9 @@ class SqlWriter:
             "pending_messages": len(self._pending) + len(self._batch or ()),
             "pending_rows": self._pending_rows,
             "rows_written": dict(self.rows_written),
-            **self.counters,
+            "store_lag_p50": self.lag.quantile(0.5),
+            "store_lag_p99": self.lag.quantile(0.99),
+            **self.counters.snapshot(),
             **self.store.health(),
         }
 
@@ -216,7 +222,7 @@ class SqlWriter:
         d.addBoth(self._batch_done, batch, started)
 
     def _batch_done(self, result, batch: list[_Item], started: float) -> None:
-        self.counters["batch_seconds"] += time.monotonic() - started
+        self.counters.inc("batch_seconds", time.monotonic() - started)
         if isinstance(result, Failure):
             self._batch_failed(result, batch)
         elif result.outage is not None:
@@ -229,7 +235,7 @@ class SqlWriter:
         return None
 
     def _committed(self, outcome: _Outcome, batch: list[_Item]) -> None:
-        self.counters["batches"] += 1
+        self.counters.inc("batches", 1)
         if self.degraded:
             self.log.info("database writable again after {n} retries", n=self._retries)
         self.degraded = False
@@ -237,23 +243,26 @@ class SqlWriter:
         self._retries = 0
         for table, n in outcome.written.items():
             self.rows_written[table] = self.rows_written.get(table, 0) + n
+            self.counters.inc("rows_written", n)
+        now = time.time()
         for i, item in enumerate(batch):
             reason = outcome.rejected.get(i)
             if reason is None:
+                self.lag.observe(now - item.ts)
                 item.deferred.callback(None)
             else:
-                self.counters["rejected"] += 1
+                self.counters.inc("rejected", 1)
                 item.deferred.errback(RejectedMessage(f"the database refused it: {reason}"))
 
     def _batch_failed(self, failure: Failure, batch: list[_Item]) -> None:
-        self.counters["errors"] += 1
+        self.counters.inc("errors", 1)
         self.last_error = failure.getErrorMessage()
         self.log.failure("SQL batch of {n} messages failed; none acked", failure, n=len(batch))
         for item in batch:
             item.deferred.errback(failure)
 
     def _outage(self, exc: BaseException, batch: list[_Item]) -> None:
-        self.counters["errors"] += 1
+        self.counters.inc("errors", 1)
         self._retries += 1
         self.degraded = True
         self.last_error = error_summary(exc)
@@ -265,7 +274,7 @@ class SqlWriter:
         self.log.warn("database unavailable ({error}); {n} messages kept unacked, "
                       "retry {retry} in {delay:.1f}s", error=self.last_error, n=len(batch),
                       retry=self._retries, delay=delay)
-        self.counters["outage_retries"] += 1
+        self.counters.inc("outage_retries", 1)
         self._retry_call = self.reactor.callLater(delay, self._write, batch)
 
     def _abandon(self, exc: BaseException) -> None:
