@@ -258,9 +258,11 @@ def test_starts_while_the_database_is_down_and_catches_up(run_daemon, prefix, tm
         declare_queues(prefix)
         publish(prefix, [(f"p{i}", perf(i)) for i in range(50)])
         daemon = run_daemon(server.url, "c_")
-        body = daemon.wait_health(503, schema="waiting")
-        assert body["connectors"]["db"]["last_error"]
-        time.sleep(1)
+        daemon.wait_health(503, schema="waiting")
+        time.sleep(1.5)  # several attempts, each refused
+        code, body = daemon.health()
+        assert code == 503 and body["connectors"]["db"]["schema"] == "waiting"
+        assert "Can't connect" in body["connectors"]["db"]["last_error"]
         assert queue_depth(f"{prefix}.db") == 50  # nothing taken before it can be written
         server.start()
         daemon.wait_health(200, schema="ready")
