@@ -19,8 +19,12 @@ Choices:
   two's-complement signed 64-bit INTEGER on SQLite (exact, mapped back on
   read; only ordering by ref differs above 2**63 on SQLite).
 
-The schema is created with :func:`create_all` for now; Alembic migrations
-(creation and upgrades at start-up or by a command) are a follow-up.
+In production the schema is created and upgraded by the Alembic migrations
+of :mod:`connector_db.migrations`, through :func:`connector_db.migrate.upgrade`
+(at start-up, ``[db] migrate = auto``) or ``centaure db upgrade``; a change
+here needs a new revision there (the migration tests compare the migrated
+database with :func:`make_schema`). :func:`create_all` and :func:`drop_all`
+are for tests.
 """
 
 from __future__ import annotations
@@ -238,7 +242,11 @@ def make_schema(prefix: str = "") -> Schema:
 
 
 def create_all(engine: sa.Engine, schema: Schema) -> None:
-    """Create the missing tables (idempotent). Alembic replaces this later."""
+    """Create the missing tables (idempotent), for tests.
+
+    Production databases are created by the migrations
+    (:func:`connector_db.migrate.upgrade`), which also record their revision.
+    """
     schema.metadata.create_all(engine)
 
 
