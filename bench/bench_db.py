@@ -196,7 +196,7 @@ def watch_rows(daemon: DbDaemon, total: int, timeout: float, rss: list[int] | No
     last_print = 0.0
     while True:
         db = daemon.db()
-        rows = sum(v for k, v in db.get("rows_written", {}).items() if k.endswith("samples"))
+        rows = sum(v for k, v in db.get("rows_by_table", {}).items() if k.endswith("samples"))
         now = time.monotonic()
         seen.append((now, rows))
         if rss is not None:

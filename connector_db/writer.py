@@ -153,7 +153,7 @@ class SqlWriter:
             "last_error": self.last_error,
             "pending_messages": len(self._pending) + len(self._batch or ()),
             "pending_rows": self._pending_rows,
-            "rows_written": dict(self.rows_written),
+            "rows_by_table": dict(self.rows_written),
             "store_lag_p50": self.lag.quantile(0.5),
             "store_lag_p99": self.lag.quantile(0.99),
             **self.counters.snapshot(),
