@@ -46,7 +46,8 @@ from connector.metrics import Counters
 
 __all__ = ["SqlWriter", "error_summary", "is_outage"]
 
-_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+                5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 def is_outage(exc: BaseException) -> bool:
