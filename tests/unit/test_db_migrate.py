@@ -123,7 +123,7 @@ class Statements:
     def writes(self) -> list[str]:
         """Everything that is not a read (DDL, DML, locks)."""
         return [s for s in self.seen
-                if not s.upper().startswith(("SELECT", "PRAGMA", "SHOW", "WITH"))]
+                if not s.upper().startswith(("SELECT", "PRAGMA", "SHOW", "DESCRIBE", "WITH"))]
 
 
 @pytest.fixture
