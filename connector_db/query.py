@@ -1,0 +1,450 @@
+"""Reading back what the SQL writer stored: samples, devices, events, alarms.
+
+The Python API behind ``centaure query``, the demo's live view and the
+alerter's backfill. Pure SQLAlchemy Core over the normalized layout of
+:mod:`connector_db.schema`; every value is a bound parameter.
+
+**Blocking**: each function opens a connection from ``engine`` and runs its
+SQL on the calling thread. Twisted code must never call them on the reactor
+thread: use ``twisted.internet.threads.deferToThread`` (or a thread pool of
+its own), e.g. ``await threads.deferToThread(latest_samples, engine, schema)``.
+
+Times are UNIX seconds (floats) in and out; the tables keep milliseconds, so
+a time is rounded to the millisecond before it is compared. Time ranges are
+inclusive at both ends. Rows are frozen dataclasses.
+
+Problems the caller can fix (a host or metric that is not in the database, a
+bad argument, tables that were never created) raise :class:`QueryError`, a
+``ValueError`` whose ``str()`` is one line for an operator. A database that
+cannot be reached raises SQLAlchemy's own errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from connector.settings import mask_url
+
+from .schema import Schema
+
+__all__ = [
+    "QueryError",
+    "SampleRow",
+    "DeviceRow",
+    "EventRow",
+    "AlarmRow",
+    "samples",
+    "latest_samples",
+    "devices",
+    "events",
+    "alarms",
+]
+
+T = TypeVar("T")
+
+# How many names an error message lists, at most.
+_KNOWN_MAX = 10
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked; ``str()`` says why, in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRow:
+    """One stored sample: ``value`` is a float, a text, or None (no value polled)."""
+
+    host: str
+    metric: str
+    kind: str
+    unit: str | None
+    index: str
+    ts: float
+    value: float | str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRow:
+    """A device that has samples; ``last_ts`` is its newest sample's time (None: none kept)."""
+
+    name: str
+    address: str | None
+    device_type: str | None
+    last_ts: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRow:
+    """A stored trap or inform; ``varbinds`` are dicts (oid, name, type, value)."""
+
+    ts: float
+    host: str
+    address: str
+    name: str
+    severity: str
+    action: str
+    message: str
+    trap_oid: str
+    # Dicts are not hashable: leave them out of the row's hash (not of ==).
+    varbinds: tuple[dict[str, Any], ...] = dataclasses.field(hash=False)
+    snmp_version: str = ""
+    alarm: str | None = None
+    key: str = ""
+    unknown_sender: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AlarmRow:
+    """The current state of one alarm (times in UNIX seconds)."""
+
+    ref: int
+    host: str
+    name: str
+    severity: str
+    state: str
+    message: str
+    first_seen: float
+    last_seen: float
+    cleared_at: float | None
+    count: int
+    origin: str
+    acked_by: str | None
+    flapping: bool
+    cause_ref: int | None = None
+
+
+# --- public queries -------------------------------------------------------------------
+
+
+def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = None,
+            index: str | None = None, start: float | None = None, end: float | None = None,
+            limit: int = 100, order: str = "desc") -> list[SampleRow]:
+    """Samples of ``host`` (optionally one metric, one index, a time range).
+
+    ``order="desc"`` gives the newest first, and ``limit`` keeps the first
+    rows in that order (so ``asc`` with a limit gives the oldest ones).
+    QueryError for an unknown host, or a metric this host never had.
+    """
+    _check_limit(limit)
+    _check_order(order)
+    start_ms, end_ms = _range(start, end)
+    s, m = schema.samples, schema.metrics
+    index = None if index is None else str(index)
+
+    def run(conn: sa.Connection) -> list[SampleRow]:
+        device_id = _device_id(conn, schema, host)
+        metric_ids: list[int] | None = None
+        if metric is not None:
+            # One name may exist under several kinds (the unique key is name + kind).
+            metric_ids = list(conn.execute(
+                sa.select(m.c.id).where(m.c.name == metric)).scalars())
+            if not metric_ids:
+                _unknown_metric(conn, schema, host, device_id, metric)
+        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, s.c.idx, s.c.ts, s.c.value_num,
+                          s.c.value_text)
+                .join_from(s, m, m.c.id == s.c.metric_id)
+                .where(s.c.device_id == device_id))
+        if metric_ids is not None:
+            stmt = stmt.where(s.c.metric_id.in_(metric_ids))
+        if index is not None:
+            stmt = stmt.where(s.c.idx == index)
+        stmt = _where_range(stmt, s.c.ts, start_ms, end_ms)
+        ts_order = s.c.ts.desc() if order == "desc" else s.c.ts.asc()
+        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, s.c.idx).limit(limit)
+        rows = [SampleRow(host, name, kind, unit, idx, ts / 1000.0, _value(num, text))
+                for name, kind, unit, idx, ts, num, text in conn.execute(stmt)]
+        if not rows and metric_ids is not None:
+            # Nothing in range: tell a metric the host never had from a quiet one.
+            # An index seek on the primary key (device_id, metric_id, ...).
+            had = conn.execute(sa.select(s.c.ts).where(
+                s.c.device_id == device_id, s.c.metric_id.in_(metric_ids)).limit(1)).first()
+            if had is None:
+                _unknown_metric(conn, schema, host, device_id, metric)
+        return rows
+
+    return _read(engine, schema, (schema.devices, s, m), run)
+
+
+def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
+                   metrics: Iterable[str] | str | None = None,
+                   limit: int = 1000) -> list[SampleRow]:
+    """The newest sample of each (host, metric, index), for a live view.
+
+    ``host`` None: every device (an unknown host is a QueryError).
+    ``metrics``: names to keep (None: all); a name never stored simply gives
+    no rows, so a view may ask for metrics not polled yet. Rows are sorted by
+    host, metric, index; ``limit`` caps them.
+
+    GROUP BY the primary key's prefix with MAX(ts), joined back to the
+    samples: MariaDB/MySQL answer it with a loose index scan; SQLite and
+    PostgreSQL read the (covering) primary-key index once.
+    """
+    _check_limit(limit)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    names = None if metrics is None else sorted(set(metrics))
+    if names == []:
+        return []
+    s, d, m = schema.samples, schema.devices, schema.metrics
+
+    def run(conn: sa.Connection) -> list[SampleRow]:
+        newest = sa.select(s.c.device_id, s.c.metric_id, s.c.idx,
+                           sa.func.max(s.c.ts).label("ts"))
+        if host is not None:
+            newest = newest.where(s.c.device_id == _device_id(conn, schema, host))
+        if names is not None:
+            newest = newest.where(s.c.metric_id.in_(
+                sa.select(m.c.id).where(m.c.name.in_(names))))
+        newest = newest.group_by(s.c.device_id, s.c.metric_id, s.c.idx).subquery("newest")
+        stmt = (sa.select(d.c.name, m.c.name, m.c.kind, m.c.unit, s.c.idx, s.c.ts,
+                          s.c.value_num, s.c.value_text)
+                .select_from(newest)
+                .join(s, sa.and_(s.c.device_id == newest.c.device_id,
+                                 s.c.metric_id == newest.c.metric_id,
+                                 s.c.idx == newest.c.idx, s.c.ts == newest.c.ts))
+                .join(d, d.c.id == s.c.device_id)
+                .join(m, m.c.id == s.c.metric_id)
+                .order_by(d.c.name, m.c.name, m.c.kind, s.c.idx)
+                .limit(limit))
+        return [SampleRow(h, name, kind, unit, idx, ts / 1000.0, _value(num, text))
+                for h, name, kind, unit, idx, ts, num, text in conn.execute(stmt)]
+
+    return _read(engine, schema, (d, s, m), run)
+
+
+def devices(engine: sa.Engine, schema: Schema) -> list[DeviceRow]:
+    """Every device that was polled, by name, with the time of its newest sample.
+
+    No sample count: counting is a scan of the samples; the newest time is one
+    seek per device on the (device_id, ts) index.
+    """
+    s, d = schema.samples, schema.devices
+
+    def run(conn: sa.Connection) -> list[DeviceRow]:
+        last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
+                .scalar_subquery())
+        stmt = sa.select(d.c.name, d.c.address, d.c.device_type, last).order_by(d.c.name)
+        return [DeviceRow(name, address, device_type, None if ts is None else ts / 1000.0)
+                for name, address, device_type, ts in conn.execute(stmt)]
+
+    return _read(engine, schema, (d, s), run)
+
+
+def events(engine: sa.Engine, schema: Schema, host: str | None = None,
+           start: float | None = None, end: float | None = None, limit: int = 100,
+           order: str = "desc") -> list[EventRow]:
+    """Stored traps and informs (optionally of one host, in a time range).
+
+    ``host`` is the event's host (a device name, or the address of an unknown
+    sender); a name found nowhere in the database is a QueryError.
+    """
+    _check_limit(limit)
+    _check_order(order)
+    start_ms, end_ms = _range(start, end)
+    e = schema.events
+
+    def run(conn: sa.Connection) -> list[EventRow]:
+        stmt = sa.select(e)
+        if host is not None:
+            stmt = stmt.where(e.c.host == host)
+        stmt = _where_range(stmt, e.c.ts, start_ms, end_ms)
+        if order == "desc":
+            stmt = stmt.order_by(e.c.ts.desc(), e.c.id.desc())
+        else:
+            stmt = stmt.order_by(e.c.ts.asc(), e.c.id.asc())
+        # Mappings, not rows: a Row is a tuple, whose count/index would shadow columns.
+        rows = [EventRow(ts=r["ts"] / 1000.0, host=r["host"], address=r["address"],
+                         name=r["name"], severity=r["severity"], action=r["action"],
+                         message=r["message"], trap_oid=r["trap_oid"],
+                         varbinds=_varbinds(r["varbinds"]), snmp_version=r["snmp_version"],
+                         alarm=r["alarm"], key=r["key"],
+                         unknown_sender=bool(r["unknown_sender"]))
+                for r in conn.execute(stmt.limit(limit)).mappings()]
+        if not rows and host is not None:
+            _check_host_known(conn, schema, host)
+        return rows
+
+    return _read(engine, schema, (e,), run)
+
+
+def alarms(engine: sa.Engine, schema: Schema, host: str | None = None, active: bool = False,
+           limit: int = 100) -> list[AlarmRow]:
+    """The current state of alarms, the most recently seen first.
+
+    ``active`` keeps those not cleared (raised or updated). A ``host`` found
+    nowhere in the database is a QueryError.
+    """
+    _check_limit(limit)
+    a = schema.alarms
+
+    def run(conn: sa.Connection) -> list[AlarmRow]:
+        stmt = sa.select(a)
+        if host is not None:
+            stmt = stmt.where(a.c.host == host)
+        if active:
+            stmt = stmt.where(a.c.state != "cleared")
+        stmt = stmt.order_by(a.c.last_seen.desc(), a.c.ref.asc()).limit(limit)
+        rows = [AlarmRow(ref=r["ref"], host=r["host"], name=r["name"],
+                         severity=r["severity"], state=r["state"], message=r["message"],
+                         first_seen=r["first_seen"] / 1000.0,
+                         last_seen=r["last_seen"] / 1000.0,
+                         cleared_at=None if r["cleared_at"] is None
+                         else r["cleared_at"] / 1000.0,
+                         count=r["count"], origin=r["origin"], acked_by=r["acked_by"],
+                         flapping=bool(r["flapping"]), cause_ref=r["cause_ref"])
+                for r in conn.execute(stmt).mappings()]
+        if not rows and host is not None:
+            _check_host_known(conn, schema, host)
+        return rows
+
+    return _read(engine, schema, (a,), run)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _iso(seconds: float) -> str:
+    """``seconds`` as ISO 8601 UTC with milliseconds: ``2026-11-23T10:00:00.125Z``."""
+    # Through whole milliseconds: what the tables hold, with no float noise.
+    ms = int(round(seconds * 1000.0))
+    whole = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+    return f"{whole:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def _value(num: float | None, text: str | None) -> float | str | None:
+    return num if num is not None else text
+
+
+def _varbinds(text: str) -> tuple[dict[str, Any], ...]:
+    decoded = json.loads(text) if text else []
+    return tuple(decoded)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueryError(f"limit must be a whole number of at least 1, not {limit!r}")
+
+
+def _check_order(order: str) -> None:
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order must be 'asc' (oldest first) or 'desc' (newest first), "
+                         f"not {order!r}")
+
+
+def _range(start: float | None, end: float | None) -> tuple[int | None, int | None]:
+    """The range in milliseconds, checked: finite, start not after end."""
+    out = []
+    for what, value in (("start", start), ("end", end)):
+        if value is None:
+            out.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise QueryError(f"{what} must be a finite number of UNIX seconds, not {value!r}")
+        # Rounded as the store rounds a message's ts: an exact bound matches.
+        out.append(int(round(value * 1000.0)))
+    if out[0] is not None and out[1] is not None and out[0] > out[1]:
+        raise QueryError(f"the start of the time range ({_iso(start)}) is after its end "
+                         f"({_iso(end)})")
+    return out[0], out[1]
+
+
+def _where_range(stmt: sa.Select, col: sa.ColumnElement, start_ms: int | None,
+                 end_ms: int | None) -> sa.Select:
+    if start_ms is not None:
+        stmt = stmt.where(col >= start_ms)
+    if end_ms is not None:
+        stmt = stmt.where(col <= end_ms)
+    return stmt
+
+
+def _names_text(names: list[str], what: str) -> str:
+    """Up to _KNOWN_MAX names, and how many there are when that is not all."""
+    shown = ", ".join(names[:_KNOWN_MAX])
+    if len(names) > _KNOWN_MAX:
+        shown += f", ... ({len(names)} {what} in all)"
+    return shown
+
+
+def _suggest(wanted: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_host(host: str, names: list[str]) -> QueryError:
+    names = sorted(set(names))
+    if not names:
+        return QueryError(f"no device named {host!r} in the database; it has no devices yet")
+    return QueryError(f"no device named {host!r} in the database{_suggest(host, names)}; "
+                      f"known: {_names_text(names, 'devices')}")
+
+
+def _device_id(conn: sa.Connection, schema: Schema, host: str) -> int:
+    d = schema.devices
+    found = conn.execute(sa.select(d.c.id).where(d.c.name == host)).scalar()
+    if found is None:
+        raise _unknown_host(host, list(conn.execute(sa.select(d.c.name)).scalars()))
+    return found
+
+
+def _check_host_known(conn: sa.Connection, schema: Schema, host: str) -> None:
+    """QueryError unless ``host`` is a device, or has events or alarms.
+
+    Only called for an empty result: three index seeks, then (only for a
+    name found nowhere) the names to suggest.
+    """
+    d, e, a = schema.devices, schema.events, schema.alarms
+    for col in (d.c.name, e.c.host, a.c.host):
+        if conn.execute(sa.select(sa.literal(1)).where(col == host).limit(1)).first():
+            return
+    names: list[str] = []
+    for col in (d.c.name, e.c.host, a.c.host):
+        names.extend(conn.execute(sa.select(col).distinct()).scalars())
+    raise _unknown_host(host, names)
+
+
+def _unknown_metric(conn: sa.Connection, schema: Schema, host: str, device_id: int,
+                    metric: str) -> None:
+    """Raise the QueryError for a metric ``host`` never had, with close names."""
+    s, m = schema.samples, schema.metrics
+    # One primary-key seek per known metric, not a scan of the host's samples.
+    has = sa.exists().where(s.c.device_id == device_id, s.c.metric_id == m.c.id)
+    names = sorted(set(conn.execute(sa.select(m.c.name).where(has)).scalars()))
+    if not names:
+        raise QueryError(f"device {host!r} has no metric {metric!r}: it has no samples")
+    raise QueryError(f"device {host!r} has no metric {metric!r}{_suggest(metric, names)}; "
+                     f"its metrics: {_names_text(names, 'metrics')}")
+
+
+def _read(engine: sa.Engine, schema: Schema, tables: Iterable[sa.Table],
+          run: Callable[[sa.Connection], T]) -> T:
+    """``run`` on a connection; a failure due to missing tables becomes a QueryError."""
+    try:
+        with engine.connect() as conn:
+            return run(conn)
+    except sa.exc.DBAPIError:
+        # Checked only after a failure: no extra round trip on the happy path.
+        if _tables_missing(engine, tables):
+            raise QueryError(
+                f"no Centaure tables with prefix {schema.prefix!r} in "
+                f"{mask_url(engine.url.render_as_string(hide_password=True))}: run "
+                "'centaure db upgrade -c settings.ini' or start centaure-db") from None
+        raise
+
+
+def _tables_missing(engine: sa.Engine, tables: Iterable[sa.Table]) -> bool:
+    try:
+        # A fresh connection: PostgreSQL refuses anything more in a failed transaction.
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return not all(inspector.has_table(t.name) for t in tables)
+    except sa.exc.SQLAlchemyError:
+        return False  # cannot tell (the server is gone): the original error stands
