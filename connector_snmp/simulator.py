@@ -363,6 +363,12 @@ def start_snmpsim(data_dir: str, port: int | None = None, tmp_dir: str | None = 
             last_error = str(e)
             sim._remove_work_dir = False
             sim.stop()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a signal turned into an
+            # exception): the responder runs in its own session and would
+            # outlive us.
+            sim.stop()
+            raise
     if remove:
         shutil.rmtree(work, ignore_errors=True)
     raise SimulatorError(last_error)
