@@ -3,6 +3,8 @@
 :class:`NormalizedStore` provides ``IStore`` for the tables of
 :mod:`connector_db.schema`. ``prepare`` runs on the reactor thread and does no
 I/O; ``write`` runs on the writer's thread, one transaction per batch.
+Another store can put these rows in its own transaction with ``write_in``
+(no commit) and ``after_commit`` (caches the new ids once committed).
 
 Idempotency (a replayed message writes no duplicate row):
 
@@ -245,45 +247,59 @@ class NormalizedStore:
 
     def write(self, items: list[_Prepared]) -> dict[str, int]:
         """One transaction for the whole batch; returns rows written per table."""
+        with self.engine.begin() as conn:
+            written, new_ids = self.write_in(conn, items)
+        self.after_commit(new_ids)
+        return written
+
+    def write_in(self, conn: sa.Connection, items: list[_Prepared]) -> tuple[dict[str, int], Any]:
+        """Write ``items`` in the caller's transaction on ``conn`` (no commit).
+
+        Returns (rows written per table, ids to cache): once the caller has
+        committed, it passes the second to :meth:`after_commit`; after a
+        rollback it drops it (the ids may not exist).
+        """
         s = self.schema
         written: dict[str, int] = {}
         new_devices: dict[str, int] = {}
         new_metrics: dict[tuple[str, str], int] = {}
-        with self.engine.begin() as conn:
-            perfs = [it.perf for it in items if it.perf is not None]
-            if perfs:
-                new_devices = self._ensure_devices(conn, perfs)
-                new_metrics = self._ensure_metrics(conn, perfs)
-                dev = {**self._device_ids, **new_devices}
-                met = {**self._metric_ids, **new_metrics}
-            rows: dict[str, list[dict]] = {}
-            for it in items:
-                if it.perf is not None:
-                    host, _, _, metrics = it.perf
-                    did = dev[host]
-                    out = rows.setdefault(s.samples.name, [])
-                    for (name, kind, _unit), sample in zip(metrics, it.rows[s.samples.name]):
-                        out.append({"device_id": did, "metric_id": met[(name, kind)], **sample})
-                else:
-                    for table, trows in it.rows.items():
-                        rows.setdefault(table, []).extend(trows)
-            alarm_rows = rows.pop(s.alarms.name, None)
-            for table, trows in rows.items():
-                res = conn.execute(self._statements[table], trows)
-                written[table] = written.get(table, 0) + _rowcount(res, len(trows))
-            if alarm_rows:
-                # One row per ref per statement (PostgreSQL refuses to update a
-                # row twice in one INSERT ... ON CONFLICT): keep the newest.
-                latest: dict[int, dict] = {}
-                for r in alarm_rows:
-                    if r["ref"] not in latest or r["ts"] >= latest[r["ref"]]["ts"]:
-                        latest[r["ref"]] = r
-                conn.execute(self._statements[s.alarms.name], list(latest.values()))
-                written[s.alarms.name] = written.get(s.alarms.name, 0) + len(latest)
-        # Committed: now the ids are safe to cache.
+        perfs = [it.perf for it in items if it.perf is not None]
+        if perfs:
+            new_devices = self._ensure_devices(conn, perfs)
+            new_metrics = self._ensure_metrics(conn, perfs)
+            dev = {**self._device_ids, **new_devices}
+            met = {**self._metric_ids, **new_metrics}
+        rows: dict[str, list[dict]] = {}
+        for it in items:
+            if it.perf is not None:
+                host, _, _, metrics = it.perf
+                did = dev[host]
+                out = rows.setdefault(s.samples.name, [])
+                for (name, kind, _unit), sample in zip(metrics, it.rows[s.samples.name]):
+                    out.append({"device_id": did, "metric_id": met[(name, kind)], **sample})
+            else:
+                for table, trows in it.rows.items():
+                    rows.setdefault(table, []).extend(trows)
+        alarm_rows = rows.pop(s.alarms.name, None)
+        for table, trows in rows.items():
+            res = conn.execute(self._statements[table], trows)
+            written[table] = written.get(table, 0) + _rowcount(res, len(trows))
+        if alarm_rows:
+            # One row per ref per statement (PostgreSQL refuses to update a
+            # row twice in one INSERT ... ON CONFLICT): keep the newest.
+            latest: dict[int, dict] = {}
+            for r in alarm_rows:
+                if r["ref"] not in latest or r["ts"] >= latest[r["ref"]]["ts"]:
+                    latest[r["ref"]] = r
+            conn.execute(self._statements[s.alarms.name], list(latest.values()))
+            written[s.alarms.name] = written.get(s.alarms.name, 0) + len(latest)
+        return written, (new_devices, new_metrics)
+
+    def after_commit(self, new_ids: Any) -> None:
+        """Cache the ids a committed :meth:`write_in` created (from its result)."""
+        new_devices, new_metrics = new_ids
         self._device_ids.update(new_devices)
         self._metric_ids.update(new_metrics)
-        return written
 
     def _ensure_devices(self, conn, perfs) -> dict[str, int]:
         t = self.schema.devices
