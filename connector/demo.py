@@ -782,7 +782,7 @@ def demo_command(args) -> int:
             trap_port = free_port(socket.SOCK_DGRAM)
             http_port = free_port(socket.SOCK_STREAM)
             write_config(files, sim.port, trap_port, http_port, args.interval)
-        except DemoError as e:
+        except (DemoError, SimulatorError) as e:   # SimulatorError: FleetNotFound
             return _fail(str(e))
 
         install_asyncio_reactor()
