@@ -1,11 +1,15 @@
-# The two commands of the README: `make run` (the main job) and `make test`.
-.PHONY: run test unit bench install services
+# The two commands of the README: `make demo` (the first one to run) and `make test`.
+# `make run` runs every connector on the example settings.ini.
+.PHONY: demo run test unit bench install services
 
 install:
 	@scripts/bootstrap.sh
 
 services:
 	@scripts/ensure-services.sh
+
+demo: install
+	.venv/bin/centaure demo
 
 run: install
 	.venv/bin/twistd -n --pidfile= centaure-all -c settings.ini
