@@ -28,12 +28,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-import sqlalchemy as sa
-
 from connector.settings import Duration, InvalidValue, ParseContext, mask_url
 
-from .query import AlarmRow, EventRow, QueryError, SampleRow, _iso
-from .schema import make_schema
+# SQLAlchemy and connector_db.query are imported by the functions that run the
+# query, not here: `centaure` calls add_query_arguments to build its parser for
+# every subcommand, and importing SQLAlchemy costs about 0.3 s.
 
 __all__ = ["add_query_arguments", "query_command"]
 
@@ -77,6 +76,10 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
 
 def query_command(settings: Any, args: argparse.Namespace) -> int:
     """Run ``centaure query``: 0 when the query ran (even with no rows), 1 on any error."""
+    import sqlalchemy as sa
+
+    from .query import QueryError
+
     url = settings.database.url.reveal()
     try:
         return _query(settings, args, url, sys.stdout)
@@ -114,16 +117,19 @@ class _Request:
 
 
 def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> int:
+    import sqlalchemy as sa
+
+    from . import query
+    from .schema import make_schema
+
     req = _request(args, time.time())
     db = settings.section("db")
     if req.what == "samples" and db.layout == "per_device":
-        raise QueryError(
+        raise _error(
             "[db] layout = per_device: samples are in one table per metric and device, "
             "which 'centaure query' does not read (use SQL tools on them); --events and "
             "--alarms still work")
     _check_sqlite_file(url)
-    from . import query
-
     schema = make_schema(db.table_prefix)
     engine = sa.create_engine(url)
     try:
@@ -145,26 +151,26 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
 def _request(args: argparse.Namespace, now: float) -> _Request:
     """Check the combination of options; QueryError says what is wrong."""
     if args.events and args.alarms:
-        raise QueryError("--events and --alarms cannot be combined: choose one")
+        raise _error("--events and --alarms cannot be combined: choose one")
     what = "events" if args.events else "alarms" if args.alarms else "samples"
     if args.active and what != "alarms":
-        raise QueryError("--active only applies to --alarms")
+        raise _error("--active only applies to --alarms")
     if what == "samples" and not args.host:
-        raise QueryError("a HOST is required for samples (or use --events or --alarms)")
+        raise _error("a HOST is required for samples (or use --events or --alarms)")
     if what != "samples" and (args.metric is not None or args.index is not None):
-        raise QueryError(f"METRIC and --index apply to samples, not to --{what}")
+        raise _error(f"METRIC and --index apply to samples, not to --{what}")
     if args.since is not None and (args.start is not None or args.end is not None):
-        raise QueryError("--since cannot be combined with --from/--to: give one or the other")
+        raise _error("--since cannot be combined with --from/--to: give one or the other")
     if what == "alarms":
         if args.since is not None or args.start is not None or args.end is not None:
-            raise QueryError("--since, --from and --to do not apply to --alarms "
+            raise _error("--since, --from and --to do not apply to --alarms "
                              "(they list the current state, the most recently seen first)")
         if args.order is not None:
-            raise QueryError("--order does not apply to --alarms (most recently seen first)")
+            raise _error("--order does not apply to --alarms (most recently seen first)")
     limit = _parse_limit(args.limit)
     order = "desc" if args.order is None else args.order
     if order not in ("asc", "desc"):
-        raise QueryError(f"--order {args.order!r}: expected asc (oldest first) or desc "
+        raise _error(f"--order {args.order!r}: expected asc (oldest first) or desc "
                          "(newest first)")
     start = end = None
     window = ""
@@ -172,7 +178,7 @@ def _request(args: argparse.Namespace, now: float) -> _Request:
         try:
             since = _SINCE.parse(args.since.strip(), ParseContext())
         except InvalidValue as exc:
-            raise QueryError(f"--since {args.since!r}: {exc}") from None
+            raise _error(f"--since {args.since!r}: {exc}") from None
         start = now - since
         window = f" in the last {args.since.strip()}"
     else:
@@ -182,7 +188,7 @@ def _request(args: argparse.Namespace, now: float) -> _Request:
             end = _parse_time("--to", args.end)
         if start is not None and end is not None:
             if start > end:
-                raise QueryError(f"--from {_iso(start)} is after --to {_iso(end)}")
+                raise _error(f"--from {_iso(start)} is after --to {_iso(end)}")
             window = f" from {_iso(start)} to {_iso(end)}"
         elif start is not None:
             window = f" since {_iso(start)}"
@@ -196,7 +202,7 @@ def _request(args: argparse.Namespace, now: float) -> _Request:
 def _parse_limit(raw: str) -> int:
     text = str(raw).strip()
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        raise QueryError(f"--limit {raw!r}: expected a whole number of at least 1")
+        raise _error(f"--limit {raw!r}: expected a whole number of at least 1")
     return int(text)
 
 
@@ -210,19 +216,21 @@ def _parse_time(option: str, raw: str) -> float:
             # Python 3.11 takes "Z", a space for "T", a date alone, offsets.
             dt = datetime.fromisoformat(text)
         except ValueError:
-            raise QueryError(
+            raise _error(
                 f"{option} {raw!r}: expected an ISO 8601 date-time such as "
                 "2026-11-23T10:00:00Z (UTC when it has no offset) or UNIX seconds") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
         value = dt.timestamp()
     if not math.isfinite(value):
-        raise QueryError(f"{option} {raw!r}: not a finite time")
+        raise _error(f"{option} {raw!r}: not a finite time")
     return value
 
 
 def _check_sqlite_file(url: str) -> None:
     """Refuse a SQLite file that does not exist: connecting would create an empty one."""
+    import sqlalchemy as sa
+
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -233,7 +241,7 @@ def _check_sqlite_file(url: str) -> None:
     if not path or path == ":memory:" or path.startswith("file:") or parsed.query.get("uri"):
         return
     if not os.path.exists(path):
-        raise QueryError(f"no SQLite database at {path} ([database] url = {_masked(url)}): "
+        raise _error(f"no SQLite database at {path} ([database] url = {_masked(url)}): "
                          "run 'centaure db upgrade -c settings.ini' or start centaure-db")
 
 
@@ -275,7 +283,7 @@ def _print_json(rows: Sequence[Any], out: TextIO) -> None:
 
 
 def _print_csv(req: _Request, rows: Sequence[Any], out: TextIO) -> None:
-    fields = [f.name for f in dataclasses.fields(_ROW_TYPES[req.what])]
+    fields = [f.name for f in dataclasses.fields(_row_type(req.what))]
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fields)
     for r in rows:
@@ -376,7 +384,23 @@ _COLUMNS = {
 }
 
 
-_ROW_TYPES: dict[str, type] = {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow}
+def _row_type(what: str) -> type:
+    from .query import AlarmRow, EventRow, SampleRow
+
+    return {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow}[what]
+
+
+def _iso(seconds: float) -> str:
+    from .query import _iso as iso
+
+    return iso(seconds)
+
+
+def _error(message: str) -> Exception:
+    """A QueryError: bad options get the same one-line treatment as bad queries."""
+    from .query import QueryError
+
+    return QueryError(message)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -396,6 +420,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _passwords(url: str) -> list[str]:
     """The URL's password as written (maybe %-encoded) and decoded."""
+    import sqlalchemy as sa
+
     found = []
     userinfo = url.partition("://")[2].rpartition("@")[0]
     if ":" in userinfo:
