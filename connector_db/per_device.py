@@ -274,10 +274,13 @@ class PerDeviceStore:
         every message but ``perf`` (None: those are not kept)."""
         self.engine = engine
         self.columns = [_Column(s) for s in parse_struct(table_struct)]
-        self.template = parse_template(table_template)
+        try:
+            self.template = parse_template(table_template)
+        except ValueError as e:
+            raise ValueError(f"table_template {table_template!r} {e}") from None
         self.device_ids = dict(device_ids or {})
-        if fallback is not None and not all(
-                callable(getattr(fallback, n, None)) for n in ("prepare", "write_in", "after_commit")):
+        needed = ("prepare", "write_in", "after_commit")
+        if fallback is not None and not all(callable(getattr(fallback, n, None)) for n in needed):
             raise TypeError("fallback must provide prepare, write_in and after_commit "
                             "(e.g. a NormalizedStore): its rows share this store's transaction")
         self.fallback = fallback

@@ -157,7 +157,7 @@ _LITERAL_RE = re.compile(r"[A-Za-z0-9_]*")
 
 
 def parse_template(template: str) -> str:
-    """Check a ``table_template``; ValueError says why. Returns it unchanged.
+    """Check a ``table_template``; ValueError says what is wrong with it. Returns it unchanged.
 
     Both placeholders are required: the unique key of a row is (time,
     index), so two metrics or two devices sharing a table would collide.
@@ -165,16 +165,16 @@ def parse_template(template: str) -> str:
     parts = _PLACEHOLDER_RE.split(template)
     for literal in parts[::2]:
         if not _LITERAL_RE.fullmatch(literal):
-            raise ValueError(f"{template!r} has {literal!r} outside {{metric}} and {{device}}: "
+            raise ValueError(f"has {literal!r} outside {{metric}} and {{device}}: "
                              "only letters, digits and '_' may surround them")
     for name in ("{metric}", "{device}"):
         if name not in parts[1::2]:
-            raise ValueError(f"{template!r} has no {name}")
+            raise ValueError(f"has no {name}")
     if parts[0] and not IDENTIFIER_RE.fullmatch(parts[0][:1]):
-        raise ValueError(f"{template!r} must start with a letter, '_' or a placeholder")
+        raise ValueError("must start with a letter, '_' or a placeholder")
     fixed = sum(len(p) for p in parts[::2])
     if fixed > 62:  # leaves at least a character for each placeholder
-        raise ValueError(f"{template!r} has {fixed} fixed characters: table names are at most 64")
+        raise ValueError(f"has {fixed} fixed characters: table names are at most 64")
     return template
 
 
