@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -256,106 +256,34 @@ class Snapshot:
     error: str | None = None
 
 
-def _seconds(ts) -> float | None:
-    """A UNIX time in seconds from what the database layer returns."""
-    if ts is None:
-        return None
-    if hasattr(ts, "timestamp"):
-        return ts.timestamp()
-    ts = float(ts)
-    return ts / 1000.0 if ts > 1e11 else ts   # the schema stores milliseconds
-
-
 def _index_key(index: str) -> tuple:
     parts = str(index or "").split(".")
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
-def _query_functions() -> tuple[Callable, Callable]:
-    """``(latest_samples, events)`` of ``connector_db.query``, or stand-ins until it lands."""
-    try:
-        from connector_db.query import events, latest_samples
-    except ImportError:
-        return _latest_samples, _events
-    return latest_samples, events
-
-
-def _latest_samples(engine, schema, host=None, metrics=None, limit=1000) -> list:
-    """Stand-in for ``connector_db.query.latest_samples``: the samples of each
-    device's last poll (one perf message carries one ts)."""
-    import sqlalchemy as sa
-
-    d, m, s = schema.devices, schema.metrics, schema.samples
-    last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
-            .correlate(d).scalar_subquery())
-    q = (sa.select(d.c.name, m.c.name, m.c.kind, m.c.unit, s.c.idx, s.c.ts, s.c.value_num,
-                   s.c.value_text)
-         .select_from(s.join(d, d.c.id == s.c.device_id).join(m, m.c.id == s.c.metric_id))
-         .where(s.c.ts == last))
-    if host is not None:
-        q = q.where(d.c.name == host)
-    if metrics:
-        q = q.where(m.c.name.in_(list(metrics)))
-    with engine.connect() as conn:
-        rows = conn.execute(q.limit(limit)).all()
-    return [_SampleRow(r[0], r[1], r[2], r[3], r[4], r[5] / 1000.0,
-                       r[6] if r[6] is not None else r[7]) for r in rows]
-
-
-def _events(engine, schema, host=None, start=None, end=None, limit=100, order="desc") -> list:
-    """Stand-in for ``connector_db.query.events`` (newest first)."""
-    import sqlalchemy as sa
-
-    e = schema.events
-    q = sa.select(e.c.ts, e.c.host, e.c.address, e.c.name, e.c.severity, e.c.action,
-                  e.c.message, e.c.trap_oid, e.c.varbinds)
-    if host is not None:
-        q = q.where(e.c.host == host)
-    q = q.order_by(e.c.ts.desc() if order == "desc" else e.c.ts, e.c.id.desc()).limit(limit)
-    with engine.connect() as conn:
-        return [_EventRow(r[0] / 1000.0, *r[1:]) for r in conn.execute(q)]
-
-
-@dataclass
-class _SampleRow:
-    host: str
-    metric: str
-    kind: str
-    unit: str | None
-    index: str
-    ts: float
-    value: Any
-
-
-@dataclass
-class _EventRow:
-    ts: float
-    host: str
-    address: str
-    name: str
-    severity: str
-    action: str
-    message: str
-    trap_oid: str
-    varbinds: Any
-
-
 def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
                   n_events: int = 8) -> Snapshot:
-    """What the view shows, read from the database (runs in a thread)."""
+    """What the view shows, read from the database (runs in a thread).
+
+    Values and events come from :mod:`connector_db.query`; the counts are
+    the view's own (that API counts nothing: a count is a scan).
+    """
     import sqlalchemy as sa
 
+    from connector_db.query import QueryError, events, latest_samples
+
     snap = Snapshot()
-    latest_samples, events = _query_functions()
     d, s, e = schema.devices, schema.samples, schema.events
     try:
         with engine.connect() as conn:
             last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
                     .correlate(d).scalar_subquery())
             for dev_id, name, ts in conn.execute(sa.select(d.c.id, d.c.name, last)):
-                state = snap.devices[name] = DeviceState(last_ts=_seconds(ts))
+                # The tables keep milliseconds; connector_db.query gives seconds.
+                state = snap.devices[name] = DeviceState(
+                    last_ts=None if ts is None else ts / 1000.0)
                 if ts is not None:
-                    # Both columns are the primary key's prefix: an index range.
+                    # One range of the (device_id, ts) index.
                     state.metrics = conn.execute(
                         sa.select(sa.func.count()).select_from(s)
                         .where(s.c.device_id == dev_id, s.c.ts == ts)).scalar_one()
@@ -380,7 +308,7 @@ def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
         # Before the writer has created the schema there are no tables yet.
         snap.error = ("waiting for the database schema" if "no such table" in str(exc)
                       else f"database: {exc.orig if exc.orig else exc}")
-    except ValueError as exc:   # connector_db.query.QueryError: one line already
+    except QueryError as exc:   # one line already
         snap.error = f"database: {exc}"
     return snap
 
@@ -484,7 +412,7 @@ def devices_table(snap: Snapshot, sim_port: int, now: float) -> list[str]:
 
 def event_line(ev) -> list[str]:
     """One event as table cells: time, host, name, severity, message."""
-    return [fmt_time(_seconds(ev.ts)), ev.host, ev.name, ev.severity, ev.message or ""]
+    return [fmt_time(ev.ts), ev.host, ev.name, ev.severity, ev.message or ""]
 
 
 def events_table(events: list) -> list[str]:
@@ -698,9 +626,8 @@ class Demo:
                 self.write("  " + line)
         for ev in reversed(snap.events):
             key = (ev.ts, ev.host, ev.name, ev.message)
-            ts = _seconds(ev.ts) or 0
             # Events of an earlier run in the same work dir are not news.
-            if key not in self.events_seen and ts >= self.started - 1:
+            if key not in self.events_seen and ev.ts >= self.started - 1:
                 self.events_seen.add(key)
                 self.write("event: " + "  ".join(event_line(ev)))
         if now - self.last_plain >= PLAIN_EVERY:
