@@ -358,8 +358,10 @@ class PerDeviceStore:
         try:
             with self.engine.begin() as conn:
                 written, state = self.write_in(conn, items)
-        except Exception:
-            # A table dropped or altered behind our back: inspect it again next time.
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError):
+            # Maybe a table dropped or altered behind our back (SQLite says so with
+            # an OperationalError): inspect this batch's tables again next time.
+            # Not on refused values: the writer retries those one message at a time.
             for it in items:
                 for name in it.rows:
                     self._targets.pop(name, None)

@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from connector.consumer import Delivery
 from connector.messages import Event, Metric, Perf, Varbind
@@ -241,6 +242,40 @@ async def test_pre_existing_table_with_its_own_unique_index_uses_it(engine, make
     assert len(rows(engine, "ifInOctets_42")) == 3
     store = w.store
     assert store._targets["ifInOctets_42"].select_keys is False
+
+
+def test_pre_existing_column_unlike_table_struct_is_logged(engine):
+    md = sa.MetaData()
+    sa.Table("ifInOctets_42", md, sa.Column("datetime", sa.Integer, nullable=False),
+             sa.Column("metric_index", sa.String(8), nullable=False),
+             sa.Column("value", sa.String(4)))
+    md.create_all(engine)
+    store = PerDeviceStore(engine, SEED.table_struct, device_ids={"r1.example.net": "42"})
+    seen: list[str] = []
+
+    def observer(event) -> None:
+        seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        store.write([store.prepare(perf([metric()]), delivery())])
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [m for m in seen if "per_device" in m] == [
+        "per_device table ifInOctets_42: column metric_index is VARCHAR(8) in the database "
+        "but smallint in table_struct",
+        "per_device table ifInOctets_42: column value is VARCHAR(4) in the database but "
+        "varchar(63) in table_struct"]
+
+
+def test_dropped_table_is_inspected_again(engine):
+    store = PerDeviceStore(engine, SEED.table_struct, device_ids={"r1.example.net": "42"})
+    item = store.prepare(perf([metric()]), delivery())
+    store.write([item])
+    sa.Table("ifInOctets_42", sa.MetaData()).drop(engine)
+    with pytest.raises(sa.exc.OperationalError, match="no such table"):
+        store.write([item])
+    assert store.write([item]) == {"{metric}_{device}": 1}  # created again
 
 
 # --- refused messages --------------------------------------------------------------------
