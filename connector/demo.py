@@ -403,11 +403,12 @@ def devices_table(snap: Snapshot, sim_port: int, now: float) -> list[str]:
     for d in FLEET:
         state = snap.devices.get(d.name, DeviceState())
         values = "  ".join(
-            f"{m}{f'[{i}]' if i else ''}={fmt_value(v, u)}" for m, i, v, u in state.values)
+            f"{m}={fmt_value(v, u)}" for m, _index, v, u in state.values)
         rows.append([d.name, device_type_key(d.device_type), f"127.0.0.1:{sim_port}",
                      fmt_age(now - state.last_ts) if state.last_ts else "waiting",
                      str(state.metrics) if state.last_ts else "-", values])
-    return _table(["DEVICE", "TYPE", "ADDRESS", "LAST POLL", "METRICS", "LAST VALUES"], rows)
+    return _table(["DEVICE", "TYPE", "ADDRESS", "LAST POLL", "METRICS",
+                   "LAST VALUES (of a table: its first row)"], rows)
 
 
 def event_line(ev) -> list[str]:
@@ -524,7 +525,8 @@ class Demo:
             self.snapshot = snap
 
         def failed(failure) -> None:
-            self.snapshot = Snapshot(error=f"database: {failure.getErrorMessage()}")
+            # Keep showing the last good reading, with what went wrong.
+            self.snapshot.error = f"database: {failure.getErrorMessage()}"
 
         def done(_):
             self.reading = False
@@ -543,7 +545,10 @@ class Demo:
         self.traps_started = True
         from twisted.internet import defer
 
-        defer.ensureDeferred(self.send_traps())
+        def failed(failure) -> None:
+            self.traps_state = f"could not send the traps: {failure.getErrorMessage()}"
+
+        defer.ensureDeferred(self.send_traps()).addErrback(failed)
 
     async def send_traps(self) -> None:
         """Send the demo's traps with net-snmp's snmptrap (a missing tool is said, not fatal)."""
@@ -607,11 +612,14 @@ class Demo:
         """Redraw the screen, or print what is new in --plain mode."""
         now = time.time()
         if not self.plain:
-            width = shutil.get_terminal_size((120, 40)).columns
-            lines = self.header_lines() + [""] + devices_table(self.snapshot, self.sim.port, now)
-            lines += ["", "LAST EVENTS"] + events_table(self.snapshot.events)
-            lines += ["", f"traps: {self.traps_state}", "", self.progress_line(),
+            width, height = shutil.get_terminal_size((120, 40))
+            top = self.header_lines() + [""] + devices_table(self.snapshot, self.sim.port, now)
+            bottom = ["", f"traps: {self.traps_state}", "", self.progress_line(),
                       "Ctrl-C stops."]
+            # As many events as fit: a screen taller than the terminal scrolls
+            # at every redraw.
+            room = max(1, height - len(top) - len(bottom) - 4)
+            lines = top + ["", "LAST EVENTS"] + events_table(self.snapshot.events[:room]) + bottom
             # Home, then each line cleared to its end, then the rest of the
             # screen: no flicker, no curses.
             self.out.write("\x1b[H" + "".join(line[:width] + "\x1b[K\n" for line in lines)
@@ -705,7 +713,11 @@ def demo_command(args) -> int:
                 sim = start_snmpsim(fleet_dir, tmp_dir=files.sim_dir,
                                     only=[d.name for d in FLEET], startup_timeout=60)
             except SimulatorError as e:
-                raise DemoError(f"snmpsim failed to start: {e}") from None
+                # One line, then the end of snmpsim's own log (its reason).
+                first, _, log = str(e).partition("\n")
+                tail = [line for line in log.splitlines() if line.strip()][-10:]
+                raise DemoError(f"snmpsim failed to start: {first}" + "".join(
+                    f"\n  | {line}" for line in tail)) from None
             trap_port = free_port(socket.SOCK_DGRAM)
             http_port = free_port(socket.SOCK_STREAM)
             write_config(files, sim.port, trap_port, http_port, args.interval)
@@ -770,9 +782,14 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", demo.stop)
     if not plain:
-        sys.stdout.write("\x1b[2J")
+        sys.stdout.write("\x1b[2J\x1b[?25l")       # clear the screen, hide the cursor
     signal.signal(signal.SIGTERM, previous_term)   # the reactor's handlers from here on
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        if not plain:
+            sys.stdout.write("\x1b[?25h")          # the cursor back
+            sys.stdout.flush()
     if demo.engine is not None:
         demo.engine.dispose()
     log_file.flush()
