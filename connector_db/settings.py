@@ -220,7 +220,7 @@ class DbSettings:
         Choice("normalized", "per_device"), "normalized",
         "Table layout of samples: normalized (devices, metrics, samples) or per_device "
         "(a table per metric per device, as seed-000 databases).")
-    table_prefix: str = setting(_PREFIX, "", "Prefix of every table name the writer owns.")
+    table_prefix: str = setting(_PREFIX, "", "Prefix of the normalized tables and of their Alembic version table.")
     migrate: str = setting(
         Choice("auto", "check"), "auto",
         "auto: create or upgrade the schema at start-up; check: refuse to start unless "
