@@ -285,3 +285,41 @@ def test_bad_configuration_stops_with_one_clear_line(tmp_path, prefix, section, 
     assert r.returncode != 0
     assert expected in out and "Traceback" not in out, out
     assert "hunter2" not in out
+
+
+def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, tmp_path):
+    """Seed-000 layout: ``<metric>_<device id>`` tables, ids from the inventory."""
+    site = f"s{uuid.uuid4().hex[:8]}"
+    (tmp_path / "inventory.yaml").write_text(
+        "devices:\n  - {name: h1, address: 10.0.0.1, device_type: router, id: '41'}\n")
+    try:
+        declare_queues(prefix)
+        daemon = run_daemon(MARIADB_URL, f"{site}_", layout="per_device",
+                            table_template=f"{site}_{{metric}}_{{device}}")
+        daemon.wait_health(200, schema="ready")
+        publish(prefix, [(f"p{i}", perf(i)) for i in (1, 11, 2)] * 2)  # h1 twice, h2 once
+        engine = sa.create_engine(MARIADB_URL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                names = set(sa.inspect(engine).get_table_names())
+                if {f"{site}_m0_41", f"{site}_m49_h2"} <= names:
+                    break
+                assert time.monotonic() < deadline, sorted(n for n in names if site in n)
+                time.sleep(0.2)
+            deadline = time.monotonic() + 30
+            while True:
+                with engine.connect() as c:
+                    rows = c.execute(sa.text(
+                        f"SELECT datetime, metric_index, value FROM {site}_m3_41 "
+                        "ORDER BY datetime")).all()
+                if len(rows) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            # perf(1) and perf(11) for h1 (id 41), each once despite the replay.
+            assert [(r[0], r[1], r[2]) for r in rows] == [
+                (int(TS) + 1, 1, "103.0"), (int(TS) + 11, 2, "1103.0")]
+        finally:
+            engine.dispose()
+    finally:
+        _drop_prefixed(MARIADB_URL, f"{site}_")
