@@ -725,7 +725,7 @@ def demo_command(args) -> int:
             return _fail(str(e))
 
         install_asyncio_reactor()
-        return _run(files, sim, trap_port, http_port, plain, args.duration, previous_term)
+        return _run(files, sim, trap_port, http_port, plain, args.duration)
     except (KeyboardInterrupt, _Interrupted):
         print("centaure demo: interrupted before the start; nothing was run", flush=True)
         return 0
@@ -737,7 +737,7 @@ def demo_command(args) -> int:
 
 
 def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
-         duration: float | None, previous_term) -> int:
+         duration: float | None) -> int:
     """Build and run the service tree on the reactor; print the summary."""
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -783,7 +783,8 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
     reactor.addSystemEventTrigger("before", "shutdown", demo.stop)
     if not plain:
         sys.stdout.write("\x1b[2J\x1b[?25l")       # clear the screen, hide the cursor
-    signal.signal(signal.SIGTERM, previous_term)   # the reactor's handlers from here on
+    # reactor.run() replaces our SIGTERM handler with its own (and takes
+    # SIGINT): from then on both stop the reactor, through demo.stop.
     try:
         reactor.run()
     finally:
