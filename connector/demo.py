@@ -744,7 +744,6 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
 
     from connector.service import CONNECTORS, available_connectors, makeService
     from connector.settings import SettingsError, load_settings
-    from connector.topology import connector_queue
 
     before = count_rows(files.database_url)
     try:
@@ -759,13 +758,6 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
         root = makeService({"settings": settings}, connectors, "demo")
     except SystemExit as e:
         return _fail(str(e.code).removeprefix("centaure-"))
-    if "db" in connectors:
-        # The embedded bus is no broker: a message routed before its consumer
-        # subscribes has no queue to go to. The writer subscribes only once
-        # the schema is ready, so declare its queue now (as bus-config does on
-        # RabbitMQ) and the first polls wait in it.
-        root.runtime.bus.declare(connector_queue(settings.bus.exchange_prefix, "db",
-                                                 settings.bus.queue_type))
     demo = Demo(reactor, root, files, sim, trap_port, http_port, plain)
     outcome = {"code": 0}
 

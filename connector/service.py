@@ -18,6 +18,7 @@ from connector.logs import configure_logging
 from connector.metrics import Counters
 from connector.settings import Settings, SettingsError, load_settings
 from connector.status import StatusService
+from connector.topology import CONSUMES, connector_queue
 
 # Connector name -> "module:function" building its service. Filled as the
 # connector packages exist; centaure-all runs every one that imports.
@@ -109,6 +110,14 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
     runtime = Runtime(settings, process_name)
     root = service.MultiService()
     runtime.bus.setServiceParent(root)
+    if isinstance(runtime.bus, EmbeddedBus):
+        # No bus-config for the embedded bus: declare this process's consumer
+        # queues now, so what is published before a consumer subscribes (the
+        # writer waits for its schema) waits in its queue instead of vanishing.
+        for name in connectors:
+            if name in CONSUMES:
+                runtime.bus.declare(connector_queue(settings.bus.exchange_prefix, name,
+                                                    settings.bus.queue_type))
     names = list(connectors) or [process_name]
     for name in connectors:
         module, func = CONNECTORS[name].split(":")
