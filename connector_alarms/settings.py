@@ -1,0 +1,94 @@
+"""Settings of the alarm correlator: the ``[correlator]`` section.
+
+Imported by every connector through :func:`connector.settings.discover_sections`:
+keep it light (no SQLAlchemy here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connector.settings import (
+    Bool, Choice, Duration, Float, Int, InvalidValue, ParseContext, Parser, Str, StrList,
+    register_section, setting,
+)
+
+__all__ = ["CorrelatorSettings", "DurationMap"]
+
+_SEVERITIES = ("info", "warning", "minor", "major", "critical")
+
+
+class _NamedDuration(Parser):
+    """``name=duration`` (``0`` means never)."""
+
+    allowed = "expected name=duration, e.g. info=1h (0: never)"
+
+    def __init__(self, names: tuple[str, ...] | None = None) -> None:
+        self.names = names
+        self.duration = Duration(0)
+        if names:
+            self.allowed = f"expected name=duration with name one of {', '.join(names)} (0: never)"
+
+    def parse(self, raw: str, ctx: ParseContext) -> tuple[str, float]:
+        name, sep, value = raw.partition("=")
+        name = name.strip()
+        if not sep or not name or (self.names and name not in self.names):
+            raise self.invalid()
+        try:
+            return name, self.duration.parse(value.strip(), ctx)
+        except InvalidValue:
+            raise self.invalid(f"{value.strip()!r} is not a duration") from None
+
+
+class DurationMap(StrList):
+    """A list of ``name=duration`` items, as a dict."""
+
+    def __init__(self, names: tuple[str, ...] | None = None) -> None:
+        super().__init__(_NamedDuration(names))
+
+    def parse(self, raw: str, ctx: ParseContext) -> dict[str, float]:  # type: ignore[override]
+        return dict(super().parse(raw, ctx))
+
+
+_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
+              "a table prefix: a lower-case letter then up to 30 lower-case letters, "
+              "digits or '_', or nothing")
+
+
+@register_section("correlator")
+@dataclasses.dataclass(frozen=True)
+class CorrelatorSettings:
+    """``[correlator]``: alarm updates, expiry, flapping, topology masking, batching."""
+
+    update_interval: float = setting(
+        Duration(0, 86400), "60s",
+        "A repeated alarm is published as 'updated' at most this often (a severity or "
+        "message change is published at once).")
+    expire_after: dict = setting(
+        DurationMap(_SEVERITIES), "info=1h, warning=1d",
+        "Active alarms with no news for this long are cleared as expired, per severity "
+        "(0 or absent: never).")
+    expire_names: dict = setting(
+        DurationMap(), "", "Per alarm name, overrides expire_after (name=duration).")
+    keep_cleared: float = setting(
+        Duration(60, 365 * 86400), "1d",
+        "How long cleared alarms stay in the correlator's state (late messages are ordered "
+        "against them; 'centaure alarms --all' lists them).")
+    flap_high: float = setting(Float(1, 100), "50",
+                               "Percent state change above which an alarm starts flapping.")
+    flap_low: float = setting(Float(0, 100), "25",
+                              "Percent state change below which a flapping alarm stops.")
+    mask_severity: str = setting(
+        Choice(*_SEVERITIES), "warning",
+        "Severity of a child's alarms masked by an unreachable parent.")
+    mask_all: bool = setting(
+        Bool(), "false",
+        "Mask every alarm of a child of an unreachable parent (false: only its "
+        "'unreachable' alarm).")
+    table_prefix: str = setting(_PREFIX, "corr_",
+                                "Prefix of the correlator's tables in [database].")
+    batch_size: int = setting(Int(1, 100_000), "2000", "Messages applied per transaction, at most.")
+    batch_interval: float = setting(
+        Duration(0.001, 10), "50ms", "Longest wait for a batch to fill before it is committed.")
+    tick_interval: float = setting(
+        Duration(0.1, 3600), "1s", "How often expiry and held updates are checked.")
