@@ -16,13 +16,13 @@ waits in the queue. ``/health`` says ``degraded`` (HTTP 503) meanwhile.
 from __future__ import annotations
 
 import os
-import random
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from connector.retry import retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
 
@@ -117,24 +117,21 @@ class DbService(service.Service):
         from . import migrate
 
         prefix = self.db.table_prefix
-        attempt = 0
-        while not self._stopping:
-            try:
-                if self.db.migrate == "auto":
-                    return await threads.deferToThread(migrate.upgrade, self.engine, prefix)
-                await threads.deferToThread(migrate.check, self.engine, prefix)
-                return migrate.head()
-            except Exception as exc:
-                if not (is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate)):
-                    raise
-                attempt += 1
-                self.schema_state, self.schema_error = "waiting", error_summary(exc)
-                delay = min(self.db.retry_initial * 2 ** (attempt - 1), self.db.retry_max)
-                delay *= random.uniform(0.8, 1.0)
-                self.log.warn("database schema not ready ({error}); retry in {delay:.1f}s",
-                              error=self.schema_error, delay=delay)
-                await task.deferLater(self.runtime.reactor, delay, lambda: None)
-        return None
+
+        def step() -> str:
+            if self.db.migrate == "auto":
+                return migrate.upgrade(self.engine, prefix)
+            migrate.check(self.engine, prefix)
+            return migrate.head()
+
+        def waiting(exc: BaseException) -> None:
+            self.schema_state, self.schema_error = "waiting", error_summary(exc)
+
+        return await retry_in_thread(
+            self.runtime.reactor, step,
+            lambda exc: is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate),
+            self.db.retry_initial, self.db.retry_max, "database schema",
+            lambda: self._stopping, waiting)
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -29,7 +29,6 @@ What a failed batch means decides what happens to it:
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -43,6 +42,7 @@ from zope.interface import implementer
 from connector.consumer import RejectedMessage
 from connector.interfaces import IMessageHandler, IStore
 from connector.metrics import Counters
+from connector.retry import backoff_delay
 
 __all__ = ["SqlWriter", "error_summary", "is_outage"]
 
@@ -270,8 +270,7 @@ class SqlWriter:
         if self._closed:
             self._abandon(exc)
             return
-        delay = min(self.retry_initial * 2 ** (self._retries - 1), self.retry_max)
-        delay *= random.uniform(0.8, 1.0)  # spread the retries of several writers
+        delay = backoff_delay(self._retries, self.retry_initial, self.retry_max)
         self.log.warn("database unavailable ({error}); {n} messages kept unacked, "
                       "retry {retry} in {delay:.1f}s", error=self.last_error, n=len(batch),
                       retry=self._retries, delay=delay)
