@@ -1,0 +1,277 @@
+"""The correlator's state in SQL: host states, their alarms and the outbox.
+
+:class:`StateStore` maps :class:`~connector_alarms.model.HostState` and
+:class:`~connector_alarms.model.AlarmRecord` to the tables of
+:mod:`connector_alarms.schema` and back, field for field:
+
+* every ``AlarmRecord`` field is a column of the same name (``notes`` and
+  ``history`` as JSON text); every ``HostState`` field is a column of
+  ``hosts`` (``seen_ids`` as a JSON list, in order) except ``alarms`` (its
+  rows in ``alarms``) and ``dirty`` (run-time only). :func:`check_mapping`
+  fails loudly, at start-up and in the tests, when a dataclass field is
+  neither mapped nor declared run-time only: a new field needs a column, a
+  migration and an entry here, or it would silently not survive a restart;
+* timestamps are stored as the floats they are (DOUBLE: bit-exact), refs as
+  unsigned 64-bit (see :mod:`connector_alarms.schema`).
+
+Threads: :meth:`StateStore.snapshot` runs on the reactor thread (it copies
+the mutable dataclasses into plain rows and does no I/O); :meth:`StateStore.save`
+and :meth:`StateStore.load` block on the database: call them from a thread.
+
+One :meth:`~StateStore.save` is one transaction: the state change and the
+``alarm`` messages it produced (the outbox) are committed together, so a
+restart, even after kill -9, resumes with the state of the last commit and
+republishes what the broker had not confirmed (consumers deduplicate by
+``message_id``). Writes are upserts (MySQL/MariaDB ``INSERT ... ON DUPLICATE
+KEY UPDATE``, PostgreSQL/SQLite ``INSERT ... ON CONFLICT DO UPDATE``) sent as
+one executemany per table with bound parameters (PyMySQL and SQLAlchemy's
+insertmanyvalues turn them into multi-row statements), so saving a snapshot
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from .model import AlarmRecord, HostState
+from .schema import AlarmSchema, make_schema
+
+__all__ = ["StateStore", "Snapshot", "UnpersistedFields", "check_mapping", "ALARM_FIELDS",
+           "ALARM_JSON_FIELDS", "HOST_FIELDS", "HOST_RUNTIME_FIELDS"]
+
+#: AlarmRecord fields, each stored in the ``alarms`` column of the same name.
+ALARM_FIELDS: tuple[str, ...] = (
+    "ref", "host", "name", "identity", "origin", "severity", "base_severity", "message",
+    "active", "first_seen", "last_seen", "count", "cleared_at", "clear_reason", "changed_ts",
+    "acked_by", "acked_at", "notes", "flapping", "history", "cause_ref", "published_at",
+    "pending_update", "seq",
+)
+#: Of those, the ones stored as JSON text.
+ALARM_JSON_FIELDS: tuple[str, ...] = ("notes", "history")
+#: HostState fields stored in the ``hosts`` column of the same name (seen_ids as JSON).
+HOST_FIELDS: tuple[str, ...] = ("host", "snapshot_ts", "seen_ids")
+#: HostState fields not stored in ``hosts``: ``alarms`` are rows of ``alarms``,
+#: ``dirty`` only means something while the process runs.
+HOST_RUNTIME_FIELDS: tuple[str, ...] = ("alarms", "dirty")
+
+# Rows and ids are sent in chunks of this many (IN lists, well under every limit).
+_CHUNK = 1000
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_PLAIN_FIELDS = tuple(f for f in ALARM_FIELDS if f not in ALARM_JSON_FIELDS)
+_plain_values = operator.attrgetter(*_PLAIN_FIELDS)
+
+
+class UnpersistedFields(TypeError):
+    """A dataclass field that the store does not persist (or a column it does not fill)."""
+
+
+def check_mapping(schema: AlarmSchema | None = None) -> None:
+    """Raise :class:`UnpersistedFields` unless every dataclass field is persisted.
+
+    Compares ``dataclasses.fields`` of AlarmRecord and HostState with this
+    module's mapping and, with ``schema``, the mapping with the tables' columns.
+    """
+    problems = []
+    alarm = {f.name for f in dataclasses.fields(AlarmRecord)}
+    host = {f.name for f in dataclasses.fields(HostState)}
+    if missing := alarm - set(ALARM_FIELDS):
+        problems.append(f"AlarmRecord fields not persisted: {sorted(missing)}")
+    if extra := set(ALARM_FIELDS) - alarm:
+        problems.append(f"persisted fields AlarmRecord lacks: {sorted(extra)}")
+    if missing := host - set(HOST_FIELDS) - set(HOST_RUNTIME_FIELDS):
+        problems.append(f"HostState fields not persisted: {sorted(missing)}")
+    if extra := (set(HOST_FIELDS) | set(HOST_RUNTIME_FIELDS)) - host:
+        problems.append(f"persisted fields HostState lacks: {sorted(extra)}")
+    if schema is not None:
+        for table, names in ((schema.alarms, ALARM_FIELDS), (schema.hosts, HOST_FIELDS)):
+            columns = set(table.columns.keys())
+            if columns != set(names):
+                problems.append(f"table {table.name}: columns {sorted(columns - set(names))} "
+                                f"not mapped, fields {sorted(set(names) - columns)} without "
+                                f"a column")
+    if problems:
+        raise UnpersistedFields(
+            "connector_alarms.store does not persist the state exactly: " + "; ".join(problems)
+            + " (a new field needs a column in connector_alarms/schema.py, a migration and "
+            "an entry in connector_alarms/store.py)")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Rows of some host states, copied on the reactor thread, to be saved on another.
+
+    Plain values only (no reference to the live dataclasses). ``forgotten``
+    are refs whose rows are deleted (alarms no longer held in memory).
+    """
+
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    forgotten: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.alarms or self.forgotten)
+
+
+def _alarm_row(record: AlarmRecord) -> dict[str, Any]:
+    row = dict(zip(_PLAIN_FIELDS, _plain_values(record)))
+    row["notes"] = _encode(record.notes).decode()
+    row["history"] = _encode(record.history).decode()
+    return row
+
+
+def _alarm_record(row: sa.Row) -> AlarmRecord:
+    values = row._asdict()
+    values["notes"] = _decode(values["notes"])
+    values["history"] = _decode(values["history"])
+    return AlarmRecord(**values)
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class StateStore:
+    """Loads and saves the correlator's host states and outbox in ``engine``.
+
+    ``prefix`` is ``[correlator] table_prefix``; the tables must exist at the
+    current revision (:func:`connector_alarms.migrate.upgrade`). ``load`` and
+    ``save`` block: call them from a thread, one at a time, saves in the
+    order their snapshots were taken. ``snapshot`` is for the thread that
+    owns the dataclasses (the reactor's).
+    """
+
+    def __init__(self, engine: sa.Engine, prefix: str = "corr_") -> None:
+        self.engine = engine
+        self.schema = make_schema(prefix)
+        check_mapping(self.schema)
+        self._dialect = engine.dialect.name
+        self._alarm_upsert = self._upsert(self.schema.alarms, "ref")
+        self._host_upsert = self._upsert(self.schema.hosts, "host")
+        self._outbox_insert = self._insert_new(self.schema.outbox, "message_id")
+        t = self.schema.alarms
+        self._forget = t.delete().where(t.c.ref.in_(sa.bindparam("refs", expanding=True)))
+        o = self.schema.outbox
+        self._done = o.delete().where(o.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+
+    # --- statements -----------------------------------------------------------------
+
+    def _upsert(self, table: sa.Table, key: str):
+        """INSERT, or UPDATE every other column when ``key`` exists, for this dialect."""
+        others = [c.name for c in table.columns if c.name != key]
+        if self._dialect in ("mysql", "mariadb"):
+            stmt = mysql_dialect.insert(table)
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in others})
+        if self._dialect in ("postgresql", "sqlite"):
+            mod = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
+            stmt = mod.insert(table)
+            return stmt.on_conflict_do_update(index_elements=[table.c[key]],
+                                              set_={c: stmt.excluded[c] for c in others})
+        raise NotImplementedError(f"unsupported SQL dialect {self._dialect!r}")
+
+    def _insert_new(self, table: sa.Table, key: str):
+        """INSERT that skips rows whose ``key`` exists (and nothing else)."""
+        if self._dialect in ("mysql", "mariadb"):
+            # Not INSERT IGNORE: that would also turn a too-long value into a
+            # silent truncation; a no-op update skips only duplicates.
+            stmt = mysql_dialect.insert(table)
+            return stmt.on_duplicate_key_update({key: table.c[key]})
+        if self._dialect in ("postgresql", "sqlite"):
+            mod = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
+            return mod.insert(table).on_conflict_do_nothing(index_elements=[table.c[key]])
+        raise NotImplementedError(f"unsupported SQL dialect {self._dialect!r}")
+
+    # --- reactor thread -------------------------------------------------------------
+
+    def snapshot(self, states: Iterable[HostState], forgotten: Iterable[int] = ()) -> Snapshot:
+        """Copy ``states`` (every alarm of each) into plain rows; clear their ``dirty`` flag.
+
+        No I/O: for the thread that mutates the states. ``forgotten`` are refs
+        removed from memory since the last snapshot (their rows go); a ref
+        present in ``states`` again is kept. Save snapshots in the order they
+        were taken; if a save fails, save the same snapshot again before any
+        later one (its changes are no longer marked dirty).
+        """
+        hosts: dict[str, dict[str, Any]] = {}
+        alarms: dict[int, dict[str, Any]] = {}
+        for state in states:
+            hosts[state.host] = {"host": state.host, "snapshot_ts": state.snapshot_ts,
+                                 "seen_ids": _encode(list(state.seen_ids)).decode()}
+            for record in state.alarms.values():
+                # keyed: the same row twice in one upsert is an error on PostgreSQL
+                alarms[record.ref] = _alarm_row(record)
+            state.dirty = False
+        gone = sorted({ref for ref in forgotten if ref not in alarms})
+        return Snapshot(list(hosts.values()), list(alarms.values()), gone)
+
+    # --- blocking: call from a thread ----------------------------------------------
+
+    def save(self, snapshot: Snapshot, outbox_add: Sequence[tuple[str, bytes]] = (),
+             outbox_done: Sequence[str] = ()) -> None:
+        """Write ``snapshot`` and the outbox changes in one transaction (blocking).
+
+        Upserts the host and alarm rows, deletes the forgotten refs, appends
+        ``outbox_add`` ((message_id, body) pairs; a message_id already there is
+        skipped) and removes the ``outbox_done`` message ids (after the adds:
+        a message added and confirmed within one save leaves nothing).
+        Idempotent: the same arguments again change nothing.
+        """
+        created = time.time()
+        with self.engine.begin() as conn:
+            for refs in _chunks(snapshot.forgotten):
+                conn.execute(self._forget, {"refs": list(refs)})
+            if snapshot.hosts:
+                conn.execute(self._host_upsert, snapshot.hosts)
+            if snapshot.alarms:
+                conn.execute(self._alarm_upsert, snapshot.alarms)
+            if outbox_add:
+                conn.execute(self._outbox_insert,
+                             [{"message_id": mid, "body": bytes(body), "created": created}
+                              for mid, body in outbox_add])
+            for ids in _chunks(list(dict.fromkeys(outbox_done))):
+                conn.execute(self._done, {"ids": list(ids)})
+
+    def load(self, keep_cleared_since: float) -> tuple[dict[str, HostState],
+                                                        list[tuple[str, bytes]]]:
+        """Every host state and the outbox, as of the last commit (blocking).
+
+        A host's alarms are its active ones and those cleared at or after
+        ``keep_cleared_since`` (older cleared rows stay in the table, unread),
+        in ``first_seen`` order; every state comes back not dirty. The outbox
+        is (message_id, body) pairs in the order they were added: republish
+        them at start-up, then confirm them with ``outbox_done``.
+        """
+        s = self.schema
+        a = s.alarms
+        states: dict[str, HostState] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(s.hosts)):
+                states[row.host] = HostState(
+                    host=row.host, snapshot_ts=row.snapshot_ts,
+                    seen_ids=OrderedDict.fromkeys(_decode(row.seen_ids)))
+            query = (sa.select(*(a.c[f] for f in ALARM_FIELDS))
+                     .where(sa.or_(a.c.active, a.c.cleared_at >= keep_cleared_since))
+                     .order_by(a.c.host, a.c.first_seen, a.c.ref))
+            for row in conn.execute(query):
+                record = _alarm_record(row)
+                state = states.get(record.host)
+                if state is None:  # not expected: a host's row is saved with its alarms
+                    state = states[record.host] = HostState(host=record.host)
+                state.alarms[record.ref] = record
+            outbox = [(mid, bytes(body)) for mid, body in conn.execute(
+                sa.select(s.outbox.c.message_id, s.outbox.c.body).order_by(s.outbox.c.id))]
+        return states, outbox
