@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     from connector_db.cli import add_query_arguments
 
     add_query_arguments(query)
+    alarms = with_config(sub.add_parser(
+        "alarms", help="the correlator's alarms; ack, unack, clear or note one"))
+    from connector_alarms.cli import add_alarms_arguments
+
+    add_alarms_arguments(alarms)
     demo = sub.add_parser("demo", help="a simulated fleet, every connector, SQLite, embedded bus")
     from connector.demo import add_demo_arguments
 
@@ -154,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         from connector_db.migrate import db_command
 
         return db_command(settings, args.action)
+    if args.command == "alarms":
+        from connector_alarms.cli import alarms_command
+
+        return alarms_command(settings, args)
     if args.command == "query":
         from connector_db.cli import query_command
 

@@ -39,3 +39,63 @@ async def close(protocol) -> None:
         await defer.ensureDeferred(protocol.close(within=2))
     except Exception:
         pass
+
+
+class _Confirms(_Quiet):
+    """Records the highest publisher-confirm tag acked (or nacked) by the broker."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.nacked = 0
+
+    def confirmed(self, channel_id, tag, multiple, ack) -> None:
+        if ack:
+            self.acked = max(self.acked, tag)
+        else:
+            self.nacked = max(self.nacked, tag)
+
+
+async def publish_confirmed(reactor, bus_settings, message, message_id: str, app_id: str,
+                            require_queue: str | None = None, timeout: float = 10.0) -> None:
+    """Publish one message struct and wait for the broker's confirm.
+
+    ``require_queue``: refuse (``LookupError``) unless that queue exists, so
+    a command is not silently dropped on a bus that ``bus-config`` never set up.
+    """
+    from txamqp.content import Content
+
+    from connector import messages
+
+    protocol, channel = await connect(reactor, bus_settings)
+    try:
+        if require_queue is not None:
+            check = await protocol.channel(2)
+            await check.channel_open()
+            try:
+                await check.queue_declare(queue=require_queue, passive=True)
+            except Exception:
+                raise LookupError(f"queue {require_queue!r} does not exist on the broker: run "
+                                  "'centaure bus-config -c settings.ini' (or start the "
+                                  "consuming connector) first") from None
+        confirms = _Confirms()
+        protocol.listener = confirms
+        await channel.confirm_select()
+        channel.basic_publish(
+            exchange=messages.exchange_name(bus_settings.exchange_prefix, message.msg_type),
+            routing_key=messages.routing_key(message),
+            content=Content(messages.encode(message), properties={
+                "delivery-mode": 2, "content-type": "application/json",
+                "message-id": message_id, "type": message.msg_type, "app-id": app_id,
+                "timestamp": int(message.ts)}))
+        waited = 0.0
+        from twisted.internet import task
+
+        while not confirms.acked and not confirms.nacked:
+            if waited > timeout:
+                raise TimeoutError(f"the broker did not confirm within {timeout:g}s")
+            await task.deferLater(reactor, 0.01, lambda: None)
+            waited += 0.01
+        if confirms.nacked:
+            raise RuntimeError("the broker refused the message (nack)")
+    finally:
+        await close(protocol)

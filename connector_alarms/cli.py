@@ -1,0 +1,172 @@
+"""``centaure alarms``: the correlator's alarms as a table, and operators' commands on them.
+
+Listing reads the correlator's own tables (its state, the source of truth)
+in ``[database]``; ``ack``, ``unack``, ``clear`` and ``note`` publish an
+``alarm_command`` on the bus, confirmed by the broker, for the correlator to
+apply (it publishes the resulting ``alarm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+__all__ = ["add_alarms_arguments", "alarms_command", "list_alarms"]
+
+ACTIONS = ("list", "ack", "unack", "clear", "note")
+SEVERITIES = ("info", "warning", "minor", "major", "critical")
+
+
+def add_alarms_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``centaure alarms``."""
+    parser.add_argument("action", nargs="?", default="list", choices=ACTIONS,
+                        help="list (default) the alarms, or act on one: ack, unack, clear, note")
+    parser.add_argument("ref", nargs="?", help="the alarm's ref (for ack, unack, clear, note)")
+    parser.add_argument("--host", help="list: only this host's alarms")
+    parser.add_argument("--severity", choices=SEVERITIES,
+                        help="list: only alarms of this severity or worse")
+    parser.add_argument("--all", action="store_true",
+                        help="list: cleared alarms too (those the correlator still keeps)")
+    parser.add_argument("--json", action="store_true", help="list: one JSON array")
+    parser.add_argument("--user", help="who acts (ack, unack, clear, note)")
+    parser.add_argument("--note", help="a note (required for 'note', optional for the others)")
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def list_alarms(engine, prefix: str, host: str | None = None, severity: str | None = None,
+                include_cleared: bool = False) -> list[dict]:
+    """The correlator's alarms, most recently seen first (blocking: call from a thread)."""
+    import sqlalchemy as sa
+
+    from .schema import make_schema
+
+    t = make_schema(prefix).alarms
+    q = sa.select(t.c.ref, t.c.host, t.c.name, t.c.severity, t.c.active, t.c.count,
+                  t.c.first_seen, t.c.last_seen, t.c.cleared_at, t.c.clear_reason,
+                  t.c.acked_by, t.c.flapping, t.c.cause_ref, t.c.origin, t.c.message)
+    if not include_cleared:
+        q = q.where(t.c.active.is_(True))
+    if host:
+        q = q.where(t.c.host == host)
+    if severity:
+        q = q.where(t.c.severity.in_(SEVERITIES[SEVERITIES.index(severity):]))
+    q = q.order_by(t.c.last_seen.desc())
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("REF", "HOST", "NAME", "SEVERITY", "STATE", "COUNT", "FIRST SEEN", "LAST SEEN",
+            "ACKED BY", "FLAPPING", "CAUSE", "MESSAGE")
+    lines = [head]
+    for r in rows:
+        lines.append((str(r["ref"]), r["host"], r["name"], r["severity"],
+                       "active" if r["active"] else f"cleared ({r['clear_reason'] or '?'})",
+                       str(r["count"]), _iso(r["first_seen"]), _iso(r["last_seen"]),
+                       r["acked_by"] or "", "yes" if r["flapping"] else "",
+                       str(r["cause_ref"] or ""), (r["message"] or "")[:60]))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def _find(engine, prefix: str, ref: int) -> dict | None:
+    import sqlalchemy as sa
+
+    from .schema import make_schema
+
+    t = make_schema(prefix).alarms
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.c.host, t.c.active, t.c.name)
+                           .where(t.c.ref == ref)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def alarms_command(settings, args) -> int:
+    """Run ``centaure alarms``; returns the exit code."""
+    import sqlalchemy as sa
+
+    from connector.settings import mask_url
+
+    url = settings.database.url.reveal()
+    prefix = settings.section("correlator").table_prefix
+
+    def fail(text: str) -> int:
+        print(f"centaure alarms: {text}", file=sys.stderr)
+        return 1
+
+    if args.action == "list":
+        if args.ref or args.user or args.note:
+            return fail("list takes no REF, --user or --note (did you mean 'ack REF'?)")
+    else:
+        if args.host or args.severity or args.all or args.json:
+            return fail(f"{args.action} takes REF and --user (--host, --severity, --all and "
+                        "--json are for listing)")
+        if not args.ref or not args.ref.isdigit() or int(args.ref) >= 2**64:
+            return fail(f"{args.action} needs the REF of an alarm (an unsigned 64-bit number, "
+                        "as listed by 'centaure alarms')")
+        if not args.user:
+            return fail(f"{args.action} needs --user NAME (who acts)")
+        if args.action == "note" and not args.note:
+            return fail("note needs --note TEXT")
+    engine = sa.create_engine(url)
+    try:
+        if args.action == "list":
+            rows = list_alarms(engine, prefix, args.host, args.severity, args.all)
+        else:
+            found = _find(engine, prefix, int(args.ref))
+    except sa.exc.SQLAlchemyError as e:
+        text = str(getattr(e, "orig", None) or e).splitlines()[0]
+        if "no such table" in text or "doesn't exist" in text or "does not exist" in text:
+            text = (f"no correlator tables with prefix {prefix!r}: start centaure-correlator "
+                    "once (it creates them)")
+        return fail(f"{mask_url(url)}: {text}")
+    finally:
+        engine.dispose()
+    if args.action == "list":
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        elif not rows:
+            print("no active alarms" if not args.all else "no alarms")
+        else:
+            print(_table(rows))
+            active = sum(1 for r in rows if r["active"])
+            print(f"{active} active alarm{'s' * (active != 1)}"
+                  + (f", {len(rows) - active} cleared" if args.all else ""))
+        return 0
+    if found is None:
+        return fail(f"no alarm with ref {args.ref} (see 'centaure alarms --all')")
+    if args.action in ("ack", "clear") and not found["active"]:
+        return fail(f"alarm {args.ref} ({found['host']} {found['name']}) is not active")
+    return _send(settings, int(args.ref), found["host"], args.action, args.user, args.note)
+
+
+def _send(settings, ref: int, host: str, action: str, user: str, note: str | None) -> int:
+    from connector import messages
+    from connector.cli import _require_amqp, _run
+
+    _require_amqp(settings)
+    command = messages.AlarmCommand(source=f"cli@{settings.connector.node}", ref=ref,
+                                    action=action, user=user, note=note, host=host,
+                                    ts=time.time())
+
+    async def send(reactor) -> int:
+        from connector.amqp import oneshot
+        from connector.topology import connector_queue
+
+        queue = connector_queue(settings.bus.exchange_prefix, "correlator").name
+        await oneshot.publish_confirmed(reactor, settings.bus, command,
+                                        f"cmd:{uuid.uuid4().hex}", "cli", require_queue=queue)
+        print(f"{action} of alarm {ref} ({host}) sent by {user}; the correlator applies it")
+        return 0
+
+    return _run(f"alarms {action}", send)

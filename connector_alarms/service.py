@@ -1,0 +1,322 @@
+"""The ``centaure-correlator`` connector: inputs to alarms, state in SQL, nothing lost.
+
+Start-up: the correlator's tables are created or upgraded (Alembic, retried
+while the database is away), the state is loaded (active alarms and recently
+cleared ones, per host), the outbox left by the previous run is published
+again, and only then does it subscribe to its queue (``<prefix>.correlator``:
+``event``, ``alarm_snapshot``, ``threshold``, ``alarm_command``).
+
+A batch of input messages goes through four steps, one batch at a time:
+
+1. apply: the pure :class:`~connector_alarms.machine.Correlator` updates the
+   host states in memory and says which ``alarm`` messages to publish;
+2. commit: one transaction (on a thread) writes the changed hosts' rows and
+   puts those alarm messages in the outbox table; while the database is
+   down this step is retried with backoff and nothing is acked;
+3. publish: each alarm message goes to the bus with a deterministic id
+   (``alarm:<ref>:<seq>``); the publisher's Deferred fires once the broker
+   confirmed it or it is safe in the core's SQLite buffer;
+4. ack: only now are the batch's inputs acked. Published ids are removed
+   from the outbox in the next commit.
+
+A crash between 2 and 3 leaves the alarms in the outbox: the next start
+publishes them again (same ids: the writer and the alerter see a duplicate
+they ignore). A crash before 2 loses nothing: the inputs were not acked and
+come back; redelivered ids already applied change nothing.
+
+Expiry and held updates run on a timer as an input-less batch through the
+same steps.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from connector import messages
+from connector.interfaces import IMessageHandler
+from connector.retry import backoff_delay, retry_in_thread
+from connector.settings import mask_url
+from connector.topology import connector_queue
+from connector_db.service import make_engine
+from connector_db.writer import error_summary, is_outage
+
+__all__ = ["CONNECTOR", "CorrelatorService", "build"]
+
+CONNECTOR = "correlator"
+
+
+class _Waiting:
+    """One input message waiting for its batch to be committed and published."""
+
+    __slots__ = ("message", "message_id", "deferred")
+
+    def __init__(self, message, message_id: str | None) -> None:
+        self.message = message
+        self.message_id = message_id
+        self.deferred: defer.Deferred = defer.Deferred()
+
+
+@implementer(IMessageHandler)
+class CorrelatorService(service.Service):
+    """Loads the state, then correlates the ``correlator`` queue in committed batches."""
+
+    log = Logger()
+
+    def __init__(self, runtime, engine: sa.Engine, parents: dict[str, str | None]) -> None:
+        self.runtime = runtime
+        self.reactor = runtime.reactor
+        self.settings = runtime.settings
+        self.conf = self.settings.section("correlator")
+        self.db = self.settings.section("db")
+        self.engine = engine
+        self.parents = parents
+        self.counters = runtime.counters(CONNECTOR)
+        self.publisher = runtime.bus.publisher(CONNECTOR)
+        self.alarm_exchange = messages.exchange_name(self.settings.bus.exchange_prefix, "alarm")
+        self.source = f"{CONNECTOR}@{runtime.node}"
+        self.correlator = None
+        self.states = None
+        self.store = None
+        self.state = "starting"
+        self.last_error: str | None = None
+        self._pending: list[_Waiting] = []
+        self._busy = False
+        self._timer = None
+        self._tick_due = False
+        self._confirmed: list[str] = []
+        self._stopping = False
+        self._ticker: task.LoopingCall | None = None
+        self._pool = ThreadPool(1, 1, name="correlator-sql")
+        self._idle: list[defer.Deferred] = []
+        runtime.health_checks[CONNECTOR] = self.health
+
+    # --- start and stop -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+        d = defer.ensureDeferred(self._start())
+        d.addErrback(lambda f: None if self._stopping else
+                     self.log.failure("centaure-correlator start failed", f))
+
+    async def _start(self) -> None:
+        from . import migrate
+        from .machine import Correlator, MemoryHostStates
+        from .store import StateStore
+
+        prefix = self.conf.table_prefix
+
+        def waiting(exc: BaseException) -> None:
+            self.state, self.last_error = "waiting for the database", error_summary(exc)
+
+        revision = await retry_in_thread(
+            self.reactor, lambda: migrate.upgrade(self.engine, prefix),
+            lambda exc: is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate),
+            self.db.retry_initial, self.db.retry_max, "correlator schema",
+            lambda: self._stopping, waiting)
+        if revision is None:
+            return
+        self.store = StateStore(self.engine, prefix)
+        loaded = await retry_in_thread(
+            self.reactor, lambda: self.store.load(time.time() - self.conf.keep_cleared),
+            is_outage, self.db.retry_initial, self.db.retry_max, "correlator state",
+            lambda: self._stopping, waiting)
+        if loaded is None:
+            return
+        hosts, outbox = loaded
+        self.states = MemoryHostStates(hosts)
+        self.correlator = Correlator(self.states, self.conf, self.source, self.parents)
+        active = sum(len(h.active()) for h in hosts.values())
+        self.log.info("correlator state loaded from {url}: {hosts} hosts, {active} active "
+                      "alarms, {outbox} alarm messages to publish again",
+                      url=mask_url(self.settings.database.url.reveal()), hosts=len(hosts),
+                      active=active, outbox=len(outbox))
+        # What the previous run committed but did not see confirmed.
+        await defer.gatherResults([self._publish(mid, body, host)
+                                   for mid, body, host in _outbox_items(outbox)])
+        self._confirmed.extend(mid for mid, _ in outbox)
+        self.state, self.last_error = "ready", None
+        if self._stopping:
+            return
+        self._ticker = task.LoopingCall(self._on_tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.conf.tick_interval, now=False)
+        queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
+                                self.settings.bus.queue_type)
+        self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self._stopping = True
+        super().stopService()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        while self._busy:
+            d = defer.Deferred()
+            self._idle.append(d)
+            yield d
+        for w in self._pending:  # not applied: the broker gives them back
+            w.deferred.errback(Failure(RuntimeError("correlator stopping")))
+        self._pending = []
+        if not self._pool.joined:
+            self._pool.stop()
+        yield threads.deferToThread(self.engine.dispose)
+
+    # --- IMessageHandler ------------------------------------------------------------
+
+    def handle(self, message, delivery) -> defer.Deferred:
+        """Queue ``message``; fires once its batch is committed and its alarms published."""
+        if self._stopping or self.correlator is None:
+            return defer.fail(RuntimeError("correlator not running"))
+        w = _Waiting(message, delivery.message_id)
+        self._pending.append(w)
+        self.counters.inc("received")
+        if len(self._pending) >= self.conf.batch_size:
+            self._kick()
+        elif self._timer is None:
+            self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
+        return w.deferred
+
+    def health(self) -> dict:
+        """State, backlog and the state machine's counters, for /health and heartbeats."""
+        body = {"state": self.state, "last_error": self.last_error,
+                "degraded": self.state != "ready", "pending": len(self._pending)}
+        if self.correlator is not None:
+            body["alarms"] = dict(self.correlator.counters)
+        if self.states is not None:
+            body["active_alarms"] = sum(len(self.states.get(h).active())
+                                        for h in self.states.hosts())
+        return body
+
+    # --- batches --------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        self._tick_due = True
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._busy or (not self._pending and not self._tick_due):
+            return
+        self._busy = True
+        d = defer.ensureDeferred(self._run_batch())
+        d.addErrback(lambda f: self.log.failure("correlator batch failed", f))
+        d.addBoth(self._batch_finished)
+
+    def _batch_finished(self, _result) -> None:
+        self._busy = False
+        waiting, self._idle = self._idle, []
+        for d in waiting:
+            d.callback(None)
+        if self._stopping:
+            return
+        if len(self._pending) >= self.conf.batch_size or self._tick_due:
+            self._kick()
+        elif self._pending and self._timer is None:
+            self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
+
+    async def _run_batch(self) -> None:
+        batch = self._pending[:self.conf.batch_size]
+        del self._pending[:len(batch)]
+        now = time.time()
+        out: list[tuple[str, messages.Alarm]] = []
+        try:
+            # 1. apply (reactor thread, pure)
+            for w in batch:
+                out.extend(self.correlator.apply(w.message, w.message_id, now))
+            if self._tick_due:
+                self._tick_due = False
+                out.extend(self.correlator.tick(now))
+            dirty = [self.states.get(h) for h in self.states.hosts() if self.states.get(h).dirty]
+            forgotten = self.correlator.take_forgotten()
+            snapshot = self.store.snapshot(dirty, forgotten)
+            for h in dirty:
+                h.dirty = False
+            encoded = [(mid, messages.encode(alarm)) for mid, alarm in out]
+            done, self._confirmed = self._confirmed, []
+            # 2. commit (thread), retried while the database is away
+            await self._commit(snapshot, encoded, done)
+        except Exception:
+            for w in batch:
+                w.deferred.errback(Failure())
+            raise
+        # 3. publish, each confirmed (or in the on-disk buffer) before 4.
+        await defer.gatherResults([self._publish(mid, body, alarm.host)
+                                   for (mid, body), (_, alarm) in zip(encoded, out)])
+        self._confirmed.extend(mid for mid, _ in encoded)
+        self.counters.inc("alarms_published", len(out))
+        self.counters.inc("applied", len(batch))
+        # 4. ack
+        for w in batch:
+            w.deferred.callback(None)
+
+    async def _commit(self, snapshot, outbox_add, outbox_done) -> None:
+        attempt = 0
+        while True:
+            try:
+                await threads.deferToThreadPool(self.reactor, self._pool, self.store.save,
+                                                snapshot, outbox_add, outbox_done)
+                if self.state != "ready":
+                    self.log.info("database writable again")
+                self.state, self.last_error = "ready", None
+                return
+            except Exception as exc:
+                if not is_outage(exc) or self._stopping:
+                    raise
+                attempt += 1
+                self.state, self.last_error = "database unavailable", error_summary(exc)
+                delay = backoff_delay(attempt, self.db.retry_initial, self.db.retry_max)
+                self.log.warn("correlator state not saved ({error}); retry {n} in {delay:.1f}s",
+                              error=self.last_error, n=attempt, delay=delay)
+                self.counters.inc("commit_retries")
+                await task.deferLater(self.reactor, delay, lambda: None)
+
+    def _publish(self, message_id: str, body: bytes, host: str) -> defer.Deferred:
+        return self.publisher.publish_raw(self.alarm_exchange, f"alarm.{host}", body,
+                                          {"message_id": message_id, "type": "alarm"})
+
+
+def _outbox_items(outbox: list[tuple[str, bytes]]):
+    for mid, body in outbox:
+        alarm = messages.decode(body, expected_type="alarm")
+        yield mid, body, alarm.host
+
+
+def _parents(settings) -> dict[str, str | None]:
+    """Inventory host -> parent host (the topology), or {} without an inventory."""
+    from connector_snmp.inventory import load_inventory
+
+    root = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    try:
+        inventory = load_inventory(settings.section("inventory"), root)
+    except FileNotFoundError:
+        return {}
+    return {d.name: d.parent for d in inventory}
+
+
+def build(runtime) -> CorrelatorService:
+    """The correlator of ``runtime``'s process (no database I/O here)."""
+    settings = runtime.settings
+    url = settings.database.url.reveal()
+    try:
+        engine = make_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+        raise ValueError(f"[database] url {mask_url(url)}: {e}") from None
+    try:
+        parents = _parents(settings)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"inventory: {e}") from None
+    return CorrelatorService(runtime, engine, parents)
