@@ -18,6 +18,13 @@ Threads: :meth:`StateStore.snapshot` runs on the reactor thread (it copies
 the mutable dataclasses into plain rows and does no I/O); :meth:`StateStore.save`
 and :meth:`StateStore.load` block on the database: call them from a thread.
 
+Only changed alarms are written: the store remembers, per ref, the row its
+last snapshot took (or ``load`` read), and a snapshot leaves out the alarms
+of a dirty host whose row has not changed since. At 10,000 events/s over
+10,000 alarms nearly every host is dirty in every batch, but only the
+alarms the batch touched are rewritten. This is why snapshots must all be
+saved, in order: a failed save is retried with the same snapshot.
+
 One :meth:`~StateStore.save` is one transaction: the state change and the
 ``alarm`` messages it produced (the outbox) are committed together, so a
 restart, even after kill -9, resumes with the state of the last commit and
@@ -73,6 +80,9 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _PLAIN_FIELDS = tuple(f for f in ALARM_FIELDS if f not in ALARM_JSON_FIELDS)
 _plain_values = operator.attrgetter(*_PLAIN_FIELDS)
+# The order of an alarm row's values (tuples compare fast and weigh little in the cache).
+_ROW_KEYS = _PLAIN_FIELDS + ALARM_JSON_FIELDS
+_U64 = 2**64
 
 
 class UnpersistedFields(TypeError):
@@ -114,8 +124,9 @@ def check_mapping(schema: AlarmSchema | None = None) -> None:
 class Snapshot:
     """Rows of some host states, copied on the reactor thread, to be saved on another.
 
-    Plain values only (no reference to the live dataclasses). ``forgotten``
-    are refs whose rows are deleted (alarms no longer held in memory).
+    Plain values only (no reference to the live dataclasses): ``hosts`` a row
+    per state, ``alarms`` the rows of the alarms that changed, ``forgotten``
+    refs whose rows are deleted (alarms no longer held in memory).
     """
 
     hosts: list[dict[str, Any]] = field(default_factory=list)
@@ -126,18 +137,17 @@ class Snapshot:
         return bool(self.hosts or self.alarms or self.forgotten)
 
 
-def _alarm_row(record: AlarmRecord) -> dict[str, Any]:
-    row = dict(zip(_PLAIN_FIELDS, _plain_values(record)))
-    row["notes"] = _encode(record.notes).decode()
-    row["history"] = _encode(record.history).decode()
-    return row
+def _alarm_values(record: AlarmRecord) -> tuple:
+    """The row of ``record`` as plain values in ``_ROW_KEYS`` order (JSON encoded)."""
+    return _plain_values(record) + (_encode(record.notes).decode(),
+                                    _encode(record.history).decode())
 
 
-def _alarm_record(row: sa.Row) -> AlarmRecord:
-    values = row._asdict()
-    values["notes"] = _decode(values["notes"])
-    values["history"] = _decode(values["history"])
-    return AlarmRecord(**values)
+def _alarm_record(values: tuple) -> AlarmRecord:
+    row = dict(zip(_ROW_KEYS, values))
+    row["notes"] = _decode(row["notes"])
+    row["history"] = _decode(row["history"])
+    return AlarmRecord(**row)
 
 
 def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
@@ -159,10 +169,14 @@ class StateStore:
         self.engine = engine
         self.schema = make_schema(prefix)
         check_mapping(self.schema)
+        # ref -> the alarm's row as last snapshotted (or loaded): what the table
+        # holds once every snapshot taken is saved. Reactor thread, but for load.
+        self._rows: dict[int, tuple] = {}
         self._dialect = engine.dialect.name
         self._alarm_upsert = self._upsert(self.schema.alarms, "ref")
         self._host_upsert = self._upsert(self.schema.hosts, "host")
         self._outbox_insert = self._insert_new(self.schema.outbox, "message_id")
+        self._alarm_sql: str | None = None  # the upsert compiled for MySQL/MariaDB
         t = self.schema.alarms
         self._forget = t.delete().where(t.c.ref.in_(sa.bindparam("refs", expanding=True)))
         o = self.schema.outbox
@@ -198,25 +212,38 @@ class StateStore:
     # --- reactor thread -------------------------------------------------------------
 
     def snapshot(self, states: Iterable[HostState], forgotten: Iterable[int] = ()) -> Snapshot:
-        """Copy ``states`` (every alarm of each) into plain rows; clear their ``dirty`` flag.
+        """Copy ``states`` into plain rows; clear their ``dirty`` flag.
 
-        No I/O: for the thread that mutates the states. ``forgotten`` are refs
-        removed from memory since the last snapshot (their rows go); a ref
-        present in ``states`` again is kept. Save snapshots in the order they
-        were taken; if a save fails, save the same snapshot again before any
-        later one (its changes are no longer marked dirty).
+        No I/O: for the thread that mutates the states. Each state's host row
+        is taken, and the rows of its alarms that changed since the previous
+        snapshot (or ``load``). ``forgotten`` are refs removed from memory
+        since the last snapshot (their rows go); a ref present in ``states``
+        again is kept. Save snapshots in the order they were taken; if a save
+        fails, save the same snapshot again before any later one (its changes
+        are no longer marked dirty, nor taken again).
         """
+        rows = self._rows
         hosts: dict[str, dict[str, Any]] = {}
-        alarms: dict[int, dict[str, Any]] = {}
+        changed: dict[int, dict[str, Any]] = {}
+        present: set[int] = set()
         for state in states:
             hosts[state.host] = {"host": state.host, "snapshot_ts": state.snapshot_ts,
                                  "seen_ids": _encode(list(state.seen_ids)).decode()}
             for record in state.alarms.values():
-                # keyed: the same row twice in one upsert is an error on PostgreSQL
-                alarms[record.ref] = _alarm_row(record)
+                ref = record.ref
+                present.add(ref)
+                values = _alarm_values(record)
+                if rows.get(ref) != values:
+                    if not 0 <= ref < _U64:  # here, not in the writer thread
+                        raise ValueError(f"alarm ref not unsigned 64-bit: {ref}")
+                    rows[ref] = values
+                    # keyed: the same row twice in one upsert is an error on PostgreSQL
+                    changed[ref] = dict(zip(_ROW_KEYS, values))
             state.dirty = False
-        gone = sorted({ref for ref in forgotten if ref not in alarms})
-        return Snapshot(list(hosts.values()), list(alarms.values()), gone)
+        gone = sorted({ref for ref in forgotten if ref not in present})
+        for ref in gone:
+            rows.pop(ref, None)
+        return Snapshot(list(hosts.values()), list(changed.values()), gone)
 
     # --- blocking: call from a thread ----------------------------------------------
 
@@ -237,13 +264,30 @@ class StateStore:
             if snapshot.hosts:
                 conn.execute(self._host_upsert, snapshot.hosts)
             if snapshot.alarms:
-                conn.execute(self._alarm_upsert, snapshot.alarms)
+                self._upsert_alarms(conn, snapshot.alarms)
             if outbox_add:
                 conn.execute(self._outbox_insert,
                              [{"message_id": mid, "body": bytes(body), "created": created}
                               for mid, body in outbox_add])
             for ids in _chunks(list(dict.fromkeys(outbox_done))):
                 conn.execute(self._done, {"ids": list(ids)})
+
+    def _upsert_alarms(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        if self._dialect not in ("mysql", "mariadb"):
+            conn.execute(self._alarm_upsert, rows)
+            return
+        # The rows hold plain values that PyMySQL escapes exactly as SQLAlchemy's
+        # bind processing would hand them over (refs: ints checked by snapshot;
+        # booleans: 1/0; floats: repr), so the statement SQLAlchemy compiled goes
+        # to the driver's executemany as is: about a quarter less time per save
+        # (measured), PyMySQL's escaping being most of the rest. Still multi-row
+        # statements.
+        if self._alarm_sql is None:
+            compiled = self._alarm_upsert.compile(dialect=conn.dialect)
+            if set(compiled.params) != set(_ROW_KEYS):  # bind names are the column names
+                raise RuntimeError(f"unexpected bind names {sorted(compiled.params)}")
+            self._alarm_sql = str(compiled)
+        conn.exec_driver_sql(self._alarm_sql, rows)
 
     def load(self, keep_cleared_since: float) -> tuple[dict[str, HostState],
                                                         list[tuple[str, bytes]]]:
@@ -253,25 +297,30 @@ class StateStore:
         ``keep_cleared_since`` (older cleared rows stay in the table, unread),
         in ``first_seen`` order; every state comes back not dirty. The outbox
         is (message_id, body) pairs in the order they were added: republish
-        them at start-up, then confirm them with ``outbox_done``.
+        them at start-up, then confirm them with ``outbox_done``. Call it
+        before taking snapshots (it resets what they compare with).
         """
         s = self.schema
         a = s.alarms
         states: dict[str, HostState] = {}
+        rows: dict[int, tuple] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(sa.select(s.hosts)):
                 states[row.host] = HostState(
                     host=row.host, snapshot_ts=row.snapshot_ts,
                     seen_ids=OrderedDict.fromkeys(_decode(row.seen_ids)))
-            query = (sa.select(*(a.c[f] for f in ALARM_FIELDS))
+            query = (sa.select(*(a.c[f] for f in _ROW_KEYS))
                      .where(sa.or_(a.c.active, a.c.cleared_at >= keep_cleared_since))
                      .order_by(a.c.host, a.c.first_seen, a.c.ref))
             for row in conn.execute(query):
-                record = _alarm_record(row)
+                values = tuple(row)
+                record = _alarm_record(values)
+                rows[record.ref] = values
                 state = states.get(record.host)
                 if state is None:  # not expected: a host's row is saved with its alarms
                     state = states[record.host] = HostState(host=record.host)
                 state.alarms[record.ref] = record
             outbox = [(mid, bytes(body)) for mid, body in conn.execute(
                 sa.select(s.outbox.c.message_id, s.outbox.c.body).order_by(s.outbox.c.id))]
+        self._rows = rows  # the next snapshots write only what differs from the table
         return states, outbox

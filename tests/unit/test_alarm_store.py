@@ -216,6 +216,51 @@ def test_save_is_idempotent(store):
             count(store.engine, s.outbox)) == (3, 2, 2)
 
 
+def test_only_changed_alarms_are_written(store):
+    states = [host_state("a", [1, 2, 3]), host_state("b", [4])]
+    first = store.snapshot(states)
+    assert len(first.alarms) == 4
+    store.save(first)
+    again = store.snapshot(states)  # every snapshot is saved, in order: that is the contract
+    assert [h["host"] for h in again.hosts] == ["a", "b"] and again.alarms == []
+    store.save(again)
+    a = states[0]
+    a.alarms[2].count += 1
+    a.alarms[3].notes[0][2] = "edited in place"  # nested mutation seen too
+    a.alarms[5] = full_record(5, "a")
+    snap = store.snapshot(states)
+    assert sorted(r["ref"] for r in snap.alarms) == [2, 3, 5]
+    store.save(snap)
+    got, _ = store.load(0.0)
+    assert_same_states(got, {s.host: s for s in states})
+    # The rows read by load are what the next snapshot compares with.
+    assert store.snapshot(got.values()).alarms == []
+    got["b"].alarms[4].acked_by = "dave"
+    assert [r["ref"] for r in store.snapshot(got.values()).alarms] == [4]
+
+
+def test_a_failed_save_is_retried_with_the_same_snapshot(store, monkeypatch):
+    state = host_state("h", [1])
+    store.save(store.snapshot([state]))
+    state.alarms[1].count += 5
+    snap = store.snapshot([state])
+    with monkeypatch.context() as m:
+        m.setattr(store, "_alarm_upsert", sa.text("SELECT no_such_column"))
+        with pytest.raises(sa.exc.OperationalError):
+            store.save(snap)
+    assert store.snapshot([state]).alarms == []  # taken already: the retry must save it
+    store.save(snap)
+    got, _ = store.load(0.0)
+    assert got["h"].alarms[1].count == state.alarms[1].count
+
+
+def test_a_ref_outside_64_bits_is_refused_on_snapshot(store):
+    state = HostState(host="h")
+    state.alarms[2**64] = full_record(2**64, "h")
+    with pytest.raises(ValueError, match="unsigned 64-bit"):
+        store.snapshot([state])
+
+
 def test_forgotten_refs_are_deleted(store):
     state = host_state("h", [1, 2, 3])
     other = host_state("o", [4])
