@@ -22,8 +22,8 @@ Only changed alarms are written: the store remembers, per ref, the row its
 last snapshot took (or ``load`` read), and a snapshot leaves out the alarms
 of a dirty host whose row has not changed since. At 10,000 events/s over
 10,000 alarms nearly every host is dirty in every batch, but only the
-alarms the batch touched are rewritten. This is why snapshots must all be
-saved, in order: a failed save is retried with the same snapshot.
+alarms the batch touched are rewritten. Snapshots are saved in order, one
+at a time; a failed save makes the next snapshots take its alarms again.
 
 One :meth:`~StateStore.save` is one transaction: the state change and the
 ``alarm`` messages it produced (the outbox) are committed together, so a
@@ -218,9 +218,9 @@ class StateStore:
         is taken, and the rows of its alarms that changed since the previous
         snapshot (or ``load``). ``forgotten`` are refs removed from memory
         since the last snapshot (their rows go); a ref present in ``states``
-        again is kept. Save snapshots in the order they were taken; if a save
-        fails, save the same snapshot again before any later one (its changes
-        are no longer marked dirty, nor taken again).
+        again is kept. Save snapshots in the order they were taken, one at a
+        time; if a save fails, save the same snapshot again before taking the
+        next (its hosts are no longer marked dirty).
         """
         rows = self._rows
         hosts: dict[str, dict[str, Any]] = {}
@@ -255,22 +255,32 @@ class StateStore:
         ``outbox_add`` ((message_id, body) pairs; a message_id already there is
         skipped) and removes the ``outbox_done`` message ids (after the adds:
         a message added and confirmed within one save leaves nothing).
-        Idempotent: the same arguments again change nothing.
+        Idempotent: the same arguments again change nothing. On failure
+        nothing is written; retry with the same snapshot (its hosts are no
+        longer dirty); its alarms are taken again by later snapshots anyway.
         """
         created = time.time()
-        with self.engine.begin() as conn:
-            for refs in _chunks(snapshot.forgotten):
-                conn.execute(self._forget, {"refs": list(refs)})
-            if snapshot.hosts:
-                conn.execute(self._host_upsert, snapshot.hosts)
-            if snapshot.alarms:
-                self._upsert_alarms(conn, snapshot.alarms)
-            if outbox_add:
-                conn.execute(self._outbox_insert,
-                             [{"message_id": mid, "body": bytes(body), "created": created}
-                              for mid, body in outbox_add])
-            for ids in _chunks(list(dict.fromkeys(outbox_done))):
-                conn.execute(self._done, {"ids": list(ids)})
+        try:
+            with self.engine.begin() as conn:
+                for refs in _chunks(snapshot.forgotten):
+                    conn.execute(self._forget, {"refs": list(refs)})
+                if snapshot.hosts:
+                    conn.execute(self._host_upsert, snapshot.hosts)
+                if snapshot.alarms:
+                    self._upsert_alarms(conn, snapshot.alarms)
+                if outbox_add:
+                    conn.execute(self._outbox_insert,
+                                 [{"message_id": mid, "body": bytes(body), "created": created}
+                                  for mid, body in outbox_add])
+                for ids in _chunks(list(dict.fromkeys(outbox_done))):
+                    conn.execute(self._done, {"ids": list(ids)})
+        except BaseException:
+            # These rows may not be in the table: the next snapshots write them
+            # again even if this one is never retried. (Single dict operations,
+            # safe beside the reactor's snapshot: at worst a row written twice.)
+            for row in snapshot.alarms:
+                self._rows.pop(row["ref"], None)
+            raise
 
     def _upsert_alarms(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         if self._dialect not in ("mysql", "mariadb"):

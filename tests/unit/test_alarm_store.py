@@ -248,10 +248,25 @@ def test_a_failed_save_is_retried_with_the_same_snapshot(store, monkeypatch):
         m.setattr(store, "_alarm_upsert", sa.text("SELECT no_such_column"))
         with pytest.raises(sa.exc.OperationalError):
             store.save(snap)
-    assert store.snapshot([state]).alarms == []  # taken already: the retry must save it
     store.save(snap)
     got, _ = store.load(0.0)
     assert got["h"].alarms[1].count == state.alarms[1].count
+
+
+def test_alarms_of_a_failed_save_are_taken_again(store, monkeypatch):
+    """A snapshot whose save failed and is dropped loses no alarm row."""
+    state = host_state("h", [1, 2])
+    store.save(store.snapshot([state]))
+    state.alarms[1].count += 5
+    with monkeypatch.context() as m:
+        m.setattr(store, "_alarm_upsert", sa.text("SELECT no_such_column"))
+        with pytest.raises(sa.exc.OperationalError):
+            store.save(store.snapshot([state]))
+    snap = store.snapshot([state])
+    assert [r["ref"] for r in snap.alarms] == [1]
+    store.save(snap)
+    got, _ = store.load(0.0)
+    assert_same_states(got, {"h": state})
 
 
 def test_a_ref_outside_64_bits_is_refused_on_snapshot(store):
