@@ -125,7 +125,8 @@ def main() -> int:
             pending = [mid for mid, _ in add]
             snap_s.append(t1 - t0)
             save_s.append(t3 - t2)
-            print(f"run {run + 1}: snapshot {(t1 - t0) * 1000:.1f} ms, save {(t3 - t2) * 1000:.1f} ms "
+            print(f"run {run + 1}: snapshot {(t1 - t0) * 1000:.1f} ms, "
+                  f"save {(t3 - t2) * 1000:.1f} ms "
                   f"({len(snap.alarms) / (t3 - t2):,.0f} alarm rows/s)"
                   + (f", {inserts[-1]} INSERT statements" if mariadb else ""))
         assert len(store.load(0.0)[0]) == args.hosts

@@ -132,7 +132,8 @@ def test_an_unmapped_field_fails_loudly(monkeypatch, engine):
     grown = dataclasses.make_dataclass("AlarmRecord", [("escalated", bool, False)],
                                        bases=(AlarmRecord,))
     monkeypatch.setattr(store_module, "AlarmRecord", grown)
-    with pytest.raises(UnpersistedFields, match=r"AlarmRecord fields not persisted: \['escalated'\]"):
+    with pytest.raises(UnpersistedFields,
+                       match=r"AlarmRecord fields not persisted: \['escalated'\]"):
         check_mapping()
     with pytest.raises(UnpersistedFields):
         StateStore(engine, "x_")
