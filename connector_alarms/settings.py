@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 from connector.settings import (
-    Bool, Choice, Duration, Float, Int, InvalidValue, ParseContext, Parser, Str, StrList,
+    Bool, Choice, Duration, Float, Int, InvalidValue, ParseContext, Parser, StrList,
     register_section, setting,
 )
+from connector_db.settings import TABLE_PREFIX
 
 __all__ = ["CorrelatorSettings", "DurationMap"]
 
@@ -50,11 +51,6 @@ class DurationMap(StrList):
         return dict(super().parse(raw, ctx))
 
 
-_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
-              "a table prefix: a lower-case letter then up to 30 lower-case letters, "
-              "digits or '_', or nothing")
-
-
 @register_section("correlator")
 @dataclasses.dataclass(frozen=True)
 class CorrelatorSettings:
@@ -85,7 +81,7 @@ class CorrelatorSettings:
         Bool(), "false",
         "Mask every alarm of a child of an unreachable parent (false: only its "
         "'unreachable' alarm).")
-    table_prefix: str = setting(_PREFIX, "corr_",
+    table_prefix: str = setting(TABLE_PREFIX, "corr_",
                                 "Prefix of the correlator's tables in [database].")
     batch_size: int = setting(Int(1, 100_000), "2000", "Messages applied per transaction, at most.")
     batch_interval: float = setting(

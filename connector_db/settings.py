@@ -16,7 +16,6 @@ from connector.settings import (
     Choice,
     Duration,
     Int,
-    InvalidValue,
     ParseContext,
     Parser,
     Str,
@@ -206,9 +205,10 @@ class TableTemplate(Parser):
         except ValueError as e:
             raise self.invalid(str(e)) from None
 
-_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
-              "a table prefix: a lower-case letter then up to 30 lower-case letters, "
-              "digits or '_', or nothing")
+#: A table prefix setting (the writer's, the correlator's): checked like schema.PREFIX_RE.
+TABLE_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
+                   "a table prefix: a lower-case letter then up to 30 lower-case letters, "
+                   "digits or '_', or nothing")
 
 
 @register_section("db")
@@ -220,7 +220,7 @@ class DbSettings:
         Choice("normalized", "per_device"), "normalized",
         "Table layout of samples: normalized (devices, metrics, samples) or per_device "
         "(a table per metric per device, as seed-000 databases).")
-    table_prefix: str = setting(_PREFIX, "", "Prefix of the normalized tables and of their Alembic version table.")
+    table_prefix: str = setting(TABLE_PREFIX, "", "Prefix of the normalized tables and of their Alembic version table.")
     migrate: str = setting(
         Choice("auto", "check"), "auto",
         "auto: create or upgrade the schema at start-up; check: refuse to start unless "

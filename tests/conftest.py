@@ -19,6 +19,10 @@ pytest_plugins = ["tests.snmp.fixtures", "tests.snmp.simfixtures"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AMQP_URL = os.environ.get("CENTAURE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MARIADB_URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+POSTGRESQL_URL = os.environ.get("CENTAURE_TEST_POSTGRESQL",
+                                "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+#: The real SQL servers of this machine, for tests parametrized over both.
+SQL_URLS = {"mariadb": MARIADB_URL, "postgresql": POSTGRESQL_URL}
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:

@@ -6,7 +6,6 @@ every table it made (the prefixed version table too) afterwards.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -21,13 +20,11 @@ from tests.unit.test_alarm_store import (HEAD, MAX_REF, TS, alarm_schema_diffs,
                                          run_concurrent_upgrades)
 from tests.unit.test_db_migrate import Statements, describe, drop_prefixed, new_prefix, tables
 
+from tests.conftest import SQL_URLS
+
 pytestmark = pytest.mark.integration
 
-URLS = {
-    "mariadb": os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "postgresql": os.environ.get("CENTAURE_TEST_POSTGRESQL",
-                                 "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-}
+URLS = SQL_URLS
 
 
 @pytest.fixture(params=sorted(URLS))

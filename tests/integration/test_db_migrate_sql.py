@@ -6,7 +6,6 @@ every table it made (the prefixed version table too) afterwards.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import pytest_twisted
@@ -23,13 +22,11 @@ from connector_db.writer import SqlWriter
 from tests.unit.test_db_migrate import (Statements, assert_same_as_create_all, drop_prefixed,
                                         new_prefix, run_concurrent_upgrades, schema_diffs, tables)
 
+from tests.conftest import SQL_URLS
+
 pytestmark = pytest.mark.integration
 
-URLS = {
-    "mariadb": os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "postgresql": os.environ.get("CENTAURE_TEST_POSTGRESQL",
-                                 "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-}
+URLS = SQL_URLS
 
 
 @pytest.fixture(params=sorted(URLS))

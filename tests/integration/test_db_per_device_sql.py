@@ -7,7 +7,6 @@ normalized tables of the fallback, are dropped afterwards.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -23,13 +22,11 @@ from connector_db.settings import DbSettings
 from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter
 
+from tests.conftest import SQL_URLS
+
 pytestmark = pytest.mark.integration
 
-URLS = {
-    "mariadb": os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "postgresql": os.environ.get("CENTAURE_TEST_POSTGRESQL",
-                                 "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-}
+URLS = SQL_URLS
 TS = 1_700_000_000.125
 SEED = DbSettings().table_struct
 DEVICES = {"r1.example.net": "42"}

@@ -6,7 +6,6 @@ Each test builds the whole layout under a unique table prefix in database
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -20,13 +19,11 @@ from connector_db.schema import create_all, drop_all, make_schema
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 
+from tests.conftest import SQL_URLS
+
 pytestmark = pytest.mark.integration
 
-URLS = {
-    "mariadb": os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "postgresql": os.environ.get("CENTAURE_TEST_POSTGRESQL",
-                                 "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-}
+URLS = SQL_URLS
 TS = 1_700_000_000.125
 MAX_REF = 2**64 - 1
 
