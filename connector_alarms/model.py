@@ -127,3 +127,6 @@ class HostStates(Protocol):
 
     def hosts(self) -> list[str]:
         """Every host with a state here."""
+
+    def forget(self, ref: int) -> None:
+        """Drop ``ref`` from the index (called when a cleared alarm is forgotten)."""
