@@ -26,6 +26,7 @@ CONNECTORS: dict[str, str] = {
     "snmp": "connector_snmp.service:build",
     "traps": "connector_traps.service:build",
     "db": "connector_db.service:build",
+    "correlator": "connector_alarms.service:build",
 }
 
 

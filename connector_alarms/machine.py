@@ -157,6 +157,8 @@ class MemoryHostStates:
     def __init__(self) -> None:
         self._states: dict[str, HostState] = {}
         self._refs: dict[int, str] = {}
+        # Refs dropped from memory since the last take_forgotten(): their rows go too.
+        self._forgotten: list[int] = []
 
     def get(self, host: str) -> HostState:
         """The state of ``host``, created empty if unknown."""
@@ -178,8 +180,18 @@ class MemoryHostStates:
         self._refs[record.ref] = record.host
 
     def forget(self, ref: int) -> None:
-        """Drop ``ref`` from the index."""
+        """Drop ``ref`` from the index (and from the store at the next save)."""
         self._refs.pop(ref, None)
+        self._forgotten.append(ref)
+
+    def take_forgotten(self) -> list[int]:
+        """The refs forgotten since the last call (for the store to delete)."""
+        refs, self._forgotten = self._forgotten, []
+        return refs
+
+    def dirty(self) -> list[HostState]:
+        """The host states changed since they were last saved."""
+        return [s for s in self._states.values() if s.dirty]
 
     def hosts(self) -> list[str]:
         """Every host with a state here."""

@@ -30,7 +30,6 @@ same steps.
 
 from __future__ import annotations
 
-import os
 import time
 
 import sqlalchemy as sa
@@ -133,7 +132,9 @@ class CorrelatorService(service.Service):
         if loaded is None:
             return
         hosts, outbox = loaded
-        self.states = MemoryHostStates(hosts)
+        self.states = MemoryHostStates()
+        for state in hosts.values():
+            self.states.add(state)
         self.correlator = Correlator(self.states, self.conf, self.source, self.parents)
         active = sum(len(h.active()) for h in hosts.values())
         self.log.info("correlator state loaded from {url}: {hosts} hosts, {active} active "
@@ -195,8 +196,7 @@ class CorrelatorService(service.Service):
         if self.correlator is not None:
             body["alarms"] = dict(self.correlator.counters)
         if self.states is not None:
-            body["active_alarms"] = sum(len(self.states.get(h).active())
-                                        for h in self.states.hosts())
+            body["hosts"] = len(self.states)
         return body
 
     # --- batches --------------------------------------------------------------------
@@ -240,11 +240,7 @@ class CorrelatorService(service.Service):
             if self._tick_due:
                 self._tick_due = False
                 out.extend(self.correlator.tick(now))
-            dirty = [self.states.get(h) for h in self.states.hosts() if self.states.get(h).dirty]
-            forgotten = self.correlator.take_forgotten()
-            snapshot = self.store.snapshot(dirty, forgotten)
-            for h in dirty:
-                h.dirty = False
+            snapshot = self.store.snapshot(self.states.dirty(), self.states.take_forgotten())
             encoded = [(mid, messages.encode(alarm)) for mid, alarm in out]
             done, self._confirmed = self._confirmed, []
             # 2. commit (thread), retried while the database is away
@@ -297,14 +293,10 @@ def _outbox_items(outbox: list[tuple[str, bytes]]):
 
 def _parents(settings) -> dict[str, str | None]:
     """Inventory host -> parent host (the topology), or {} without an inventory."""
-    from connector_snmp.inventory import load_inventory
+    from connector_snmp.inventory import load_optional_inventory
 
-    root = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-    try:
-        inventory = load_inventory(settings.section("inventory"), root)
-    except FileNotFoundError:
-        return {}
-    return {d.name: d.parent for d in inventory}
+    inventory = load_optional_inventory(settings)
+    return {} if inventory is None else {d.name: d.parent for d in inventory}
 
 
 def build(runtime) -> CorrelatorService:

@@ -15,7 +15,6 @@ waits in the queue. ``/health`` says ``degraded`` (HTTP 503) meanwhile.
 
 from __future__ import annotations
 
-import os
 
 import sqlalchemy as sa
 from twisted.application import service
@@ -56,14 +55,10 @@ def make_engine(url: str) -> sa.Engine:
 
 def _device_ids(settings) -> dict[str, str]:
     """Inventory host name -> device id, for the per-device layout's table names."""
-    from connector_snmp.inventory import load_inventory
+    from connector_snmp.inventory import load_optional_inventory
 
-    root = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-    try:
-        inventory = load_inventory(settings.section("inventory"), root)
-    except FileNotFoundError:
-        return {}
-    return {d.name: d.id or d.name for d in inventory}
+    inventory = load_optional_inventory(settings)
+    return {} if inventory is None else {d.name: d.id or d.name for d in inventory}
 
 
 class DbService(service.Service):

@@ -252,6 +252,20 @@ def load_inventory(section: InventorySettings, base_dir: str | os.PathLike[str] 
     return build_inventory(records, section, section.path)
 
 
+def load_optional_inventory(settings) -> Inventory | None:
+    """The inventory of ``settings``, or None when its YAML/CSV file does not exist.
+
+    For connectors that only enrich with it (the writer's device ids, the
+    correlator's topology): a node without an inventory runs without them;
+    a file that exists but is wrong still raises.
+    """
+    section = settings.section("inventory")
+    base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    if section.source != "sql" and not os.path.exists(os.path.join(base, section.path)):
+        return None
+    return load_inventory(section, base)
+
+
 def _check_identifiers(section: InventorySettings) -> None:
     # The settings parser already refuses them; a section built in code
     # (tests, tools) must not slip an arbitrary string through either.
