@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -69,6 +69,13 @@ class AMQPBus(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        # A clean stop first gives what is queued (the connectors' last
+        # messages, a replay in progress) a bounded time to be confirmed;
+        # whatever remains stays in the on-disk buffer for the next start.
+        deadline = self.reactor.seconds() + DRAIN_SECONDS
+        while (self.connected and (self._publisher.backlog or self._publisher.in_flight)
+               and self.reactor.seconds() < deadline):
+            yield task.deferLater(self.reactor, 0.02, lambda: None)
         yield self.connection.stopService()
         yield self._publisher.stop()
 
