@@ -17,6 +17,10 @@ from connector.publisher import ReliablePublisher
 from connector.topology import QueueSpec, dead_letter_exchange, exchange_names
 
 
+#: Longest wait on a clean stop for queued messages to be confirmed.
+DRAIN_SECONDS = 5.0
+
+
 @implementer(IBus)
 class AMQPBus(service.Service):
     """One AMQP connection and one reliable publisher, shared by a process."""
