@@ -5,8 +5,9 @@ What an operator checks:
 * net-snmp ``snmptrap`` sends linkDown three times then linkUp to the real
   trap receiver; the correlator publishes ``raised`` (count 1), then one
   ``updated`` with count 3 (repeats within ``update_interval`` are held and
-  sent together), then ``cleared``; the SQL writer's alarm tables agree, and
-  ``centaure alarms`` lists the alarm while it is active;
+  sent together), then ``cleared``; the SQL writer's alarm tables agree;
+  ``centaure alarms`` lists the alarm while it is active and
+  ``centaure alarms ack`` reaches the correlator, which publishes who acked;
 * killed with -9 in the middle of a stream, then restarted: every alarm has
   exactly the count of raises sent, none was raised twice;
 * its database stopped under it: nothing is applied twice or lost, /health
@@ -150,6 +151,15 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
         assert (row["ref"], row["host"], row["count"], row["active"]) == (raised.ref, "sw-core",
                                                                            3, True)
 
+        # An operator acknowledges it: the correlator publishes who did.
+        ack = subprocess.run([sys.executable, "-m", "connector.cli", "alarms", "ack",
+                              str(raised.ref), "--user", "alice", "--note", "on it", "-c",
+                              str(corr_ini)], capture_output=True, text=True, cwd=ROOT,
+                             timeout=60)
+        assert ack.returncode == 0, ack.stderr
+        (acked,) = read_alarms(alarm_queue, 1)
+        assert (acked.state, acked.ref, acked.acked_by) == ("updated", raised.ref, "alice")
+
         snmptrap(LINK_UP, 103)
         (cleared,) = read_alarms(alarm_queue, 1)
         assert (cleared.state, cleared.ref, cleared.count) == ("cleared", raised.ref, 3)
@@ -166,13 +176,14 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
                     history = c.execute(sa.text(
                         f"SELECT state, count FROM {tables['db']}alarm_history "
                         "ORDER BY ts, id")).all()
-                if len(history) == 3 or time.monotonic() > deadline:
+                if len(history) == 4 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
         finally:
             engine.dispose()
         assert [tuple(r) for r in current] == [(raised.ref, "cleared", 3)]
-        assert [tuple(r) for r in history] == [("raised", 1), ("updated", 3), ("cleared", 3)]
+        assert [tuple(r) for r in history] == [("raised", 1), ("updated", 3), ("updated", 3),
+                                               ("cleared", 3)]
     finally:
         for d in daemons:
             d.stop()
