@@ -288,3 +288,17 @@ def test_database_stopped_under_the_correlator(tmp_path, prefix, tables):
         daemon.stop()
     finally:
         server.stop()
+
+
+def test_topology_cycle_stops_start_up_with_one_line(tmp_path, prefix, tables):
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
+        {"name": "a", "address": "10.0.0.1", "device_type": "router", "parent": "b"},
+        {"name": "b", "address": "10.0.0.2", "device_type": "router", "parent": "a"}]}))
+    ini, _ = correlator_settings(tmp_path, prefix, tables)
+    r = subprocess.run([f"{os.path.dirname(sys.executable)}/twistd", "-n", "--pidfile=",
+                        "centaure-correlator", "-c", str(ini)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    assert "centaure-correlator" in out and "cycle" in out, out
