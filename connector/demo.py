@@ -82,7 +82,7 @@ DEMO_TRAPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 TRAP_GAP = 2.0          # seconds between the demo's traps
 PLAIN_EVERY = 5.0       # seconds between progress lines in --plain mode
 STOP_TIMEOUT = 20.0     # longest wait for the connectors to stop (the writer flushes)
-CONNECTOR_NAMES = ("snmp", "traps", "db")
+CONNECTOR_NAMES = ("snmp", "traps", "correlator", "db")
 
 
 class DemoError(Exception):
@@ -253,6 +253,7 @@ class Snapshot:
     events: list = field(default_factory=list)
     samples: int = 0
     events_total: int = 0
+    alarms_active: int = 0
     error: str | None = None
 
 
@@ -290,6 +291,10 @@ def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
             snap.samples = conn.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
             snap.events_total = conn.execute(
                 sa.select(sa.func.count()).select_from(e)).scalar_one()
+            a = schema.alarms
+            snap.alarms_active = conn.execute(
+                sa.select(sa.func.count()).select_from(a).where(a.c.state != "cleared")
+            ).scalar_one()
         wanted = sorted({m for names in key_metrics.values() for m in names})
         found: dict[tuple[str, str], list] = {}
         for row in latest_samples(engine, schema, metrics=wanted, limit=5000):
@@ -585,7 +590,8 @@ class Demo:
                 if self.http_port else "")
         return [
             f"Centaure demo: {len(FLEET)} simulated devices (snmpsim on {self.sim.endpoint}), "
-            f"poller, trap receiver (127.0.0.1:{self.trap_port}), SQL writer, embedded bus",
+            f"poller, trap receiver (127.0.0.1:{self.trap_port}), alarm correlator, SQL writer, "
+            "embedded bus",
             f"database: {self.files.database}",
             f"query it: centaure query -c {self.files.settings} router01",
             f"log: {self.files.log}{http}",
@@ -596,6 +602,7 @@ class Demo:
         c, snap = self.counters(), self.snapshot
         line = (f"[{fmt_elapsed(time.time() - self.started)}] polls {int(c['polls'])} | "
                 f"samples stored {snap.samples:,} | events stored {snap.events_total:,} | "
+                f"active alarms {snap.alarms_active} | "
                 f"traps received {int(c['traps'])} | messages on the bus {int(c['bus']):,}")
         if snap.error:
             line += f" | {snap.error}"

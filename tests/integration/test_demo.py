@@ -96,7 +96,8 @@ def test_demo_runs_for_a_duration(workdir):
     # The traps the demo sent itself came back as events.
     assert re.search(r"^event: .*router01\s+linkDown\s+major", out, re.M), out
     assert re.search(r"^event: .*router01\s+linkUp\s+info", out, re.M), out
-    assert re.search(r"polls \d+ \| samples stored [\d,]+ \| events stored \d+", out), out
+    assert re.search(r"polls \d+ \| samples stored [\d,]+ \| events stored \d+ \| "
+                     r"active alarms \d+", out), out
     assert "stopped after" in out
 
     per_device, events = stored(workdir)
@@ -104,6 +105,16 @@ def test_demo_runs_for_a_duration(workdir):
     assert all(per_device[d.name] > 0 for d in FLEET), per_device
     assert ("router01", "linkDown", "major") in events, events
     assert ("router01", "linkUp", "info") in events, events
+    # The correlator turned them into one alarm, raised then cleared, that the writer stored.
+    engine = sa.create_engine(f"sqlite:///{os.path.join(workdir, 'centaure.sqlite3')}")
+    try:
+        with engine.connect() as conn:
+            history = [tuple(r) for r in conn.execute(sa.text(
+                "SELECT host, name, state FROM alarm_history WHERE origin = 'trap' "
+                "ORDER BY ts, id"))]
+    finally:
+        engine.dispose()
+    assert history == [("router01", "linkDown", "raised"), ("router01", "linkDown", "cleared")]
 
 
 def test_demo_stops_cleanly_on_sigint(workdir):
