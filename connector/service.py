@@ -134,11 +134,12 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
             runtime.bus.publisher(name), name, runtime.node, runtime.counters(name),
             settings.connector.status_interval, runtime.health, runtime.reactor,
         ).setServiceParent(root)
-    if settings.connector.http_port:
+    http_port = settings.connector.http_ports.get(process_name, settings.connector.http_port)
+    if http_port:
         from connector.http import make_site
 
         internet.TCPServer(
-            settings.connector.http_port, make_site(runtime.all_counters, runtime.health),
+            http_port, make_site(runtime.all_counters, runtime.health),
             interface=settings.connector.http_host,
         ).setServiceParent(root)
     root.runtime = runtime

@@ -62,6 +62,7 @@ __all__ = [
     "Str",
     "StrList",
     "Url",
+    "KeyValueMap",
     "discover_sections",
     "load_settings",
     "mask_url",
@@ -693,6 +694,39 @@ class StrList(Parser):
                 yield token.replace(text, self.item.mask(text))
 
 
+class _NamedValue(Parser):
+    """``name=value``, the value parsed by another parser."""
+
+    def __init__(self, value: Parser, names: tuple[str, ...] | None = None) -> None:
+        self.value = value
+        self.names = names
+
+    def parse(self, raw: str, ctx: ParseContext) -> tuple[str, Any]:
+        name, sep, value = raw.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InvalidValue(self.allowed, "is not name=value")
+        if self.names and name not in self.names:
+            raise InvalidValue(self.allowed, f"has an unknown name {name!r}")
+        try:
+            return name, self.value.parse(value.strip(), ctx)
+        except InvalidValue:
+            raise InvalidValue(self.allowed, f"has a bad value {value.strip()!r}") from None
+
+
+class KeyValueMap(StrList):
+    """``name=value`` items separated by commas or newlines, as a dict."""
+
+    def __init__(self, value: Parser, names: tuple[str, ...] | None = None) -> None:
+        names_text = f"name one of {', '.join(names)}" if names else "any name"
+        super().__init__(_NamedValue(value, names), allowed=(
+            f"expected name=value items separated by commas, {names_text}, value "
+            f"{value.allowed.removeprefix('expected ')}"))
+
+    def parse(self, raw: str, ctx: ParseContext) -> dict[str, Any]:  # type: ignore[override]
+        return dict(super().parse(raw, ctx))
+
+
 # --------------------------------------------------------------------------
 # Declaring settings and sections
 
@@ -1162,6 +1196,10 @@ class ConnectorSettings:
         Str(r"\S+", "a host name or IP address"), "127.0.0.1", "Address of the /metrics and /health server."
     )
     http_port: int = setting(Int(0, 65535), "8470", "Port of the /metrics and /health server; 0: none.")
+    http_ports: dict = setting(
+        KeyValueMap(Int(0, 65535)), "",
+        "Per process (all, snmp, traps, db, correlator, alerter): its own port instead of "
+        "http_port, for several connector processes on one node.")
     lost_after: int = setting(
         Int(1, 1000), "3", "Heartbeats missed before 'centaure status' says a connector is lost."
     )

@@ -9,46 +9,13 @@ from __future__ import annotations
 import dataclasses
 
 from connector.settings import (
-    Bool, Choice, Duration, Float, Int, InvalidValue, ParseContext, Parser, StrList,
-    register_section, setting,
+    Bool, Choice, Duration, Float, Int, KeyValueMap, register_section, setting,
 )
 from connector_db.settings import TABLE_PREFIX
 
-__all__ = ["CorrelatorSettings", "DurationMap"]
+__all__ = ["CorrelatorSettings"]
 
 _SEVERITIES = ("info", "warning", "minor", "major", "critical")
-
-
-class _NamedDuration(Parser):
-    """``name=duration`` (``0`` means never)."""
-
-    allowed = "expected name=duration, e.g. info=1h (0: never)"
-
-    def __init__(self, names: tuple[str, ...] | None = None) -> None:
-        self.names = names
-        self.duration = Duration(0)
-        if names:
-            self.allowed = f"expected name=duration with name one of {', '.join(names)} (0: never)"
-
-    def parse(self, raw: str, ctx: ParseContext) -> tuple[str, float]:
-        name, sep, value = raw.partition("=")
-        name = name.strip()
-        if not sep or not name or (self.names and name not in self.names):
-            raise self.invalid()
-        try:
-            return name, self.duration.parse(value.strip(), ctx)
-        except InvalidValue:
-            raise self.invalid(f"{value.strip()!r} is not a duration") from None
-
-
-class DurationMap(StrList):
-    """A list of ``name=duration`` items, as a dict."""
-
-    def __init__(self, names: tuple[str, ...] | None = None) -> None:
-        super().__init__(_NamedDuration(names))
-
-    def parse(self, raw: str, ctx: ParseContext) -> dict[str, float]:  # type: ignore[override]
-        return dict(super().parse(raw, ctx))
 
 
 @register_section("correlator")
@@ -61,11 +28,11 @@ class CorrelatorSettings:
         "A repeated alarm is published as 'updated' at most this often (a severity or "
         "message change is published at once).")
     expire_after: dict = setting(
-        DurationMap(_SEVERITIES), "info=1h, warning=1d",
+        KeyValueMap(Duration(0), _SEVERITIES), "info=1h, warning=1d",
         "Active alarms with no news for this long are cleared as expired, per severity "
         "(0 or absent: never).")
     expire_names: dict = setting(
-        DurationMap(), "", "Per alarm name, overrides expire_after (name=duration).")
+        KeyValueMap(Duration(0)), "", "Per alarm name, overrides expire_after (name=duration).")
     keep_cleared: float = setting(
         Duration(60, 365 * 86400), "1d",
         "How long cleared alarms stay in the correlator's state (late messages are ordered "

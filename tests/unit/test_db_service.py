@@ -51,3 +51,36 @@ async def test_messages_published_before_the_writer_subscribes_are_stored(tmp_pa
         assert health["degraded"] is False
     finally:
         await root.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_process_takes_its_own_http_port_from_http_ports(tmp_path):
+    import json
+    import socket
+
+    import urllib.error
+    import urllib.request
+
+    from twisted.internet import threads
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = settings_from_string(
+        f"[bus]\nurl = embedded\n\n[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
+        f"[connector]\nhttp_port = 1\nhttp_ports = snmp=2, db={port}\n\n"
+        f"[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n", source=str(tmp_path / "s.ini"))
+    root = makeService({"settings": settings}, ["db"], "db")
+    root.startService()
+    try:
+        def get():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:  # 503 until the schema is ready: still ours
+                return json.loads(e.read())
+
+        body = await threads.deferToThread(get)
+        assert body["process"] == "db" and "db" in body["connectors"]
+    finally:
+        await root.stopService()

@@ -122,6 +122,7 @@ EXPECTED = {
         "status_interval": 10.0,
         "http_host": "127.0.0.1",
         "http_port": 8470,
+        "http_ports": {},
         "lost_after": 3,
     },
     "database": {"url": Secret("sqlite:///centaure.sqlite3")},
@@ -197,6 +198,8 @@ GOOD = [
     ("buffer", "max_messages", "1_000", 1000),
     ("bus", "retry_limit", "0", 0),
     ("connector", "http_port", "0", 0),
+    ("connector", "http_ports", "db=8473, correlator = 8474", {"db": 8473, "correlator": 8474}),
+    ("correlator", "expire_after", "info=1h,critical=0", {"info": 3600.0, "critical": 0.0}),
     # bool
     ("bus", "tls_verify", "false", False),
     ("bus", "tls_verify", "YES", True),
@@ -340,6 +343,14 @@ BAD = [
     ("connector", "node", "a b", "expected a node name of 1 to 255 characters without spaces or '@'"),
     ("connector", "node", "snmp@a", "expected a node name of 1 to 255 characters without spaces or '@'"),
     ("connector", "http_port", "70000", "expected a whole number from 0 to 65535"),
+    ("connector", "http_ports", "db=70000", "'db=70000' has a bad value '70000'; expected "
+     "name=value items separated by commas, any name, value a whole number from 0 to 65535"),
+    ("connector", "http_ports", "db:8473", "'db:8473' is not name=value; expected name=value "
+     "items separated by commas, any name, value a whole number from 0 to 65535"),
+    ("correlator", "expire_after", "fatal=1h", "'fatal=1h' has an unknown name 'fatal'; expected "
+     "name=value items separated by commas, name one of info, warning, minor, major, critical, "
+     "value a duration of at least 0s (e.g. 10, 500ms, 10s, 5m, 2h, 1d; a bare number is "
+     "seconds)"),
     ("connector", "status_interval", "500ms",
      "expected a duration from 1s to 1h (e.g. 10, 500ms, 10s, 5m, 2h, 1d; a bare number is seconds)"),
     ("database", "url", "centaure.sqlite3", f"is not a URL; {DB_URL}"),
