@@ -1,0 +1,74 @@
+"""Settings of the alerter: ``[alerter]`` (rules, routes, delivery) and ``[smtp]``.
+
+Imported by every connector through :func:`connector.settings.discover_sections`:
+keep it light (no SQLAlchemy, no Jinja2 here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connector.settings import (
+    Bool, Choice, Duration, FilePath, Int, Secret, SecretText, Str, Url, register_section,
+    setting,
+)
+from connector_db.settings import TABLE_PREFIX
+
+__all__ = ["AlerterSettings", "SmtpSettings"]
+
+_IDENT = Str(r"[A-Za-z_][A-Za-z0-9_]{0,63}",
+             "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'")
+
+
+class _OptionalUrl(Url):
+    """A SQLAlchemy URL, or nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(words=("",), allowed="expected a SQLAlchemy URL, or nothing")
+
+
+@register_section("alerter")
+@dataclasses.dataclass(frozen=True)
+class AlerterSettings:
+    """``[alerter]``: where rules and routes come from, state, delivery."""
+
+    rules_source: str = setting(Choice("yaml", "sql"), "yaml",
+                                "Where threshold rules come from: yaml (rules file) or sql.")
+    rules: str = setting(FilePath(), "rules.yaml",
+                         "Rules file (rules_source = yaml), relative to this file's folder.")
+    rules_url: Secret = setting(SecretText(_OptionalUrl()), "",
+                                "SQLAlchemy URL of the rules table (rules_source = sql).")
+    rules_table: str = setting(_IDENT, "alert_rules",
+                               "Table of rules (rules_source = sql), seed-style rows.")
+    routes: str = setting(FilePath(), "alert-routes.yaml",
+                          "Notification routes, receivers, grouping and templates (YAML).")
+    backfill: bool = setting(Bool(), "true",
+                             "Rebuild rule windows from stored samples at start-up.")
+    table_prefix: str = setting(TABLE_PREFIX, "alert_",
+                                "Prefix of the alerter's tables in [database].")
+    link_template: str = setting(Str(), "",
+                                 "Link to an alarm in notifications, e.g. "
+                                 "https://noc.example.com/alarms/{ref}; empty: none.")
+    retry_initial: float = setting(Duration(0.1, 3600), "10s",
+                                   "First wait before retrying a failed notification.")
+    retry_max: float = setting(Duration(1, 86400), "10m",
+                               "Longest wait between retries of a failed notification.")
+    max_attempts: int = setting(Int(1, 1000), "20",
+                                "Attempts before a notification is recorded as failed for good.")
+    webhook_timeout: float = setting(Duration(0.1, 300), "10s", "Timeout of a webhook POST.")
+
+
+@register_section("smtp")
+@dataclasses.dataclass(frozen=True)
+class SmtpSettings:
+    """``[smtp]``: the mail relay the alerter sends through."""
+
+    host: str = setting(Str(r"\S+", "a host name or address"), "127.0.0.1", "SMTP relay host.")
+    port: int = setting(Int(1, 65535), "25", "SMTP relay port (587 for submission).")
+    starttls: str = setting(Choice("auto", "always", "never"), "auto",
+                            "STARTTLS: auto (when offered), always (refuse without), never.")
+    username: str = setting(Str(), "", "SMTP user name; empty: no authentication.")
+    password: Secret = setting(SecretText(Str()), "", "SMTP password (secret).")
+    sender: str = setting(Str(r"[^\s@]+@[^\s@]+", "an email address"), "centaure@localhost",
+                          "From address of notifications.")
+    timeout: float = setting(Duration(1, 600), "30s", "Timeout of one SMTP session.")
