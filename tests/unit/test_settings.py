@@ -637,9 +637,9 @@ def test_function_form_and_key_override(scratch_registry: None) -> None:
     class Smtp:
         hosts: tuple[str, ...] = setting(StrList(min_items=1), "localhost", "Relays.", key="host")
 
-    assert register_section("smtp", Smtp) is Smtp
-    assert load("[smtp]\nhost = a, b\n").section("smtp").hosts == ("a", "b")
-    assert error("[smtp]\nhosts = a\n").startswith("settings.ini: [smtp] hosts: unknown key (did you mean host?)")
+    assert register_section("relay", Smtp) is Smtp
+    assert load("[relay]\nhost = a, b\n").section("relay").hosts == ("a", "b")
+    assert error("[relay]\nhosts = a\n").startswith("settings.ini: [relay] hosts: unknown key (did you mean host?)")
 
 
 def test_registration_errors(scratch_registry: None) -> None:
