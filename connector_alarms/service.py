@@ -243,8 +243,10 @@ class CorrelatorService(service.Service):
             snapshot = self.store.snapshot(self.states.dirty(), self.states.take_forgotten())
             encoded = [(mid, messages.encode(alarm)) for mid, alarm in out]
             done, self._confirmed = self._confirmed, []
-            # 2. commit (thread), retried while the database is away
-            await self._commit(snapshot, encoded, done)
+            # 2. commit (thread), retried while the database is away; an idle
+            # tick with nothing to write costs no transaction.
+            if snapshot or encoded or done:
+                await self._commit(snapshot, encoded, done)
         except Exception:
             for w in batch:
                 w.deferred.errback(Failure())
