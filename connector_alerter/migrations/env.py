@@ -1,0 +1,5 @@
+"""Alembic's environment, run by :mod:`connector_alerter.migrate` only (see connector.sqlmigrate)."""
+
+from connector.sqlmigrate import run_env
+
+run_env()

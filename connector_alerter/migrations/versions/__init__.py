@@ -1,0 +1,1 @@
+"""The revisions, oldest first (ids ``alerter_0001``...)."""
