@@ -75,6 +75,47 @@ def _simple_feeder(lid: str, op: str, threshold: Any) -> Feeder:
     return namespace["feed"]
 
 
+_WINDOW_TEMPLATE = """
+def feed(host, ht, hs, name, index, value, ts):
+    try:
+        hit = value {op} thr
+    except TypeError:
+        return None
+    key = (lid, index)
+    if key in ht:
+        # Holds until a value passes the clearing test (hysteresis).
+        if value {clear_op} clear_thr:
+            del ht[key]
+            hs.pop((lid, name, index), None)
+            return index
+        return None
+    if hit:
+        wkey = (lid, name, index)
+        count = hs.get(wkey, 0) + 1
+        if count >= n:
+            hs[wkey] = n
+            ht[key] = {{name: value}}
+            return index
+        hs[wkey] = count
+    elif hs:
+        hs.pop((lid, name, index), None)
+    return None
+"""
+
+
+def _window_feeder(lid: str, leaf: Leaf) -> Feeder:
+    """Generated feeder for an ordered comparison with hysteresis and/or N consecutive values.
+
+    Same results as the general feeder (the property tests compare them), with
+    the window count kept as an int under ``(lid, metric, index)``.
+    """
+    op, thr, h = leaf.kind, leaf.value, leaf.hysteresis
+    clear_thr = thr - h if op in (">", ">=") else thr + h
+    namespace: dict[str, Any] = {"lid": lid, "thr": thr, "clear_thr": clear_thr, "n": leaf.window.n}
+    exec(_WINDOW_TEMPLATE.format(op=op, clear_op=_NEG[op]), namespace)  # noqa: S102
+    return namespace["feed"]
+
+
 def _number(value: Any) -> float | None:
     cls = value.__class__
     if cls is float or cls is int:
@@ -246,6 +287,9 @@ class Evaluator:
                 elif (leaf.kind in OPS and leaf.window.n == leaf.window.m == 1 and not leaf.rate
                       and not leaf.hysteresis and leaf.index is None and not leaf.is_glob):
                     feeder = _simple_feeder(lid, leaf.kind, leaf.value)
+                elif (leaf.kind in (">", ">=", "<", "<=") and leaf.window.n == leaf.window.m
+                      and not leaf.rate and leaf.index is None and not leaf.is_glob):
+                    feeder = _window_feeder(lid, leaf)
                 else:
                     feeder = _general_feeder(lid, leaf)
                 if leaf.is_glob:
@@ -513,7 +557,7 @@ class Evaluator:
             state[host] = {
                 "truth": [[lid, index, dict(held)]
                           for (lid, index), held in self._truth.get(host, {}).items()],
-                "windows": [[lid, name, index, *st]
+                "windows": [[lid, name, index, *(st if isinstance(st, list) else [st])]
                             for (lid, name, index), st in self._win.get(host, {}).items()],
                 "breached": [[rule, index, since]
                              for (rule, index), since in self._breached.get(host, {}).items()],
@@ -532,8 +576,8 @@ class Evaluator:
         for host, data in state.items():
             self._truth[host] = {(lid, index): dict(held) for lid, index, held in data.get("truth", ())
                                  if lid in self._lids}
-            self._win[host] = {(w[0], w[1], w[2]): list(w[3:]) for w in data.get("windows", ())
-                               if w[0] in self._lids}
+            self._win[host] = {(w[0], w[1], w[2]): list(w[3:]) if len(w) > 4 else w[3]
+                               for w in data.get("windows", ()) if w[0] in self._lids}
             self._breached[host] = {(rule, index): since for rule, index, since
                                     in data.get("breached", ()) if rule in self._by_name}
             self._pending[host] = {(rule, index): since for rule, index, since
