@@ -869,14 +869,16 @@ def build_rules(records: Iterable[tuple[str, Mapping[str, Any]]], source: str) -
         if not isinstance(record, Mapping):
             problems.append(f"{where}: expected a mapping (a rule), got {type(record).__name__}")
             continue
+        name = record.get("name")
+        name = str(name).strip() if isinstance(name, (str, int, float)) and not isinstance(name, bool) else None
+        if name and name in seen:
+            problems.append(f"{where} ({name}): name: already used by {seen[name]}")
+            continue
+        if name:
+            seen[name] = where
         rule = _rule(where, record, problems)
-        if rule is None:
-            continue
-        if rule.name in seen:
-            problems.append(f"{where} ({rule.name}): name: already used by {seen[rule.name]}")
-            continue
-        seen[rule.name] = where
-        rules.append(rule)
+        if rule is not None:
+            rules.append(rule)
     if problems:
         raise RulesError(source, problems)
     return tuple(rules)
