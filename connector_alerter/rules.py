@@ -109,7 +109,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 from connector.messages import SEVERITIES
@@ -118,7 +118,8 @@ from connector.problems import ProblemsError
 __all__ = [
     "Window", "Leaf", "Group", "Condition", "Selector", "ScheduleWindow", "Schedule", "Rule",
     "RulesError", "parse_duration", "parse_nagios_range", "parse_condition", "parse_seed_conditions",
-    "build_rules", "load_rules", "load_rules_file", "load_rules_sql", "describe",
+    "build_rules", "load_rules", "load_rules_file", "load_rules_sql", "seed_row_record", "describe",
+    "leaves",
 ]
 
 OPS = (">", ">=", "<", "<=", "==", "!=")
@@ -934,7 +935,8 @@ def seed_row_record(row: Mapping[str, Any]) -> dict[str, Any]:
         try:
             look += float(row.get(col) or 0) * unit
         except (TypeError, ValueError):
-            record["lookback"] = f"bad {col} {row.get(col)!r}"
+            # Left as text so that validation reports it under the rule's name.
+            record["lookback"] = f"{col}={row.get(col)!r} (not a number)"
     if look and "lookback" not in record:
         record["lookback"] = look
     return record

@@ -277,3 +277,16 @@ def test_seed_style_sql_table(tmp_path):
     assert len(rule.leaves()) == 6
     with pytest.raises(RulesError, match="no such table"):
         load_rules_sql(url, "missing")
+
+
+def test_load_rules_from_settings_section(tmp_path):
+    from types import SimpleNamespace
+
+    from connector_alerter.rules import load_rules
+    (tmp_path / "mine.yaml").write_text("- {name: a, when: {metric: x, op: '>', value: 1}}\n")
+    section = SimpleNamespace(rules_source="yaml", rules="mine.yaml")
+    assert [r.name for r in load_rules(section, tmp_path)] == ["a"]
+    empty = SimpleNamespace(rules_source="sql", rules_url=SimpleNamespace(reveal=lambda: ""),
+                            rules_table="alert_rules")
+    with pytest.raises(RulesError, match="rules_url: empty"):
+        load_rules(empty, tmp_path)
