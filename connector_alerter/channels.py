@@ -75,6 +75,8 @@ def build_email(sender: str, recipients: Sequence[str], subject: str, text: str,
 
 def _smtp_failure(f) -> None:
     exc = f.value
+    if isinstance(exc, DeliveryError):
+        raise exc
     if isinstance(exc, smtp.SMTPClientError):
         code = exc.code or 0
         # 5xx is a permanent refusal (RFC 5321), except 421 "closing" style
@@ -112,14 +114,22 @@ def send_email(reactor, *, host: str, port: int, sender: str, recipients: Sequen
         requireAuthentication=bool(username), requireTransportSecurity=(starttls == "always"),
         hostname=host)
     connector = reactor.connectTCP(host, port, factory, timeout=timeout)
-    result.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timed_out(connector, t))
+    # ``timeout`` bounds each wait for the relay (the protocol's idle timeout);
+    # this bounds a session that a relay drips out slowly.
+    limit = timeout * 3
+    result.addTimeout(limit, reactor,
+                      onTimeoutCancel=lambda r, t: _timed_out(connector, factory, limit))
     result.addErrback(_smtp_failure)
     return result
 
 
-def _timed_out(connector, timeout: float):
+def _timed_out(connector, factory, limit: float):
+    proto = getattr(factory, "currentProtocol", None)
+    if proto is not None and proto.transport is not None:
+        proto.setTimeout(None)
+        proto.transport.abortConnection()
     connector.disconnect()
-    raise DeliveryError(f"SMTP session took longer than {timeout:g}s", True)
+    raise DeliveryError(f"SMTP session took longer than {limit:g}s", True)
 
 
 # --- webhook ----------------------------------------------------------------------
