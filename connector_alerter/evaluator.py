@@ -380,17 +380,20 @@ class Evaluator:
         hs = self._win[host]
         ts = perf.ts
         flips = None
+        get = plan.get
         for metric in perf.metrics:
             name = metric.name
-            feeders = plan.get(name)
+            feeders = get(name)
             if feeders is None:
                 feeders = self._resolve(plan, name)
-            for feed, rt in feeders:
-                flipped = feed(host, ht, hs, name, metric.index, metric.value, ts)
-                if flipped is not None:
-                    if flips is None:
-                        flips = []
-                    flips.append((rt, flipped, name, metric.value))
+            if feeders:
+                index, value = metric.index, metric.value
+                for feed, rt in feeders:
+                    flipped = feed(host, ht, hs, name, index, value, ts)
+                    if flipped is not None:
+                        if flips is None:
+                            flips = []
+                        flips.append((rt, flipped, name, value))
         out: list[Threshold] = []
         if flips is not None:
             now = ts if now is None else now
