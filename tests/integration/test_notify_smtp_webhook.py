@@ -322,3 +322,42 @@ async def test_command_gets_json_on_stdin(store, tmp_path):
     await n.tick(T0)
     doc = json.loads(out.read_text())
     assert doc["alarms"][0]["ref"] == 5 and published[-1].state == "sent"
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_before_a_crash_is_delivered_once_by_the_next_process(smtp_server, store):
+    routes = parse_routes({"routes": [{"name": "noc", "email": ["a@x.org", "b@x.org"],
+                                       "group_wait": 10}]})
+    clock, published = Clock(T0 + 10), []
+    n = make(store, routes, clock, published, smtp_port=smtp_server.port)
+    await n.start(tick_interval=None)
+    await n.handle_alarm(alarm(1), T0)
+    await n.tick(T0 + 10, deliver=False)               # queued, then "killed"
+    assert [r.state for r in store.rows()] == ["pending", "pending"]
+    n2 = make(store, routes, clock, published, smtp_port=smtp_server.port)
+    await n2.start(tick_interval=None)
+    await n2.tick(T0 + 11)
+    await n2.tick(T0 + 500)
+    assert sorted(m["To"] for m in smtp_server.inbox) == ["a@x.org", "b@x.org"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_save_changes_nothing(smtp_server, store):
+    routes = parse_routes({"routes": [{"name": "noc", "email": "a@x.org", "group_wait": 10}]})
+    clock, published = Clock(T0 + 10), []
+    n = make(store, routes, clock, published, smtp_port=smtp_server.port)
+    await n.start(tick_interval=None)
+    await n.handle_alarm(alarm(1), T0)
+    real = store.save
+
+    def broken(*args):
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is down"))
+    store.save = broken
+    with pytest.raises(sa.exc.OperationalError):
+        await n.tick(T0 + 10)
+    with pytest.raises(sa.exc.OperationalError):
+        await n.handle_alarm(alarm(2), T0 + 10)          # not acked: redelivered later
+    store.save = real
+    await n.handle_alarm(alarm(2), T0 + 10)
+    await n.tick(T0 + 11)
+    assert len(smtp_server.inbox) == 1 and "2 active" in smtp_server.inbox[0]["Subject"]

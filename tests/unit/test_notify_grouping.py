@@ -172,3 +172,58 @@ def test_acked_alarm_gets_no_reminder_and_flapping_waits_until_stable():
     c.add(alarm(2, "updated", last_seen=T0 + 6000, flapping=False), T0 + 6000)
     b = c.due(T0 + 6000)[0]
     assert [a["ref"] for a in b.firing] == [2]
+
+
+# --- properties ---------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_event = st.tuples(st.integers(1, 4),                       # ref
+                   st.sampled_from(["raise", "clear"]),
+                   st.integers(0, 400),                      # seconds since the last event
+                   st.booleans(),                            # restart (export/load) after it
+                   st.booleans())                            # replay the previous message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_event, max_size=30))
+def test_no_transition_is_told_twice_and_every_raise_is_told(events):
+    route = routes(group_wait=30, group_interval=60, repeat_interval=0)
+    c = Clock(route)
+    now = T0
+    current: dict[int, dict] = {}
+    told: list[str] = []
+    last_msg = None
+    for ref, kind, gap, restart, replay in events:
+        now += gap
+        a = current.get(ref)
+        if kind == "raise" and (a is None or a["state"] == "cleared"):
+            a = alarm(ref, t=now)
+        elif kind == "clear" and a is not None and a["state"] != "cleared":
+            a = dict(a, state="cleared", last_seen=now, cleared_at=now)
+        else:
+            continue
+        current[ref] = a
+        c.add(a, now)
+        if replay and last_msg is not None:
+            c.add(last_msg, now)
+        last_msg = a
+        for b in c.due(now):
+            told += [x["idempotency_key"] for x in b.firing + b.resolved if x["new"]]
+        if restart:
+            state, last = c.g.export(), json.loads(json.dumps(c.g.last))
+            c = Clock(route)
+            c.g.load(state, last)
+    for _ in range(3):
+        now += 1000
+        for b in c.due(now):
+            told += [x["idempotency_key"] for x in b.firing + b.resolved if x["new"]]
+    assert len(told) == len(set(told))
+    # Every alarm still active in the end has been told.
+    for a in current.values():
+        if a["state"] != "cleared":
+            assert transition_key(a) in told
+    # Every told recovery follows a told raise of that alarm.
+    for k in told:
+        if ":cleared:" in k:
+            assert any(t.startswith(k.split(":")[0] + ":raised:") for t in told[:told.index(k)])
