@@ -98,6 +98,11 @@ separated by ``,`` ``;`` or blanks), ``constructeur``, ``emails``,
 becomes ``valid_until``), ``semaines``/``jours``/``heures`` (the seed's look-back,
 kept as ``lookback`` seconds: how far back backfill reads). Other columns are
 ignored.
+
+Note on ``limit_date``: in the seed it was computed from the look-back columns
+and meant "check the values newer than this"; issue 8 names it the rule's
+validity (``valid_until``), which is what a ``limit_date`` given explicitly
+(YAML key or column) means here. The look-back itself is ``lookback``.
 """
 
 from __future__ import annotations

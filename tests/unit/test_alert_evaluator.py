@@ -95,6 +95,19 @@ def test_and_or_per_index():
     assert ev.breached() == {"sw": [("port", "1")]}
 
 
+def test_glob_metric_and_index():
+    ev = Evaluator(rules({"name": "temp", "when": {"metric": "temperature*", "index": "1.*",
+                                                    "range": "5:45"}}), {}, SOURCE)
+    out = ev.evaluate(perf("h", 1, ("temperatureInlet", "1.1", 50), ("temperatureOutlet", "1.1", 20),
+                           ("temperatureInlet", "2.1", 99), ("humidity", "1.1", 99)))
+    assert states(out) == [("h", "temp", "breached")]
+    assert [(v.metric, v.index, v.value) for v in out[0].values] == [("temperatureInlet", "1.1", 50)]
+    # Still breached while one sensor of the index is out of range.
+    assert ev.evaluate(perf("h", 2, ("temperatureOutlet", "1.1", 50))) == []
+    assert ev.evaluate(perf("h", 3, ("temperatureInlet", "1.1", 20))) == []
+    assert states(ev.evaluate(perf("h", 4, ("temperatureOutlet", "1.1", 20)))) == [("h", "temp", "recovered")]
+
+
 def test_hysteresis_does_not_flap():
     ev = Evaluator(rules({"name": "temp", "when": {"metric": "t", "op": ">", "value": 50,
                                                     "hysteresis": 5}}), {}, SOURCE)
