@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     from connector_alarms.cli import add_alarms_arguments
 
     add_alarms_arguments(alarms)
+    rules = with_config(sub.add_parser("rules", help="validate the alerter's threshold rules"))
+    from connector_alerter.rules_cli import add_rules_arguments
+
+    add_rules_arguments(rules)
     demo = sub.add_parser("demo", help="a simulated fleet, every connector, SQLite, embedded bus")
     from connector.demo import add_demo_arguments
 
@@ -163,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         from connector_alarms.cli import alarms_command
 
         return alarms_command(settings, args)
+    if args.command == "rules":
+        from connector_alerter.rules_cli import rules_command
+
+        return rules_command(settings, args)
     if args.command == "query":
         from connector_db.cli import query_command
 
