@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -43,6 +43,11 @@ from .templates import Templates, TemplateError, context
 __all__ = ["Notifier", "DeliveryOptions"]
 
 _log = Logger()
+
+#: How long sent/failed outbox rows and last-told records of cleared alarms are kept.
+KEEP_DONE = 7 * 86400
+#: How often that housekeeping runs.
+HOUSEKEEPING_EVERY = 3600
 
 
 class DeliveryOptions:
@@ -110,6 +115,7 @@ class Notifier:
         self._lock = defer.DeferredLock()
         self._inflight: set[int] = set()
         self._loop: task.LoopingCall | None = None
+        self._housekept = 0.0
         #: Counters for the status heartbeat.
         self.counters = {"alarms": 0, "sent": 0, "failed": 0, "suppressed": 0, "retried": 0}
 
@@ -227,11 +233,16 @@ class Notifier:
         async with self._lock:
             before = (self.grouper.export(), json.loads(json.dumps(self.grouper.last)))
             batches = self.grouper.due(now, self.hold)
+            if now - self._housekept >= HOUSEKEEPING_EVERY:
+                self.grouper.forget_last(now - KEEP_DONE)
             rows: list[dict[str, Any]] = []
             for b in batches:
                 if b.sends:
                     rows.extend(self._render(b, now))
             await self._commit(rows, now, before)
+        if now - self._housekept >= HOUSEKEEPING_EVERY:
+            self._housekept = now
+            await self.run_blocking(self.store.purge, now - KEEP_DONE)
         for b in batches:
             self._publish_suppressed(b, now)
         if deliver:
@@ -347,7 +358,8 @@ class Notifier:
                     self._emit(row.ref, row.route, row.channel, row.recipient, "failed",
                                attempts, f"{e.reason}; retry in {delay:.0f}s", row.host, now)
                 else:
-                    why = "not retryable" if not e.retryable else f"gave up after {attempts} attempts"
+                    why = ("not retryable" if not e.retryable
+                           else f"gave up after {attempts} attempts")
                     await self.run_blocking(self.store.mark, row.id, "failed", attempts, now,
                                             None, e.reason)
                     self.counters["failed"] += 1

@@ -216,7 +216,8 @@ def _severities(value: Any, where: str) -> frozenset[str]:
     if isinstance(value, str) and value.strip().startswith(">="):
         floor = value.strip()[2:].strip()
         if floor not in SEVERITY_RANK:
-            raise RoutesError(f"{where}: unknown severity {floor!r} (one of {', '.join(SEVERITIES)})")
+            raise RoutesError(f"{where}: unknown severity {floor!r} "
+                              f"(one of {', '.join(SEVERITIES)})")
         return frozenset(s for s in SEVERITIES if SEVERITY_RANK[s] <= SEVERITY_RANK[floor])
     names = _strings(value, where)
     for n in names:
@@ -241,7 +242,8 @@ def _mute(value: Any, where: str) -> tuple[MuteWindow, ...]:
         try:
             weekdays = frozenset(_WEEKDAYS[str(d).lower()[:3]] for d in _strings(days, w))
         except KeyError:
-            raise RoutesError(f"{w}.weekdays: expected day names (mon..sun), got {days!r}") from None
+            raise RoutesError(
+                f"{w}.weekdays: expected day names (mon..sun), got {days!r}") from None
         m = _HOURS.match(str(item.get("hours", "00:00-24:00")).strip())
         if not m:
             raise RoutesError(f"{w}.hours: expected HH:MM-HH:MM, got {item.get('hours')!r}")
@@ -319,7 +321,8 @@ def _options(spec: Mapping[str, Any], where: str, base: dict[str, Any]) -> dict[
     if "templates" in spec:
         tpl = spec["templates"]
         if not isinstance(tpl, dict):
-            raise RoutesError(f"{where}.templates: expected a mapping of {', '.join(TEMPLATE_KEYS)}")
+            raise RoutesError(
+                f"{where}.templates: expected a mapping of {', '.join(TEMPLATE_KEYS)}")
         for k, v in tpl.items():
             if k not in TEMPLATE_KEYS or not isinstance(v, str):
                 raise RoutesError(f"{where}.templates.{k}: expected one of "

@@ -2,11 +2,11 @@
 
 A :class:`Silence` matches alarms by host, alarm name, device type (globs,
 case-insensitive) and severity (the severities given, or ``>=major`` for
-that one or worse), between ``starts`` and ``ends``. A silenced alarm is recorded as ``suppressed`` and kept by the
-grouper (:mod:`connector_alerter.grouping`): when the silence ends (expires
-or is removed), alarms it hid that are still active are notified then, and
-those that cleared under it get their recovery notice if the route sends
-recoveries.
+that one or worse), between ``starts`` and ``ends``. A silenced alarm is
+recorded as ``suppressed`` and kept by the grouper
+(:mod:`connector_alerter.grouping`): when the silence ends (expires or is
+removed), alarms it hid that are still active are notified then, and those
+that cleared under it get their recovery notice if the route sends recoveries.
 
 Silences live in the ``<prefix>silences`` table (:func:`add`, :func:`list_`,
 :func:`remove`, all blocking: call them from a thread); :class:`SilenceSet`

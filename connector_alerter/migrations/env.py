@@ -1,4 +1,4 @@
-"""Alembic's environment, run by :mod:`connector_alerter.migrate` only (see connector.sqlmigrate)."""
+"""Alembic's environment, run by :mod:`connector_alerter.migrate` only (connector.sqlmigrate)."""
 
 from connector.sqlmigrate import run_env
 

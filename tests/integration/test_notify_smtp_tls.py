@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
-import io
 
 import pytest
 import pytest_twisted
 from twisted.cred import checkers, portal
-from twisted.internet import defer, reactor, ssl
+from twisted.internet import reactor, ssl
 from twisted.mail import smtp
 from zope.interface import implementer
 

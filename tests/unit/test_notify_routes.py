@@ -77,7 +77,8 @@ def test_mute_windows_weekdays_hours_timezone_across_midnight():
 
 def test_webhook_secret_from_env_never_shown():
     routes = parse_routes({"routes": [{"name": "w", "webhook": [
-        {"url": "https://h.example/x", "secret": "env:HOOK_KEY"}]}]}, environ={"HOOK_KEY": "s3cr3t"})
+        {"url": "https://h.example/x", "secret": "env:HOOK_KEY"}]}]},
+        environ={"HOOK_KEY": "s3cr3t"})
     rec = routes.routes[0].receivers[0]
     assert rec.secret.reveal() == "s3cr3t" and "s3cr3t" not in repr(rec) + str(rec.secret)
 
