@@ -40,7 +40,7 @@ from .routes import Route, Routes
 from .silences import SilenceSet
 from .templates import Templates, TemplateError, context
 
-__all__ = ["Notifier", "DeliveryOptions"]
+__all__ = ["Notifier", "DeliveryOptions", "open_notifier"]
 
 _log = Logger()
 
@@ -387,3 +387,35 @@ class Notifier:
             self.publish(msg)
         except Exception as e:  # the ledger must not stop deliveries
             _log.warn("cannot publish a notification record: {error}", error=str(e)[:300])
+
+
+async def open_notifier(settings, reactor, publish: Callable[[Notification], Any], *,
+                        source: str,
+                        inventory: Callable[[str], Mapping[str, Any]] = lambda host: {},
+                        tick_interval: float | None = 1.0) -> Notifier:
+    """A started :class:`Notifier` from loaded settings (for the alerter's service).
+
+    Reads ``[alerter] routes`` (:class:`connector_alerter.routes.RoutesError`
+    names the route and field of a mistake), creates or upgrades the
+    alerter's tables in ``[database]`` (in a thread), loads the saved state
+    and starts ticking every ``tick_interval`` seconds.
+    """
+    import os
+
+    import sqlalchemy as sa
+
+    from . import migrate
+    from .routes import load_routes
+
+    alerter = settings.section("alerter")
+    # Relative to the settings file's folder, as the other connectors' files.
+    base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    routes = load_routes(os.path.join(base, alerter.routes))
+    engine = sa.create_engine(settings.database.url.reveal())
+    await threads.deferToThread(migrate.upgrade, engine, alerter.table_prefix)
+    notifier = Notifier(routes=routes, store=OutboxStore(engine, alerter.table_prefix),
+                        publish=publish, reactor=reactor,
+                        options=DeliveryOptions.from_settings(settings), source=source,
+                        inventory=inventory)
+    await notifier.start(tick_interval)
+    return notifier

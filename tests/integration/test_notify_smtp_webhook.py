@@ -361,3 +361,25 @@ async def test_a_failed_save_changes_nothing(smtp_server, store):
     await n.handle_alarm(alarm(2), T0 + 10)
     await n.tick(T0 + 11)
     assert len(smtp_server.inbox) == 1 and "2 active" in smtp_server.inbox[0]["Subject"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_notifier_from_settings(smtp_server, tmp_path):
+    from connector.settings import load_settings
+    from connector_alerter.notifier import open_notifier
+
+    (tmp_path / "routes.yaml").write_text(
+        "routes:\n  - name: all\n    group_wait: 0s\n    email: [ops@example.com]\n")
+    (tmp_path / "settings.ini").write_text(
+        f"[database]\nurl = sqlite:///{tmp_path / 's.sqlite3'}\n"
+        "[alerter]\nroutes = routes.yaml\nlink_template = https://noc/{ref}\n"
+        f"[smtp]\nport = {smtp_server.port}\nstarttls = never\nsender = c@example.com\n")
+    published = []
+    n = await open_notifier(load_settings(str(tmp_path / "settings.ini")), reactor,
+                            published.append, source="centaure-alerter@t", tick_interval=None)
+    await n.handle_alarm(alarm(3))
+    await n.tick()
+    assert len(smtp_server.inbox) == 1 and smtp_server.inbox[0]["From"] == "c@example.com"
+    assert "https://noc/3" in smtp_server.inbox[0].get_body(("plain",)).get_content()
+    assert published[-1].source == "centaure-alerter@t" and published[-1].state == "sent"
+    n.store.engine.dispose()
