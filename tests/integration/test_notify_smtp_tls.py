@@ -100,3 +100,30 @@ async def test_relay_down_is_retryable():
                                   recipients=["x@y.z"], message=message(), starttls="never",
                                   timeout=5)
     assert e.value.retryable
+
+
+@pytest_twisted.ensureDeferred
+async def test_webhook_over_https_checks_the_certificate(tmp_path):
+    from twisted.web import server
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+    from tests.integration.test_notify_smtp_webhook import Hook
+
+    ca, server_pem = make_pki(tmp_path, "web")
+    hook = Hook([200])
+    options = ssl.PrivateCertificate.loadPEM(server_pem).options()
+    port = reactor.listenSSL(0, server.Site(hook), options, interface="127.0.0.1")
+    url = f"https://localhost:{port.getHost().port}/hook"
+    try:
+        with open(ca, "rb") as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+        agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust))
+        code = await channels.post_webhook(reactor, url, b'{"a": 1}', idempotency_key="k",
+                                           secret="s", timeout=5, agent=agent)
+        assert code == 200 and hook.requests[0][1] == b'{"a": 1}'
+        # The default Agent trusts the system's CAs only: this test CA is refused.
+        with pytest.raises(channels.DeliveryError):
+            await channels.post_webhook(reactor, url, b"{}", idempotency_key="k", timeout=5)
+        assert len(hook.requests) == 1
+    finally:
+        await port.stopListening()
