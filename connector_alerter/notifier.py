@@ -40,7 +40,7 @@ from .routes import Route, Routes
 from .silences import SilenceSet
 from .templates import Templates, TemplateError, context
 
-__all__ = ["Notifier", "DeliveryOptions", "open_notifier"]
+__all__ = ["Notifier", "DeliveryOptions", "open_notifier", "shown_recipient"]
 
 _log = Logger()
 
@@ -80,6 +80,27 @@ class DeliveryOptions:
 class _SafeFormat(dict):
     def __missing__(self, key: str) -> str:
         return ""
+
+
+def shown_recipient(channel: str, recipient: str) -> str:
+    """The recipient as the ledger shows it: webhook URLs without what may be a token.
+
+    Chat webhooks (Slack, Teams, Discord...) carry their secret in the path or
+    the query, so only the scheme, host and first path segment are kept.
+    """
+    if channel != "webhook":
+        return recipient
+    from urllib.parse import urlsplit
+
+    u = urlsplit(recipient)
+    host = u.hostname or ""
+    if u.port:
+        host = f"{host}:{u.port}"
+    parts = [p for p in u.path.split("/") if p]
+    path = "/" + parts[0] if parts else "/"
+    if len(parts) > 1 or u.query:
+        path += "/***"
+    return f"{u.scheme}://{host}{path}"
 
 
 def _alarm_dict(alarm: Alarm | Mapping[str, Any]) -> dict[str, Any]:
@@ -381,7 +402,7 @@ class Notifier:
         except (TypeError, ValueError):
             ref_int = None
         msg = Notification(source=self.source, ts=now, ref=ref_int, rule=route, channel=channel,
-                           recipient=recipient, state=state, attempts=attempts, reason=reason,
+                           recipient=shown_recipient(channel, recipient), state=state, attempts=attempts, reason=reason,
                            host=host)
         try:
             self.publish(msg)

@@ -133,3 +133,14 @@ async def test_unrouted_alarm_is_ignored(store):
     await f.n.start(tick_interval=None)
     assert await f.n.handle_alarm(alarm(1), T0) == 0
     assert await f.tick(T0 + 1000) == []
+
+
+def test_ledger_hides_webhook_tokens():
+    from connector_alerter.notifier import shown_recipient
+
+    assert shown_recipient("webhook", "https://hooks.slack.com/services/T0/B0/XyZ") == \
+        "https://hooks.slack.com/services/***"
+    assert shown_recipient("webhook", "http://u:pw@h.example:8080/hook?token=abc") == \
+        "http://h.example:8080/hook/***"
+    assert shown_recipient("webhook", "https://h.example") == "https://h.example/"
+    assert shown_recipient("email", "a@x.org") == "a@x.org"
