@@ -134,7 +134,9 @@ def make(store, routes, clock, published, **opts):
              link_template="https://noc.example/alarms/{ref}", smtp_timeout=5)
     o.update(opts)
     inventory = {"r1": {"device_type": "router", "model": "ISR4331", "address": "10.0.0.1"}}
-    return Notifier(routes=routes, store=store, publish=published.append, reactor=reactor,
+    # Round-trip every record: the writer's consumer validates what we publish.
+    return Notifier(routes=routes, store=store,
+                    publish=lambda m: published.append(decode(encode(m))), reactor=reactor,
                     options=DeliveryOptions(**o), clock=clock,
                     inventory=lambda h: inventory.get(h, {}), run_blocking=blocking)
 
