@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     from connector_alarms.cli import add_alarms_arguments
 
     add_alarms_arguments(alarms)
+    silence = with_config(sub.add_parser("silence", help="add, list or remove silences"))
+    from connector_alerter.cli import add_silence_arguments
+
+    add_silence_arguments(silence)
     rules = with_config(sub.add_parser("rules", help="validate the alerter's threshold rules"))
     from connector_alerter.rules_cli import add_rules_arguments
 
@@ -167,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from connector_alarms.cli import alarms_command
 
         return alarms_command(settings, args)
+    if args.command == "silence":
+        from connector_alerter.cli import silence_command
+
+        return silence_command(settings, args)
     if args.command == "rules":
         from connector_alerter.rules_cli import rules_command
 

@@ -27,6 +27,7 @@ CONNECTORS: dict[str, str] = {
     "traps": "connector_traps.service:build",
     "db": "connector_db.service:build",
     "correlator": "connector_alarms.service:build",
+    "alerter": "connector_alerter.service:build",
 }
 
 

@@ -6,90 +6,23 @@ retry times; SQL state in SQLite (through the migrations).
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer, reactor
-from twisted.mail import smtp
 from twisted.web import resource, server
-from zope.interface import implementer
 
 from connector.messages import Alarm, decode, encode
 from connector_alerter import channels, migrate, silences
 from connector_alerter.notifier import DeliveryOptions, Notifier
 from connector_alerter.outbox import OutboxStore
 from connector_alerter.routes import parse_routes
+from tests.smtpserver import SmtpServer
 
 T0 = 1_795_000_000.0
 
-
-# --- a real SMTP server -------------------------------------------------------------
-
-
-@implementer(smtp.IMessage)
-class _Message:
-    def __init__(self, box):
-        self.box, self.lines = box, []
-
-    def lineReceived(self, line):
-        self.lines.append(line)
-
-    def eomReceived(self):
-        self.box.append(email.message_from_bytes(b"\n".join(self.lines),
-                                                 policy=email.policy.default))
-        return defer.succeed(None)
-
-    def connectionLost(self):
-        pass
-
-
-@implementer(smtp.IMessageDelivery)
-class _Delivery:
-    def __init__(self, box):
-        self.box = box
-
-    def receivedHeader(self, helo, origin, recipients):
-        return b"Received: by the test server"
-
-    def validateFrom(self, helo, origin):
-        return origin
-
-    def validateTo(self, user):
-        return lambda: _Message(self.box)
-
-
-class SmtpServer:
-    """An in-process ESMTP server that can be stopped and restarted on its port."""
-
-    def __init__(self):
-        self.inbox = []
-        self.port = None
-        self.listening = None
-
-    def _factory(self):
-        f = smtp.SMTPFactory()
-        f.protocol = smtp.ESMTP
-        delivery = _Delivery(self.inbox)
-        build = f.buildProtocol
-
-        def buildProtocol(addr):
-            p = build(addr)
-            p.delivery = delivery
-            return p
-        f.buildProtocol = buildProtocol
-        return f
-
-    def start(self):
-        self.listening = reactor.listenTCP(self.port or 0, self._factory(), interface="127.0.0.1")
-        self.port = self.listening.getHost().port
-
-    async def stop(self):
-        await self.listening.stopListening()
-        self.listening = None
 
 
 @pytest.fixture
