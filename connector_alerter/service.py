@@ -36,8 +36,6 @@ from connector.topology import connector_queue
 
 __all__ = ["CONNECTOR", "AlerterService", "build"]
 
-runtime_log = Logger()
-
 CONNECTOR = "alerter"
 #: How far back start-up reads samples when no rule says (its lookback, windows).
 DEFAULT_BACKFILL = 3600.0
@@ -63,6 +61,7 @@ class AlerterService(service.Service):
         self.publisher = runtime.bus.publisher(CONNECTOR)
         self.state = "starting"
         self.notifier = None
+        self.missing_rules: str | None = None
         self._ticker: task.LoopingCall | None = None
         self._stopping = False
         runtime.health_checks[CONNECTOR] = self.health
@@ -74,6 +73,9 @@ class AlerterService(service.Service):
                      self.log.failure("centaure-alerter start failed", f))
 
     async def _start(self) -> None:
+        if self.missing_rules:
+            self.log.warn("no rules file {path}: the alerter evaluates nothing",
+                          path=self.missing_rules)
         if self.conf.backfill and self.engine is not None:
             self.state = "backfilling"
             n = await threads.deferToThread(self._read_backfill)
@@ -201,10 +203,10 @@ def build(runtime) -> AlerterService:
     settings = runtime.settings
     conf = settings.section("alerter")
     base = _base_dir(settings)
+    missing_rules = None
     if conf.rules_source == "yaml" and not os.path.exists(os.path.join(base, conf.rules)):
-        # centaure-all on a node without rules: the alerter idles, and says so.
-        runtime_log.warn("no rules file {path}: the alerter evaluates nothing",
-                         path=os.path.join(base, conf.rules))
+        # centaure-all on a node without rules: the alerter idles, and says so at start.
+        missing_rules = os.path.join(base, conf.rules)
         rules = ()
     else:
         try:
@@ -219,4 +221,6 @@ def build(runtime) -> AlerterService:
 
         engine = make_engine(settings.database.url.reveal())
     evaluator = Evaluator(rules, devices, f"{CONNECTOR}@{runtime.node}")
-    return AlerterService(runtime, evaluator, devices, engine)
+    alerter = AlerterService(runtime, evaluator, devices, engine)
+    alerter.missing_rules = missing_rules
+    return alerter
