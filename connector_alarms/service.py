@@ -56,12 +56,14 @@ CONNECTOR = "correlator"
 class _Waiting:
     """One input message waiting for its batch to be committed and published."""
 
-    __slots__ = ("message", "message_id", "deferred")
+    __slots__ = ("message", "message_id", "deferred", "arrived")
 
-    def __init__(self, message, message_id: str | None) -> None:
+    def __init__(self, message, message_id: str | None, arrived: float) -> None:
         self.message = message
         self.message_id = message_id
         self.deferred: defer.Deferred = defer.Deferred()
+        #: Reactor time of its arrival: batch_interval is counted from here.
+        self.arrived = arrived
 
 
 @implementer(IMessageHandler)
@@ -88,6 +90,9 @@ class CorrelatorService(service.Service):
         self.state = "starting"
         self.last_error: str | None = None
         self._pending: list[_Waiting] = []
+        # A batch is full at batch_size, or at the bus's prefetch when smaller: no
+        # more messages come until these are acked, so waiting for them is waste.
+        self._full = min(self.conf.batch_size, self.settings.bus.prefetch)
         self._busy = False
         self._timer = None
         self._tick_due = False
@@ -180,10 +185,10 @@ class CorrelatorService(service.Service):
         """Queue ``message``; fires once its batch is committed and its alarms published."""
         if self._stopping or self.correlator is None:
             return defer.fail(RuntimeError("correlator not running"))
-        w = _Waiting(message, delivery.message_id)
+        w = _Waiting(message, delivery.message_id, self.reactor.seconds())
         self._pending.append(w)
         self.counters.inc("received")
-        if len(self._pending) >= self.conf.batch_size:
+        if len(self._pending) >= self._full:
             self._kick()
         elif self._timer is None:
             self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
@@ -223,10 +228,18 @@ class CorrelatorService(service.Service):
             d.callback(None)
         if self._stopping:
             return
-        if len(self._pending) >= self.conf.batch_size or self._tick_due:
+        if len(self._pending) >= self._full or self._tick_due:
             self._kick()
-        elif self._pending and self._timer is None:
-            self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
+        elif self._pending:
+            # batch_interval is the longest wait of a message, counted from its
+            # arrival: what came in during the batch just ended may be due now.
+            due = self._pending[0].arrived + self.conf.batch_interval - self.reactor.seconds()
+            if due <= 0:
+                self._kick()
+                return
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = self.reactor.callLater(due, self._kick)
 
     async def _run_batch(self) -> None:
         batch = self._pending[:self.conf.batch_size]
