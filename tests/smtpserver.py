@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 
 @implementer(smtp.IMessage)
-class _Message:
+class MailMessage:
     def __init__(self, box):
         self.box, self.lines = box, []
 
@@ -28,7 +28,7 @@ class _Message:
 
 
 @implementer(smtp.IMessageDelivery)
-class _Delivery:
+class MailDelivery:
     def __init__(self, box):
         self.box = box
 
@@ -39,7 +39,7 @@ class _Delivery:
         return origin
 
     def validateTo(self, user):
-        return lambda: _Message(self.box)
+        return lambda: MailMessage(self.box)
 
 
 class SmtpServer:
@@ -53,7 +53,7 @@ class SmtpServer:
     def _factory(self):
         f = smtp.SMTPFactory()
         f.protocol = smtp.ESMTP
-        delivery = _Delivery(self.inbox)
+        delivery = MailDelivery(self.inbox)
         build = f.buildProtocol
 
         def buildProtocol(addr):

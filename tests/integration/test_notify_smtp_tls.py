@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from connector.settings import Secret
 from connector_alerter import channels
-from tests.integration.test_notify_smtp_webhook import _Delivery
+from tests.smtpserver import MailDelivery
 from tests.integration.test_tls import make_pki
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ class _Realm:
 def start_server(tmp_path, inbox, tls=True):
     ca, server_pem = make_pki(tmp_path, "smtp")
     checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alerter=b"s3cret")
-    the_portal = portal.Portal(_Realm(_Delivery(inbox)), [checker])
+    the_portal = portal.Portal(_Realm(MailDelivery(inbox)), [checker])
     factory = smtp.SMTPFactory()
     factory.protocol = smtp.ESMTP
 
