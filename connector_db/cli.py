@@ -70,6 +70,8 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
     parser.add_argument("--events", action="store_true", help="stored traps and informs")
     parser.add_argument("--alarms", action="store_true", help="current state of alarms")
+    parser.add_argument("--notifications", action="store_true",
+                        help="the alerter's notification attempts (the delivery ledger)")
     parser.add_argument("--active", action="store_true",
                         help="with --alarms: only alarms not cleared")
 
@@ -140,6 +142,9 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
         elif req.what == "events":
             rows = query.events(engine, schema, req.host, start=req.start, end=req.end,
                                 limit=req.limit, order=req.order)
+        elif req.what == "notifications":
+            rows = query.notifications(engine, schema, req.host, start=req.start, end=req.end,
+                                       limit=req.limit, order=req.order)
         else:
             rows = query.alarms(engine, schema, req.host, active=args.active, limit=req.limit)
     finally:
@@ -150,9 +155,10 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
 
 def _request(args: argparse.Namespace, now: float) -> _Request:
     """Check the combination of options; QueryError says what is wrong."""
-    if args.events and args.alarms:
-        raise _error("--events and --alarms cannot be combined: choose one")
-    what = "events" if args.events else "alarms" if args.alarms else "samples"
+    if args.events + args.alarms + args.notifications > 1:
+        raise _error("--events, --alarms and --notifications cannot be combined: choose one")
+    what = ("events" if args.events else "alarms" if args.alarms
+            else "notifications" if args.notifications else "samples")
     if args.active and what != "alarms":
         raise _error("--active only applies to --alarms")
     if what == "samples" and not args.host:
@@ -377,6 +383,10 @@ _COLUMNS = {
     "events": _columns(("TIME", "ts"), ("HOST", "host"), ("ADDRESS", "address"),
                        ("SEVERITY", "severity"), ("ACTION", "action"), ("NAME", "name"),
                        ("MESSAGE", "message")),
+    "notifications": _columns(("TIME", "ts"), ("HOST", "host"), ("REF", "ref"),
+                              ("CHANNEL", "channel"), ("RECIPIENT", "recipient"),
+                              ("STATE", "state"), ("ATTEMPTS", "attempts"),
+                              ("REASON", "reason")),
     "alarms": _columns(("REF", "ref"), ("HOST", "host"), ("SEVERITY", "severity"),
                        ("STATE", "state"), ("NAME", "name"), ("COUNT", "count"),
                        ("FIRST SEEN", "first_seen"), ("LAST SEEN", "last_seen"),
@@ -385,9 +395,10 @@ _COLUMNS = {
 
 
 def _row_type(what: str) -> type:
-    from .query import AlarmRow, EventRow, SampleRow
+    from .query import AlarmRow, EventRow, NotificationRow, SampleRow
 
-    return {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow}[what]
+    return {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow,
+            "notifications": NotificationRow}[what]
 
 
 def _iso(seconds: float) -> str:

@@ -41,6 +41,8 @@ __all__ = [
     "DeviceRow",
     "EventRow",
     "AlarmRow",
+    "NotificationRow",
+    "notifications",
     "samples",
     "latest_samples",
     "devices",
@@ -99,6 +101,21 @@ class EventRow:
     alarm: str | None = None
     key: str = ""
     unknown_sender: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class NotificationRow:
+    """One notification attempt of the alerter (the delivery ledger)."""
+
+    ts: float
+    host: str | None
+    ref: int | None
+    rule: str | None
+    channel: str
+    recipient: str
+    state: str
+    attempts: int
+    reason: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +290,30 @@ def events(engine: sa.Engine, schema: Schema, host: str | None = None,
         return rows
 
     return _read(engine, schema, (e,), run)
+
+
+def notifications(engine: sa.Engine, schema: Schema, host: str | None = None,
+                  start: float | None = None, end: float | None = None, limit: int = 100,
+                  order: str = "desc") -> list[NotificationRow]:
+    """The alerter's notification attempts (sent, failed, suppressed), optionally of one host."""
+    _check_limit(limit)
+    _check_order(order)
+    start_ms, end_ms = _range(start, end)
+    n = schema.notifications
+
+    def run(conn: sa.Connection) -> list[NotificationRow]:
+        stmt = sa.select(n)
+        if host is not None:
+            stmt = stmt.where(n.c.host == host)
+        stmt = _where_range(stmt, n.c.ts, start_ms, end_ms)
+        direction = (sa.desc, sa.asc)[order == "asc"]
+        stmt = stmt.order_by(direction(n.c.ts), direction(n.c.id))
+        return [NotificationRow(ts=r["ts"] / 1000.0, host=r["host"], ref=r["ref"],
+                                rule=r["rule"], channel=r["channel"], recipient=r["recipient"],
+                                state=r["state"], attempts=r["attempts"], reason=r["reason"])
+                for r in conn.execute(stmt.limit(limit)).mappings()]
+
+    return _read(engine, schema, (n,), run)
 
 
 def alarms(engine: sa.Engine, schema: Schema, host: str | None = None, active: bool = False,

@@ -266,7 +266,7 @@ def test_bad_option_combinations(tmp_path):
         (R1, "--limit", "0"): "--limit '0': expected a whole number of at least 1",
         (R1, "--from", "2026-11-23T11:00Z", "--to", "2026-11-23T10:00Z"):
             "--from 2026-11-23T11:00:00.000Z is after --to 2026-11-23T10:00:00.000Z",
-        ("--events", "--alarms"): "--events and --alarms cannot be combined: choose one",
+        ("--events", "--alarms"): "--events, --alarms and --notifications cannot be combined: choose one",
     }
     for args, message in cases.items():
         assert failed(centaure_query(cfg, *args)) == f"centaure query: {message}", args

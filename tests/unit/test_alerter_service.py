@@ -8,6 +8,9 @@ rebuilds the windows from the stored samples without repeating the breach.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest_twisted
@@ -139,6 +142,15 @@ async def test_breach_to_email_through_correlator_and_notifier(tmp_path):
         # Every attempt is on the ledger the writer stores.
         await until(lambda: rows(tmp_path, "SELECT channel, recipient, state FROM notifications")
                     == [("email", "noc@example.com", "sent")], "the notification record")
+        # ... and 'centaure query --notifications' shows it.
+        (tmp_path / "query.ini").write_text(f"[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n")
+        out = subprocess.run([sys.executable, "-m", "connector.cli", "query", "--notifications",
+                              "--json", "-c", str(tmp_path / "query.ini")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        (ledger,) = json.loads(out.stdout)
+        assert (ledger["host"], ledger["channel"], ledger["state"], ledger["attempts"]) == (
+            "r1", "email", "sent", 1)
     finally:
         await root.stopService()
         await smtp.stop()
