@@ -115,3 +115,43 @@ async def settle(bus, timeout: float = 60) -> None:
     p = bus.publisher("test")
     await wait_until(lambda: p.backlog == 0 and p.in_flight == 0, timeout,
                      f"the publisher to drain (backlog {p.backlog}, in flight {p.in_flight})")
+
+
+def declare_consumer_queues(prefix: str, *connectors: str, dead_letters: bool = False) -> None:
+    """What ``centaure bus-config`` declares for these connectors: queues and bindings."""
+    from connector.topology import connector_queue, dead_letter_queue
+
+    specs = [connector_queue(prefix, name) for name in connectors]
+    if dead_letters:
+        specs.append(dead_letter_queue(prefix))
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    ch = conn.channel()
+    for spec in specs:
+        for b in spec.bindings:
+            ch.exchange_declare(exchange=b.exchange, exchange_type="topic", durable=True)
+        ch.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
+        for b in spec.bindings:
+            ch.queue_bind(queue=spec.name, exchange=b.exchange, routing_key=b.pattern)
+    conn.close()
+
+
+def queue_depth(name: str) -> int:
+    """Messages ready in queue ``name``."""
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        return conn.channel().queue_declare(queue=name, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def drop_prefixed_tables(url: str, table_prefix: str | tuple[str, ...]) -> None:
+    """Drop every table whose name starts with ``table_prefix`` (test clean-up)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        md = sa.MetaData()
+        md.reflect(engine, only=lambda name, _md: name.startswith(table_prefix))
+        md.drop_all(engine)
+    finally:
+        engine.dispose()

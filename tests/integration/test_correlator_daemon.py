@@ -30,11 +30,12 @@ import sqlalchemy as sa
 import yaml
 
 from connector import messages
-from connector.topology import connector_queue
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port, private_mariadb
-from tests.integration.support import declare_check_queue
+from tests.integration.support import (
+    declare_check_queue, declare_consumer_queues, drop_prefixed_tables, queue_depth,
+)
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = pytest.mark.integration
@@ -49,27 +50,7 @@ def tables():
     tag = uuid.uuid4().hex[:8]
     names = {"db": f"w{tag}_", "correlator": f"c{tag}_"}
     yield names
-    engine = sa.create_engine(MARIADB_URL)
-    try:
-        md = sa.MetaData()
-        md.reflect(engine, only=lambda name, _md: name.startswith(tuple(names.values())))
-        md.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
-def declare(prefix: str, *connectors: str) -> None:
-    """The consumers' queues, as ``centaure bus-config`` declares them."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    for name in connectors:
-        spec = connector_queue(prefix, name)
-        for b in spec.bindings:
-            ch.exchange_declare(exchange=b.exchange, exchange_type="topic", durable=True)
-        ch.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
-        for b in spec.bindings:
-            ch.queue_bind(queue=spec.name, exchange=b.exchange, routing_key=b.pattern)
-    conn.close()
+    drop_prefixed_tables(MARIADB_URL, tuple(names.values()))
 
 
 def read_alarms(queue: str, want: int, timeout: float = 30) -> list[messages.Alarm]:
@@ -112,7 +93,7 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
         {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
     trap_port = free_udp_port()
-    declare(prefix, "correlator", "db")
+    declare_consumer_queues(prefix, "correlator", "db")
     alarm_queue = declare_check_queue(prefix, "alarm")
     corr_ini, corr_port = correlator_settings(tmp_path, prefix, tables, update_interval="2s")
     others = tmp_path / "settings.ini"
@@ -207,14 +188,6 @@ def publish_events(prefix: str, events: list[tuple[str, messages.Event]]) -> Non
     conn.close()
 
 
-def queue_depth(name: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        return conn.channel().queue_declare(queue=name, passive=True).method.message_count
-    finally:
-        conn.close()
-
-
 def stored_counts(url: str, prefix: str) -> dict[tuple[str, str], tuple[int, bool]]:
     engine = sa.create_engine(url)
     try:
@@ -242,7 +215,7 @@ def wait_drained(daemon: TwistdDaemon, queue: str, timeout: float = 60) -> None:
 
 def test_kill_9_mid_stream_resumes_with_exact_counts(tmp_path, prefix, tables):
     n = 3000
-    declare(prefix, "correlator")
+    declare_consumer_queues(prefix, "correlator")
     alarm_queue = declare_check_queue(prefix, "alarm")
     publish_events(prefix, [(f"e{i}", raise_event(i)) for i in range(n)])
     ini, port = correlator_settings(tmp_path, prefix, tables, batch_size="200")
@@ -268,7 +241,7 @@ def test_kill_9_mid_stream_resumes_with_exact_counts(tmp_path, prefix, tables):
 def test_database_stopped_under_the_correlator(tmp_path, prefix, tables):
     server = private_mariadb(str(tmp_path / "mariadb"))
     try:
-        declare(prefix, "correlator")
+        declare_consumer_queues(prefix, "correlator")
         ini, port = correlator_settings(tmp_path, prefix, tables, db_url=server.url)
         daemon = TwistdDaemon("centaure-correlator", ini, port)
         daemon.wait_health(ready)

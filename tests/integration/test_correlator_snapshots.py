@@ -40,13 +40,12 @@ from collections.abc import Callable, Iterator
 
 import pika
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from connector import messages
-from connector.topology import connector_queue
 from connector_alarms.keys import alarm_ref
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
+from tests.integration.support import declare_consumer_queues, drop_prefixed_tables
 from tests.snmp.alarmtable import DEVICE_TYPE, AlarmRow, AlarmTableAgent
 
 pytestmark = pytest.mark.integration
@@ -93,19 +92,6 @@ class Reader:
             pass
 
 
-def declare_correlator_queue(prefix: str) -> None:
-    """What ``centaure bus-config`` declares for the correlator: its queue and bindings."""
-    spec = connector_queue(prefix, "correlator")
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    for b in spec.bindings:
-        ch.exchange_declare(exchange=b.exchange, exchange_type="topic", durable=True)
-    ch.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
-    for b in spec.bindings:
-        ch.queue_bind(queue=spec.name, exchange=b.exchange, routing_key=b.pattern)
-    conn.close()
-
-
 # --- the deployment -----------------------------------------------------------------------
 
 class Deployment:
@@ -130,7 +116,7 @@ class Deployment:
             correlator={"table_prefix": table_prefix, "update_interval": "0",
                         "tick_interval": "200ms", "batch_interval": "20ms"}))
         # Read queues first (as bus-config would): the first poll's messages wait there.
-        declare_correlator_queue(prefix)
+        declare_consumer_queues(prefix, "correlator")
         self.alarms = Reader(prefix, "alarm")
         self.snapshots = Reader(prefix, "alarm_snapshot")
 
@@ -223,16 +209,6 @@ class Deployment:
             time.sleep(0.2)
 
 
-def _drop_prefixed(url: str, table_prefix: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        md = sa.MetaData()
-        md.reflect(engine, only=lambda name, _md: name.startswith(table_prefix))
-        md.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def deployment(tmp_path, prefix) -> Iterator[Deployment]:
     table_prefix = f"c{uuid.uuid4().hex[:10]}_"
@@ -242,7 +218,7 @@ def deployment(tmp_path, prefix) -> Iterator[Deployment]:
     finally:
         d.stop()
         # <prefix>alarms, hosts, outbox, alembic_version (and anything later added).
-        _drop_prefixed(MARIADB_URL, table_prefix)
+        drop_prefixed_tables(MARIADB_URL, table_prefix)
 
 
 @pytest.fixture

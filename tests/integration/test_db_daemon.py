@@ -26,9 +26,9 @@ import sqlalchemy as sa
 
 from connector import messages
 from connector.consumer import REASON_HEADER
-from connector.topology import connector_queue, dead_letter_queue
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
 from tests.integration.private_mariadb import free_tcp_port, private_mariadb
+from tests.integration.support import declare_consumer_queues, drop_prefixed_tables, queue_depth
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
@@ -108,30 +108,7 @@ def shared_tables():
     """A table prefix in the shared MariaDB ``test`` database, dropped afterwards."""
     p = f"d{uuid.uuid4().hex[:10]}_"
     yield p
-    _drop_prefixed(MARIADB_URL, p)
-
-
-def _drop_prefixed(url: str, p: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        md = sa.MetaData()
-        md.reflect(engine, only=lambda name, _md: name.startswith(p))
-        md.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
-def declare_queues(prefix: str) -> None:
-    """What ``centaure bus-config`` declares for the writer: its queue and the dead letters."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    for spec in (connector_queue(prefix, "db"), dead_letter_queue(prefix)):
-        for b in spec.bindings:
-            ch.exchange_declare(exchange=b.exchange, exchange_type="topic", durable=True)
-        ch.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
-        for b in spec.bindings:
-            ch.queue_bind(queue=spec.name, exchange=b.exchange, routing_key=b.pattern)
-    conn.close()
+    drop_prefixed_tables(MARIADB_URL, p)
 
 
 def perf(i: int, bad: bool = False) -> messages.Perf:
@@ -183,17 +160,9 @@ def wait_counts(url: str, table_prefix: str, want: dict[str, int], daemon: Daemo
         time.sleep(0.2)
 
 
-def queue_depth(name: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        return conn.channel().queue_declare(queue=name, passive=True).method.message_count
-    finally:
-        conn.close()
-
-
 def test_every_message_stored_once_and_the_unstorable_one_dead_lettered(
         run_daemon, prefix, shared_tables):
-    declare_queues(prefix)
+    declare_consumer_queues(prefix, "db", dead_letters=True)
     daemon = run_daemon(MARIADB_URL, shared_tables)
     daemon.wait_health(200, schema="ready")
     batch = [(f"p{i}", perf(i)) for i in range(300)] + [(f"e{i}", event(i)) for i in range(20)]
@@ -226,7 +195,7 @@ def test_every_message_stored_once_and_the_unstorable_one_dead_lettered(
 def test_database_crash_and_restart_lose_and_duplicate_nothing(run_daemon, prefix, tmp_path):
     server = private_mariadb(str(tmp_path / "mariadb"))
     try:
-        declare_queues(prefix)
+        declare_consumer_queues(prefix, "db", dead_letters=True)
         daemon = run_daemon(server.url, "c_")
         daemon.wait_health(200, schema="ready")
         publish(prefix, [(f"p{i}", perf(i)) for i in range(100)])
@@ -255,7 +224,7 @@ def test_starts_while_the_database_is_down_and_catches_up(run_daemon, prefix, tm
     server = private_mariadb(str(tmp_path / "mariadb"))
     try:
         server.stop()
-        declare_queues(prefix)
+        declare_consumer_queues(prefix, "db", dead_letters=True)
         publish(prefix, [(f"p{i}", perf(i)) for i in range(50)])
         daemon = run_daemon(server.url, "c_")
         daemon.wait_health(503, schema="waiting")
@@ -293,7 +262,7 @@ def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, 
     (tmp_path / "inventory.yaml").write_text(
         "devices:\n  - {name: h1, address: 10.0.0.1, device_type: router, id: '41'}\n")
     try:
-        declare_queues(prefix)
+        declare_consumer_queues(prefix, "db", dead_letters=True)
         daemon = run_daemon(MARIADB_URL, f"{site}_", layout="per_device",
                             table_template=f"{site}_{{metric}}_{{device}}")
         daemon.wait_health(200, schema="ready")
@@ -322,4 +291,4 @@ def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, 
         finally:
             engine.dispose()
     finally:
-        _drop_prefixed(MARIADB_URL, f"{site}_")
+        drop_prefixed_tables(MARIADB_URL, f"{site}_")
