@@ -92,3 +92,27 @@ async def test_trap_raise_repeat_clear_and_restart(tmp_path):
         assert history == ["raised", "updated", "updated", "cleared"]
     finally:
         await root.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_is_full_at_the_bus_prefetch(tmp_path):
+    """No waiting for messages that cannot come: the broker sends no more than prefetch."""
+    settings = settings_from_string(
+        f"[bus]\nurl = embedded\nprefetch = 5\n\n"
+        f"[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
+        f"[connector]\nhttp_port = 0\n\n[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n\n"
+        "[correlator]\nbatch_size = 2000\nbatch_interval = 10s\n",
+        source=str(tmp_path / "settings.ini"))
+    root = makeService({"settings": settings}, ["correlator"], "correlator")
+    publisher = root.runtime.bus.publisher("traps")
+    root.startService()
+    try:
+        await until(lambda: root.runtime.health()["connectors"]["correlator"]["state"] == "ready",
+                    "the correlator to start")
+        for i in range(5):
+            await publisher.publish(trap(i, "raise"))
+        # Five messages fill the prefetch window: applied now, not after the 10 s interval.
+        await until(lambda: root.runtime.health()["connectors"]["correlator"]["alarms"]
+                    .get("messages") == 5, "the full batch applied", timeout=5)
+    finally:
+        await root.stopService()
