@@ -101,7 +101,7 @@ async def test_a_batch_is_full_at_the_bus_prefetch(tmp_path):
         f"[bus]\nurl = embedded\nprefetch = 5\n\n"
         f"[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
         f"[connector]\nhttp_port = 0\n\n[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n\n"
-        "[correlator]\nbatch_size = 2000\nbatch_interval = 10s\n",
+        "[correlator]\nbatch_size = 2000\nbatch_interval = 10s\ntick_interval = 1h\n",
         source=str(tmp_path / "settings.ini"))
     root = makeService({"settings": settings}, ["correlator"], "correlator")
     publisher = root.runtime.bus.publisher("traps")
