@@ -95,14 +95,15 @@ class DbService(service.Service):
                       url=mask_url(self.settings.database.url.reveal()), rev=revision,
                       layout=self.db.layout)
         store = await threads.deferToThread(self.store_factory)
+        if self._stopping:
+            # Stopped while starting: no writer (its thread would keep the process alive).
+            return
         self.writer = SqlWriter(store, self.runtime.reactor, batch_size=self.db.batch_size,
                                 batch_interval=self.db.batch_interval,
                                 retry_initial=self.db.retry_initial,
                                 retry_max=self.db.retry_max,
                                 name=self.db.table_prefix or CONNECTOR,
                                 counters=self.counters)
-        if self._stopping:
-            return
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
                                 self.settings.bus.queue_type)
         self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self.writer)
