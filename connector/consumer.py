@@ -40,7 +40,7 @@ class RejectedMessage(Exception):
     """
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """One message as taken from a queue, with its AMQP metadata."""
 

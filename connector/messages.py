@@ -223,6 +223,10 @@ class Threshold(MessageBase, tag="threshold", kw_only=True):
     rule: NonEmpty
     state: Literal["breached", "recovered"]
     values: list[ThresholdValue]
+    #: The rule's severity and text, for the alarm it raises (optional: a
+    #: producer that sends neither gets a ``warning`` named after the rule).
+    severity: Severity | None = None
+    message: str = ""
 
 
 class Alarm(MessageBase, tag="alarm", kw_only=True):

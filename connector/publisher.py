@@ -7,8 +7,8 @@ twice after a failure (at-least-once), never zero times.
 
 How a message travels:
 
-- Direct: the link is up, unblocked and the disk buffer is empty: the message
-  is sent at once (or, when ``max_in_flight`` messages already await a
+- Direct: the link is up, unblocked and the disk buffer holds nothing that
+  the replay has not sent yet: the message is sent at once (or, when ``max_in_flight`` messages already await a
   confirm, waits in memory for room) and kept until the broker acks it.
 - Buffered: when the link is down, blocked or not confirming, it is appended
   to the SQLite buffer, and replayed from there, in order, when the link is
@@ -301,7 +301,16 @@ class ReliablePublisher:
             self._requeue(waiting)
 
     def _has_backlog(self) -> bool:
-        return bool(self._flushing or self._to_buffer or self.buffer.count())
+        """Whether a new message must queue behind older ones (on disk) to keep the order."""
+        if self._flushing or self._to_buffer:
+            return True
+        if not self.buffer.count():
+            return False
+        # Rows on disk that the replay has sent already (in flight, or confirmed and
+        # not yet deleted) are ahead of a new message on the channel: it may go
+        # directly. Otherwise a steady stream would go through the disk for as
+        # long as it lasts, every message appended just behind the replay.
+        return self._rewind or self._link is None or self._replay_cursor < self.buffer.last_id()
 
     def _send(self, pending: _Pending) -> bool:
         try:

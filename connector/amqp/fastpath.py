@@ -139,11 +139,17 @@ def _read_shortstr(data, pos: int) -> tuple[str, int]:
     end = pos + 1 + n
     if end > len(data):
         raise FrameError("short string runs past the end of its frame")
-    raw = bytes(data[pos + 1:end])
+    raw = data[pos + 1:end]
     try:
-        return raw.decode(), end
+        return str(raw, "utf-8"), end
     except UnicodeDecodeError:
-        return raw.decode("latin-1"), end
+        return str(raw, "latin-1"), end
+
+
+# flags -> the (name, kind) of the properties present, in wire order: a message
+# carries the same few properties as the previous ones, so the 14 bits are
+# looked at once per combination, not once per message.
+_PRESENT: dict[int, tuple[tuple[str, str], ...]] = {}
 
 
 def decode_properties(data, pos: int) -> dict:
@@ -156,10 +162,12 @@ def decode_properties(data, pos: int) -> dict:
         flags &= ~1
         if not more & 1:
             break
+    present = _PRESENT.get(flags)
+    if present is None:
+        present = _PRESENT[flags] = tuple((name, kind) for name, bit, kind in PROPERTIES
+                                          if flags & (1 << bit))
     props: dict = {}
-    for name, bit, kind in PROPERTIES:
-        if not flags & (1 << bit):
-            continue
+    for name, kind in present:
         if kind == "shortstr":
             props[name], pos = _read_shortstr(data, pos)
         elif kind == "octet":

@@ -95,6 +95,26 @@ async def test_down_link_buffers_and_replays_in_order(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_once_the_replay_has_sent_everything_new_messages_go_directly(tmp_path):
+    """A steady stream does not go through the disk behind a replay that has caught up."""
+    p = await make(tmp_path, batch_size=4)
+    await defer.gatherResults([p.publish(perf(i)) for i in range(6)])  # no link: to disk
+    link = FakeLink()
+    p.link_up(link)
+    early = p.publish(perf(6))  # the replay has not sent the rows yet: behind them, on disk
+    await until(lambda: len(link.sent) == 7)
+    # Every row sent (none confirmed, all still on disk): the next ones go directly.
+    assert p.buffer.count() == 7
+    later = [p.publish(perf(i)) for i in range(7, 10)]
+    assert [seq for _, seq in link.sent] == list(range(10))
+    assert p.buffer.count() == 7 and p.counters.get("buffered_total") == 7
+    p.confirmed(10, multiple=True, ack=True)
+    assert early.called and all(d.called for d in later)
+    await until(lambda: p.buffer.count() == 0)
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
 async def test_unconfirmed_go_back_before_newer_messages(tmp_path):
     """In flight when the link drops = replayed before what was published after."""
     p = await make(tmp_path)
