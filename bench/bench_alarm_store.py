@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +38,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from connector_alarms import migrate  # noqa: E402
 from connector_alarms.keys import alarm_ref  # noqa: E402
-from connector_alarms.model import AlarmRecord, HostState  # noqa: E402
+from connector_alarms.model import AlarmRecord, HostState, SeenIds  # noqa: E402
 from connector_alarms.store import StateStore  # noqa: E402
 
 MARIADB_URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -52,8 +51,7 @@ def build(alarms: int, hosts: int, seen_ids: int) -> tuple[list[HostState], list
     Returns the states and the alarms in creation order (round robin over the hosts).
     """
     states = [HostState(host=f"router{h:05}.example.net", snapshot_ts=TS,
-                        seen_ids=OrderedDict.fromkeys(f"centaure-traps@n1:{h}:{i}"
-                                                      for i in range(seen_ids)))
+                        seen_ids=SeenIds(f"centaure-traps@n1:{h}:{i}" for i in range(seen_ids)))
               for h in range(hosts)]
     records = []
     for i in range(alarms):
@@ -107,14 +105,18 @@ def main() -> int:
         states, records = build(args.alarms + args.unchanged, args.hosts, args.seen_ids)
         store.save(store.snapshot(states))  # the rows exist: what follows are updates
         changing = records[:args.alarms]  # round robin: every host is dirty
+        by_host = {state.host: state for state in states}
         pending: list[str] = []
         snap_s, save_s, inserts = [], [], []
         for run in range(args.runs):
             change(changing, run)
+            for record in changing:  # one applied message per change: its id is remembered
+                by_host[record.host].seen(f"centaure-traps@n1:{run}:{record.ref}")
+                by_host[record.host].touch(record.ref)
             t0 = time.perf_counter()
             snap = store.snapshot(states)
             t1 = time.perf_counter()
-            assert len(snap.alarms) == args.alarms and len(snap.hosts) == args.hosts
+            assert len(snap.alarms) == args.alarms and len(snap.seen) == args.hosts
             add = ([(f"alarm:{r['ref']}:{run + 2}", b'{"state":"updated"}' * 20)
                     for r in snap.alarms] if args.outbox else [])
             before = com_insert(engine) if mariadb else 0

@@ -231,11 +231,11 @@ def queue_count(name: str) -> int:
         conn.close()
 
 
-def delete_bus(prefix: str, queues: list[str]) -> None:
-    """Every queue and exchange of ``prefix`` that the bench or the daemons made."""
+def delete_bus(prefix: str, queues: list[str], connector: str = "correlator") -> None:
+    """Every queue and exchange of ``prefix`` that the bench or ``connector``'s daemon made."""
     conn = amqp()
     ch = conn.channel()
-    for q in [connector_queue(prefix, "correlator").name, dead_letter_queue(prefix).name,
+    for q in [connector_queue(prefix, connector).name, dead_letter_queue(prefix).name,
               status_queue(prefix).name, *queues]:
         ch.queue_delete(queue=q)
     for x in (*exchange_names(prefix), dead_letter_exchange(prefix)):
@@ -319,11 +319,9 @@ def seed_seen_ids(store, hosts: int, n: int) -> list:
     host, every host row carries a full window, rewritten with each batch
     that touches the host. Returns the states (for an in-memory correlator).
     """
-    from collections import OrderedDict
+    from connector_alarms.model import HostState, SeenIds
 
-    from connector_alarms.model import HostState
-
-    states = [HostState(host=host_name(h), seen_ids=OrderedDict.fromkeys(
+    states = [HostState(host=host_name(h), seen_ids=SeenIds(
         f"{uuid.uuid4().hex[:16]}-{i:x}" for i in range(n))) for h in range(hosts)]
     if n:
         store.save(store.snapshot(states))

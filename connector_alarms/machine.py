@@ -4,7 +4,8 @@
 (the caller passes ``now``), so that the service, the tests and a replay all
 get the same answers from the same inputs. It reads and changes the
 :class:`~connector_alarms.model.HostState` of each host it touches, marks it
-``dirty`` for the store, and returns the ``alarm`` messages to publish, each
+``dirty`` and every alarm it may change ``touch``-ed for the store (which
+compares only those), and returns the ``alarm`` messages to publish, each
 with the AMQP ``message_id`` it must carry (``alarm:<ref>:<seq>``: a
 republished message after a crash has the same id, so consumers dedup it).
 
@@ -340,9 +341,10 @@ class Correlator:
         self.counters["thresholds"] += 1
         identity = threshold_identity(threshold.values)
         if threshold.state == "breached":
-            # Threshold messages carry no severity: every breach is a warning.
-            self._raise(state, threshold.rule, identity, "threshold", "warning",
-                        _threshold_text(threshold), threshold.ts, now, out, counts=True)
+            # The rule's severity; a producer that sends none gets a warning.
+            self._raise(state, threshold.rule, identity, "threshold",
+                        threshold.severity or "warning", _threshold_text(threshold),
+                        threshold.ts, now, out, counts=True)
         else:
             self._clear_key(state, threshold.rule, identity, threshold.ts, "threshold", now, out)
 
@@ -376,6 +378,7 @@ class Correlator:
         for rec in list(state.alarms.values()):
             if rec.origin != "poll" or rec.ref in present:
                 continue
+            state.touch(rec.ref)
             if rec.active:
                 self._clear(state, rec, ts, "snapshot", now, out)
             elif ts >= rec.changed_ts:
@@ -389,6 +392,7 @@ class Correlator:
         if rec is None:
             self.counters["clears_for_inactive"] += 1
             return
+        state.touch(rec.ref)
         if not rec.active:
             self.counters["clears_for_inactive"] += 1
             # Dropped, but remembered as an order fact: a raise older than this
@@ -409,6 +413,7 @@ class Correlator:
         """
         if ref is None:
             ref = alarm_ref(state.host, name, identity)
+        state.touch(ref)
         rec = state.alarms.get(ref)
         if rec is None:
             rec = AlarmRecord(ref=ref, host=state.host, name=name, identity=identity,
@@ -598,7 +603,7 @@ class Correlator:
             for state, rec in self._child_candidates(child):
                 if rec.active and rec.cause_ref != cause.ref and self._maskable(rec):
                     self._mask(rec, cause)
-                    state.dirty = True
+                    state.touch(rec.ref)
                     if not rec.flapping:
                         self._emit(rec, "updated", now, out)
                         self._schedule(rec, now)
@@ -611,7 +616,7 @@ class Correlator:
                     self.counters["unmasked"] += 1
                     rec.cause_ref = None
                     rec.severity = rec.base_severity
-                    state.dirty = True
+                    state.touch(rec.ref)
                     if not rec.flapping:
                         self._emit(rec, "updated", now, out)
                         self._schedule(rec, now)
@@ -632,6 +637,7 @@ class Correlator:
         if rec is None:
             self.counters["unknown_refs"] += 1
             return
+        state.touch(rec.ref)
         # While flapping, consumers see the alarm as active (see _check).
         shown_active = rec.active or rec.flapping
         if cmd.action == "clear":
@@ -771,6 +777,9 @@ class Correlator:
 
     def _due_actions(self, state: HostState, rec: AlarmRecord, now: float,
                      out: list[Outgoing]) -> None:
+        # Whatever follows may change rec (a no-op touch costs a set add, and the
+        # store compares before writing).
+        state.touch(rec.ref)
         if rec.flapping and self._flap_checked.get(rec.ref, now) + self.flap_recheck <= now:
             state.dirty = True
             self._flap_checked[rec.ref] = now
@@ -817,4 +826,5 @@ def _push_history(rec: AlarmRecord, bit: int) -> None:
 def _threshold_text(threshold: messages.Threshold) -> str:
     parts = [f"{v.metric}[{v.index}]={v.value}" if v.index else f"{v.metric}={v.value}"
              for v in threshold.values]
-    return f"{threshold.rule} breached" + (f": {', '.join(parts)}" if parts else "")
+    head = threshold.message or f"{threshold.rule} breached"
+    return head + (f": {', '.join(parts)}" if parts else "")

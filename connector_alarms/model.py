@@ -14,13 +14,14 @@ the time it arrived.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 __all__ = [
-    "AlarmRecord", "HostState", "HostStates", "Origin", "SEVERITIES", "severity_rank",
-    "SEEN_IDS_PER_HOST", "UNREACHABLE",
+    "AlarmRecord", "HostState", "HostStates", "Origin", "SEVERITIES", "SeenIds",
+    "severity_rank", "SEEN_IDS_PER_HOST", "UNREACHABLE",
 ]
 
 Origin = Literal["trap", "poll", "threshold"]
@@ -84,6 +85,97 @@ class AlarmRecord:
     seq: int = 0
 
 
+class SeenIds:
+    """The last ``capacity`` message ids a host applied, oldest first, kept in chunks.
+
+    Redelivered messages are recognised by their id. The window is saved
+    incrementally: the ids added since the last save form a new numbered
+    chunk (:meth:`take_chunk`), and a chunk is dropped once the chunks after
+    it hold ``capacity`` ids or more, so a save writes what is new and never
+    rewrites the whole window. Loading the chunks in order and keeping the
+    last ``capacity`` ids gives back exactly this window (:meth:`from_chunks`).
+    """
+
+    __slots__ = ("capacity", "_ids", "_new", "_chunks", "_held", "_next")
+
+    def __init__(self, ids: Iterable[str] = (), capacity: int = SEEN_IDS_PER_HOST) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        #: Added since the last take_chunk, oldest first.
+        self._new: list[str] = []
+        #: (number, size) of the chunks saved so far and still needed, oldest first.
+        self._chunks: deque[tuple[int, int]] = deque()
+        self._held = 0  # sum of the sizes in _chunks
+        self._next = 0  # number of the next chunk
+        for message_id in ids:
+            self.add(message_id)
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[tuple[int, list[str]]],
+                    capacity: int = SEEN_IDS_PER_HOST) -> SeenIds:
+        """The window saved as ``chunks`` ((number, ids) in number order); nothing new."""
+        seen = cls(capacity=capacity)
+        for number, ids in chunks:
+            for message_id in ids:
+                seen._remember(message_id)
+            seen._chunks.append((number, len(ids)))
+            seen._held += len(ids)
+            seen._next = number + 1
+        return seen
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __eq__(self, other: object) -> bool:
+        # The ids and their order; how they were chunked is a storage detail.
+        if not isinstance(other, SeenIds):
+            return NotImplemented
+        return self.capacity == other.capacity and list(self._ids) == list(other._ids)
+
+    def __repr__(self) -> str:
+        return f"SeenIds({list(self._ids)!r})"
+
+    def add(self, message_id: str) -> None:
+        """Remember ``message_id`` (the oldest goes when the window is full)."""
+        self._remember(message_id)
+        self._new.append(message_id)
+
+    def _remember(self, message_id: str) -> None:
+        ids = self._ids
+        ids[message_id] = None
+        ids.move_to_end(message_id)
+        while len(ids) > self.capacity:
+            ids.popitem(last=False)
+
+    def take_chunk(self) -> tuple[int, list[str], list[int]] | None:
+        """The ids added since the last call as a new chunk, and the chunks no longer needed.
+
+        Returns ``(number, ids, obsolete chunk numbers)``, or None when nothing
+        was added. Whoever saves the window writes the chunk and deletes the
+        obsolete ones in the same transaction.
+        """
+        if not self._new:
+            return None
+        number, ids = self._next, self._new
+        self._new = []
+        self._next += 1
+        self._chunks.append((number, len(ids)))
+        self._held += len(ids)
+        obsolete = []
+        chunks = self._chunks
+        while self._held - chunks[0][1] >= self.capacity:
+            old, size = chunks.popleft()
+            self._held -= size
+            obsolete.append(old)
+        return number, ids, obsolete
+
+
 @dataclass
 class HostState:
     """Every alarm of one host, and what orders the host's messages."""
@@ -93,9 +185,18 @@ class HostState:
     #: Producer ts of the last applied snapshot; older snapshots are ignored.
     snapshot_ts: float = 0.0
     #: Message ids already applied, oldest first (bounded by SEEN_IDS_PER_HOST).
-    seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seen_ids: SeenIds = field(default_factory=SeenIds)
     #: Changed since last persisted (set by the correlator, cleared by the store).
     dirty: bool = False
+    #: Refs of the alarms changed since the last snapshot (:meth:`touch`), so that
+    #: the store compares only those; None: not tracked, every alarm is compared.
+    touched: set[int] | None = None
+
+    def touch(self, ref: int) -> None:
+        """Say that alarm ``ref`` changed (or may have): it is saved with the next snapshot."""
+        self.dirty = True
+        if self.touched is not None:
+            self.touched.add(ref)
 
     def seen(self, message_id: str | None) -> bool:
         """True if ``message_id`` was applied already; else remember it."""
@@ -103,9 +204,7 @@ class HostState:
             return False
         if message_id in self.seen_ids:
             return True
-        self.seen_ids[message_id] = None
-        while len(self.seen_ids) > SEEN_IDS_PER_HOST:
-            self.seen_ids.popitem(last=False)
+        self.seen_ids.add(message_id)
         return False
 
     def active(self) -> list[AlarmRecord]:

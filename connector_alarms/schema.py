@@ -8,7 +8,11 @@ default), so the correlator's state sits beside the SQL writer's tables:
   keyed by ``ref``; indexed by ``host`` (a host's state is loaded, and later
   moved between correlators, as a whole) and by ``(active, host)``;
 * ``<p>hosts``: one row per :class:`~connector_alarms.model.HostState`:
-  ``snapshot_ts`` and the window of message ids already applied;
+  ``snapshot_ts``;
+* ``<p>seen_ids``: the window of message ids a host already applied, in
+  numbered chunks (a JSON list each) keyed by ``(host, chunk)``: a save adds
+  a chunk and drops the ones no longer needed, never rewriting the window
+  (:class:`~connector_alarms.model.SeenIds`);
 * ``<p>outbox``: ``alarm`` messages committed with the state change that made
   them and not yet confirmed by the broker, republished at start-up; ``id``
   keeps their order, ``message_id`` is unique (an insert is idempotent).
@@ -23,7 +27,7 @@ Choices:
   microseconds would round them.
 * Refs are unsigned 64-bit (:class:`connector_db.schema.UInt64`: BIGINT
   UNSIGNED on MariaDB, NUMERIC(20) on PostgreSQL, two's complement on SQLite).
-* ``notes``, ``history`` and ``seen_ids`` are JSON text (not a JSON column
+* ``notes``, ``history`` and seen-id chunks (``ids``) are JSON text (not a JSON column
   type: portable, and never queried inside). Unbounded text is MEDIUMTEXT on
   MariaDB (16 MiB; its TEXT stops at 64 KiB, less than 1,024 message ids of
   255 characters), the outbox body MEDIUMBLOB.
@@ -74,6 +78,7 @@ class AlarmSchema:
     alarms: sa.Table
     hosts: sa.Table
     outbox: sa.Table
+    seen_ids: sa.Table
 
 
 def make_schema(prefix: str = "corr_") -> AlarmSchema:
@@ -116,7 +121,12 @@ def make_schema(prefix: str = "corr_") -> AlarmSchema:
         f"{p}hosts", md,
         sa.Column("host", _key_string(HOST_MAX), primary_key=True),
         sa.Column("snapshot_ts", sa.Double, nullable=False, comment="UNIX seconds"),
-        sa.Column("seen_ids", long_text(), nullable=False, comment="JSON"),
+    )
+    seen_ids = sa.Table(
+        f"{p}seen_ids", md,
+        sa.Column("host", _key_string(HOST_MAX), primary_key=True),
+        sa.Column("chunk", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("ids", long_text(), nullable=False, comment="JSON"),
     )
     outbox = sa.Table(
         f"{p}outbox", md,
@@ -127,7 +137,7 @@ def make_schema(prefix: str = "corr_") -> AlarmSchema:
         sa.Column("created", sa.Double, nullable=False, comment="UNIX seconds"),
         sa.UniqueConstraint("message_id", name=f"{p}uq_outbox_message_id"),
     )
-    return AlarmSchema(prefix, md, alarms, hosts, outbox)
+    return AlarmSchema(prefix, md, alarms, hosts, outbox, seen_ids)
 
 
 def create_all(engine: sa.Engine, schema: AlarmSchema) -> None:

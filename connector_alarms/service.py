@@ -6,18 +6,27 @@ cleared ones, per host), the outbox left by the previous run is published
 again, and only then does it subscribe to its queue (``<prefix>.correlator``:
 ``event``, ``alarm_snapshot``, ``threshold``, ``alarm_command``).
 
-A batch of input messages goes through four steps, one batch at a time:
+A batch of input messages goes through four steps:
 
 1. apply: the pure :class:`~connector_alarms.machine.Correlator` updates the
    host states in memory and says which ``alarm`` messages to publish;
-2. commit: one transaction (on a thread) writes the changed hosts' rows and
-   puts those alarm messages in the outbox table; while the database is
-   down this step is retried with backoff and nothing is acked;
+2. commit: a snapshot of what changed is taken and one transaction (on a
+   thread) writes it and puts those alarm messages in the outbox table;
+   while the database is down this step is retried with backoff and nothing
+   is acked;
 3. publish: each alarm message goes to the bus with a deterministic id
    (``alarm:<ref>:<seq>``); the publisher's Deferred fires once the broker
    confirmed it or it is safe in the core's SQLite buffer;
 4. ack: only now are the batch's inputs acked. Published ids are removed
    from the outbox in the next commit.
+
+Two batches are in flight at most (:data:`PIPELINE`): the next one is
+applied while the previous one commits and publishes, so the reactor
+computes while the database and the broker work. Commits stay one at a
+time and in order (a snapshot is taken only once the previous commit has
+ended), and so do publications; a batch is full at ``batch_size`` or at
+half the bus's prefetch, whichever is smaller, so that the broker has sent
+the next batch by the time the previous one is acked.
 
 A crash between 2 and 3 leaves the alarms in the outbox: the next start
 publishes them again (same ids: the writer and the alerter see a duplicate
@@ -51,6 +60,8 @@ from connector_db.writer import error_summary, is_outage
 __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 
 CONNECTOR = "correlator"
+#: Batches between apply and ack at once (one commits while the next applies).
+PIPELINE = 2
 
 
 class _Waiting:
@@ -90,10 +101,18 @@ class CorrelatorService(service.Service):
         self.state = "starting"
         self.last_error: str | None = None
         self._pending: list[_Waiting] = []
-        # A batch is full at batch_size, or at the bus's prefetch when smaller: no
-        # more messages come until these are acked, so waiting for them is waste.
-        self._full = min(self.conf.batch_size, self.settings.bus.prefetch)
-        self._busy = False
+        # A batch is full at batch_size, or at its share of the bus's prefetch when
+        # smaller: the broker sends no more than prefetch unacked messages, so
+        # waiting for more is waste, and PIPELINE batches must fit.
+        self._full = max(1, min(self.conf.batch_size, self.settings.bus.prefetch // PIPELINE))
+        self._prefetch = self.settings.bus.prefetch
+        self._inflight = 0
+        self._unacked = 0  # input messages in the batches in flight
+        # The pending messages were a full batch while the pipeline was full:
+        # start them as soon as a batch ends, not after batch_interval.
+        self._sealed = False
+        # Held from snapshot to the end of the commit: commits in order, one at a time.
+        self._commit_lock = defer.DeferredLock()
         self._timer = None
         self._tick_due = False
         self._confirmed: list[str] = []
@@ -168,7 +187,7 @@ class CorrelatorService(service.Service):
             self._ticker.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        while self._busy:
+        while self._inflight:
             d = defer.Deferred()
             self._idle.append(d)
             yield d
@@ -188,7 +207,7 @@ class CorrelatorService(service.Service):
         w = _Waiting(message, delivery.message_id, self.reactor.seconds())
         self._pending.append(w)
         self.counters.inc("received")
-        if len(self._pending) >= self._full:
+        if self._ready():
             self._kick()
         elif self._timer is None:
             self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
@@ -206,6 +225,13 @@ class CorrelatorService(service.Service):
 
     # --- batches --------------------------------------------------------------------
 
+    def _ready(self) -> bool:
+        """Whether a batch should start now rather than wait for batch_interval."""
+        pending = len(self._pending)
+        # The last clause: nothing more can arrive before something is acked.
+        return (pending >= self._full or self._tick_due
+                or (pending > 0 and pending + self._unacked >= self._prefetch))
+
     def _on_tick(self) -> None:
         self._tick_due = True
         self._kick()
@@ -214,21 +240,26 @@ class CorrelatorService(service.Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._busy or (not self._pending and not self._tick_due):
+        if not self._pending and not self._tick_due:
             return
-        self._busy = True
+        if self._inflight >= PIPELINE:
+            self._sealed = self._sealed or self._ready()
+            return
+        self._sealed = False
+        self._inflight += 1
         d = defer.ensureDeferred(self._run_batch())
         d.addErrback(lambda f: self.log.failure("correlator batch failed", f))
         d.addBoth(self._batch_finished)
 
     def _batch_finished(self, _result) -> None:
-        self._busy = False
-        waiting, self._idle = self._idle, []
-        for d in waiting:
-            d.callback(None)
+        self._inflight -= 1
+        if not self._inflight:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
         if self._stopping:
             return
-        if len(self._pending) >= self._full or self._tick_due:
+        if self._sealed or self._ready():
             self._kick()
         elif self._pending:
             # batch_interval is the longest wait of a message, counted from its
@@ -242,8 +273,15 @@ class CorrelatorService(service.Service):
             self._timer = self.reactor.callLater(due, self._kick)
 
     async def _run_batch(self) -> None:
-        batch = self._pending[:self.conf.batch_size]
+        batch = self._pending[:self._full]
         del self._pending[:len(batch)]
+        self._unacked += len(batch)
+        try:
+            await self._apply_commit_publish(batch)
+        finally:
+            self._unacked -= len(batch)
+
+    async def _apply_commit_publish(self, batch: list[_Waiting]) -> None:
         now = time.time()
         out: list[tuple[str, messages.Alarm]] = []
         try:
@@ -253,20 +291,36 @@ class CorrelatorService(service.Service):
             if self._tick_due:
                 self._tick_due = False
                 out.extend(self.correlator.tick(now))
-            snapshot = self.store.snapshot(self.states.dirty(), self.states.take_forgotten())
             encoded = [(mid, messages.encode(alarm)) for mid, alarm in out]
-            done, self._confirmed = self._confirmed, []
-            # 2. commit (thread), retried while the database is away; an idle
-            # tick with nothing to write costs no transaction.
-            if snapshot or encoded or done:
-                await self._commit(snapshot, encoded, done)
+            # The next batch may apply meanwhile: its changes wait for its own
+            # snapshot, taken once this commit has ended.
+            if self._inflight < PIPELINE and self._ready():
+                self.reactor.callLater(0, self._kick)
+            await self._commit_lock.acquire()
+            try:
+                snapshot = self.store.snapshot(self.states.dirty(),
+                                               self.states.take_forgotten())
+                done, self._confirmed = self._confirmed, []
+                # 2. commit (thread), retried while the database is away; an idle
+                # tick with nothing to write costs no transaction.
+                if snapshot or encoded or done:
+                    await self._commit(snapshot, encoded, done)
+            finally:
+                self._commit_lock.release()
         except Exception:
             for w in batch:
                 w.deferred.errback(Failure())
             raise
         # 3. publish, each confirmed (or in the on-disk buffer) before 4.
-        await defer.gatherResults([self._publish(mid, body, alarm.host)
-                                   for (mid, body), (_, alarm) in zip(encoded, out)])
+        try:
+            await defer.gatherResults([self._publish(mid, body, alarm.host)
+                                       for (mid, body), (_, alarm) in zip(encoded, out)])
+        except Exception:
+            # Committed, so in the outbox (published again at the next start);
+            # the inputs go back to the broker and come back as duplicates.
+            for w in batch:
+                w.deferred.errback(Failure())
+            raise
         self._confirmed.extend(mid for mid, _ in encoded)
         self.counters.inc("alarms_published", len(out))
         self.counters.inc("applied", len(batch))

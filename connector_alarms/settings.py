@@ -52,6 +52,6 @@ class CorrelatorSettings:
                                 "Prefix of the correlator's tables in [database].")
     batch_size: int = setting(Int(1, 100_000), "2000", "Messages applied per transaction, at most.")
     batch_interval: float = setting(
-        Duration(0.001, 10), "50ms", "Longest wait for a batch to fill before it is committed.")
+        Duration(0.001, 10), "10ms", "Longest wait for a batch to fill before it is committed.")
     tick_interval: float = setting(
         Duration(0.1, 3600), "1s", "How often expiry and held updates are checked.")

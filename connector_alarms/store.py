@@ -6,8 +6,9 @@
 
 * every ``AlarmRecord`` field is a column of the same name (``notes`` and
   ``history`` as JSON text); every ``HostState`` field is a column of
-  ``hosts`` (``seen_ids`` as a JSON list, in order) except ``alarms`` (its
-  rows in ``alarms``) and ``dirty`` (run-time only). :func:`check_mapping`
+  ``hosts`` except ``alarms`` (its rows in ``alarms``), ``seen_ids`` (its
+  chunks in ``seen_ids``, see :class:`~connector_alarms.model.SeenIds`),
+  ``dirty`` and ``touched`` (run-time only). :func:`check_mapping`
   fails loudly, at start-up and in the tests, when a dataclass field is
   neither mapped nor declared run-time only: a new field needs a column, a
   migration and an entry here, or it would silently not survive a restart;
@@ -18,12 +19,18 @@ Threads: :meth:`StateStore.snapshot` runs on the reactor thread (it copies
 the mutable dataclasses into plain rows and does no I/O); :meth:`StateStore.save`
 and :meth:`StateStore.load` block on the database: call them from a thread.
 
-Only changed alarms are written: the store remembers, per ref, the row its
+Only what changed is written: the store remembers, per ref, the row its
 last snapshot took (or ``load`` read), and a snapshot leaves out the alarms
-of a dirty host whose row has not changed since. At 10,000 events/s over
-10,000 alarms nearly every host is dirty in every batch, but only the
-alarms the batch touched are rewritten. Snapshots are saved in order, one
-at a time; a failed save makes the next snapshots take its alarms again.
+whose row has not changed since; likewise host rows. It looks only at the
+alarms a dirty host says it touched (``HostState.touch``, which the
+correlator calls for every alarm it may change), or at all of them for a
+state that does not track (``touched`` None: new, or built by hand). The
+window of seen message ids grows by one chunk row per dirty host (the ids
+the batch added) and loses the chunks it no longer needs, so its cost
+follows the messages, not the window's size. At 10,000 events/s over 10,000
+alarms nearly every host is dirty in every batch, but only the alarms the
+batch touched are looked at and rewritten. Snapshots are saved in order, one
+at a time; the rows of a failed save are taken again by the next snapshot.
 
 One :meth:`~StateStore.save` is one transaction: the state change and the
 ``alarm`` messages it produced (the outbox) are committed together, so a
@@ -41,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import operator
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +58,11 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .model import AlarmRecord, HostState
+from .model import SEEN_IDS_PER_HOST, AlarmRecord, HostState, SeenIds
 from .schema import AlarmSchema, make_schema
 
 __all__ = ["StateStore", "Snapshot", "UnpersistedFields", "check_mapping", "ALARM_FIELDS",
-           "ALARM_JSON_FIELDS", "HOST_FIELDS", "HOST_RUNTIME_FIELDS"]
+           "ALARM_JSON_FIELDS", "HOST_FIELDS", "HOST_TABLE_FIELDS", "HOST_RUNTIME_FIELDS"]
 
 #: AlarmRecord fields, each stored in the ``alarms`` column of the same name.
 ALARM_FIELDS: tuple[str, ...] = (
@@ -67,11 +73,13 @@ ALARM_FIELDS: tuple[str, ...] = (
 )
 #: Of those, the ones stored as JSON text.
 ALARM_JSON_FIELDS: tuple[str, ...] = ("notes", "history")
-#: HostState fields stored in the ``hosts`` column of the same name (seen_ids as JSON).
-HOST_FIELDS: tuple[str, ...] = ("host", "snapshot_ts", "seen_ids")
-#: HostState fields not stored in ``hosts``: ``alarms`` are rows of ``alarms``,
-#: ``dirty`` only means something while the process runs.
-HOST_RUNTIME_FIELDS: tuple[str, ...] = ("alarms", "dirty")
+#: HostState fields stored in the ``hosts`` column of the same name.
+HOST_FIELDS: tuple[str, ...] = ("host", "snapshot_ts")
+#: HostState fields stored as rows of their own table: ``alarms`` in ``alarms``,
+#: ``seen_ids`` in ``seen_ids`` (a JSON list of ids per chunk).
+HOST_TABLE_FIELDS: tuple[str, ...] = ("alarms", "seen_ids")
+#: HostState fields not stored: they only mean something while the process runs.
+HOST_RUNTIME_FIELDS: tuple[str, ...] = ("dirty", "touched")
 
 # Rows and ids are sent in chunks of this many (IN lists, well under every limit).
 _CHUNK = 1000
@@ -102,12 +110,14 @@ def check_mapping(schema: AlarmSchema | None = None) -> None:
         problems.append(f"AlarmRecord fields not persisted: {sorted(missing)}")
     if extra := set(ALARM_FIELDS) - alarm:
         problems.append(f"persisted fields AlarmRecord lacks: {sorted(extra)}")
-    if missing := host - set(HOST_FIELDS) - set(HOST_RUNTIME_FIELDS):
+    mapped = set(HOST_FIELDS) | set(HOST_TABLE_FIELDS) | set(HOST_RUNTIME_FIELDS)
+    if missing := host - mapped:
         problems.append(f"HostState fields not persisted: {sorted(missing)}")
-    if extra := (set(HOST_FIELDS) | set(HOST_RUNTIME_FIELDS)) - host:
+    if extra := mapped - host:
         problems.append(f"persisted fields HostState lacks: {sorted(extra)}")
     if schema is not None:
-        for table, names in ((schema.alarms, ALARM_FIELDS), (schema.hosts, HOST_FIELDS)):
+        for table, names in ((schema.alarms, ALARM_FIELDS), (schema.hosts, HOST_FIELDS),
+                             (schema.seen_ids, ("host", "chunk", "ids"))):
             columns = set(table.columns.keys())
             if columns != set(names):
                 problems.append(f"table {table.name}: columns {sorted(columns - set(names))} "
@@ -124,17 +134,22 @@ def check_mapping(schema: AlarmSchema | None = None) -> None:
 class Snapshot:
     """Rows of some host states, copied on the reactor thread, to be saved on another.
 
-    Plain values only (no reference to the live dataclasses): ``hosts`` a row
-    per state, ``alarms`` the rows of the alarms that changed, ``forgotten``
-    refs whose rows are deleted (alarms no longer held in memory).
+    Plain values only (no reference to the live dataclasses): ``hosts`` the
+    rows of the states that changed, ``alarms`` the rows of the alarms that
+    changed, ``forgotten`` refs whose rows are deleted (alarms no longer held
+    in memory), ``seen`` new chunks of seen message ids and ``seen_dropped``
+    the (host, chunk) pairs no longer needed.
     """
 
     hosts: list[dict[str, Any]] = field(default_factory=list)
     alarms: list[dict[str, Any]] = field(default_factory=list)
     forgotten: list[int] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    seen_dropped: list[tuple[str, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.hosts or self.alarms or self.forgotten)
+        return bool(self.hosts or self.alarms or self.forgotten or self.seen
+                    or self.seen_dropped)
 
 
 def _alarm_values(record: AlarmRecord) -> tuple:
@@ -162,38 +177,51 @@ class StateStore:
     current revision (:func:`connector_alarms.migrate.upgrade`). ``load`` and
     ``save`` block: call them from a thread, one at a time, saves in the
     order their snapshots were taken. ``snapshot`` is for the thread that
-    owns the dataclasses (the reactor's).
+    owns the dataclasses (the reactor's). ``seen_capacity`` is the size of
+    the windows of seen message ids that ``load`` rebuilds.
     """
 
-    def __init__(self, engine: sa.Engine, prefix: str = "corr_") -> None:
+    def __init__(self, engine: sa.Engine, prefix: str = "corr_",
+                 seen_capacity: int = SEEN_IDS_PER_HOST) -> None:
         self.engine = engine
+        #: Message ids per host that ``load`` keeps (the windows' capacity).
+        self.seen_capacity = seen_capacity
         self.schema = make_schema(prefix)
         check_mapping(self.schema)
         # ref -> the alarm's row as last snapshotted (or loaded): what the table
         # holds once every snapshot taken is saved. Reactor thread, but for load.
         self._rows: dict[int, tuple] = {}
+        # host -> its row's snapshot_ts, as last snapshotted (or loaded).
+        self._hosts: dict[str, float] = {}
+        # Snapshots whose save failed: the next snapshot takes their rows again
+        # (writing them twice is harmless; losing them is not). Appended by save.
+        self._again: list[Snapshot] = []
         self._dialect = engine.dialect.name
         self._alarm_upsert = self._upsert(self.schema.alarms, "ref")
         self._host_upsert = self._upsert(self.schema.hosts, "host")
+        self._seen_upsert = self._upsert(self.schema.seen_ids, "host", "chunk")
         self._outbox_insert = self._insert_new(self.schema.outbox, "message_id")
         self._alarm_sql: str | None = None  # the upsert compiled for MySQL/MariaDB
         t = self.schema.alarms
         self._forget = t.delete().where(t.c.ref.in_(sa.bindparam("refs", expanding=True)))
         o = self.schema.outbox
         self._done = o.delete().where(o.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+        n = self.schema.seen_ids
+        self._seen_drop = n.delete().where(
+            sa.tuple_(n.c.host, n.c.chunk).in_(sa.bindparam("keys", expanding=True)))
 
     # --- statements -----------------------------------------------------------------
 
-    def _upsert(self, table: sa.Table, key: str):
+    def _upsert(self, table: sa.Table, *key: str):
         """INSERT, or UPDATE every other column when ``key`` exists, for this dialect."""
-        others = [c.name for c in table.columns if c.name != key]
+        others = [c.name for c in table.columns if c.name not in key]
         if self._dialect in ("mysql", "mariadb"):
             stmt = mysql_dialect.insert(table)
             return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in others})
         if self._dialect in ("postgresql", "sqlite"):
             mod = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
             stmt = mod.insert(table)
-            return stmt.on_conflict_do_update(index_elements=[table.c[key]],
+            return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in key],
                                               set_={c: stmt.excluded[c] for c in others})
         raise NotImplementedError(f"unsupported SQL dialect {self._dialect!r}")
 
@@ -212,24 +240,52 @@ class StateStore:
     # --- reactor thread -------------------------------------------------------------
 
     def snapshot(self, states: Iterable[HostState], forgotten: Iterable[int] = ()) -> Snapshot:
-        """Copy ``states`` into plain rows; clear their ``dirty`` flag.
+        """Copy ``states`` into plain rows; clear their ``dirty`` and ``touched`` marks.
 
         No I/O: for the thread that mutates the states. Each state's host row
-        is taken, and the rows of its alarms that changed since the previous
-        snapshot (or ``load``). ``forgotten`` are refs removed from memory
+        is taken if it changed, the rows of its alarms that changed since the
+        previous snapshot (or ``load``), and its new seen ids as a chunk.
+        ``forgotten`` are refs removed from memory
         since the last snapshot (their rows go); a ref present in ``states``
         again is kept. Save snapshots in the order they were taken, one at a
         time; if a save fails, save the same snapshot again before taking the
-        next (its hosts are no longer marked dirty).
+        next (its hosts are no longer marked dirty). A failed save that is not
+        retried loses nothing either: the next snapshot takes its rows again.
         """
         rows = self._rows
+        host_rows = self._hosts
         hosts: dict[str, dict[str, Any]] = {}
         changed: dict[int, dict[str, Any]] = {}
         present: set[int] = set()
+        # keyed (host, chunk): a row twice in one upsert is an error on PostgreSQL
+        seen: dict[tuple[str, int], dict[str, Any]] = {}
+        dropped: list[tuple[str, int]] = []
+        forgotten = list(forgotten)
+        while self._again:
+            again = self._again.pop(0)
+            hosts.update((row["host"], row) for row in again.hosts)
+            changed.update((row["ref"], row) for row in again.alarms)
+            forgotten.extend(again.forgotten)
+            seen.update(((row["host"], row["chunk"]), row) for row in again.seen)
+            dropped.extend(again.seen_dropped)
         for state in states:
-            hosts[state.host] = {"host": state.host, "snapshot_ts": state.snapshot_ts,
-                                 "seen_ids": _encode(list(state.seen_ids)).decode()}
-            for record in state.alarms.values():
+            host = state.host
+            if host_rows.get(host) != state.snapshot_ts:
+                host_rows[host] = state.snapshot_ts
+                hosts[host] = {"host": host, "snapshot_ts": state.snapshot_ts}
+            chunk = state.seen_ids.take_chunk()
+            if chunk is not None:
+                number, ids, obsolete = chunk
+                seen[host, number] = {"host": host, "chunk": number,
+                                      "ids": _encode(ids).decode()}
+                dropped.extend((host, n) for n in obsolete)
+            touched = state.touched
+            if touched is None:
+                records: Iterable[AlarmRecord] = state.alarms.values()
+            else:
+                alarms = state.alarms
+                records = [alarms[ref] for ref in touched if ref in alarms]
+            for record in records:
                 ref = record.ref
                 present.add(ref)
                 values = _alarm_values(record)
@@ -240,10 +296,14 @@ class StateStore:
                     # keyed: the same row twice in one upsert is an error on PostgreSQL
                     changed[ref] = dict(zip(_ROW_KEYS, values))
             state.dirty = False
+            state.touched = set()
+        # A forgotten ref back in memory was touched when it came back: it stays.
         gone = sorted({ref for ref in forgotten if ref not in present})
         for ref in gone:
             rows.pop(ref, None)
-        return Snapshot(list(hosts.values()), list(changed.values()), gone)
+            changed.pop(ref, None)  # taken again from a failed save, gone since
+        return Snapshot(list(hosts.values()), list(changed.values()), gone, list(seen.values()),
+                        sorted(set(dropped)))
 
     # --- blocking: call from a thread ----------------------------------------------
 
@@ -251,7 +311,8 @@ class StateStore:
              outbox_done: Sequence[str] = ()) -> None:
         """Write ``snapshot`` and the outbox changes in one transaction (blocking).
 
-        Upserts the host and alarm rows, deletes the forgotten refs, appends
+        Upserts the host, alarm and seen-id chunk rows, deletes the forgotten
+        refs and the dropped chunks (after the upserts), appends
         ``outbox_add`` ((message_id, body) pairs; a message_id already there is
         skipped) and removes the ``outbox_done`` message ids (after the adds:
         a message added and confirmed within one save leaves nothing).
@@ -268,6 +329,10 @@ class StateStore:
                     conn.execute(self._host_upsert, snapshot.hosts)
                 if snapshot.alarms:
                     self._upsert_alarms(conn, snapshot.alarms)
+                if snapshot.seen:
+                    conn.execute(self._seen_upsert, snapshot.seen)
+                for keys in _chunks(snapshot.seen_dropped):
+                    conn.execute(self._seen_drop, {"keys": list(keys)})
                 if outbox_add:
                     conn.execute(self._outbox_insert,
                                  [{"message_id": mid, "body": bytes(body), "created": created}
@@ -278,12 +343,14 @@ class StateStore:
             # These rows may not be in the table: the next snapshots write them
             # again even if this one is never retried. (Single dict operations,
             # safe beside the reactor's snapshot: at worst a row written twice.)
-            for row in snapshot.alarms:
-                self._rows.pop(row["ref"], None)
+            # Once: the service saves a snapshot again and again while the
+            # database is away.
+            if not any(s is snapshot for s in self._again):
+                self._again.append(snapshot)
             raise
 
     def _upsert_alarms(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        if self._dialect not in ("mysql", "mariadb"):
+        if self._dialect not in ("mysql", "mariadb") or conn.dialect.driver != "pymysql":
             conn.execute(self._alarm_upsert, rows)
             return
         # The rows hold plain values that PyMySQL escapes exactly as SQLAlchemy's
@@ -291,7 +358,7 @@ class StateStore:
         # booleans: 1/0; floats: repr), so the statement SQLAlchemy compiled goes
         # to the driver's executemany as is: about a quarter less time per save
         # (measured), PyMySQL's escaping being most of the rest. Still multi-row
-        # statements.
+        # statements. Other drivers (mysqlclient: positional %s) take the generic path.
         if self._alarm_sql is None:
             compiled = self._alarm_upsert.compile(dialect=conn.dialect)
             if set(compiled.params) != set(_ROW_KEYS):  # bind names are the column names
@@ -316,9 +383,18 @@ class StateStore:
         rows: dict[int, tuple] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(sa.select(s.hosts)):
-                states[row.host] = HostState(
-                    host=row.host, snapshot_ts=row.snapshot_ts,
-                    seen_ids=OrderedDict.fromkeys(_decode(row.seen_ids)))
+                states[row.host] = HostState(host=row.host, snapshot_ts=row.snapshot_ts)
+            host_rows = {host: state.snapshot_ts for host, state in states.items()}
+            n = s.seen_ids
+            chunks: dict[str, list[tuple[int, list[str]]]] = {}
+            for host, number, ids in conn.execute(
+                    sa.select(n.c.host, n.c.chunk, n.c.ids).order_by(n.c.host, n.c.chunk)):
+                chunks.setdefault(host, []).append((number, _decode(ids)))
+            for host, host_chunks in chunks.items():
+                state = states.get(host)
+                if state is None:  # not expected: a host's row is saved with its ids
+                    state = states[host] = HostState(host=host)
+                state.seen_ids = SeenIds.from_chunks(host_chunks, self.seen_capacity)
             query = (sa.select(*(a.c[f] for f in _ROW_KEYS))
                      .where(sa.or_(a.c.active, a.c.cleared_at >= keep_cleared_since))
                      .order_by(a.c.host, a.c.first_seen, a.c.ref))
@@ -332,5 +408,6 @@ class StateStore:
                 state.alarms[record.ref] = record
             outbox = [(mid, bytes(body)) for mid, body in conn.execute(
                 sa.select(s.outbox.c.message_id, s.outbox.c.body).order_by(s.outbox.c.id))]
-        self._rows = rows  # the next snapshots write only what differs from the table
+        # The next snapshots write only what differs from the tables.
+        self._rows, self._hosts, self._again = rows, host_rows, []
         return states, outbox

@@ -16,9 +16,11 @@ from connector_alarms.model import HostState
 from connector_alarms.schema import create_all, make_schema
 from connector_alarms.store import StateStore
 from tests.unit.test_alarm_store import (HEAD, MAX_REF, TS, alarm_schema_diffs,
-                                         assert_same_states, count, full_record, host_state,
-                                         run_concurrent_upgrades)
-from tests.unit.test_db_migrate import Statements, describe, drop_prefixed, new_prefix, tables
+                                         assert_same_states, check_seen_ids_migration, count,
+                                         full_record, host_state, run_concurrent_upgrades)
+from tests.unit.test_db_migrate import (Statements, describe, drop_prefixed,
+                                        migrated_columns_on_mariadb, new_prefix,
+                                        prefixed_engine, tables)
 
 from tests.conftest import SQL_URLS
 
@@ -34,15 +36,8 @@ def db(request):
     One connection so that MariaDB's per-session counters see every statement
     of a save. Every table of the prefix is dropped afterwards.
     """
-    engine = sa.create_engine(URLS[request.param], pool_size=1, max_overflow=0)
-    prefix = new_prefix()
-    try:
-        yield engine, prefix
-    finally:
-        try:
-            drop_prefixed(engine, prefix)
-        finally:
-            engine.dispose()
+    with prefixed_engine(URLS[request.param], pool_size=1, max_overflow=0) as db:
+        yield db
 
 
 @pytest.fixture
@@ -73,17 +68,7 @@ def test_migrated_schema_is_make_schema(db):
 
 
 def test_column_types_on_mariadb():
-    engine, p = sa.create_engine(URLS["mariadb"]), new_prefix()
-    try:
-        migrate.upgrade(engine, p)
-        with engine.connect() as c:
-            cols = {(r.tbl, r.col): (r.collation_name, r.column_type) for r in c.execute(sa.text(
-                "SELECT table_name AS tbl, column_name AS col, collation_name, column_type "
-                "FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name LIKE :like"), {"like": f"{p}%"})}
-    finally:
-        drop_prefixed(engine, p)
-        engine.dispose()
+    p, cols = migrated_columns_on_mariadb(URLS["mariadb"], migrate.upgrade)
     for table, column in (("alarms", "host"), ("hosts", "host"), ("outbox", "message_id")):
         assert cols[(f"{p}{table}", column)][0] == "utf8mb4_nopad_bin", (table, column)
     for column in ("ref", "cause_ref"):
@@ -92,9 +77,13 @@ def test_column_types_on_mariadb():
                    "published_at"):
         assert cols[(f"{p}alarms", column)][1] == "double", column
     for table, column in (("alarms", "notes"), ("alarms", "history"), ("alarms", "message"),
-                          ("hosts", "seen_ids")):
+                          ("seen_ids", "ids")):
         assert cols[(f"{p}{table}", column)][1] == "mediumtext", (table, column)
     assert cols[(f"{p}outbox", "body")][1] == "mediumblob"
+
+
+def test_seen_ids_move_to_their_table_and_back(db):
+    check_seen_ids_migration(*db)
 
 
 def test_upgrade_is_idempotent_and_checked(db):
@@ -142,6 +131,8 @@ def test_updates_forgotten_and_keep_cleared(store):
     rec.notes.append([TS + 2, "carol", "done"])
     state.alarms[1].active, state.alarms[1].cleared_at = False, TS + 10
     del state.alarms[3]
+    for ref in (MAX_REF, 1, 3):  # what the correlator does for every alarm it changes
+        state.touch(ref)
     state.seen("new-id")
     store.save(store.snapshot([state], forgotten=[3]))
     got, _ = store.load(keep_cleared_since=0.0)
@@ -165,11 +156,37 @@ def test_outbox_and_idempotent_save(store):
     assert box == [add[0], add[2]]
 
 
+def test_a_save_retried_through_an_outage_is_written_once_more_cleanly(store, monkeypatch):
+    """The service saves the same snapshot until the database is back; the next one works."""
+    state = HostState(host="h")
+    state.seen("first")
+    store.save(store.snapshot([state]))
+    state.seen("second")
+    state.alarms[7] = full_record(7, "h")
+    state.touch(7)
+    snap = store.snapshot([state])
+    with monkeypatch.context() as m:
+        m.setattr(store, "_seen_upsert", sa.text("SELECT no_such_column"))
+        for _ in range(3):
+            with pytest.raises(sa.exc.DBAPIError):
+                store.save(snap)
+    store.save(snap)  # the database is back
+    state.seen("third")
+    after = store.snapshot([state])
+    keys = [(r["host"], r["chunk"]) for r in after.seen]
+    assert len(keys) == len(set(keys)) == 2  # the retried chunk once, and the new one
+    store.save(after)
+    got, _ = store.load(0.0)
+    assert list(got["h"].seen_ids) == ["first", "second", "third"]
+    assert sorted(got["h"].alarms) == [7]
+
+
 def test_a_failed_save_commits_nothing(store):
     state = host_state("h", [1])
     store.save(store.snapshot([state]), [("m1", b"1")])
     state.snapshot_ts = TS + 999
     state.alarms[2] = full_record(2, "h", name="n" * 300)  # longer than the column
+    state.touch(2)
     with pytest.raises(sa.exc.DBAPIError):
         store.save(store.snapshot([state]), [("m2", b"2")], outbox_done=["m1"])
     got, box = store.load(0.0)
@@ -192,11 +209,12 @@ def test_save_of_2000_alarms(store):
             s.seen(f"m{len(s.seen_ids)}:{s.host}")
     outbox = [(f"alarm:{ref}:1", b'{"state":"raised"}') for s in states for ref in s.alarms]
     mariadb = engine.dialect.name == "mysql"
-    for rnd in range(2):  # inserts, then updates of every row
+    for rnd in range(2):  # inserts, then updates of every alarm row
         for s in states:
             for rec in s.alarms.values():
                 rec.count += rnd
                 rec.last_seen += rnd
+                s.touch(rec.ref)
         snap = store.snapshot(states)
         assert len(snap.alarms) == 2000
         before = _com_insert(engine) if mariadb else None
@@ -208,7 +226,9 @@ def test_save_of_2000_alarms(store):
         if mariadb:
             # One executemany per table, which PyMySQL sends as multi-row
             # INSERT ... ON DUPLICATE KEY UPDATE statements (about 1 MB each).
-            assert len(inserts) == 3
+            # Round 1: hosts, alarms, seen-id chunks, outbox; round 2: only the
+            # alarms changed (and the outbox is sent again).
+            assert len(inserts) == (4 if rnd == 0 else 2), [i[:40] for i in inserts]
             assert _com_insert(engine) - before <= 12
         else:
             # SQLAlchemy's insertmanyvalues: pages of at most 1,000 rows.

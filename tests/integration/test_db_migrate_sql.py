@@ -19,8 +19,9 @@ from connector_db import migrate
 from connector_db.schema import make_schema
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
-from tests.unit.test_db_migrate import (Statements, assert_same_as_create_all, drop_prefixed,
-                                        new_prefix, run_concurrent_upgrades, schema_diffs, tables)
+from tests.unit.test_db_migrate import (Statements, assert_same_as_create_all,
+                                        migrated_columns_on_mariadb, prefixed_engine,
+                                        run_concurrent_upgrades, schema_diffs, tables)
 
 from tests.conftest import SQL_URLS
 
@@ -32,15 +33,8 @@ URLS = SQL_URLS
 @pytest.fixture(params=sorted(URLS))
 def db(request):
     """An engine on one real database and a fresh prefix; its tables dropped afterwards."""
-    engine = sa.create_engine(URLS[request.param])
-    prefix = new_prefix()
-    try:
-        yield engine, prefix
-    finally:
-        try:
-            drop_prefixed(engine, prefix)
-        finally:
-            engine.dispose()
+    with prefixed_engine(URLS[request.param]) as db:
+        yield db
 
 
 def test_migrated_schema_is_make_schema(db):
@@ -55,17 +49,7 @@ def test_migrated_schema_is_make_schema(db):
 
 
 def test_key_columns_are_binary_and_refs_unsigned_on_mariadb():
-    engine, p = sa.create_engine(URLS["mariadb"]), new_prefix()
-    try:
-        migrate.upgrade(engine, p)
-        with engine.connect() as c:
-            cols = {(r.tbl, r.col): (r.collation_name, r.column_type) for r in c.execute(sa.text(
-                "SELECT table_name AS tbl, column_name AS col, collation_name, column_type "
-                "FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name LIKE :like"), {"like": f"{p}%"})}
-    finally:
-        drop_prefixed(engine, p)
-        engine.dispose()
+    p, cols = migrated_columns_on_mariadb(URLS["mariadb"], migrate.upgrade)
     for table, column in (("devices", "name"), ("metrics", "name"), ("samples", "idx"),
                           ("events", "message_id"), ("notifications", "message_id")):
         assert cols[(f"{p}{table}", column)][0] == "utf8mb4_nopad_bin", (table, column)

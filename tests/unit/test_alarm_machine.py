@@ -351,6 +351,16 @@ def test_threshold_breach_and_recovery():
     assert record(states, alarm.ref).clear_reason == "threshold"
 
 
+def test_threshold_with_the_rules_severity_and_text():
+    corr, states = make()
+    breach = Threshold(source="a@b", ts=T0, host=H, rule="temp", state="breached",
+                       values=[ThresholdValue(metric="temperature", value=48)],
+                       severity="major", message="Battery temperature above 40 C")
+    (_, alarm), = corr.apply(breach, "t1", now=T0)
+    assert (alarm.severity, alarm.message) == ("major",
+                                               "Battery temperature above 40 C: temperature=48")
+
+
 def test_threshold_identity_of_scalars_is_empty():
     assert threshold_identity([ThresholdValue(metric="cpu", value=99)]) == ""
     assert threshold_identity([]) == ""
@@ -951,3 +961,68 @@ def test_property_deterministic(scenario):
     a, _ = make()
     b, _ = make()
     assert run(a, seq, steps)[0] == run(b, seq, steps)[0]
+
+
+# --- every change is touched (the store looks at touched alarms only) -------------------
+
+PARENT = "p1"
+
+
+@st.composite
+def touch_scenarios(draw):
+    """Traps, tables, commands, a parent going down and up, and time passing, in any order."""
+    op = st.one_of(
+        st.tuples(st.just("raise"), st.sampled_from(TRAP_KEYS),
+                  st.sampled_from(["major", "critical"]), st.sampled_from(["x", "y"])),
+        st.tuples(st.just("clear"), st.sampled_from(TRAP_KEYS)),
+        st.tuples(st.just("snap"), st.frozensets(st.sampled_from(POLL_KEYS))),
+        st.tuples(st.just("unreachable"), st.sampled_from([H, PARENT])),
+        st.tuples(st.just("parent_up")),
+        st.tuples(st.just("cmd"), st.sampled_from(["ack", "unack", "note", "clear"]),
+                  st.sampled_from(TRAP_KEYS + POLL_KEYS)),
+        st.tuples(st.just("tick"), st.sampled_from([1, 30, 61, 4000])),
+    )
+    return draw(st.lists(op, min_size=1, max_size=40)), draw(st.booleans())
+
+
+@PROPERTY_SETTINGS
+@given(touch_scenarios())
+def test_property_every_changed_alarm_is_touched(scenario):
+    from connector_alarms.store import _alarm_values
+
+    ops, mask_all = scenario
+    corr, states = make(parents={H: PARENT}, mask_all=mask_all, update_interval=60.0,
+                        keep_cleared=3600.0, expire_after={"major": 3000.0})
+    now = T0
+    rows: dict[int, tuple] = {}
+    for i, op in enumerate(ops):
+        ts = T0 + i
+        kind = op[0]
+        if kind == "raise":
+            corr.apply(trap("raise", alarm=op[1], key="", severity=op[2], message=op[3],
+                            ts=ts), f"m{i}", now)
+        elif kind == "clear":
+            corr.apply(trap("clear", alarm=op[1], key="", ts=ts), f"m{i}", now)
+        elif kind == "snap":
+            corr.apply(snap([row(k, name=k) for k in sorted(op[1])], ts=ts), f"m{i}", now)
+        elif kind == "unreachable":
+            corr.apply(snap([unreachable_row()], ts=ts, host=op[1]), f"m{i}", now)
+        elif kind == "parent_up":
+            corr.apply(snap([], ts=ts, host=PARENT), f"m{i}", now)
+        elif kind == "cmd":
+            key = op[2]
+            ref = alarm_ref(H, key, "" if key in TRAP_KEYS else key)
+            corr.apply(cmd(op[1], ref, note="n", host=H, ts=ts), f"m{i}", now)
+        else:
+            now += op[1]
+            corr.tick(now)
+        for host in states.hosts():
+            state = states.get(host)
+            for ref, rec in state.alarms.items():
+                values = _alarm_values(rec)
+                if rows.get(ref) != values:
+                    assert state.touched is None or ref in state.touched, (op, rec)
+                    assert state.dirty, (op, host)
+                rows[ref] = values
+            state.touched = set()  # as a snapshot leaves it
+            state.dirty = False

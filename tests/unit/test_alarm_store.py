@@ -7,9 +7,7 @@ tests/integration/test_alarm_store_sql.py (which reuses the helpers here).
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-from collections import OrderedDict
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -18,16 +16,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from connector_alarms import migrate, store as store_module
-from connector_alarms.model import AlarmRecord, HostState
+from connector_alarms.model import AlarmRecord, HostState, SeenIds
 from connector_alarms.schema import make_schema
-from connector_alarms.store import (ALARM_FIELDS, HOST_FIELDS, HOST_RUNTIME_FIELDS, Snapshot,
+from connector_alarms.store import (ALARM_FIELDS, HOST_FIELDS, HOST_RUNTIME_FIELDS,
+                                    HOST_TABLE_FIELDS, Snapshot,
                                     StateStore, UnpersistedFields, check_mapping)
 from connector_db import migrate as db_migrate
-from tests.unit.test_db_migrate import ROOT, Statements, drop_prefixed, new_prefix, tables
+from tests.unit.test_db_migrate import Statements, drop_prefixed, new_prefix, tables
+from tests.unit.test_db_migrate import run_concurrent_upgrades as db_run_concurrent_upgrades
 
 MAX_REF = 2**64 - 1
 TS = 1_700_000_000.123456  # not a multiple of a microsecond in binary: stored bit for bit
-HEAD = "correlator_0001"
+HEAD = "correlator_0002"
 
 
 # -- helpers (shared with the integration tests) --------------------------------------------
@@ -52,7 +52,7 @@ def full_record(ref: int, host: str, i: int = 0, **kw) -> AlarmRecord:
 def host_state(host: str, refs: list[int], active: bool = True) -> HostState:
     """A host with one full alarm per ref and seen ids out of sorted order."""
     state = HostState(host=host, snapshot_ts=TS + 0.5,
-                      seen_ids=OrderedDict.fromkeys([f"{host}:z", f"{host}:a", f"{host}:m"]),
+                      seen_ids=SeenIds([f"{host}:z", f"{host}:a", f"{host}:m"]),
                       dirty=True)
     for i, ref in enumerate(refs):
         state.alarms[ref] = full_record(ref, host, i, active=active)
@@ -72,7 +72,9 @@ def assert_same_states(got: dict[str, HostState], want: dict[str, HostState]) ->
             for f in dataclasses.fields(AlarmRecord):
                 gv, wv = getattr(ga, f.name), getattr(wa, f.name)
                 assert gv == wv and type(gv) is type(wv), (host, ref, f.name, gv, wv)
-        assert g == dataclasses.replace(w, dirty=False)
+        # Marks of the running process, not state.
+        assert dataclasses.replace(g, touched=None) == dataclasses.replace(
+            w, dirty=False, touched=None)
 
 
 def alarm_schema_diffs(engine, prefix: str) -> list:
@@ -120,8 +122,8 @@ def store(engine, tprefix) -> StateStore:
 def test_every_dataclass_field_is_persisted():
     """Fails as soon as machine.py (or anyone) adds a field the store does not save."""
     assert {f.name for f in dataclasses.fields(AlarmRecord)} == set(ALARM_FIELDS)
-    assert {f.name for f in dataclasses.fields(HostState)} == (set(HOST_FIELDS)
-                                                               | set(HOST_RUNTIME_FIELDS))
+    assert {f.name for f in dataclasses.fields(HostState)} == (
+        set(HOST_FIELDS) | set(HOST_TABLE_FIELDS) | set(HOST_RUNTIME_FIELDS))
     schema = make_schema("x_")
     assert set(schema.alarms.columns.keys()) == set(ALARM_FIELDS)
     assert set(schema.hosts.columns.keys()) == set(HOST_FIELDS)
@@ -192,6 +194,7 @@ def test_updates_overwrite_every_column(store):
     state = host_state("h", [10])
     store.save(store.snapshot([state]))
     rec = state.alarms[10]
+    state.touch(10)
     rec.active, rec.cleared_at, rec.clear_reason = False, TS + 50, "trap"
     rec.acked_by = rec.acked_at = rec.cause_ref = None
     rec.notes, rec.history, rec.flapping, rec.count, rec.seq = [], [0], False, 1, 9
@@ -223,20 +226,35 @@ def test_only_changed_alarms_are_written(store):
     assert len(first.alarms) == 4
     store.save(first)
     again = store.snapshot(states)  # every snapshot is saved, in order: that is the contract
-    assert [h["host"] for h in again.hosts] == ["a", "b"] and again.alarms == []
+    assert not again, again  # no host row, alarm row or seen id changed
+    states[1].snapshot_ts += 1
+    again = store.snapshot(states)
+    assert [h["host"] for h in again.hosts] == ["b"] and again.alarms == []
     store.save(again)
     a = states[0]
     a.alarms[2].count += 1
     a.alarms[3].notes[0][2] = "edited in place"  # nested mutation seen too
     a.alarms[5] = full_record(5, "a")
+    a.touched.update((1, 2, 3, 5))  # 1: touched but unchanged, so not written
     snap = store.snapshot(states)
     assert sorted(r["ref"] for r in snap.alarms) == [2, 3, 5]
     store.save(snap)
+    a.alarms[1].count += 1  # changed but not touched: the contract says touch it
+    untouched = store.snapshot(states)
+    assert untouched.alarms == []
+    store.save(untouched)
+    a.touch(1)
+    snap = store.snapshot(states)
+    assert [r["ref"] for r in snap.alarms] == [1]
+    store.save(snap)
     got, _ = store.load(0.0)
     assert_same_states(got, {s.host: s for s in states})
-    # The rows read by load are what the next snapshot compares with.
+    # The rows read by load are what the next snapshot compares with (a
+    # loaded state is not tracked yet: every alarm is compared once).
+    assert all(s.touched is None for s in got.values())
     assert store.snapshot(got.values()).alarms == []
     got["b"].alarms[4].acked_by = "dave"
+    got["b"].touch(4)
     assert [r["ref"] for r in store.snapshot(got.values()).alarms] == [4]
 
 
@@ -244,6 +262,7 @@ def test_a_failed_save_is_retried_with_the_same_snapshot(store, monkeypatch):
     state = host_state("h", [1])
     store.save(store.snapshot([state]))
     state.alarms[1].count += 5
+    state.touch(1)
     snap = store.snapshot([state])
     with monkeypatch.context() as m:
         m.setattr(store, "_alarm_upsert", sa.text("SELECT no_such_column"))
@@ -259,6 +278,7 @@ def test_alarms_of_a_failed_save_are_taken_again(store, monkeypatch):
     state = host_state("h", [1, 2])
     store.save(store.snapshot([state]))
     state.alarms[1].count += 5
+    state.touch(1)
     with monkeypatch.context() as m:
         m.setattr(store, "_alarm_upsert", sa.text("SELECT no_such_column"))
         with pytest.raises(sa.exc.OperationalError):
@@ -282,6 +302,7 @@ def test_forgotten_refs_are_deleted(store):
     other = host_state("o", [4])
     store.save(store.snapshot([state, other]))
     del state.alarms[2]
+    state.touch(2)
     snap = store.snapshot([state], forgotten=[2, 99])  # 99: never stored, nothing to do
     assert snap.forgotten == [2, 99]
     store.save(snap)
@@ -290,6 +311,8 @@ def test_forgotten_refs_are_deleted(store):
     # Forgotten, then back in memory before the snapshot: its row is written, not deleted.
     state.alarms[2] = full_record(2, "h")
     del state.alarms[3]
+    state.touch(2)
+    state.touch(3)
     snap = store.snapshot([state], forgotten=[2, 3])
     assert snap.forgotten == [3]
     store.save(snap)
@@ -345,6 +368,7 @@ def test_a_failed_save_commits_nothing(store):
     store.save(store.snapshot([state]), [("m1", b"1")])
     state.snapshot_ts = TS + 999
     state.alarms[2] = full_record(2, None)  # NOT NULL: the alarm upsert fails
+    state.touch(2)
     with pytest.raises(sa.exc.IntegrityError):
         store.save(store.snapshot([state]), [("m2", b"2")], outbox_done=["m1"])
     got, box = store.load(0.0)
@@ -381,7 +405,7 @@ def test_upgrade_creates_the_tables_of_make_schema(engine, tprefix):
     assert tables(engine, tprefix) == (set(make_schema(tprefix).metadata.tables)
                                        | {f"{tprefix}alembic_version"})
     assert tables(engine, tprefix) == {f"{tprefix}{n}" for n in
-                                       ("alarms", "hosts", "outbox", "alembic_version")}
+                                       ("alarms", "hosts", "outbox", "seen_ids", "alembic_version")}
     assert migrate.current(engine, tprefix) == HEAD
     assert alarm_schema_diffs(engine, tprefix) == []
     with engine.connect() as c:
@@ -461,19 +485,97 @@ def test_downgrade_drops_the_tables(engine, tprefix):
 
 def run_concurrent_upgrades(url: str, prefix: str, n: int = 4) -> list[str]:
     """``n`` processes upgrading the correlator's tables at once; their outputs."""
-    code = ("import sys, sqlalchemy as sa; from connector_alarms.migrate import upgrade; "
-            "e = sa.create_engine(sys.argv[1]); print(upgrade(e, sys.argv[2]))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, url, prefix], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(n)]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        outs.append(out.strip())
-    return outs
+    return db_run_concurrent_upgrades(url, prefix, n, module="connector_alarms.migrate")
 
 
 def test_processes_upgrading_at_once(engine, tprefix):
     assert run_concurrent_upgrades(str(engine.url), tprefix) == [HEAD] * 4
     assert alarm_schema_diffs(engine, tprefix) == []
+
+
+# -- the window of seen message ids ---------------------------------------------------------------
+
+
+def test_seen_ids_are_saved_in_chunks_and_pruned(engine, tprefix):
+    """A save writes the new ids only; the window loads back exactly, however it was cut."""
+    migrate.upgrade(engine, tprefix)
+    store = StateStore(engine, tprefix, seen_capacity=10)
+    state = HostState(host="h", seen_ids=SeenIds(capacity=10))
+    ids = [f"m{i}" for i in range(57)]
+    chunk_sizes = [3, 1, 7, 12, 4, 4, 9, 2, 15]  # one save after each slice
+    start = 0
+    for size in chunk_sizes:
+        for mid in ids[start:start + size]:
+            state.seen(mid)
+        start += size
+        snap = store.snapshot([state])
+        assert [json.loads(r["ids"]) for r in snap.seen] == [ids[start - size:start]]
+        store.save(snap)
+        with store.engine.connect() as c:
+            stored = c.execute(sa.select(store.schema.seen_ids.c.ids)
+                               .order_by(store.schema.seen_ids.c.chunk)).scalars().all()
+        held = [i for chunk in stored for i in json.loads(chunk)]
+        # Never more chunks than needed: without the oldest one, fewer than 10 ids.
+        assert len(held) - len(json.loads(stored[0])) < 10 <= len(held) or len(held) < 10
+        got, _ = store.load(0.0)
+        assert list(got["h"].seen_ids)[-10:] == ids[:start][-10:]
+        assert list(got["h"].seen_ids) == list(state.seen_ids) == ids[:start][-10:]
+    assert store.snapshot([state]).seen == []  # nothing new: no chunk
+
+
+def test_a_loaded_window_goes_on_chunking_where_it_stopped(store):
+    state = HostState(host="h")
+    for i in range(1500):
+        state.seen(f"a{i}")
+    store.save(store.snapshot([state]))
+    got, _ = store.load(0.0)
+    loaded = got["h"]
+    assert list(loaded.seen_ids) == [f"a{i}" for i in range(476, 1500)]
+    assert loaded.seen("a1499") and not loaded.seen("a475")  # redelivered vs. too old
+    for i in range(1024):
+        loaded.seen(f"b{i}")
+    snap = store.snapshot([loaded])
+    # Chunk 0 (1,500 ids) is no longer needed: the new chunk holds a whole window.
+    assert [r["chunk"] for r in snap.seen] == [1] and snap.seen_dropped == [("h", 0)]
+    store.save(snap)
+    assert count(store.engine, store.schema.seen_ids) == 1
+    again, _ = store.load(0.0)
+    assert list(again["h"].seen_ids) == [f"b{i}" for i in range(1024)]
+    assert list(again["h"].seen_ids) == list(loaded.seen_ids)
+
+
+def test_seen_ids_of_a_failed_save_are_saved_by_the_next(store, monkeypatch):
+    """A dropped snapshot (save failed, not retried) loses no seen id."""
+    state = HostState(host="h")
+    state.seen("first")
+    store.save(store.snapshot([state]))
+    state.seen("second")
+    with monkeypatch.context() as m:
+        m.setattr(store, "_seen_upsert", sa.text("SELECT no_such_column"))
+        with pytest.raises(sa.exc.OperationalError):
+            store.save(store.snapshot([state]))
+    state.seen("third")
+    store.save(store.snapshot([state]))
+    got, _ = store.load(0.0)
+    assert list(got["h"].seen_ids) == ["first", "second", "third"]
+
+
+def test_seen_ids_migrate_from_the_hosts_column(engine, tprefix):
+    check_seen_ids_migration(engine, tprefix)
+
+
+def check_seen_ids_migration(engine, tprefix: str) -> None:
+    """correlator_0001 kept the window in hosts.seen_ids: 0002 moves it, 0001 takes it back."""
+    with engine.begin() as c:
+        command.upgrade(migrate.MIGRATIONS.config(tprefix, c), "correlator_0001")
+        c.execute(sa.text(f"INSERT INTO {tprefix}hosts (host, snapshot_ts, seen_ids) "
+                          "VALUES ('h', 1.5, :ids)"), {"ids": json.dumps(["x", "y"])})
+    migrate.upgrade(engine, tprefix)
+    states, _ = StateStore(engine, tprefix).load(0.0)
+    assert list(states["h"].seen_ids) == ["x", "y"] and states["h"].snapshot_ts == 1.5
+    assert states["h"].seen("y") and not states["h"].seen("z")
+    with engine.begin() as c:
+        command.downgrade(migrate.MIGRATIONS.config(tprefix, c), "correlator_0001")
+    with engine.connect() as c:
+        assert c.execute(sa.text(f"SELECT host, seen_ids FROM {tprefix}hosts")).all() == [
+            ("h", json.dumps(["x", "y"]))]

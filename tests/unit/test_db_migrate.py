@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -40,6 +42,35 @@ def drop_prefixed(engine, prefix: str) -> None:
     md.drop_all(engine)
     left = tables(engine, prefix)
     assert not left, left
+
+
+@contextmanager
+def prefixed_engine(url: str, **engine_options) -> Iterator[tuple[sa.Engine, str]]:
+    """An engine on ``url`` and a fresh table prefix; every table of the prefix dropped after."""
+    engine = sa.create_engine(url, **engine_options)
+    prefix = new_prefix()
+    try:
+        yield engine, prefix
+    finally:
+        try:
+            drop_prefixed(engine, prefix)
+        finally:
+            engine.dispose()
+
+
+def migrated_columns_on_mariadb(url: str, upgrade) -> tuple[str, dict]:
+    """Upgrade a fresh prefix with ``upgrade``; (prefix, {(table, column): (collation, type)}).
+
+    The tables are dropped before returning: only the description is kept.
+    """
+    with prefixed_engine(url) as (engine, p):
+        upgrade(engine, p)
+        with engine.connect() as c:
+            return p, {(r.tbl, r.col): (r.collation_name, r.column_type) for r in c.execute(
+                sa.text("SELECT table_name AS tbl, column_name AS col, collation_name, "
+                        "column_type FROM information_schema.columns "
+                        "WHERE table_schema = DATABASE() AND table_name LIKE :like"),
+                {"like": f"{p}%"})}
 
 
 def schema_diffs(engine, prefix: str) -> list:
@@ -244,9 +275,11 @@ def test_two_prefixes_side_by_side(engine):
         drop_prefixed(engine, b)
 
 
-def run_concurrent_upgrades(url: str, prefix: str, n: int = 4) -> list[str]:
-    """``n`` processes upgrading the same layout at once; their outputs (each must succeed)."""
-    code = ("import sys, sqlalchemy as sa; from connector_db.migrate import upgrade; "
+def run_concurrent_upgrades(url: str, prefix: str, n: int = 4,
+                            module: str = "connector_db.migrate") -> list[str]:
+    """``n`` processes upgrading the same layout at once with ``module``'s ``upgrade``;
+    their outputs (each must succeed)."""
+    code = (f"import sys, sqlalchemy as sa; from {module} import upgrade; "
             "e = sa.create_engine(sys.argv[1]); print(upgrade(e, sys.argv[2]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, url, prefix], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
