@@ -3,11 +3,12 @@
 One process runs what a site runs on several machines: snmpsim serves the
 shipped recordings of ``fleet/`` (network devices and DC power systems), the
 poller polls them, the trap receiver listens on a free local port and is sent a
-few traps, the SQL writer stores everything in a SQLite file, all over the
-in-process bus. A live view reads the database back every second.
+few traps, the alerter checks one threshold rule on the polled values, the
+correlator turns traps and breaches into alarms, the SQL writer stores
+everything in a SQLite file, all over the in-process bus. A live view reads the database back every second.
 
 Everything the demo writes lives in its work directory (``./centaure-demo`` by
-default): ``settings.ini``, ``inventory.yaml`` and ``credentials.yaml``
+default): ``settings.ini``, ``inventory.yaml``, ``credentials.yaml`` and ``rules.yaml``
 (rewritten at each start: the simulator's port changes), ``centaure.sqlite3``
 (kept: a second run adds to it), ``demo.log`` (the connectors' log) and the
 simulator's files while it runs. The profiles and trap definitions are the
@@ -82,7 +83,18 @@ DEMO_TRAPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 TRAP_GAP = 2.0          # seconds between the demo's traps
 PLAIN_EVERY = 5.0       # seconds between progress lines in --plain mode
 STOP_TIMEOUT = 20.0     # longest wait for the connectors to stop (the writer flushes)
-CONNECTOR_NAMES = ("snmp", "traps", "correlator", "db")
+CONNECTOR_NAMES = ("snmp", "traps", "alerter", "correlator", "db")
+#: The demo's threshold rule: server01's recording has a core at 81 %, so the
+#: alerter publishes a breach and the correlator raises an alarm (origin threshold).
+DEMO_RULES = """\
+# Written by 'centaure demo' at each start: one threshold rule for the alerter
+# (the repository's rules.yaml documents the format). server01 has a core at 81 %.
+- name: cpu-core-high
+  severity: minor
+  message: A processor core above 80 %
+  device_types: [server]
+  when: {metric: hrProcessorLoad, index: "*", op: ">", value: 80, consecutive: 2}
+"""
 
 
 class DemoError(Exception):
@@ -204,6 +216,8 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
         f.write(header)
         yaml.safe_dump({"devices": devices}, f, sort_keys=False, default_flow_style=None,
                        width=120)
+    with open(os.path.join(files.workdir, "rules.yaml"), "w") as f:
+        f.write(DEMO_RULES)
     with open(os.path.join(files.workdir, "credentials.yaml"), "w") as f:
         f.write("# Written by 'centaure demo': snmpsim selects a recording by community.\n"
                 "default:\n  version: v2c\n  community: __name__\n")
@@ -221,6 +235,8 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
         "traps": {"listen": f"127.0.0.1:{trap_port}", "communities": "public",
                   "definitions": shipped_path("traps.yaml"), "v3_users": "trap-users.yaml",
                   "mib_cache": os.path.join("var", "mib-cache")},
+        # No routes file: the alerter publishes thresholds and notifies nobody.
+        "alerter": {"rules": "rules.yaml", "routes": "alert-routes.yaml"},
     }
     text = ("# Written by 'centaure demo' at each start (the ports change); see the\n"
             "# repository's settings.ini for every key. Query the demo's database with:\n"
@@ -590,8 +606,8 @@ class Demo:
                 if self.http_port else "")
         return [
             f"Centaure demo: {len(FLEET)} simulated devices (snmpsim on {self.sim.endpoint}), "
-            f"poller, trap receiver (127.0.0.1:{self.trap_port}), alarm correlator, SQL writer, "
-            "embedded bus",
+            f"poller, trap receiver (127.0.0.1:{self.trap_port}), threshold alerter, "
+            "alarm correlator, SQL writer, embedded bus",
             f"database: {self.files.database}",
             f"query it: centaure query -c {self.files.settings} router01",
             f"log: {self.files.log}{http}",

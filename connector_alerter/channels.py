@@ -5,6 +5,10 @@ Each sender returns a Deferred that fires on success or fails with
 may help (relay down, 4xx, HTTP 5xx/429/408, timeout, EX_TEMPFAIL) or not
 (5xx SMTP reply, HTTP 4xx, a command that exits with another code).
 
+Emails go through a :class:`Mailer`: one relay, a few SMTP sessions each
+sending many queued messages (a burst costs a few EHLO/STARTTLS/AUTH
+exchanges, not one per mail); :func:`send_email` sends one.
+
 Every message carries its idempotency key: email headers ``Idempotency-Key``
 and ``X-Centaure-Idempotency-Key`` and a ``Message-ID`` derived from it (mail
 systems drop a second copy with the same Message-ID); webhook headers of the
@@ -25,8 +29,9 @@ from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, error as net_error, protocol
 from twisted.mail import smtp
+from twisted.python import failure
 
-__all__ = ["DeliveryError", "send_email", "build_email", "post_webhook", "run_command", "sign",
+__all__ = ["DeliveryError", "Mailer", "send_email", "build_email", "post_webhook", "run_command", "sign",
            "verify_signature", "SIGNATURE_HEADER", "KEY_HEADERS"]
 
 SIGNATURE_HEADER = "X-Centaure-Signature"
@@ -100,36 +105,10 @@ def send_email(reactor, *, host: str, port: int, sender: str, recipients: Sequen
     string); authentication happens when ``username`` is set. ``tls_options``
     replaces the default client TLS options (tests: a private CA).
     """
-    from twisted.internet import ssl
-
-    result: defer.Deferred = defer.Deferred()
-    context = None
-    if starttls != "never":
-        context = tls_options if tls_options is not None else ssl.optionsForClientTLS(host)
-    secret = password.reveal() if hasattr(password, "reveal") else (password or "")
-    factory = smtp.ESMTPSenderFactory(
-        username.encode() if username else None, secret.encode() if username else None,
-        sender, list(recipients), io.BytesIO(message), result, retries=0,
-        timeout=int(max(1, timeout)), contextFactory=context, heloFallback=False,
-        requireAuthentication=bool(username), requireTransportSecurity=(starttls == "always"),
-        hostname=host)
-    connector = reactor.connectTCP(host, port, factory, timeout=timeout)
-    # ``timeout`` bounds each wait for the relay (the protocol's idle timeout);
-    # this bounds a session that a relay drips out slowly.
-    limit = timeout * 3
-    result.addTimeout(limit, reactor,
-                      onTimeoutCancel=lambda r, t: _timed_out(connector, factory, limit))
-    result.addErrback(_smtp_failure)
-    return result
-
-
-def _timed_out(connector, factory, limit: float):
-    proto = getattr(factory, "currentProtocol", None)
-    if proto is not None and proto.transport is not None:
-        proto.setTimeout(None)
-        proto.transport.abortConnection()
-    connector.disconnect()
-    raise DeliveryError(f"SMTP session took longer than {limit:g}s", True)
+    # A session of its own: the Mailer, for one message.
+    mailer = Mailer(reactor, host=host, port=port, username=username, password=password,
+                    starttls=starttls, timeout=timeout, tls_options=tls_options, connections=1)
+    return mailer.send(sender, recipients, message)
 
 
 # --- webhook ----------------------------------------------------------------------
@@ -285,3 +264,236 @@ def run_command(reactor, argv: Sequence[str], payload: Mapping[str, Any],
     call = reactor.callLater(timeout, kill)
     done.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
     return done
+
+
+# --- email, several per session ---------------------------------------------------
+
+
+class _Job:
+    """One message waiting for (or going through) a session of a :class:`Mailer`."""
+
+    __slots__ = ("sender", "recipients", "message", "d", "timer")
+
+    def __init__(self, sender: str, recipients: Sequence[str], message: bytes) -> None:
+        self.sender, self.recipients, self.message = sender, list(recipients), message
+        self.d: defer.Deferred = defer.Deferred()
+        self.timer = None
+
+
+def _settle(reactor, job: _Job, result: Any) -> None:
+    """Fire ``job``'s Deferred on the next reactor turn (an exception: its failure).
+
+    Not from within the protocol's own call: what waits for the mail may
+    queue more mails or stop the relay, and must not run in the middle of
+    the session's state change.
+    """
+    if isinstance(result, BaseException):
+        reactor.callLater(0, job.d.errback, failure.Failure(result))
+    else:
+        reactor.callLater(0, job.d.callback, result)
+
+
+class _Session(smtp.ESMTPSender):
+    """An ESMTP session that sends the :class:`Mailer`'s queued messages one after the other.
+
+    Twisted's client asks ``getMailFrom`` for the next message after each
+    one (``RSET`` in between) and quits on None: the queue feeds it. A
+    message refused (4xx/5xx on MAIL, RCPT or DATA) fails alone and the
+    session goes on; a session error (timeout, TLS or authentication
+    refused, connection lost) fails the message in progress.
+    """
+
+    def __init__(self, mailer: "Mailer", *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.mailer = mailer
+        self.job: _Job | None = None
+        self.taken = 0
+        self.error: BaseException | None = None
+        self.owner: "_SessionFactory | None" = None
+        #: True once this side decided to quit (nothing more to send).
+        self.done = False
+
+    def connectionMade(self) -> None:
+        # The body and its final "." are two writes: without this, Nagle
+        # holds the "." until the relay's delayed ACK (~40 ms per mail).
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        super().connectionMade()
+
+    def getMailFrom(self):
+        job = None
+        if not self.done and self.taken < self.mailer.per_session:
+            job = self.mailer._take(self)
+        self.job = job
+        if job is None:
+            self.done = True
+            return None
+        self.taken += 1
+        limit = self.mailer.timeout * 3
+        # ``timeout`` bounds each wait for the relay (the protocol's idle
+        # timeout); this bounds a message that a relay drips out slowly.
+        job.timer = self.mailer.reactor.callLater(limit, self._too_long, limit)
+        return job.sender
+
+    def getMailTo(self):
+        return [r.encode() for r in self.job.recipients]
+
+    def getMailData(self):
+        return io.BytesIO(self.job.message)
+
+    def _finish(self) -> _Job | None:
+        job, self.job = self.job, None
+        if job is not None and job.timer is not None and job.timer.active():
+            job.timer.cancel()
+        return job
+
+    def sentMail(self, code, resp, numOk, addresses, log) -> None:
+        # Nothing waiting now: this session quits (a mail queued from now on
+        # opens a new one rather than ride a session on its way out).
+        self.done = not self.mailer._waiting()
+        job = self._finish()
+        if job is None:
+            return
+        if code not in smtp.SUCCESS:
+            errlog = [addr + b": " + b"%03d " % acode + aresp
+                      for addr, acode, aresp in addresses if acode not in smtp.SUCCESS]
+            _settle(self.mailer.reactor, job,
+                    smtp.SMTPDeliveryError(code, resp, b"\n".join(errlog), addresses))
+        else:
+            _settle(self.mailer.reactor, job, (numOk, addresses))
+
+    def sendError(self, exc) -> None:
+        smtp.SMTPClient.sendError(self, exc)
+        self.error = exc
+        job = self._finish()
+        if job is not None:
+            _settle(self.mailer.reactor, job, exc)
+
+    def _too_long(self, limit: float) -> None:
+        job = self._finish()
+        if job is not None:
+            self.error = DeliveryError(f"SMTP session took longer than {limit:g}s", True)
+            _settle(self.mailer.reactor, job, self.error)
+        self.setTimeout(None)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        super().connectionLost(reason)
+        job = self._finish()
+        if job is not None:
+            self.error = self.error or reason.value
+            _settle(self.mailer.reactor, job, reason.value)
+        elif not self.done and self.error is None:
+            # Closed by the relay before we were done (e.g. at the greeting).
+            self.error = reason.value
+        self.mailer._ended(self.owner, self.error)
+
+
+class _SessionFactory(protocol.ClientFactory):
+    def __init__(self, mailer: "Mailer") -> None:
+        self.mailer = mailer
+        self.session: _Session | None = None
+
+    def buildProtocol(self, addr) -> _Session:
+        m = self.mailer
+        p = _Session(m, m._username, m._secret, m._context, smtp.DNSNAME, 10,
+                     hostname=m.host if m.starttls != "never" else None)
+        p.heloFallback = False
+        p.requireAuthentication = bool(m.username)
+        p.requireTransportSecurity = m.starttls == "always"
+        p.timeout = int(max(1, m.timeout))
+        p.owner = self
+        self.session = p
+        return p
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.mailer._ended(self, reason.value)
+
+
+class Mailer:
+    """Email through one relay, reusing SMTP sessions: :meth:`send` queues a message.
+
+    Up to ``connections`` sessions run at once, each sending up to
+    ``per_session`` queued messages before it quits (a new one takes over):
+    a burst of mails costs a few connections (EHLO, STARTTLS, AUTH) rather
+    than one per mail. A session that fails before sending anything (relay
+    down, TLS or authentication refused) fails every queued message: they
+    would all meet the same error. Options as :func:`send_email`.
+    """
+
+    def __init__(self, reactor, *, host: str, port: int, username: str = "",
+                 password: Any = None, starttls: str = "auto", timeout: float = 30.0,
+                 tls_options: Any = None, connections: int = 4,
+                 per_session: int = 100) -> None:
+        from twisted.internet import ssl
+
+        self.reactor, self.host, self.port = reactor, host, port
+        self.username, self.starttls, self.timeout = username, starttls, timeout
+        self.connections, self.per_session = max(1, connections), max(1, per_session)
+        self._context = None
+        if starttls != "never":
+            self._context = tls_options if tls_options is not None \
+                else ssl.optionsForClientTLS(host)
+        secret = password.reveal() if hasattr(password, "reveal") else (password or "")
+        self._username = username.encode() if username else None
+        self._secret = secret.encode() if username else None
+        self._queue: list[_Job] = []
+        self._head = 0
+        #: Sessions open or opening, and those of them that took no message yet.
+        self._sessions: set[Any] = set()
+        self._fresh = 0
+
+    def send(self, sender: str, recipients: Sequence[str], message: bytes) -> defer.Deferred:
+        """Queue ``message``; fires when the relay accepted it, fails with :class:`DeliveryError`."""
+        job = _Job(sender, recipients, message)
+        self._queue.append(job)
+        self._spawn()
+        d = job.d
+        d.addErrback(_smtp_failure)
+        return d
+
+    def _waiting(self) -> int:
+        return len(self._queue) - self._head
+
+    def _spawn(self) -> None:
+        # One more session while queued messages outnumber the sessions not
+        # yet serving one (each of those will take one).
+        while self._waiting() > self._fresh and len(self._sessions) < self.connections:
+            factory = _SessionFactory(self)
+            self._fresh += 1
+            connector = self.reactor.connectTCP(self.host, self.port, factory,
+                                                timeout=self.timeout)
+            self._sessions.add(factory)
+            factory.connector = connector
+
+    def _take(self, session: _Session | None = None) -> _Job | None:
+        if self._head >= len(self._queue):
+            return None
+        if session is not None and session.taken == 0:
+            self._fresh -= 1
+        job = self._queue[self._head]
+        self._queue[self._head] = None  # type: ignore[call-overload]
+        self._head += 1
+        if self._head > 1024 and self._head * 2 > len(self._queue):
+            del self._queue[:self._head]
+            self._head = 0
+        return job
+
+    def _ended(self, factory: "_SessionFactory", error: BaseException | None) -> None:
+        if factory not in self._sessions:
+            return
+        self._sessions.discard(factory)
+        session = factory.session
+        if session is None or not session.taken:
+            self._fresh -= 1
+            if error is not None:
+                # Nothing went through this session: the queued mails would
+                # meet the same error (relay down, TLS or authentication
+                # refused); they fail now and are retried with backoff.
+                while True:
+                    job = self._take()
+                    if job is None:
+                        break
+                    _settle(self.reactor, job, error)
+        self._spawn()

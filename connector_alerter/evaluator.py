@@ -277,6 +277,7 @@ class Evaluator:
         self._deadman: list[tuple[int, _RuleRT, Leaf, str]] = []
         self._lids: set[str] = set()
         self._seen: dict[str, dict] = {}           # deadman lid -> (host, index) -> last value ts
+        self._seen_keys: dict[str, set] = {}       # host -> {(deadman lid, index key)} of _seen
         for i, rt in enumerate(self._rts):
             for leaf in rt.rule.leaves():
                 lid = rt.lid(leaf)
@@ -297,6 +298,8 @@ class Evaluator:
                 else:
                     self._exact.setdefault(leaf.metric, []).append((i, rt, feeder))
         self._generic = tuple(i for i, rt in enumerate(self._rts) if not rt.host_specific)
+        # Rules naming hosts: checked for each new host (the others are shared by attributes).
+        self._specific = tuple((i, rt) for i, rt in enumerate(self._rts) if rt.host_specific)
         self._attr_sig: dict[tuple, tuple[int, ...]] = {}
         self._sig_plan: dict[tuple[int, ...], dict[str, tuple]] = {}
         self._plans: dict[str, dict[str, tuple]] = {}
@@ -305,6 +308,12 @@ class Evaluator:
         self._breached: dict[str, dict] = {}       # host -> (rule, index) -> since
         self._pending: dict[str, dict] = {}        # host -> (rule, index) -> true since (for)
         self._started: float | None = None
+        # Change tracking for persistence (take_changes), kept off the per-value path:
+        # evaluate() does one dict store per message; the rare paths mark the rest.
+        self._touched: dict[str, float] = {}       # host -> data ts fed since the last take
+        self._dirty: set[str] = set()              # hosts changed by time (tick) since then
+        self._emitted: set[str] = set()            # hosts with a transition since then
+        self._data_ts: dict[str, float] = {}       # host -> newest data ts taken
 
     # ------------------------------------------------------------------
     # Plans: which feeders a metric name of a host goes to
@@ -321,8 +330,8 @@ class Evaluator:
             sig = self._attr_sig[attrs] = tuple(
                 i for i in self._generic
                 if self._rts[i].rule.selector.matches(host, device_type, model, tags))
-        specific = [i for i, rt in enumerate(self._rts) if rt.host_specific
-                    and rt.rule.selector.matches(host, device_type, model, tags)]
+        specific = [i for i, rt in self._specific
+                    if rt.rule.selector.matches(host, device_type, model, tags)]
         return tuple(sorted(sig + tuple(specific))) if specific else sig
 
     def _plan(self, host: str, device_type: str, keep: bool = True) -> dict[str, tuple]:
@@ -344,6 +353,7 @@ class Evaluator:
 
     def _deadman_feeder(self, lid: str, leaf: Leaf) -> Feeder:
         seen = self._seen.setdefault(lid, {})
+        seen_keys = self._seen_keys
         index_sel = leaf.index
 
         def feed(host: str, ht: dict, hs: dict, name: str, index: str, value: Any, ts: float) -> str | None:
@@ -355,7 +365,13 @@ class Evaluator:
                 return None
             skey = (host, ik)
             last = seen.get(skey)
-            if last is None or ts > last:
+            if last is None:
+                seen[skey] = ts
+                keys = seen_keys.get(host)
+                if keys is None:
+                    keys = seen_keys[host] = set()
+                keys.add((lid, ik))
+            elif ts > last:
                 seen[skey] = ts
             if (lid, ik) in ht:
                 del ht[(lid, ik)]
@@ -401,6 +417,7 @@ class Evaluator:
                 self._settle(rt, host, index, ts, now, out, (name, index, value), True)
         if self._pending.get(host):
             self._check_pending(host, ts if now is None else now, out, True)
+        self._touched[host] = ts
         return out
 
     def _values(self, rt: _RuleRT, ht: dict, index: str) -> list[ThresholdValue]:
@@ -416,8 +433,10 @@ class Evaluator:
     def _emit(self, out: list[Threshold] | None, host: str, rt: _RuleRT, state: str,
               values: list[ThresholdValue], now: float) -> None:
         if out is not None:
+            self._emitted.add(host)
+            rule = rt.rule
             out.append(Threshold(source=self.source, ts=now, host=host, rule=rt.name, state=state,
-                                 values=values))
+                                 values=values, severity=rule.severity, message=rule.message))
 
     def _settle(self, rt: _RuleRT, host: str, index: str, ts: float, now: float,
                 out: list[Threshold] | None, trigger: tuple | None, emit: bool) -> None:
@@ -480,6 +499,8 @@ class Evaluator:
                     if (name, "") not in seen and rt.rule.selector.matches(
                             name, device.device_type, device.model, device.tags):
                         seen[(name, "")] = now
+                        self._seen_keys.setdefault(name, set()).add((lid, ""))
+                        self._dirty.add(name)
         for i, rt, leaf, lid in self._deadman:
             for (host, ik), last in self._seen[lid].items():
                 if now - last >= leaf.absent:
@@ -489,8 +510,10 @@ class Evaluator:
                         self._win[host] = {}
                     if (lid, ik) not in ht:
                         ht[(lid, ik)] = {leaf.metric: round(now - last, 3)}
+                        self._dirty.add(host)
                         self._settle(rt, host, ik, now, now, out, None, True)
         for host in [h for h, p in self._pending.items() if p]:
+            self._dirty.add(host)   # a pending entry may end without a transition
             self._check_pending(host, now, out, True)
         for rt in self._rts:
             if rt.until is None and rt.schedule is None:
@@ -505,14 +528,16 @@ class Evaluator:
                     for bkey in [k for k in breached if k[0] == rt.name]:
                         del breached[bkey]
                         self._emit(out, host, rt, "recovered", [], now)
-                for pending in self._pending.values():
+                for host, pending in self._pending.items():
                     for bkey in [k for k in pending if k[0] == rt.name]:
                         del pending[bkey]
+                        self._dirty.add(host)
             else:
                 # On again: instances whose condition already holds breach now.
                 lids = set(rt.lids)
                 for host, ht in self._truth.items():
                     for index in sorted({k[1] for k in ht if k[0] in lids}):
+                        self._dirty.add(host)   # may start a pending ``for``
                         self._settle(rt, host, index, now, now, out, None, True)
         return out
 
@@ -523,14 +548,25 @@ class Evaluator:
                  emit: bool = False) -> list[Threshold]:
         """Rebuild windows and breach state from stored ``(host, metric, index, ts, value)``.
 
-        Samples are replayed in time order. ``emit=False``: nothing is
-        returned (a restart does not repeat breaches). ``emit=True``: the
+        Samples are replayed in time order, the samples of one host and
+        timestamp (one stored poll) together, settled as :meth:`evaluate`
+        settles a ``perf`` message: a replay finds the transitions (and the
+        values they name) that the live stream found. ``emit=False``: nothing
+        is returned (a restart does not repeat breaches). ``emit=True``: the
         transitions against the state held before (e.g. imported) are
         returned, so a breach or recovery that happened while down is not missed.
         """
         out: list[Threshold] = []
-        ordered = sorted(samples, key=lambda s: s[3])
+        # Stable sort: a poll's samples keep their stored order.
+        ordered = sorted(samples, key=lambda s: (s[3], s[0]))
+        flips: list[tuple] = []
+        poll: tuple[str, float] | None = None
         for host, name, index, ts, value in ordered:
+            if (host, ts) != poll:
+                if flips:
+                    self._settle_flips(poll[0], poll[1], flips, out, emit)
+                    flips = []
+                poll = (host, ts)
             plan = self._plans.get(host)
             if plan is None:
                 device = self.devices.get(host)
@@ -547,34 +583,48 @@ class Evaluator:
             for feed, rt in feeders:
                 flipped = feed(host, ht, hs, name, index, value, ts)
                 if flipped is not None:
-                    self._settle(rt, host, flipped, ts, ts, out, (name, index, value), emit)
+                    flips.append((rt, flipped, name, value))
+            if ts > self._touched.get(host, float("-inf")):
+                self._touched[host] = ts
+        if flips:
+            self._settle_flips(poll[0], poll[1], flips, out, emit)
         return out
+
+    def _settle_flips(self, host: str, ts: float, flips: list[tuple], out: list[Threshold],
+                      emit: bool) -> None:
+        for rt, index, name, value in flips:
+            self._settle(rt, host, index, ts, ts, out, (name, index, value), emit)
 
     def export_state(self) -> dict[str, dict[str, list]]:
         """Every host's state as JSON-able data: ``{host: {truth, windows, breached, pending, seen}}``."""
         hosts = set(self._truth) | set(self._breached) | set(self._pending)
         for seen in self._seen.values():
             hosts.update(h for h, _ in seen)
-        state: dict[str, dict[str, list]] = {}
-        for host in sorted(hosts):
-            state[host] = {
-                "truth": [[lid, index, dict(held)]
-                          for (lid, index), held in self._truth.get(host, {}).items()],
-                "windows": [[lid, name, index, *(st if isinstance(st, list) else [st])]
-                            for (lid, name, index), st in self._win.get(host, {}).items()],
-                "breached": [[rule, index, since]
-                             for (rule, index), since in self._breached.get(host, {}).items()],
-                "pending": [[rule, index, since]
-                            for (rule, index), since in self._pending.get(host, {}).items()],
-                "seen": [[lid, ik, ts] for lid, seen in self._seen.items()
-                         for (h, ik), ts in seen.items() if h == host],
-            }
-        return state
+        return {host: self.export_host(host) for host in sorted(hosts)}
 
-    def import_state(self, state: Mapping[str, Mapping[str, list]]) -> None:
+    def export_host(self, host: str) -> dict[str, list]:
+        """One host's state as JSON-able data (a value of :meth:`export_state`)."""
+        seen = self._seen
+        return {
+            "truth": [[lid, index, dict(held)]
+                      for (lid, index), held in self._truth.get(host, {}).items()],
+            "windows": [[lid, name, index, *(st if isinstance(st, list) else [st])]
+                        for (lid, name, index), st in self._win.get(host, {}).items()],
+            "breached": [[rule, index, since]
+                         for (rule, index), since in self._breached.get(host, {}).items()],
+            "pending": [[rule, index, since]
+                        for (rule, index), since in self._pending.get(host, {}).items()],
+            # Through the per-host key index: not a scan of every host's entries.
+            "seen": [[lid, ik, seen[lid][(host, ik)]]
+                     for lid, ik in sorted(self._seen_keys.get(host, ()))
+                     if (host, ik) in seen.get(lid, ())],
+        }
+
+    def import_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
         """Take over the hosts of ``state`` (from :meth:`export_state`), replacing theirs.
 
-        Entries of rules or leaves that no longer exist are dropped.
+        Entries of rules or leaves that no longer exist are dropped. Imported
+        hosts are not reported by :meth:`take_changes` (their state is the saved one).
         """
         for host, data in state.items():
             self._truth[host] = {(lid, index): dict(held) for lid, index, held in data.get("truth", ())
@@ -585,13 +635,37 @@ class Evaluator:
                                     in data.get("breached", ()) if rule in self._by_name}
             self._pending[host] = {(rule, index): since for rule, index, since
                                    in data.get("pending", ()) if rule in self._by_name}
-            for seen in self._seen.values():
-                for key in [k for k in seen if k[0] == host]:
-                    del seen[key]
+            for lid, ik in self._seen_keys.pop(host, ()):
+                self._seen.get(lid, {}).pop((host, ik), None)
             for lid, ik, ts in data.get("seen", ()):
                 if lid in self._seen:
                     self._seen[lid][(host, ik)] = ts
+                    self._seen_keys.setdefault(host, set()).add((lid, ik))
             self._plans.pop(host, None)
+
+    def take_changes(self) -> dict[str, tuple[dict[str, list], float | None, bool]]:
+        """The hosts whose state may have changed since the last call, and forget them.
+
+        ``{host: (state, ts, transitions)}``: ``state`` as :meth:`export_host`,
+        ``ts`` the newest data timestamp fed for the host so far (None if only
+        time changed it), ``transitions`` True when a ``threshold`` was emitted
+        for it. A host fed values that left its state as it was is reported
+        too (its ``ts`` moved): the caller compares states to skip those.
+        """
+        touched, self._touched = self._touched, {}
+        hosts = set(touched) | self._dirty | self._emitted
+        emitted, self._emitted = self._emitted, set()
+        self._dirty = set()
+        data_ts = self._data_ts
+        out = {}
+        for host in hosts:
+            ts = touched.get(host)
+            if ts is not None:
+                prev = data_ts.get(host)
+                if prev is None or ts > prev:
+                    data_ts[host] = ts
+            out[host] = (self.export_host(host), data_ts.get(host), host in emitted)
+        return out
 
     def breached(self) -> dict[str, list[tuple[str, str]]]:
         """The breached instances: host -> [(rule, index)]."""

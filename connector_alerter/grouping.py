@@ -26,7 +26,12 @@ it tells one transition, else ``g:`` and a digest of the keys it tells (and
 of the reminder number), stable across restarts because the state is.
 
 The whole state is JSON-able dicts keyed by group (:meth:`Grouper.export`,
-:meth:`Grouper.load`): the notifier saves it with its outbox.
+:meth:`Grouper.load`): the notifier saves it with its outbox. So that saving
+costs what changed rather than the whole state, the grouper keeps a journal:
+before a group or last-told record is first changed, its previous value is
+recorded (:meth:`Grouper.take_journal` hands the journal over and starts a
+new one; :meth:`Journal.changes` gives the changed values to store;
+:meth:`Grouper.rollback` puts the previous values back when the store failed).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .routes import Route
 
-__all__ = ["Batch", "Grouper", "transition_key", "group_id", "ALARM_FIELDS"]
+__all__ = ["Batch", "Grouper", "Journal", "transition_key", "group_id", "ALARM_FIELDS"]
 
 #: The ``alarm`` fields kept in the group state (and given to templates).
 ALARM_FIELDS = ("ref", "host", "name", "severity", "state", "message", "first_seen",
@@ -91,6 +96,46 @@ def _batch_key(told: list[str], repeat: int) -> str:
     return "g:" + digest.hexdigest()[:32]
 
 
+#: A journal's mark for "this key did not exist before".
+_ABSENT = None
+
+
+class Journal:
+    """The previous values of the groups and last-told records changed since it began.
+
+    ``groups``: group id -> JSON of the group before its first change (None:
+    it did not exist); ``last``: ref -> the record before (None: none).
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, str | None] = {}
+        self.last: dict[str, dict[str, Any] | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.groups or self.last)
+
+    def changes(self, grouper: "Grouper") -> tuple[dict[str, str | None],
+                                                   dict[str, dict[str, Any] | None]]:
+        """What to store: group id -> the group's JSON now (None: deleted), ref -> record.
+
+        Encoded now, so that later changes on the reactor thread cannot race
+        with the thread that writes them; groups changed back to what they
+        were are left out.
+        """
+        groups: dict[str, str | None] = {}
+        for gid, before in self.groups.items():
+            g = grouper.groups.get(gid)
+            now = None if g is None else json.dumps(g, sort_keys=True)
+            if now != before:
+                groups[gid] = now
+        last: dict[str, dict[str, Any] | None] = {}
+        for ref, before in self.last.items():
+            rec = grouper.last.get(ref)
+            if rec != before:
+                last[ref] = None if rec is None else dict(rec)
+        return groups, last
+
+
 class Grouper:
     """The groups of every route; pure (``now`` is always given)."""
 
@@ -104,6 +149,7 @@ class Grouper:
         #: (the notifier stores it; it keeps a replayed message from telling again
         #: a transition of an alarm whose group is gone).
         self.last: dict[str, dict[str, Any]] = {}
+        self.journal = Journal()
 
     # --- state --------------------------------------------------------------------
 
@@ -118,11 +164,47 @@ class Grouper:
                        if g.get("route") in self.routes}
         if last is not None:
             self.last = {ref: dict(v) for ref, v in last.items()}
+        self.journal = Journal()
+
+    def take_journal(self) -> Journal:
+        """The journal of the changes so far; a new one starts (see the module's docstring)."""
+        j, self.journal = self.journal, Journal()
+        return j
+
+    def rollback(self, *journals: Journal) -> None:
+        """Put back the values before ``journals`` (newest first) and the current journal.
+
+        The current journal's changes were made on top of the others', so
+        they go too.
+        """
+        for j in (self.take_journal(),) + journals:
+            for gid, before in j.groups.items():
+                if before is None:
+                    self.groups.pop(gid, None)
+                else:
+                    self.groups[gid] = json.loads(before)
+            for ref, rec in j.last.items():
+                if rec is None:
+                    self.last.pop(ref, None)
+                else:
+                    self.last[ref] = rec
+
+    def _touch(self, gid: str) -> None:
+        """Record ``gid``'s value before its first change in this journal."""
+        if gid not in self.journal.groups:
+            g = self.groups.get(gid)
+            self.journal.groups[gid] = None if g is None else json.dumps(g, sort_keys=True)
+
+    def _touch_last(self, ref: str) -> None:
+        if ref not in self.journal.last:
+            rec = self.last.get(ref)
+            self.journal.last[ref] = None if rec is None else dict(rec)
 
     def forget_last(self, before: float) -> list[str]:
         """Drop the last-told records of cleared alarms told before ``before``; their refs."""
         gone = [ref for ref, v in self.last.items() if v["state"] == "cleared" and v["at"] < before]
         for ref in gone:
+            self._touch_last(ref)
             del self.last[ref]
         return gone
 
@@ -139,19 +221,20 @@ class Grouper:
                 and (transition_key(alarm) == last["key"] or (
                     last["state"] == "cleared" and alarm["first_seen"] <= last["first_seen"]))):
             return gid  # told already (its group is gone), or older than what was told
+        old = None if g is None else g["alarms"].get(ref)
+        if old is not None and (
+                old["alarm"]["last_seen"] > alarm["last_seen"]
+                or (old["alarm"]["state"] == "cleared" and alarm["state"] != "cleared"
+                    and old["alarm"]["first_seen"] == alarm["first_seen"])):
+            return gid  # a late or replayed message must not undo a newer state
+        self._touch(gid)
         if g is None:
             g = self.groups[gid] = {"route": route.name, "labels": dict(labels), "alarms": {},
                                     "next_flush": now + route.group_wait, "last_flush": None,
                                     "repeat": 0}
-        old = g["alarms"].get(ref)
         entry = {"alarm": {k: alarm.get(k) for k in ALARM_FIELDS}, "told": None,
                  "hidden": None, "told_raise": False}
         if old is not None:
-            # A late or replayed message must not undo a newer state.
-            if (old["alarm"]["last_seen"] > alarm["last_seen"]
-                    or (old["alarm"]["state"] == "cleared" and alarm["state"] != "cleared"
-                        and old["alarm"]["first_seen"] == alarm["first_seen"])):
-                return gid
             entry["told"], entry["hidden"] = old["told"], old["hidden"]
             entry["told_raise"] = old["told_raise"]
             if alarm["state"] != "cleared" and old["alarm"]["first_seen"] != alarm["first_seen"]:
@@ -221,6 +304,7 @@ class Grouper:
             reason = hold(route, a, now)
             if reason is not None:
                 if e["hidden"] != key:
+                    self._touch(gid)
                     e["hidden"] = key
                     suppressed.append((dict(a, idempotency_key=key), reason))
                 continue
@@ -233,15 +317,19 @@ class Grouper:
         flush_due = g["next_flush"] is not None and g["next_flush"] <= now
         repeat = 0
         if fresh and (flush_due or released):
+            self._touch(gid)
             g["repeat"] = 0
         elif (not fresh and firing and route.repeat_interval > 0 and g["last_flush"] is not None
               and now >= g["last_flush"] + route.repeat_interval):
+            self._touch(gid)
             g["repeat"] += 1
             repeat = g["repeat"]
         else:
             if fresh and g["next_flush"] is None:
+                self._touch(gid)
                 g["next_flush"] = self._after_interval(route, g, now)
             elif flush_due:
+                self._touch(gid)
                 g["next_flush"] = None
             firing, resolved = [], []
         batch = None
@@ -251,6 +339,7 @@ class Grouper:
                           _batch_key(told, repeat), suppressed)
             for a in firing + resolved:
                 e = g["alarms"][str(a["ref"])]
+                self._touch_last(str(a["ref"]))
                 e["told"], e["hidden"] = a["idempotency_key"], None
                 self.last[str(a["ref"])] = {"key": a["idempotency_key"], "state": a["state"],
                                             "first_seen": a["first_seen"], "at": now}
@@ -261,8 +350,11 @@ class Grouper:
             g["last_flush"], g["next_flush"] = now, None
         elif suppressed:
             batch = Batch(route.name, gid, dict(g["labels"]), [], [], 0, "", suppressed)
+        if drop:
+            self._touch(gid)
         for ref in drop:
             g["alarms"].pop(ref, None)
         if not g["alarms"]:
+            self._touch(gid)
             del self.groups[gid]
         return batch

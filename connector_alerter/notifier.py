@@ -15,6 +15,16 @@
   then delivers the due rows (:mod:`connector_alerter.channels`), retrying
   with backoff (:func:`connector.retry.backoff_delay`) up to ``max_attempts``.
 
+Cost: only what changed is saved (the grouper's journal of changed groups,
+:class:`connector_alerter.grouping.Journal`), and alarms arriving while a
+commit is in flight share the next one (group commit; each is acked only
+after its commit). Live (started with a tick), a group is flushed when its
+``group_wait``/``group_interval`` ends (a timer, not the next tick) and new
+rows are delivered at once; delivery takes due rows in batches until none
+is due, reuses SMTP sessions (:class:`connector_alerter.channels.Mailer`)
+and records each batch's outcomes in one transaction; a retry is attempted
+when it is due.
+
 Every attempt is published as a :class:`connector.messages.Notification`
 through ``publish`` (sent, failed with the reason and whether it is retried,
 suppressed). The clock is injectable (``clock``) and blocking SQL runs
@@ -23,11 +33,11 @@ through ``run_blocking`` (``deferToThread`` by default).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Mapping
 
 from twisted.internet import defer, task, threads
+from twisted.python import failure
 from twisted.logger import Logger
 
 from connector.messages import Alarm, Notification
@@ -48,6 +58,13 @@ _log = Logger()
 KEEP_DONE = 7 * 86400
 #: How often that housekeeping runs.
 HOUSEKEEPING_EVERY = 3600
+#: Outbox rows taken per query when delivering (the loop goes on until none is due).
+DELIVER_BATCH = 200
+
+
+def _log_failure(what: str, e: BaseException) -> None:
+    _log.warn("{what} failed: {error}", what=what,
+              error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
 
 
 class DeliveryOptions:
@@ -58,13 +75,16 @@ class DeliveryOptions:
                  username: str = "", password: Any = None, smtp_timeout: float = 30.0,
                  link_template: str = "", retry_initial: float = 10.0,
                  retry_max: float = 600.0, max_attempts: int = 20,
-                 webhook_timeout: float = 10.0, tls_options: Any = None) -> None:
+                 webhook_timeout: float = 10.0, tls_options: Any = None,
+                 smtp_connections: int = 4, max_concurrent: int = 64) -> None:
         self.smtp_host, self.smtp_port, self.sender = smtp_host, smtp_port, sender
         self.starttls, self.username, self.password = starttls, username, password
         self.smtp_timeout, self.link_template = smtp_timeout, link_template
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.max_attempts, self.webhook_timeout = max_attempts, webhook_timeout
         self.tls_options = tls_options
+        #: SMTP sessions at once (each sends several mails), and sends at once overall.
+        self.smtp_connections, self.max_concurrent = smtp_connections, max_concurrent
 
     @classmethod
     def from_settings(cls, settings) -> "DeliveryOptions":
@@ -74,7 +94,8 @@ class DeliveryOptions:
                    username=s.username, password=s.password, smtp_timeout=s.timeout,
                    link_template=a.link_template, retry_initial=a.retry_initial,
                    retry_max=a.retry_max, max_attempts=a.max_attempts,
-                   webhook_timeout=a.webhook_timeout)
+                   webhook_timeout=a.webhook_timeout, smtp_connections=s.connections,
+                   max_concurrent=a.max_concurrent_sends)
 
 
 class _SafeFormat(dict):
@@ -109,6 +130,17 @@ def _alarm_dict(alarm: Alarm | Mapping[str, Any]) -> dict[str, Any]:
     return {f: getattr(alarm, f) for f in alarm.__struct_fields__}
 
 
+class _Stage:
+    """What waits for one commit: outbox rows, the earliest ``now`` given, who waits."""
+
+    __slots__ = ("rows", "now", "waiters")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.now: float | None = None
+        self.waiters: list[defer.Deferred] = []
+
+
 class Notifier:
     """Routes, groups, queues and delivers notifications (see the module's docstring)."""
 
@@ -131,11 +163,23 @@ class Notifier:
         self.grouper = Grouper(routes.routes)
         self.silences = SilenceSet()
         self._templates = {r.name: Templates(r.templates) for r in routes.routes}
-        self._saved_groups: dict[str, str] = {}
-        self._saved_last: dict[str, str] = {}
-        self._lock = defer.DeferredLock()
+        self._stage = _Stage()
+        self._committing = False
         self._inflight: set[int] = set()
+        # Outcomes of ended sends waiting to be recorded: (row, error, fired when recorded).
+        self._outcomes: list[tuple[OutboxRow, channels.DeliveryError | None,
+                                   defer.Deferred]] = []
+        self._recording = False
+        self._limit = defer.DeferredSemaphore(max(1, options.max_concurrent))
+        self._mailer: channels.Mailer | None = None
         self._loop: task.LoopingCall | None = None
+        #: Live (started with a tick): flushes and deliveries also run when due.
+        self._live = False
+        self._wake: Any = None
+        self._wake_at_t: float | None = None
+        self._flushing = self._flush_again = False
+        self._pumping = self._pump_again = False
+        self._retry_wake: Any = None
         self._housekept = 0.0
         #: Counters for the status heartbeat.
         self.counters = {"alarms": 0, "sent": 0, "failed": 0, "suppressed": 0, "retried": 0}
@@ -143,70 +187,168 @@ class Notifier:
     # --- start / stop -------------------------------------------------------------
 
     async def start(self, tick_interval: float | None = 1.0) -> None:
-        """Load the saved state and silences; tick every ``tick_interval`` s (None: never)."""
+        """Load the saved state and silences; tick every ``tick_interval`` s (None: never).
+
+        With a tick, the notifier is live: a group is also flushed when its
+        time comes and queued rows are delivered at once (the tick is the
+        safety net: silences ending, mute windows, housekeeping).
+        """
         groups, last = await self.run_blocking(self.store.load)
         self.grouper.load(groups, last)
-        self._saved_groups = {g: json.dumps(v, sort_keys=True) for g, v in groups.items()}
-        self._saved_last = {r: json.dumps(v, sort_keys=True) for r, v in last.items()}
         await self.reload_silences()
         if tick_interval:
+            self._live = True
             self._loop = task.LoopingCall(self._tick_logged)
             self._loop.clock = self.reactor
             self._loop.start(tick_interval, now=True)
 
     def stop(self) -> None:
-        """Stop ticking (deliveries in flight finish on their own)."""
+        """Stop ticking and waking up (deliveries in flight finish on their own)."""
+        self._live = False
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for call in (self._wake, self._retry_wake):
+            if call is not None and call.active():
+                call.cancel()
+        self._wake = self._retry_wake = None
 
     async def _tick_logged(self) -> None:
         try:
-            await self.tick()
+            await self.tick(deliver=False)
         except Exception as e:  # a database outage: the next tick tries again
-            _log.warn("notifier tick failed: {error}", error=str(e).splitlines()[0][:300]
-                      if str(e) else type(e).__name__)
+            _log_failure("notifier tick", e)
+        self._kick()
 
     async def reload_silences(self, now: float | None = None) -> None:
         """Read the silences again (the CLI writes them to SQL)."""
         now = self.clock() if now is None else now
         self.silences = SilenceSet(await self.run_blocking(self.store.silences, now))
 
+    # --- wake-ups (live only) -----------------------------------------------------
+
+    def _wake_at(self, t: float | None) -> None:
+        """Flush at ``t`` (or now) unless a flush is planned earlier."""
+        if not self._live or t is None:
+            return
+        if self._wake is not None and self._wake.active():
+            if self._wake_at_t is not None and self._wake_at_t <= t:
+                return
+            self._wake.cancel()
+        self._wake_at_t = t
+        self._wake = self.reactor.callLater(max(0.0, t - self.clock()), self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake = self._wake_at_t = None
+        defer.ensureDeferred(self._flush_live())
+
+    async def _flush_live(self) -> None:
+        # One flush at a time; a wake-up during one runs once more after it.
+        if self._flushing:
+            self._flush_again = True
+            return
+        self._flushing = True
+        try:
+            rounds = 0
+            while True:
+                self._flush_again = False
+                now = self.clock()
+                try:
+                    await self._flush(now)
+                except Exception as e:
+                    _log_failure("notifier flush", e)
+                    return  # the tick tries again (no busy loop on a database outage)
+                rounds += 1
+                nxt = self.grouper.next_wakeup()
+                # A group may become due at ``now`` by this very flush: once more.
+                if self._flush_again or (nxt is not None and nxt <= now and rounds < 2):
+                    continue
+                break
+        finally:
+            self._flushing = False
+        if nxt is not None and nxt > now:
+            # What is still due now (a held alarm's repeat) is the tick's.
+            self._wake_at(nxt)
+
+    def _kick(self) -> None:
+        """Deliver what is due now, in the background (live only)."""
+        if not self._live:
+            return
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        defer.ensureDeferred(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                self._pump_again = False
+                done = await self.deliver_due(self.clock())
+                if not self._live:
+                    break
+                if self._pump_again:
+                    continue
+                # The next retry: delivered when it is due rather than at a tick.
+                nxt = await self.run_blocking(self.store.next_due)
+                if nxt is None:
+                    break
+                delay = nxt - self.clock()
+                if delay <= 0 and done:
+                    continue  # fell due meanwhile
+                if self._retry_wake is not None and self._retry_wake.active():
+                    self._retry_wake.cancel()
+                # (Due but not taken: in flight elsewhere; look again shortly.)
+                self._retry_wake = self.reactor.callLater(max(delay, 0.2), self._kick)
+                break
+        except Exception as e:
+            _log_failure("notifier delivery", e)
+        finally:
+            self._pumping = False
+
     # --- state saving -------------------------------------------------------------
 
-    def _changes(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        groups, last = {}, {}
-        current = {g: json.dumps(v, sort_keys=True) for g, v in self.grouper.groups.items()}
-        for gid in set(current) | set(self._saved_groups):
-            if current.get(gid) != self._saved_groups.get(gid):
-                groups[gid] = self.grouper.groups.get(gid)
-        cur_last = {r: json.dumps(v, sort_keys=True) for r, v in self.grouper.last.items()}
-        for ref in set(cur_last) | set(self._saved_last):
-            if cur_last.get(ref) != self._saved_last.get(ref):
-                last[ref] = self.grouper.last.get(ref)
-        return groups, last
+    def _save(self, rows: list[dict[str, Any]], now: float) -> defer.Deferred:
+        """Store ``rows`` and the grouper's changes so far; fires once they are committed.
 
-    async def _commit(self, rows: list[dict[str, Any]], now: float,
-                      before: tuple[dict, dict]) -> list[int]:
-        groups, last = self._changes()
-        if not rows and not groups and not last:
-            return []
+        Callers that change the grouper while a commit is in flight go into
+        the next one (group commit: one transaction for many alarms). When a
+        commit fails, its changes and every change made since (built on
+        them) are rolled back and all their callers fail: nothing is acked
+        that is not stored, and what was undone is decided again.
+        """
+        stage = self._stage
+        stage.rows.extend(rows)
+        stage.now = now if stage.now is None else min(stage.now, now)
+        d: defer.Deferred = defer.Deferred()
+        stage.waiters.append(d)
+        if not self._committing:
+            self._committing = True
+            defer.ensureDeferred(self._commit_loop())
+        return d
+
+    async def _commit_loop(self) -> None:
         try:
-            ids = await self.run_blocking(self.store.save, rows, groups, last, now)
-        except BaseException:
-            # Nothing was stored: forget what was decided, it will be decided again.
-            self.grouper.load(*before)
-            raise
-        for gid, g in groups.items():
-            if g is None:
-                self._saved_groups.pop(gid, None)
-            else:
-                self._saved_groups[gid] = json.dumps(g, sort_keys=True)
-        for ref, rec in last.items():
-            if rec is None:
-                self._saved_last.pop(ref, None)
-            else:
-                self._saved_last[ref] = json.dumps(rec, sort_keys=True)
-        return ids
+            while self._stage.waiters:
+                stage, self._stage = self._stage, _Stage()
+                journal = self.grouper.take_journal()
+                groups, last = journal.changes(self.grouper)
+                try:
+                    ids: list[int] = []
+                    if stage.rows or groups or last:
+                        ids = await self.run_blocking(self.store.save, stage.rows, groups, last,
+                                                      stage.now)
+                except BaseException:
+                    # Nothing was stored: forget what was decided, it will be decided again.
+                    f = failure.Failure()
+                    later, self._stage = self._stage, _Stage()
+                    self.grouper.rollback(journal)
+                    for d in stage.waiters + later.waiters:
+                        d.errback(f)
+                    continue
+                for d in stage.waiters:
+                    d.callback(ids)
+        finally:
+            self._committing = False
 
     # --- input --------------------------------------------------------------------
 
@@ -222,12 +364,16 @@ class Notifier:
         matched = self.routes.match(a, inv)
         if not matched:
             return 0
-        async with self._lock:
-            before = (self.grouper.export(), json.loads(json.dumps(self.grouper.last)))
-            for route in matched:
-                self.grouper.add(route, route.group_labels(a, inv), a, now)
-            await self._commit([], now, before)
+        flush_at = []
+        for route in matched:
+            gid = self.grouper.add(route, route.group_labels(a, inv), a, now)
+            g = self.grouper.groups.get(gid)
+            if g is not None and g["next_flush"] is not None:
+                flush_at.append(g["next_flush"])
+        await self._save([], now)
         self.counters["alarms"] += 1
+        if flush_at:
+            self._wake_at(min(flush_at))
         return len(matched)
 
     # --- time ---------------------------------------------------------------------
@@ -250,24 +396,30 @@ class Notifier:
     async def tick(self, now: float | None = None, deliver: bool = True) -> list[Batch]:
         """Queue what is due at ``now``, record suppressions, deliver due rows; the batches."""
         now = self.clock() if now is None else now
+        batches = await self._flush(now)
+        if deliver:
+            await self.deliver_due(now)
+        return batches
+
+    async def _flush(self, now: float) -> list[Batch]:
+        """Queue what is due at ``now`` (committed), publish suppressions; the batches."""
         await self.reload_silences(now)
-        async with self._lock:
-            before = (self.grouper.export(), json.loads(json.dumps(self.grouper.last)))
-            batches = self.grouper.due(now, self.hold)
-            if now - self._housekept >= HOUSEKEEPING_EVERY:
-                self.grouper.forget_last(now - KEEP_DONE)
-            rows: list[dict[str, Any]] = []
-            for b in batches:
-                if b.sends:
-                    rows.extend(self._render(b, now))
-            await self._commit(rows, now, before)
-        if now - self._housekept >= HOUSEKEEPING_EVERY:
+        batches = self.grouper.due(now, self.hold)
+        housekeeping = now - self._housekept >= HOUSEKEEPING_EVERY
+        if housekeeping:
+            self.grouper.forget_last(now - KEEP_DONE)
+        rows: list[dict[str, Any]] = []
+        for b in batches:
+            if b.sends:
+                rows.extend(self._render(b, now))
+        await self._save(rows, now)
+        if housekeeping:
             self._housekept = now
             await self.run_blocking(self.store.purge, now - KEEP_DONE)
         for b in batches:
             self._publish_suppressed(b, now)
-        if deliver:
-            await self.deliver_due(now)
+        if rows:
+            self._kick()
         return batches
 
     def _publish_suppressed(self, b: Batch, now: float) -> None:
@@ -323,16 +475,42 @@ class Notifier:
     # --- delivery -----------------------------------------------------------------
 
     async def deliver_due(self, now: float | None = None) -> int:
-        """Attempt every pending row whose time has come (concurrently); how many."""
+        """Attempt every pending row due at ``now``; how many (their outcomes recorded).
+
+        Rows are taken ``DELIVER_BATCH`` at a time until none is due and sent
+        concurrently (at most ``max_concurrent`` at once; emails share the
+        mailer's SMTP sessions). Each outcome is recorded as soon as its send
+        ends, together with the others that ended meanwhile (a group commit),
+        then its ``notification`` record is published: a crash re-sends only
+        what was accepted and not yet recorded, not a whole batch.
+        """
         now = self.clock() if now is None else now
-        rows = await self.run_blocking(self.store.due, now, 100, list(self._inflight))
-        if not rows:
-            return 0
-        for r in rows:
-            self._inflight.add(r.id)
-        await defer.DeferredList([defer.ensureDeferred(self._attempt(r)) for r in rows],
-                                 consumeErrors=True)
-        return len(rows)
+        total = 0
+        while True:
+            rows = await self.run_blocking(self.store.due, now, DELIVER_BATCH,
+                                           list(self._inflight))
+            if not rows:
+                break
+            ids = [r.id for r in rows]
+            self._inflight.update(ids)
+            try:
+                await defer.gatherResults(
+                    [self._limit.run(self._deliver_one, r) for r in rows], consumeErrors=True)
+            finally:
+                self._inflight.difference_update(ids)
+            total += len(rows)
+            if len(rows) < DELIVER_BATCH:
+                break
+        return total
+
+    def _mail(self) -> channels.Mailer:
+        if self._mailer is None:
+            o = self.options
+            self._mailer = channels.Mailer(
+                self.reactor, host=o.smtp_host, port=o.smtp_port, username=o.username,
+                password=o.password, starttls=o.starttls, timeout=o.smtp_timeout,
+                tls_options=o.tls_options, connections=o.smtp_connections)
+        return self._mailer
 
     def _send(self, row: OutboxRow) -> defer.Deferred:
         route = self.route_map.get(row.route)
@@ -345,11 +523,7 @@ class Notifier:
             message = channels.build_email(o.sender, [row.recipient], row.payload["subject"],
                                            row.payload["text"], row.payload["html"],
                                            row.idem_key, self.clock())
-            return channels.send_email(
-                self.reactor, host=o.smtp_host, port=o.smtp_port, sender=o.sender,
-                recipients=[row.recipient], message=message, username=o.username,
-                password=o.password, starttls=o.starttls, timeout=o.smtp_timeout,
-                tls_options=o.tls_options)
+            return self._mail().send(o.sender, [row.recipient], message)
         if rec is None:
             # The secret or argv lives in the routes file only, never in the outbox.
             return defer.fail(channels.DeliveryError(
@@ -363,37 +537,69 @@ class Notifier:
         return channels.run_command(self.reactor, rec.argv, dict(
             row.payload["notification"]), timeout=route.command_timeout)
 
-    async def _attempt(self, row: OutboxRow) -> None:
-        attempts = row.attempts + 1
+    async def _deliver_one(self, row: OutboxRow) -> None:
+        """Send ``row``; fires once its outcome is recorded."""
+        error = await self._attempt(row)
+        recorded: defer.Deferred = defer.Deferred()
+        self._outcomes.append((row, error, recorded))
+        if not self._recording:
+            defer.ensureDeferred(self._record_outcomes())
+        await recorded
+
+    async def _record_outcomes(self) -> None:
+        """Record the outcomes waiting, in one transaction each time, until none is left."""
+        self._recording = True
         try:
-            try:
-                await self._send(row)
-            except channels.DeliveryError as e:
-                now = self.clock()
-                if e.retryable and attempts < self.options.max_attempts:
-                    delay = backoff_delay(attempts, self.options.retry_initial,
-                                          self.options.retry_max)
-                    await self.run_blocking(self.store.mark, row.id, "pending", attempts, now,
-                                            now + delay, e.reason)
-                    self.counters["retried"] += 1
-                    self._emit(row.ref, row.route, row.channel, row.recipient, "failed",
-                               attempts, f"{e.reason}; retry in {delay:.0f}s", row.host, now)
-                else:
-                    why = ("not retryable" if not e.retryable
-                           else f"gave up after {attempts} attempts")
-                    await self.run_blocking(self.store.mark, row.id, "failed", attempts, now,
-                                            None, e.reason)
-                    self.counters["failed"] += 1
-                    self._emit(row.ref, row.route, row.channel, row.recipient, "failed",
-                               attempts, f"{e.reason} ({why})", row.host, now)
-                return
-            now = self.clock()
-            await self.run_blocking(self.store.mark, row.id, "sent", attempts, now)
-            self.counters["sent"] += 1
-            self._emit(row.ref, row.route, row.channel, row.recipient, "sent", attempts, None,
-                       row.host, now)
+            while self._outcomes:
+                taken, self._outcomes = self._outcomes, []
+                try:
+                    await self._record([row for row, _, _ in taken],
+                                       [error for _, error, _ in taken])
+                except Exception:
+                    why = failure.Failure()
+                    for _, _, recorded in taken:
+                        recorded.errback(why)
+                    continue
+                for _, _, recorded in taken:
+                    recorded.callback(None)
         finally:
-            self._inflight.discard(row.id)
+            self._recording = False
+
+    async def _attempt(self, row: OutboxRow) -> channels.DeliveryError | None:
+        """Send ``row``: None when the receiver took it, else the error."""
+        try:
+            await self._send(row)
+        except channels.DeliveryError as e:
+            return e
+        except Exception as e:  # a bug or an odd failure: retried like a transient one
+            return channels.DeliveryError(f"{e.__class__.__name__}: {e}"[:500], True)
+        return None
+
+    async def _record(self, rows: list[OutboxRow],
+                      outcomes: list[channels.DeliveryError | None]) -> None:
+        """Mark ``rows`` by their outcomes (one transaction), then publish the records."""
+        now = self.clock()
+        marks, events = [], []
+        for row, e in zip(rows, outcomes):
+            attempts = row.attempts + 1
+            if e is None:
+                marks.append((row.id, "sent", attempts, now, None, None))
+                events.append((row, "sent", attempts, None, "sent"))
+            elif e.retryable and attempts < self.options.max_attempts:
+                delay = backoff_delay(attempts, self.options.retry_initial,
+                                      self.options.retry_max)
+                marks.append((row.id, "pending", attempts, now, now + delay, e.reason))
+                events.append((row, "failed", attempts, f"{e.reason}; retry in {delay:.0f}s",
+                               "retried"))
+            else:
+                why = "not retryable" if not e.retryable else f"gave up after {attempts} attempts"
+                marks.append((row.id, "failed", attempts, now, None, e.reason))
+                events.append((row, "failed", attempts, f"{e.reason} ({why})", "failed"))
+        await self.run_blocking(self.store.mark_many, marks)
+        for row, state, attempts, reason, counter in events:
+            self.counters[counter] += 1
+            self._emit(row.ref, row.route, row.channel, row.recipient, state, attempts, reason,
+                       row.host, now)
 
     def _emit(self, ref: Any, route: str, channel: str, recipient: str, state: str,
               attempts: int, reason: str | None, host: str | None, now: float) -> None:

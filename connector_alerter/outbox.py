@@ -87,8 +87,11 @@ class OutboxStore:
         """In one transaction: queue ``rows``, write changed ``groups`` and ``last`` records.
 
         ``rows`` are dicts with idem_key, route, channel, recipient, ref, host,
-        payload; a row whose dedup key is already queued is skipped. A None
-        group or record is deleted. Returns the ids of the rows inserted.
+        payload; a row whose dedup key is already queued is skipped. A group
+        is a dict or its JSON (:meth:`connector_alerter.grouping.Journal.changes`);
+        a None group or record is deleted. Returns the ids of the rows inserted.
+        Statements are batched (``executemany``, ``IN`` lists): a commit of a
+        thousand groups is a few round trips, not thousands.
         """
         s = self.schema
         rows = list(rows)
@@ -96,28 +99,40 @@ class OutboxStore:
         with self.engine.begin() as conn:
             if rows:
                 keys = {dedup_key(r["idem_key"], r["channel"], r["recipient"]): r for r in rows}
-                have = set(conn.scalars(sa.select(s.outbox.c.dedup)
-                                        .where(s.outbox.c.dedup.in_(list(keys)))))
-                for key, r in keys.items():
-                    if key in have:
-                        continue
-                    res = conn.execute(s.outbox.insert().values(
-                        dedup=key, idem_key=r["idem_key"][:255], route=r["route"][:255],
-                        channel=r["channel"], recipient=r["recipient"][:1024],
-                        ref=None if r.get("ref") is None else str(r["ref"]),
-                        host=r.get("host"), payload=json.dumps(r["payload"]), state="pending",
-                        attempts=0, next_at=now, created=now))
-                    ids.append(int(res.inserted_primary_key[0]))
-            for gid, g in groups.items():
-                rid = group_row_id(gid)
-                conn.execute(s.groups.delete().where(s.groups.c.gid == rid))
-                if g is not None:
-                    conn.execute(s.groups.insert().values(
-                        gid=rid, state=json.dumps(dict(g, gid=gid))))
-            for ref, rec in last.items():
-                conn.execute(s.last_notified.delete().where(s.last_notified.c.ref == ref))
-                if rec is not None:
-                    conn.execute(s.last_notified.insert().values(ref=ref, state=json.dumps(rec)))
+                have: set[str] = set()
+                for chunk in _chunks(list(keys)):
+                    have.update(conn.scalars(sa.select(s.outbox.c.dedup)
+                                             .where(s.outbox.c.dedup.in_(chunk))))
+                new = [dict(dedup=key, idem_key=r["idem_key"][:255], route=r["route"][:255],
+                            channel=r["channel"], recipient=r["recipient"][:1024],
+                            ref=None if r.get("ref") is None else str(r["ref"]),
+                            host=r.get("host"), payload=json.dumps(r["payload"]),
+                            state="pending", attempts=0, next_at=now, created=now)
+                       for key, r in keys.items() if key not in have]
+                if new:
+                    conn.execute(s.outbox.insert(), new)
+                    order = {v["dedup"]: i for i, v in enumerate(new)}
+                    found: list[tuple[int, str]] = []
+                    for chunk in _chunks(list(order)):
+                        found.extend(conn.execute(sa.select(s.outbox.c.id, s.outbox.c.dedup)
+                                                  .where(s.outbox.c.dedup.in_(chunk))))
+                    ids = [int(i) for i, _k in sorted(found, key=lambda x: order[x[1]])]
+            if groups:
+                rids = {group_row_id(gid): (gid, g) for gid, g in groups.items()}
+                for chunk in _chunks(list(rids)):
+                    conn.execute(s.groups.delete().where(s.groups.c.gid.in_(chunk)))
+                values = [{"gid": rid, "state": _group_json(gid, g)}
+                          for rid, (gid, g) in rids.items() if g is not None]
+                if values:
+                    conn.execute(s.groups.insert(), values)
+            if last:
+                for chunk in _chunks(list(last)):
+                    conn.execute(s.last_notified.delete()
+                                 .where(s.last_notified.c.ref.in_(chunk)))
+                values = [{"ref": ref, "state": json.dumps(rec)} for ref, rec in last.items()
+                          if rec is not None]
+                if values:
+                    conn.execute(s.last_notified.insert(), values)
         return ids
 
     # --- delivery -----------------------------------------------------------------
@@ -151,15 +166,36 @@ class OutboxStore:
     def mark(self, row_id: int, state: str, attempts: int, now: float,
              next_at: float | None = None, error: str | None = None) -> None:
         """Record an attempt: ``state`` sent / failed / pending (retry at ``next_at``)."""
+        self.mark_many([(row_id, state, attempts, now, next_at, error)])
+
+    def mark_many(self, marks: Iterable[tuple[int, str, int, float, float | None, str | None]]
+                  ) -> None:
+        """Record several attempts in one transaction: (id, state, attempts, now, next_at, error).
+
+        Successes (the bulk) are one ``UPDATE ... WHERE id IN`` per attempt
+        count and time; the others one statement each.
+        """
         t = self.schema.outbox
-        values: dict[str, Any] = {"state": state, "attempts": attempts,
-                                  "last_error": None if error is None else error[:2000]}
-        if state == "pending":
-            values["next_at"] = next_at if next_at is not None else now
-        else:
-            values["done_at"] = now
+        sent: dict[tuple[int, float], list[int]] = {}
+        others = []
+        for row_id, state, attempts, now, next_at, error in marks:
+            if state == "sent" and error is None:
+                sent.setdefault((attempts, now), []).append(row_id)
+            else:
+                others.append((row_id, state, attempts, now, next_at, error))
         with self.engine.begin() as conn:
-            conn.execute(t.update().where(t.c.id == row_id).values(**values))
+            for (attempts, now), row_ids in sent.items():
+                for chunk in _chunks(row_ids):
+                    conn.execute(t.update().where(t.c.id.in_(chunk)).values(
+                        state="sent", attempts=attempts, last_error=None, done_at=now))
+            for row_id, state, attempts, now, next_at, error in others:
+                values: dict[str, Any] = {"state": state, "attempts": attempts,
+                                          "last_error": None if error is None else error[:2000]}
+                if state == "pending":
+                    values["next_at"] = next_at if next_at is not None else now
+                else:
+                    values["done_at"] = now
+                conn.execute(t.update().where(t.c.id == row_id).values(**values))
 
     def purge(self, before: float) -> int:
         """Delete sent and failed rows finished before ``before``; how many."""
@@ -188,3 +224,18 @@ class OutboxStore:
                          host=r["host"], payload=json.loads(r["payload"]), state=r["state"],
                          attempts=r["attempts"], next_at=r["next_at"],
                          last_error=r["last_error"])
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    """``items`` in lists of at most ``size`` (bounded ``IN`` lists)."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _group_json(gid: str, g: Any) -> str:
+    """The stored form of a group: its JSON with its id (``g``: a dict or its JSON)."""
+    if not isinstance(g, str):
+        return json.dumps(dict(g, gid=gid))
+    # Pre-encoded (a JSON object, never empty): splice the id in front.
+    assert g.startswith("{") and g != "{}"
+    return '{"gid": ' + json.dumps(gid) + ", " + g[1:]

@@ -12,7 +12,12 @@
 * ``<p>groups``: the grouper's state, one JSON row per group
   (:meth:`connector_alerter.grouping.Grouper.export`);
 * ``<p>last_notified``: the last transition told per alarm ref;
-* ``<p>silences``: silences (:mod:`connector_alerter.silences`).
+* ``<p>silences``: silences (:mod:`connector_alerter.silences`);
+* ``<p>eval_state``: the rule evaluator's state, one JSON row per host
+  (:meth:`connector_alerter.evaluator.Evaluator.export_host`: windows, leaf
+  truth, breach status), with ``ts`` the newest sample time it includes
+  (:mod:`connector_alerter.state`). Keyed by host alone so that hosts can be
+  sharded between alerters and a host's state moved as one row.
 
 Timestamps are DOUBLE UNIX seconds (as the correlator's). Created and
 upgraded by :mod:`connector_alerter.migrations` (:func:`connector_alerter.migrate.upgrade`);
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connector_alarms.schema import long_text
+from connector_alarms.schema import HOST_MAX, long_text
 from connector_db.schema import PREFIX_RE, _key_string
 
 __all__ = ["AlerterSchema", "make_schema", "create_all", "drop_all", "PREFIX_RE"]
@@ -41,6 +46,7 @@ class AlerterSchema:
     groups: sa.Table
     last_notified: sa.Table
     silences: sa.Table
+    eval_state: sa.Table
 
 
 def _id() -> sa.Column:
@@ -96,7 +102,15 @@ def make_schema(prefix: str = "alert_") -> AlerterSchema:
         sa.Column("created_by", sa.String(255), nullable=True),
         sa.Column("created", sa.Double, nullable=False, comment="UNIX seconds"),
     )
-    return AlerterSchema(prefix, md, outbox, groups, last_notified, silences)
+    eval_state = sa.Table(
+        f"{p}eval_state", md,
+        sa.Column("host", _key_string(HOST_MAX), primary_key=True),
+        sa.Column("state", long_text(), nullable=False, comment="JSON"),
+        sa.Column("ts", sa.Double, nullable=True,
+                  comment="newest sample time included, UNIX seconds"),
+        sa.Column("updated", sa.Double, nullable=False, comment="saved at, UNIX seconds"),
+    )
+    return AlerterSchema(prefix, md, outbox, groups, last_notified, silences, eval_state)
 
 
 def create_all(engine: sa.Engine, schema: AlerterSchema) -> None:

@@ -2,16 +2,25 @@
 
 Start-up: the rules are loaded and checked (a bad rule stops start-up with
 one line per problem), the inventory gives device types, models and tags to
-the selectors, and the rules' windows are rebuilt from the samples the SQL
-writer stored (``[alerter] backfill``; read on a thread with
-:mod:`connector_db.query`), without publishing: a restart does not repeat a
-breach. Then the alerter subscribes to ``<prefix>.alerter``.
+the selectors. The evaluator's saved state (windows, breach status per host,
+:mod:`connector_alerter.state`, in the alerter's tables, created or upgraded
+here) is imported, then the samples the SQL writer stored since each host's
+saved time are replayed (``[alerter] backfill``; read on a thread with
+:mod:`connector_db.query`) and the transitions they cause against the saved
+breach status are published, confirmed, before the alerter subscribes to
+``<prefix>.alerter``: a recovery or breach that happened while the alerter
+was down is published, and a breach already published is not repeated.
+Hosts with no saved state have their windows rebuilt without publishing.
 
 A ``perf`` message is evaluated at once on the reactor thread (a dict lookup
-and a comparison per value); the ``threshold`` messages it causes are
-published, and the input is acked only once they are confirmed (or safe in
-the core's on-disk buffer). A timer runs the rules that need time to pass
-(no data for a duration, ``for`` durations, schedules, ``valid_until``).
+and a comparison per value), in the message's own time (as a replay would);
+the ``threshold`` messages it causes are published with ids a replay gives
+again, and the input is acked only once they are confirmed (or safe in the
+core's on-disk buffer). ``perf`` messages not newer than what start-up
+replayed for their host are skipped. The state of the hosts that changed is
+saved every second and soon after a ``threshold``, off the reactor thread,
+and on a clean stop. A timer runs the rules that need time to pass (no data
+for a duration, ``for`` durations, schedules, ``valid_until``).
 
 ``alarm`` messages go to the notifier (:mod:`connector_alerter.notifier`:
 routes, grouping, silences, templates, a persistent outbox and retried
@@ -32,7 +41,10 @@ from zope.interface import implementer
 
 from connector import messages
 from connector.interfaces import IMessageHandler
+from connector.retry import retry_in_thread
 from connector.topology import connector_queue
+
+from .state import EvalStateStore, StateSaver, ms, threshold_message_id
 
 __all__ = ["CONNECTOR", "AlerterService", "build"]
 
@@ -41,6 +53,8 @@ CONNECTOR = "alerter"
 DEFAULT_BACKFILL = 3600.0
 #: Most samples read back per host at start-up.
 BACKFILL_LIMIT = 10_000
+#: Seconds between saves of the evaluator's changed hosts.
+SAVE_INTERVAL = 1.0
 
 
 @implementer(IMessageHandler)
@@ -64,6 +78,10 @@ class AlerterService(service.Service):
         self.missing_rules: str | None = None
         self._ticker: task.LoopingCall | None = None
         self._stopping = False
+        self.saver: StateSaver | None = None
+        #: host -> newest sample time (ms) replayed at start-up: older perf is skipped.
+        self._replayed: dict[str, int] = {}
+        self.last_error: str | None = None
         runtime.health_checks[CONNECTOR] = self.health
 
     def startService(self) -> None:
@@ -76,10 +94,9 @@ class AlerterService(service.Service):
         if self.missing_rules:
             self.log.warn("no rules file {path}: the alerter evaluates nothing",
                           path=self.missing_rules)
-        if self.conf.backfill and self.engine is not None:
-            self.state = "backfilling"
-            n = await threads.deferToThread(self._read_backfill)
-            self.log.info("alerter windows rebuilt from {n} stored samples", n=n)
+        if self.engine is not None:
+            if not await self._restore():
+                return
         routes = os.path.join(_base_dir(self.settings), self.conf.routes)
         if os.path.exists(routes):
             from .notifier import open_notifier
@@ -99,23 +116,84 @@ class AlerterService(service.Service):
                                 self.settings.bus.queue_type)
         self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self)
 
-    def _read_backfill(self) -> int:
-        """Replay the stored samples of the metrics the rules watch (writer thread)."""
+    async def _restore(self) -> bool:
+        """Saved state imported, stored samples replayed, their transitions published.
+
+        False when stopped meanwhile. Waits (retrying) while the database is away:
+        taking messages without the saved state could repeat or miss a breach.
+        """
+        from connector_db.writer import error_summary, is_outage
+
+        from . import migrate
+
+        db = self.settings.section("db")
+        prefix = self.conf.table_prefix
+
+        def waiting(exc: BaseException) -> None:
+            self.state, self.last_error = "waiting for the database", error_summary(exc)
+
+        store = EvalStateStore(self.engine, prefix)
+
+        def load() -> dict:
+            migrate.upgrade(self.engine, prefix)
+            return store.load()
+
+        saved = await retry_in_thread(
+            self.reactor, load,
+            lambda exc: is_outage(exc) or isinstance(exc, migrate.MigrationLockTimeout),
+            db.retry_initial, db.retry_max, "alerter state", lambda: self._stopping, waiting)
+        if saved is None:
+            return False
+        self.last_error = None
+        self.evaluator.import_state({host: state for host, (state, _ts) in saved.items()})
+        self.saver = StateSaver(self.reactor, store, self.evaluator.take_changes, SAVE_INTERVAL)
+        self.saver.remember(saved)
+        thresholds: list[messages.Threshold] = []
+        if self.conf.backfill:
+            self.state = "backfilling"
+            since = {host: ts for host, (_state, ts) in saved.items() if ts is not None}
+            n, thresholds = await threads.deferToThread(self._read_backfill, since)
+            self.log.info("alerter state of {saved} hosts loaded; {n} stored samples replayed, "
+                          "{t} transitions while down", saved=len(saved), n=n, t=len(thresholds))
+        if self._stopping:
+            return False
+        # Whatever the replay changed is saved at once, and the time it reached.
+        self.saver.start()
+        d = self.saver.flush()
+        if thresholds:
+            await self._publish(thresholds)
+        await d
+        return not self._stopping
+
+    def _read_backfill(self, since: dict[str, float]) -> tuple[int, list[messages.Threshold]]:
+        """Replay the stored samples of the metrics the rules watch (a thread).
+
+        Hosts in ``since`` (saved state, newest sample time included) replay
+        the samples after that time and return their transitions; the others
+        rebuild their windows from the last hour (or the rules' lookback)
+        without emitting.
+        """
         from connector_db.query import QueryError, devices, samples
         from connector_db.schema import make_schema
 
         schema = make_schema(self.settings.section("db").table_prefix)
         horizon = max([r.lookback or 0.0 for r in self.evaluator.rules] + [DEFAULT_BACKFILL])
-        start = time.time() - horizon
+        now = time.time()
         metrics = sorted({leaf.metric for r in self.evaluator.rules for leaf in r.leaves()
                           if leaf.metric and not leaf.is_glob})
-        rows = []
+        fresh, known = [], []
+        replayed: dict[str, int] = {host: ms(ts) for host, ts in since.items()}
         try:
             hosts = [d.name for d in devices(self.engine, schema)]
         except (QueryError, sa.exc.SQLAlchemyError) as e:
             self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
-            return 0
-        for host in hosts:
+            hosts = []
+        for host in hosts if metrics else ():
+            after = since.get(host)
+            # A state older than the horizon is replayed from the horizon only.
+            start = now - horizon if after is None else max(after, now - horizon)
+            after_ms = None if after is None else ms(after)
+            rows = known if after is not None else fresh
             for metric in metrics:
                 try:
                     found = samples(self.engine, schema, host, metric, start=start,
@@ -123,11 +201,19 @@ class AlerterService(service.Service):
                 except QueryError:
                     continue  # never stored for this host: nothing to rebuild
                 except sa.exc.SQLAlchemyError as e:
-                    self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
-                    return len(rows)
-                rows.extend((r.host, r.metric, r.index, r.ts, r.value) for r in found)
-        self.evaluator.backfill(rows, emit=False)
-        return len(rows)
+                    self.log.warn("backfill stopped: {error}", error=str(e).splitlines()[0])
+                    break
+                for r in found:
+                    t = ms(r.ts)
+                    if after_ms is not None and t <= after_ms:
+                        continue  # in the saved state already
+                    rows.append((r.host, r.metric, r.index, r.ts, r.value))
+                    if t > replayed.get(host, -1):
+                        replayed[host] = t
+        self.evaluator.backfill(fresh, emit=False)
+        thresholds = self.evaluator.backfill(known, emit=True)
+        self._replayed = replayed
+        return len(fresh) + len(known), thresholds
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -135,6 +221,9 @@ class AlerterService(service.Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        if self.saver is not None:
+            # The last changes: a clean stop replays nothing at the next start.
+            yield self.saver.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.engine is not None:
@@ -145,14 +234,28 @@ class AlerterService(service.Service):
     def handle(self, message, delivery) -> defer.Deferred | None:
         """Evaluate a ``perf``; count an ``alarm`` (notifications come next)."""
         if isinstance(message, messages.Perf):
+            if self._replayed and self._already_replayed(message):
+                self.counters.inc("perf_replayed_skipped")
+                return None
             self.counters.inc("perf_evaluated")
             self.counters.inc("values_evaluated", len(message.metrics))
-            return self._publish(self.evaluator.evaluate(message, time.time()))
+            # In the message's time, as a replay from the stored samples would.
+            return self._publish(self.evaluator.evaluate(message))
         if isinstance(message, messages.Alarm):
             self.counters.inc("alarms_received")
             if self.notifier is not None:
                 return defer.ensureDeferred(self.notifier.handle_alarm(message))
         return None
+
+    def _already_replayed(self, perf: messages.Perf) -> bool:
+        """True for a queued ``perf`` whose samples start-up replayed (or the saved state holds)."""
+        last = self._replayed.get(perf.host)
+        if last is None:
+            return False
+        if ms(perf.ts) <= last:
+            return True
+        del self._replayed[perf.host]   # newer: this host is past the replay for good
+        return False
 
     def _publish_notification(self, notification: messages.Notification):
         self.counters.inc("notifications_published")
@@ -175,8 +278,21 @@ class AlerterService(service.Service):
         if not thresholds:
             return None
         self.counters.inc("thresholds_published", len(thresholds))
-        return defer.gatherResults([self.publisher.publish(t) for t in thresholds],
-                                   consumeErrors=True)
+        prefix = self.settings.bus.exchange_prefix
+        exchange = messages.exchange_name(prefix, "threshold")
+        occurrences: dict[str, int] = {}
+        sent = []
+        for t in thresholds:
+            # Ids a replay of the same samples gives again: the correlator drops repeats.
+            base = threshold_message_id(t)
+            n = occurrences[base] = occurrences.get(base, -1) + 1
+            mid = base if n == 0 else threshold_message_id(t, n)
+            sent.append(self.publisher.publish_raw(
+                exchange, messages.routing_key(t), messages.encode(t),
+                {"message_id": mid, "type": "threshold", "timestamp": t.ts}))
+        if self.saver is not None:
+            self.saver.soon()   # the state recording these transitions, soon
+        return defer.gatherResults(sent, consumeErrors=True)
 
     def health(self) -> dict:
         """State, rules and breaches, for /health and heartbeats."""
@@ -184,6 +300,10 @@ class AlerterService(service.Service):
         body = {"state": self.state, "degraded": self.state != "ready",
                 "rules": len(self.evaluator.rules),
                 "breached": sum(len(v) for v in breached.values())}
+        if self.last_error:
+            body["last_error"] = self.last_error
+        if self.saver is not None:
+            body["state_saves"] = self.saver.health()
         if self.notifier is not None:
             body["notifications"] = dict(self.notifier.counters)
         return body
@@ -215,11 +335,10 @@ def build(runtime) -> AlerterService:
             raise ValueError(str(e)) from None
     inventory = load_optional_inventory(settings)
     devices = {} if inventory is None else {d.name: d for d in inventory}
-    engine = None
-    if conf.backfill:
-        from connector_db.service import make_engine
+    from connector_db.service import make_engine
 
-        engine = make_engine(settings.database.url.reveal())
+    # The evaluator's state (and the backfill's samples) live in [database].
+    engine = make_engine(settings.database.url.reveal())
     evaluator = Evaluator(rules, devices, f"{CONNECTOR}@{runtime.node}")
     alerter = AlerterService(runtime, evaluator, devices, engine)
     alerter.missing_rules = missing_rules

@@ -43,7 +43,9 @@ class AlerterSettings:
     routes: str = setting(FilePath(), "alert-routes.yaml",
                           "Notification routes, receivers, grouping and templates (YAML).")
     backfill: bool = setting(Bool(), "true",
-                             "Rebuild rule windows from stored samples at start-up.")
+                             "At start-up, replay the samples stored since the saved state "
+                             "(publishing what changed while down; windows of new hosts "
+                             "rebuilt silently).")
     table_prefix: str = setting(TABLE_PREFIX, "alert_",
                                 "Prefix of the alerter's tables in [database].")
     link_template: str = setting(Str(), "",
@@ -56,6 +58,8 @@ class AlerterSettings:
     max_attempts: int = setting(Int(1, 1000), "20",
                                 "Attempts before a notification is recorded as failed for good.")
     webhook_timeout: float = setting(Duration(0.1, 300), "10s", "Timeout of a webhook POST.")
+    max_concurrent_sends: int = setting(Int(1, 1000), "64",
+                                        "Notifications being sent at once (all channels).")
 
 
 @register_section("smtp")
@@ -72,3 +76,5 @@ class SmtpSettings:
     sender: str = setting(Str(r"[^\s@]+@[^\s@]+", "an email address"), "centaure@localhost",
                           "From address of notifications.")
     timeout: float = setting(Duration(1, 600), "30s", "Timeout of one SMTP session.")
+    connections: int = setting(Int(1, 100), "4",
+                               "SMTP sessions at once, each sending several mails in turn.")

@@ -49,6 +49,8 @@ class SmtpServer:
         self.inbox = []
         self.port = None
         self.listening = None
+        #: SMTP connections accepted so far.
+        self.connections = 0
 
     def _factory(self):
         f = smtp.SMTPFactory()
@@ -57,6 +59,7 @@ class SmtpServer:
         build = f.buildProtocol
 
         def buildProtocol(addr):
+            self.connections += 1
             p = build(addr)
             p.delivery = delivery
             return p
@@ -70,3 +73,15 @@ class SmtpServer:
     async def stop(self):
         await self.listening.stopListening()
         self.listening = None
+
+
+def running_smtp_server():
+    """A fixture body: an SmtpServer listening for the test, stopped afterwards.
+
+    Use as ``smtp_server = pytest.fixture(running_smtp_server, name="smtp_server")``.
+    """
+    s = SmtpServer()
+    s.start()
+    yield s
+    if s.listening is not None:
+        s.listening.stopListening()

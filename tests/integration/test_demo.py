@@ -115,6 +115,14 @@ def test_demo_runs_for_a_duration(workdir):
     finally:
         engine.dispose()
     assert history == [("router01", "linkDown", "raised"), ("router01", "linkDown", "cleared")]
+    # The alerter's rule: server01 has a core at 81 %, two polls in a row -> a
+    # threshold, which the correlator raised as an alarm with the rule's severity.
+    with engine.connect() as conn:
+        breaches = [tuple(r) for r in conn.execute(sa.text(
+            "SELECT host, name, severity, state FROM alarm_history "
+            "WHERE origin = 'threshold' ORDER BY ts, id"))]
+    engine.dispose()
+    assert breaches[:1] == [("server01", "cpu-core-high", "minor", "raised")], breaches
 
 
 def test_demo_stops_cleanly_on_sigint(workdir):

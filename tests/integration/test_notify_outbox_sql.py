@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -11,7 +10,7 @@ from connector_alerter import migrate, silences
 from connector_alerter.outbox import OutboxStore
 from connector_alerter.schema import make_schema
 from tests.conftest import SQL_URLS
-from tests.unit.test_db_migrate import drop_prefixed, new_prefix
+from tests.unit.test_db_migrate import prefixed_engine
 
 pytestmark = pytest.mark.integration
 
@@ -20,16 +19,9 @@ T0 = 1_795_000_000.123456
 
 @pytest.fixture(params=sorted(SQL_URLS))
 def store(request):
-    engine = sa.create_engine(SQL_URLS[request.param])
-    prefix = new_prefix()
-    try:
+    with prefixed_engine(SQL_URLS[request.param]) as (engine, prefix):
         migrate.upgrade(engine, prefix)
         yield OutboxStore(engine, prefix)
-    finally:
-        try:
-            drop_prefixed(engine, prefix)
-        finally:
-            engine.dispose()
 
 
 def test_migrated_schema_is_make_schema(store):

@@ -19,19 +19,13 @@ from connector_alerter import channels, migrate, silences
 from connector_alerter.notifier import DeliveryOptions, Notifier
 from connector_alerter.outbox import OutboxStore
 from connector_alerter.routes import parse_routes
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import running_smtp_server
 
 T0 = 1_795_000_000.0
 
 
 
-@pytest.fixture
-def smtp_server():
-    s = SmtpServer()
-    s.start()
-    yield s
-    if s.listening is not None:
-        s.listening.stopListening()
+smtp_server = pytest.fixture(running_smtp_server, name="smtp_server")
 
 
 @pytest.fixture

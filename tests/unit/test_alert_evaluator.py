@@ -58,6 +58,17 @@ def test_breach_and_recovery_once_each():
     assert ev.evaluate(perf("other", 5, ("cpu", 10))) == []
 
 
+def test_thresholds_carry_the_rules_severity_and_message():
+    ev = Evaluator(rules({"name": "hot", "severity": "major", "message": "Too hot",
+                          "when": {"metric": "temp", "op": ">", "value": 40}},
+                         {"name": "plain", "when": {"metric": "temp", "op": ">", "value": 45}}),
+                   {}, SOURCE)
+    out = {t.rule: t for t in ev.evaluate(perf("h", 1, ("temp", 48)))}
+    assert (out["hot"].severity, out["hot"].message) == ("major", "Too hot")
+    assert (out["plain"].severity, out["plain"].message) == ("warning", "")
+    assert decode(encode(out["hot"])) == out["hot"]
+
+
 def test_every_comparison_and_range_and_text():
     ev = Evaluator(rules(
         {"name": "ge", "when": {"metric": "a", "op": ">=", "value": 5}},

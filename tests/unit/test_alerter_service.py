@@ -35,14 +35,14 @@ def perf(i: int, cpu: float) -> messages.Perf:
                                                   oid="1.3.6.1.4.1.1")])
 
 
-def make(tmp_path):
+def make(tmp_path, connectors=("db", "correlator", "alerter")):
     settings = settings_from_string(
         f"[bus]\nurl = embedded\n\n[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
         f"[connector]\nhttp_port = 0\n\n[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n\n"
         "[db]\nbatch_interval = 10ms\n\n[correlator]\nbatch_interval = 10ms\n"
         "update_interval = 0\n\n[alerter]\nrules = rules.yaml\n",
         source=str(tmp_path / "settings.ini"))
-    return makeService({"settings": settings}, ["db", "correlator", "alerter"], "all")
+    return makeService({"settings": settings}, list(connectors), "all")
 
 
 async def until(predicate, what: str, timeout: float = 20.0):
