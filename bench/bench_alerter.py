@@ -177,19 +177,8 @@ def bench_daemon(bodies: list[tuple[str, bytes]], total_values: int, args: argpa
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 cpu0, t_ready = daemon.cpu_seconds(), time.monotonic()
                 broker0 = broker_cpu()
-                seen: list[tuple[float, int]] = []
-                deadline = t_ready + 600
-                while True:
-                    done = int(daemon.counter("values_evaluated", "alerter"))
-                    now = time.monotonic()
-                    seen.append((now, done))
-                    if done >= total_values:
-                        break
-                    daemon.check_alive()
-                    if now > deadline:
-                        raise SystemExit(f"alerter stopped at {done:,} of {total_values:,} "
-                                         f"values: {daemon.log_path}")
-                    time.sleep(0.05)
+                seen = daemon.follow("values_evaluated", "alerter", total_values, 600,
+                                     every=0.05)
                 elapsed = time.monotonic() - t_ready
                 cpu = daemon.cpu_seconds() - cpu0
                 broker = broker_cpu() - broker0

@@ -162,6 +162,31 @@ class Daemon:
         if self.proc.poll() is not None:
             raise SystemExit(f"{self.plugin} exited ({self.proc.returncode}): see {self.log_path}")
 
+    def follow(self, counter: str, connector: str, total: int, limit: float,
+               every: float = 0.1, progress: str = "") -> list[tuple[float, int]]:
+        """Poll ``counter`` until it reaches ``total``: the (monotonic time, value) seen.
+
+        Prints ``value of total <progress>`` every 5 s when ``progress`` is given;
+        exits naming the log when the daemon dies or ``limit`` seconds pass.
+        """
+        seen: list[tuple[float, int]] = []
+        deadline = time.monotonic() + limit
+        last_print = 0.0
+        while True:
+            value = int(self.counter(counter, connector))
+            now = time.monotonic()
+            seen.append((now, value))
+            if progress and now - last_print > 5:
+                print(f"  {value:,} of {total:,} {progress}", flush=True)
+                last_print = now
+            if value >= total:
+                return seen
+            self.check_alive()
+            if now > deadline:
+                raise SystemExit(f"{connector} stopped at {value:,} of {total:,} {counter}: "
+                                 f"{self.log_path}")
+            time.sleep(every)
+
     def wait_healthy(self, connector: str, timeout: float = 60) -> None:
         """Until /health is not degraded and ``connector`` says ready (when it has a state)."""
         deadline = time.monotonic() + timeout
@@ -371,23 +396,8 @@ def bench_daemon(events: list, args: argparse.Namespace) -> dict:
             try:
                 daemon.wait_healthy("correlator")
                 cpu0, t_ready = daemon.cpu_seconds(), time.monotonic()
-                seen: list[tuple[float, int]] = []
-                last_print = 0.0
-                deadline = t_ready + 900
-                while True:
-                    applied = int(daemon.counter("applied", "correlator"))
-                    now = time.monotonic()
-                    seen.append((now, applied))
-                    if now - last_print > 5:
-                        print(f"  {applied:,} of {n:,} events applied", flush=True)
-                        last_print = now
-                    if applied >= n:
-                        break
-                    daemon.check_alive()
-                    if now > deadline:
-                        raise SystemExit(f"correlator stopped at {applied:,} of {n:,}: "
-                                         f"{daemon.log_path}")
-                    time.sleep(0.1)
+                seen = daemon.follow("applied", "correlator", n, 900,
+                                     progress="events applied")
                 elapsed = time.monotonic() - t_ready
                 cpu = daemon.cpu_seconds() - cpu0
                 health = daemon.health()["connectors"]["correlator"]

@@ -11,14 +11,13 @@ import time
 
 import pytest
 import pytest_twisted
-import sqlalchemy as sa
 from twisted.internet import defer, reactor, task
 
 from connector.messages import Alarm, decode, encode
-from connector_alerter import channels, migrate
+from connector_alerter import channels
 from connector_alerter.notifier import DeliveryOptions, Notifier
-from connector_alerter.outbox import OutboxStore
 from connector_alerter.routes import parse_routes
+from tests.outbox import sqlite_outbox
 from tests.smtpserver import running_smtp_server
 
 pytestmark = pytest.mark.integration
@@ -29,12 +28,7 @@ HOUR = 3600.0
 smtp_server = pytest.fixture(running_smtp_server, name="smtp_server")
 
 
-@pytest.fixture
-def store(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'alerter.sqlite3'}")
-    migrate.upgrade(engine, "alert_")
-    yield OutboxStore(engine, "alert_")
-    engine.dispose()
+store = pytest.fixture(sqlite_outbox, name="store")
 
 
 def alarm(ref, host, t):

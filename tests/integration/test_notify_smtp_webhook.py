@@ -15,10 +15,10 @@ from twisted.internet import defer, reactor
 from twisted.web import resource, server
 
 from connector.messages import Alarm, decode, encode
-from connector_alerter import channels, migrate, silences
+from connector_alerter import channels, silences
 from connector_alerter.notifier import DeliveryOptions, Notifier
-from connector_alerter.outbox import OutboxStore
 from connector_alerter.routes import parse_routes
+from tests.outbox import sqlite_outbox
 from tests.smtpserver import running_smtp_server
 
 T0 = 1_795_000_000.0
@@ -28,12 +28,7 @@ T0 = 1_795_000_000.0
 smtp_server = pytest.fixture(running_smtp_server, name="smtp_server")
 
 
-@pytest.fixture
-def store(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'alerter.sqlite3'}")
-    migrate.upgrade(engine, "alert_")
-    yield OutboxStore(engine, "alert_")
-    engine.dispose()
+store = pytest.fixture(sqlite_outbox, name="store")
 
 
 def blocking(f, *args):

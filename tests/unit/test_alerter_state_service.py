@@ -8,6 +8,7 @@ while the alerter was down clears the alarm once the alerter is back (one
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest_twisted
@@ -44,10 +45,7 @@ async def sleep(seconds: float) -> None:
 @pytest_twisted.ensureDeferred
 async def test_recovery_while_down_is_published_once_and_clears_the_alarm(tmp_path):
     (tmp_path / "rules.yaml").write_text(RULES)
-    root = make(tmp_path)
-    root.startService()
-    try:
-        await until(lambda: ready(root), "every connector ready")
+    async with running(tmp_path) as root:
         publisher = root.runtime.bus.publisher("snmp")
         await publisher.publish(perf(0, 95.0))
         await publisher.publish(perf(1, 97.0))
@@ -56,25 +54,15 @@ async def test_recovery_while_down_is_published_once_and_clears_the_alarm(tmp_pa
         # The breach is in the saved state (saved soon after the threshold).
         await until(lambda: saved(tmp_path).get("r1", ({}, 0))[0].get("breached"),
                     "the breach saved")
-    finally:
-        await root.stopService()
 
     # The alerter is down; the poller and the writer go on: the value recovers.
-    writer = make(tmp_path, ("db",))
-    writer.startService()
-    try:
-        await until(lambda: ready_db(writer), "the writer ready")
+    async with running(tmp_path, ("db",)) as writer:
         await writer.runtime.bus.publisher("snmp").publish(perf(2, 40.0))
         await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(3,)],
                     "the recovering sample stored")
-    finally:
-        await writer.stopService()
     assert thresholds(tmp_path) == [("cpu-high", "breached")]
 
-    root = make(tmp_path)
-    root.startService()
-    try:
-        await until(lambda: ready(root), "every connector ready again")
+    async with running(tmp_path) as root:
         await until(lambda: rows(tmp_path, "SELECT state FROM alarms") == [("cleared",)],
                     "the alarm cleared")
         await until(lambda: thresholds(tmp_path) == [("cpu-high", "breached"),
@@ -86,14 +74,9 @@ async def test_recovery_while_down_is_published_once_and_clears_the_alarm(tmp_pa
         await until(lambda: abs(saved(tmp_path)["r1"][1] - perf(2, 40.0).ts) < 0.002,
                     "the replayed time saved")
         assert saved(tmp_path)["r1"][0]["breached"] == []
-    finally:
-        await root.stopService()
 
     # Nothing new: a restart publishes nothing, and a value still under stays quiet.
-    root = make(tmp_path)
-    root.startService()
-    try:
-        await until(lambda: ready(root), "every connector ready a third time")
+    async with running(tmp_path) as root:
         await root.runtime.bus.publisher("snmp").publish(perf(3, 30.0))
         await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(4,)],
                     "the fourth sample")
@@ -101,39 +84,24 @@ async def test_recovery_while_down_is_published_once_and_clears_the_alarm(tmp_pa
         assert thresholds(tmp_path) == [("cpu-high", "breached"), ("cpu-high", "recovered")]
         assert rows(tmp_path, "SELECT state, count FROM alarms") == [("cleared", 1)]
         assert _find(root).counters.get("thresholds_published") == 0
-    finally:
-        await root.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_queued_perf_already_replayed_is_not_evaluated_again(tmp_path):
     """After a crash, the broker redelivers what the replay already went through: skipped."""
     (tmp_path / "rules.yaml").write_text(RULES)
-    root = make(tmp_path)
-    root.startService()
-    try:
-        await until(lambda: ready(root), "every connector ready")
+    async with running(tmp_path) as root:
         publisher = root.runtime.bus.publisher("snmp")
         await publisher.publish(perf(0, 95.0))
         await until(lambda: saved(tmp_path).get("r1"), "the state saved")
-    finally:
-        await root.stopService()
     # Stored while the alerter was down: 97 (a breach with the saved 95), then 30.
-    writer = make(tmp_path, ("db",))
-    writer.startService()
-    try:
-        await until(lambda: ready_db(writer), "the writer ready")
+    async with running(tmp_path, ("db",)) as writer:
         for i, cpu in ((1, 97.0), (2, 30.0)):
             await writer.runtime.bus.publisher("snmp").publish(perf(i, cpu))
         await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(3,)], "stored")
-    finally:
-        await writer.stopService()
 
-    root = make(tmp_path)
-    service = _find(root)
-    root.startService()
-    try:
-        await until(lambda: ready(root), "every connector ready")
+    async with running(tmp_path) as root:
+        service = _find(root)
         await until(lambda: len(thresholds(tmp_path)) == 2, "the replay's transitions")
         assert thresholds(tmp_path) == [("cpu-high", "breached"), ("cpu-high", "recovered")]
         # The same polls, still queued for the alerter (redelivered after a kill -9).
@@ -146,9 +114,20 @@ async def test_queued_perf_already_replayed_is_not_evaluated_again(tmp_path):
         await until(lambda: len(thresholds(tmp_path)) == 3, "the new breach")
         assert thresholds(tmp_path)[-1] == ("cpu-high", "breached")
         assert service.counters.get("perf_evaluated") == 2
-    finally:
-        await root.stopService()
 
 
 def ready_db(root) -> bool:
     return root.runtime.health()["connectors"]["db"].get("schema") == "ready"
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path, connectors=("db", "correlator", "alerter")):
+    """The connectors started in one process and ready; stopped on the way out."""
+    root = make(tmp_path, connectors)
+    root.startService()
+    try:
+        await until(lambda: ready_db(root) if connectors == ("db",) else ready(root),
+                    f"{', '.join(connectors)} ready")
+        yield root
+    finally:
+        await root.stopService()
