@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import yaml
 
 from connector import messages
-from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
+from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, rabbitmqctl, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port, private_mariadb
 from tests.integration.support import (
@@ -198,16 +198,25 @@ def stored_counts(url: str, prefix: str) -> dict[tuple[str, str], tuple[int, boo
         engine.dispose()
 
 
+def unsettled(queue: str) -> int:
+    """Messages of ``queue`` ready or delivered and not yet acked (``rabbitmqctl``)."""
+    for line in rabbitmqctl("list_queues", "name", "messages").splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == queue:
+            return int(fields[1])
+    raise AssertionError(f"no queue {queue}")
+
+
 def wait_drained(daemon: TwistdDaemon, queue: str, timeout: float = 60) -> None:
     """The queue is empty and the correlator has nothing pending."""
     deadline = time.monotonic() + timeout
     while True:
         _, body = daemon.health()
         pending = body.get("connectors", {}).get("correlator", {}).get("pending", 1)
-        if queue_depth(queue) == 0 and pending == 0:
-            time.sleep(0.5)  # the last batch's commit
-            if queue_depth(queue) == 0:
-                return
+        # "pending" leaves out the batches being committed: wait until every
+        # message is acked too (acked = committed and its alarms published).
+        if queue_depth(queue) == 0 and pending == 0 and unsettled(queue) == 0:
+            return
         assert daemon.alive(), daemon.logs()[-3000:]
         assert time.monotonic() < deadline, f"not drained:\n{daemon.logs()[-3000:]}"
         time.sleep(0.2)

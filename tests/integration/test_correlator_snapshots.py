@@ -154,7 +154,7 @@ class Deployment:
                          for name in self.procs)
 
     def wait(self, reader: Reader, done: Callable[[list], bool], what: str,
-             timeout: float = 15.0) -> list:
+             timeout: float = 30.0) -> list:
         """Fetch from ``reader`` until ``done(seen)``; fail with the daemons' logs."""
         deadline = time.monotonic() + timeout
         while True:
@@ -197,7 +197,7 @@ class Deployment:
         return json.loads(out.stdout)
 
     def wait_listed(self, done: Callable[[list[dict]], bool], what: str, *args: str,
-                    timeout: float = 10.0) -> list[dict]:
+                    timeout: float = 30.0) -> list[dict]:
         """``listed`` until ``done``: the state is committed before the alarm is published,
         but a later poll may already be on its way; wait rather than race."""
         deadline = time.monotonic() + timeout

@@ -63,8 +63,8 @@ async def test_broker_app_stopped_for_ten_seconds(prefix, write_settings, broker
         await sleep(1.0)
         await ctl("stop_app")
         await sleep(2.0)
-        assert not bus.connected
-        assert bus.health()["degraded"]
+        await wait_until(lambda: not bus.connected, 30, "the bus to see the broker gone")
+        await wait_until(lambda: bus.health()["degraded"], 30, "/health to say degraded")
         await sleep(8.0)
         await ctl("start_app")
         await wait_until(lambda: bus.connected, 60, "reconnection after start_app")

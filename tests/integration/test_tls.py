@@ -78,7 +78,7 @@ async def test_amqps_with_the_right_ca_publishes(tmp_path, write_settings, prefi
         await wait_until(lambda: bus.connected, 20, "the TLS connection")
         assert str(bus.connection.broker).startswith("amqps://guest@localhost:")
         await defer.gatherResults([bus.publisher("tls").publish(perf(i)) for i in range(100)])
-        await wait_until(lambda: bus.publisher("tls").in_flight == 0, 10, "confirms")
+        await wait_until(lambda: bus.publisher("tls").in_flight == 0, 30, "confirms")
     finally:
         await bus.stopService()
         await listening.stopListening()
@@ -95,7 +95,8 @@ async def test_amqps_refuses_a_broker_signed_by_another_ca(tmp_path, write_setti
         d = bus.publisher("tls").publish(perf(1))
         await sleep(3)
         assert not bus.connected, "connected to a broker whose certificate is not trusted"
-        assert d.called, "the message was not kept safe in the buffer"
+        # Accepted once written to the on-disk buffer (on its thread).
+        await wait_until(lambda: d.called, 30, "the message kept safe in the buffer")
         assert bus.publisher("tls").backlog == 1
     finally:
         await bus.stopService()
