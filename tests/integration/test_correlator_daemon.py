@@ -95,7 +95,7 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
     trap_port = free_udp_port()
     declare_consumer_queues(prefix, "correlator", "db")
     alarm_queue = declare_check_queue(prefix, "alarm")
-    corr_ini, corr_port = correlator_settings(tmp_path, prefix, tables, update_interval="2s")
+    corr_ini, corr_port = correlator_settings(tmp_path, prefix, tables, update_interval="4s")
     others = tmp_path / "settings.ini"
     others.write_text(settings_text(
         prefix, tmp_path, database={"url": MARIADB_URL},
