@@ -545,7 +545,8 @@ class Evaluator:
     # Backfill and state
 
     def backfill(self, samples: Iterable[tuple[str, str, str, float, Any]],
-                 emit: bool = False) -> list[Threshold]:
+                 emit: bool = False,
+                 device_types: Mapping[str, str] | None = None) -> list[Threshold]:
         """Rebuild windows and breach state from stored ``(host, metric, index, ts, value)``.
 
         Samples are replayed in time order, the samples of one host and
@@ -555,6 +556,8 @@ class Evaluator:
         is returned (a restart does not repeat breaches). ``emit=True``: the
         transitions against the state held before (e.g. imported) are
         returned, so a breach or recovery that happened while down is not missed.
+        ``device_types`` (host -> type, as stored) selects rules for hosts that
+        the inventory does not know, as their ``perf`` messages would.
         """
         out: list[Threshold] = []
         # Stable sort: a poll's samples keep their stored order.
@@ -570,7 +573,8 @@ class Evaluator:
             plan = self._plans.get(host)
             if plan is None:
                 device = self.devices.get(host)
-                plan = self._plan(host, device.device_type if device else "", keep=device is not None)
+                device_type = device.device_type if device else (device_types or {}).get(host) or ""
+                plan = self._plan(host, device_type, keep=device is not None)
             ht = self._truth.get(host)
             if ht is None:
                 ht = self._truth[host] = {}

@@ -11,6 +11,8 @@ breach status are published, confirmed, before the alerter subscribes to
 ``<prefix>.alerter``: a recovery or breach that happened while the alerter
 was down is published, and a breach already published is not repeated.
 Hosts with no saved state have their windows rebuilt without publishing.
+A rule on a metric glob replays every stored metric name it matches, and a
+host the inventory does not know is matched by its stored device type.
 
 A ``perf`` message is evaluated at once on the reactor thread (a dict lookup
 and a comparison per value), in the message's own time (as a replay would);
@@ -173,28 +175,35 @@ class AlerterService(service.Service):
         rebuild their windows from the last hour (or the rules' lookback)
         without emitting.
         """
-        from connector_db.query import QueryError, devices, samples
+        from connector_db.query import QueryError, devices, metric_names, samples
         from connector_db.schema import make_schema
 
         schema = make_schema(self.settings.section("db").table_prefix)
         horizon = max([r.lookback or 0.0 for r in self.evaluator.rules] + [DEFAULT_BACKFILL])
         now = time.time()
-        metrics = sorted({leaf.metric for r in self.evaluator.rules for leaf in r.leaves()
-                          if leaf.metric and not leaf.is_glob})
+        leaves = [leaf for r in self.evaluator.rules for leaf in r.leaves() if leaf.metric]
+        metrics = {leaf.metric for leaf in leaves if not leaf.is_glob}
+        globs = [leaf for leaf in leaves if leaf.is_glob]
         fresh, known = [], []
         replayed: dict[str, int] = {host: ms(ts) for host, ts in since.items()}
         try:
-            hosts = [d.name for d in devices(self.engine, schema)]
+            stored = devices(self.engine, schema)
+            hosts = [d.name for d in stored]
+            types = {d.name: d.device_type for d in stored if d.device_type}
+            if globs:
+                # A glob rule watches the stored names it matches.
+                metrics.update(name for name in metric_names(self.engine, schema)
+                               if any(leaf.matches_metric(name) for leaf in globs))
         except (QueryError, sa.exc.SQLAlchemyError) as e:
             self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
-            hosts = []
+            hosts, types = [], {}
         for host in hosts if metrics else ():
             after = since.get(host)
             # A state older than the horizon is replayed from the horizon only.
             start = now - horizon if after is None else max(after, now - horizon)
             after_ms = None if after is None else ms(after)
             rows = known if after is not None else fresh
-            for metric in metrics:
+            for metric in sorted(metrics):
                 try:
                     found = samples(self.engine, schema, host, metric, start=start,
                                     limit=BACKFILL_LIMIT, order="asc")
@@ -210,8 +219,8 @@ class AlerterService(service.Service):
                     rows.append((r.host, r.metric, r.index, r.ts, r.value))
                     if t > replayed.get(host, -1):
                         replayed[host] = t
-        self.evaluator.backfill(fresh, emit=False)
-        thresholds = self.evaluator.backfill(known, emit=True)
+        self.evaluator.backfill(fresh, emit=False, device_types=types)
+        thresholds = self.evaluator.backfill(known, emit=True, device_types=types)
         self._replayed = replayed
         return len(fresh) + len(known), thresholds
 

@@ -255,6 +255,19 @@ def devices(engine: sa.Engine, schema: Schema) -> list[DeviceRow]:
     return _read(engine, schema, (d, s), run)
 
 
+def metric_names(engine: sa.Engine, schema: Schema) -> list[str]:
+    """Every metric name ever stored (any device, any kind), sorted.
+
+    Read from the metric dictionary table, not the samples: one small scan.
+    """
+    m = schema.metrics
+
+    def run(conn: sa.Connection) -> list[str]:
+        return sorted(set(conn.execute(sa.select(m.c.name)).scalars()))
+
+    return _read(engine, schema, (m,), run)
+
+
 def events(engine: sa.Engine, schema: Schema, host: str | None = None,
            start: float | None = None, end: float | None = None, limit: int = 100,
            order: str = "desc") -> list[EventRow]:

@@ -131,3 +131,29 @@ async def running(tmp_path, connectors=("db", "correlator", "alerter")):
         yield root
     finally:
         await root.stopService()
+
+
+GLOB_RULES = """\
+- name: cpu-any-high
+  device_types: [router]
+  when: {metric: 'cpu*', op: '>', value: 90, consecutive: 2}
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(tmp_path):
+    """The host is not in any inventory: its stored type selects the rule, as its perf did."""
+    (tmp_path / "rules.yaml").write_text(GLOB_RULES)
+    async with running(tmp_path) as root:
+        await root.runtime.bus.publisher("snmp").publish(perf(0, 95.0))
+        await until(lambda: saved(tmp_path).get("r1"), "the first value in the saved state")
+    assert thresholds(tmp_path) == []                 # one value of the two needed
+    # Stored while the alerter is down: the second value over the threshold.
+    async with running(tmp_path, ("db",)) as writer:
+        await writer.runtime.bus.publisher("snmp").publish(perf(1, 97.0))
+        await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(2,)], "stored")
+    async with running(tmp_path):
+        await until(lambda: thresholds(tmp_path) == [("cpu-any-high", "breached")],
+                    "the breach found by the replay")
+        await until(lambda: rows(tmp_path, "SELECT name, state FROM alarms")
+                    == [("cpu-any-high", "raised")], "the alarm")

@@ -235,6 +235,7 @@ async def test_latest_samples_filters_and_limit(db):
 def test_latest_samples_of_an_empty_database(db):
     assert query.latest_samples(*db) == []
     assert query.devices(*db) == []
+    assert query.metric_names(*db) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -242,6 +243,9 @@ async def test_devices_with_their_newest_sample(db):
     await fill(db)
     assert query.devices(*db) == [DeviceRow(R1, "10.0.0.1", "router", T0 + 120),
                                   DeviceRow(R2, "10.0.0.2", "ups", T0 + 30)]
+    # Every name stored, once, whichever devices and kinds it has.
+    assert query.metric_names(*db) == sorted({r.metric for r in query.latest_samples(*db)})
+    assert "cpu" in query.metric_names(*db)
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -423,6 +427,7 @@ def test_missing_tables(tmp_path):
         for call in (lambda: query.samples(engine, schema, R1),
                      lambda: query.latest_samples(engine, schema),
                      lambda: query.devices(engine, schema),
+                     lambda: query.metric_names(engine, schema),
                      lambda: query.events(engine, schema),
                      lambda: query.alarms(engine, schema, active=True)):
             with pytest.raises(QueryError) as e:
