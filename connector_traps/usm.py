@@ -547,6 +547,8 @@ class V3Message:
 
 @dataclasses.dataclass(slots=True)
 class ScopedPdu:
+    """The decrypted scopedPDU of a v3 message: context and the PDU's fields."""
+
     context_engine_id: bytes
     context_name: bytes
     pdu_type: int
