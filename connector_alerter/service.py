@@ -53,7 +53,7 @@ __all__ = ["CONNECTOR", "AlerterService", "build"]
 CONNECTOR = "alerter"
 #: How far back start-up reads samples when no rule says (its lookback, windows).
 DEFAULT_BACKFILL = 3600.0
-#: Most samples read back per host at start-up.
+#: Most samples read back at start-up, per host and watched metric.
 BACKFILL_LIMIT = 10_000
 #: Seconds between saves of the evaluator's changed hosts.
 SAVE_INTERVAL = 1.0
@@ -203,22 +203,22 @@ class AlerterService(service.Service):
             start = now - horizon if after is None else max(after, now - horizon)
             after_ms = None if after is None else ms(after)
             rows = known if after is not None else fresh
-            for metric in sorted(metrics):
-                try:
-                    found = samples(self.engine, schema, host, metric, start=start,
-                                    limit=BACKFILL_LIMIT, order="asc")
-                except QueryError:
-                    continue  # never stored for this host: nothing to rebuild
-                except sa.exc.SQLAlchemyError as e:
-                    self.log.warn("backfill stopped: {error}", error=str(e).splitlines()[0])
-                    break
-                for r in found:
-                    t = ms(r.ts)
-                    if after_ms is not None and t <= after_ms:
-                        continue  # in the saved state already
-                    rows.append((r.host, r.metric, r.index, r.ts, r.value))
-                    if t > replayed.get(host, -1):
-                        replayed[host] = t
+            try:
+                # One query per host for every watched metric it has.
+                found = samples(self.engine, schema, host, metrics=metrics, start=start,
+                                limit=BACKFILL_LIMIT * len(metrics), order="asc")
+            except QueryError:
+                continue  # gone meanwhile: nothing to rebuild
+            except sa.exc.SQLAlchemyError as e:
+                self.log.warn("backfill stopped: {error}", error=str(e).splitlines()[0])
+                break
+            for r in found:
+                t = ms(r.ts)
+                if after_ms is not None and t <= after_ms:
+                    continue  # in the saved state already
+                rows.append((r.host, r.metric, r.index, r.ts, r.value))
+                if t > replayed.get(host, -1):
+                    replayed[host] = t
         self.evaluator.backfill(fresh, emit=False, device_types=types)
         thresholds = self.evaluator.backfill(known, emit=True, device_types=types)
         self._replayed = replayed

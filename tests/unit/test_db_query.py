@@ -151,6 +151,22 @@ async def test_samples_by_metric_and_index(db):
 
 
 @pytest_twisted.ensureDeferred
+async def test_samples_of_several_metrics_in_one_query(db):
+    await fill(db)
+    assert query.samples(*db, R1, metrics=["cpu", "ifInOctets"], order="asc") == [
+        row for k in range(3) for row in (cpu(k), octets(k, "1"), octets(k, "2"))]
+    # A name never stored, or one this host does not have, gives no rows: no error.
+    assert query.samples(*db, R2, metrics=["cpu", "ifInOctets", "notYet"]) == [
+        s("cpu", 0, 55.5, unit="%", host=R2, ts=T0 + 30)]
+    assert query.samples(*db, R1, metrics=["notYet"]) == []
+    assert query.samples(*db, R1, metrics=[]) == []
+    with pytest.raises(QueryError, match="metric or metrics, not both"):
+        query.samples(*db, R1, "cpu", metrics=["cpu"])
+    with pytest.raises(QueryError, match="no device named .nope."):
+        query.samples(*db, "nope", metrics=["cpu"])
+
+
+@pytest_twisted.ensureDeferred
 async def test_samples_index_without_metric(db):
     await fill(db)
     assert query.samples(*db, R1, index="1") == [octets(2, "1"), octets(1, "1"), octets(0, "1")]
