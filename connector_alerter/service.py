@@ -55,6 +55,8 @@ CONNECTOR = "alerter"
 DEFAULT_BACKFILL = 3600.0
 #: Most samples read back at start-up, per host and watched metric.
 BACKFILL_LIMIT = 10_000
+#: Seconds between two progress lines of a long start-up replay.
+PROGRESS_EVERY = 10.0
 #: Seconds between saves of the evaluator's changed hosts.
 SAVE_INTERVAL = 1.0
 
@@ -184,7 +186,6 @@ class AlerterService(service.Service):
         leaves = [leaf for r in self.evaluator.rules for leaf in r.leaves() if leaf.metric]
         metrics = {leaf.metric for leaf in leaves if not leaf.is_glob}
         globs = [leaf for leaf in leaves if leaf.is_glob]
-        fresh, known = [], []
         replayed: dict[str, int] = {host: ms(ts) for host, ts in since.items()}
         try:
             stored = devices(self.engine, schema)
@@ -197,12 +198,18 @@ class AlerterService(service.Service):
         except (QueryError, sa.exc.SQLAlchemyError) as e:
             self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
             hosts, types = [], {}
-        for host in hosts if metrics else ():
+        thresholds: list[messages.Threshold] = []
+        n = 0
+        last_report = time.monotonic()
+        for done, host in enumerate(hosts if metrics else ()):
+            if time.monotonic() - last_report > PROGRESS_EVERY:
+                last_report = time.monotonic()
+                self.log.info("replaying stored samples: {done} of {total} hosts, "
+                              "{n} samples so far", done=done, total=len(hosts), n=n)
             after = since.get(host)
             # A state older than the horizon is replayed from the horizon only.
             start = now - horizon if after is None else max(after, now - horizon)
             after_ms = None if after is None else ms(after)
-            rows = known if after is not None else fresh
             try:
                 # One query per host for every watched metric it has.
                 found = samples(self.engine, schema, host, metrics=metrics, start=start,
@@ -212,6 +219,7 @@ class AlerterService(service.Service):
             except sa.exc.SQLAlchemyError as e:
                 self.log.warn("backfill stopped: {error}", error=str(e).splitlines()[0])
                 break
+            rows = []
             for r in found:
                 t = ms(r.ts)
                 if after_ms is not None and t <= after_ms:
@@ -219,10 +227,12 @@ class AlerterService(service.Service):
                 rows.append((r.host, r.metric, r.index, r.ts, r.value))
                 if t > replayed.get(host, -1):
                     replayed[host] = t
-        self.evaluator.backfill(fresh, emit=False, device_types=types)
-        thresholds = self.evaluator.backfill(known, emit=True, device_types=types)
+            # Host by host (a host's state is its own): memory holds one host's samples.
+            n += len(rows)
+            thresholds += self.evaluator.backfill(rows, emit=after is not None,
+                                                  device_types=types)
         self._replayed = replayed
-        return len(fresh) + len(known), thresholds
+        return n, thresholds
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -141,8 +141,19 @@ GLOB_RULES = """\
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(tmp_path):
+async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(tmp_path,
+                                                                              monkeypatch):
     """The host is not in any inventory: its stored type selects the rule, as its perf did."""
+    from twisted.logger import globalLogPublisher
+
+    from connector_alerter import service
+
+    monkeypatch.setattr(service, "PROGRESS_EVERY", 0.0)   # a progress line for every host
+    logged: list[str] = []
+
+    def observe(event):
+        if event.get("log_format", "").startswith("replaying stored samples"):
+            logged.append(event["log_format"].format(**event))
     (tmp_path / "rules.yaml").write_text(GLOB_RULES)
     async with running(tmp_path) as root:
         await root.runtime.bus.publisher("snmp").publish(perf(0, 95.0))
@@ -152,8 +163,13 @@ async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(t
     async with running(tmp_path, ("db",)) as writer:
         await writer.runtime.bus.publisher("snmp").publish(perf(1, 97.0))
         await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(2,)], "stored")
-    async with running(tmp_path):
-        await until(lambda: thresholds(tmp_path) == [("cpu-any-high", "breached")],
-                    "the breach found by the replay")
-        await until(lambda: rows(tmp_path, "SELECT name, state FROM alarms")
-                    == [("cpu-any-high", "raised")], "the alarm")
+    globalLogPublisher.addObserver(observe)
+    try:
+        async with running(tmp_path):
+            await until(lambda: thresholds(tmp_path) == [("cpu-any-high", "breached")],
+                        "the breach found by the replay")
+            await until(lambda: rows(tmp_path, "SELECT name, state FROM alarms")
+                        == [("cpu-any-high", "raised")], "the alarm")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert logged == ["replaying stored samples: 0 of 1 hosts, 0 samples so far"]
