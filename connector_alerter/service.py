@@ -180,7 +180,13 @@ class AlerterService(service.Service):
         from connector_db.query import QueryError, devices, metric_names, samples
         from connector_db.schema import make_schema
 
-        schema = make_schema(self.settings.section("db").table_prefix)
+        db = self.settings.section("db")
+        if db.layout == "per_device":
+            self.log.warn("backfill skipped: [db] layout = per_device keeps samples in one "
+                          "table per metric and device, which the query API does not read; "
+                          "windows start empty")
+            return 0, []
+        schema = make_schema(db.table_prefix)
         horizon = max([r.lookback or 0.0 for r in self.evaluator.rules] + [DEFAULT_BACKFILL])
         now = time.time()
         leaves = [leaf for r in self.evaluator.rules for leaf in r.leaves() if leaf.metric]

@@ -35,11 +35,12 @@ def perf(i: int, cpu: float) -> messages.Perf:
                                                   oid="1.3.6.1.4.1.1")])
 
 
-def make(tmp_path, connectors=("db", "correlator", "alerter")):
+def make(tmp_path, connectors=("db", "correlator", "alerter"), db: str = ""):
+    """The connectors in one process; ``db``: more ``[db]`` lines."""
     settings = settings_from_string(
         f"[bus]\nurl = embedded\n\n[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
         f"[connector]\nhttp_port = 0\n\n[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n\n"
-        "[db]\nbatch_interval = 10ms\n\n[correlator]\nbatch_interval = 10ms\n"
+        f"[db]\nbatch_interval = 10ms\n{db}\n[correlator]\nbatch_interval = 10ms\n"
         "update_interval = 0\n\n[alerter]\nrules = rules.yaml\n",
         source=str(tmp_path / "settings.ini"))
     return makeService({"settings": settings}, list(connectors), "all")

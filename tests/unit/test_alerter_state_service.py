@@ -173,3 +173,24 @@ async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(t
     finally:
         globalLogPublisher.removeObserver(observe)
     assert logged == ["replaying stored samples: 0 of 1 hosts, 0 samples so far"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_device_layout_says_why_nothing_is_replayed(tmp_path):
+    (tmp_path / "rules.yaml").write_text(RULES)
+    from twisted.logger import globalLogPublisher
+
+    logged: list[str] = []
+
+    def observe(event):
+        if event.get("log_format", "").startswith("backfill"):
+            logged.append(event["log_format"])
+    globalLogPublisher.addObserver(observe)
+    root = make(tmp_path, ("alerter",), db="layout = per_device\n")
+    root.startService()
+    try:
+        await until(lambda: _find(root).state == "ready", "the alerter ready")
+    finally:
+        await root.stopService()
+        globalLogPublisher.removeObserver(observe)
+    assert len(logged) == 1 and "layout = per_device" in logged[0], logged
