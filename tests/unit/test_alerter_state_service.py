@@ -120,6 +120,23 @@ def ready_db(root) -> bool:
     return root.runtime.health()["connectors"]["db"].get("schema") == "ready"
 
 
+@contextlib.contextmanager
+def log_lines(start: str):
+    """The log lines (formatted) that begin with ``start``, logged while inside."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event):
+        if event.get("log_format", "").startswith(start):
+            lines.append(formatEvent(event))
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
 @contextlib.asynccontextmanager
 async def running(tmp_path, connectors=("db", "correlator", "alerter")):
     """The connectors started in one process and ready; stopped on the way out."""
@@ -144,16 +161,9 @@ GLOB_RULES = """\
 async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(tmp_path,
                                                                               monkeypatch):
     """The host is not in any inventory: its stored type selects the rule, as its perf did."""
-    from twisted.logger import globalLogPublisher
-
     from connector_alerter import service
 
     monkeypatch.setattr(service, "PROGRESS_EVERY", 0.0)   # a progress line for every host
-    logged: list[str] = []
-
-    def observe(event):
-        if event.get("log_format", "").startswith("replaying stored samples"):
-            logged.append(event["log_format"].format(**event))
     (tmp_path / "rules.yaml").write_text(GLOB_RULES)
     async with running(tmp_path) as root:
         await root.runtime.bus.publisher("snmp").publish(perf(0, 95.0))
@@ -163,34 +173,23 @@ async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(t
     async with running(tmp_path, ("db",)) as writer:
         await writer.runtime.bus.publisher("snmp").publish(perf(1, 97.0))
         await until(lambda: rows(tmp_path, "SELECT COUNT(*) FROM samples") == [(2,)], "stored")
-    globalLogPublisher.addObserver(observe)
-    try:
+    with log_lines("replaying stored samples") as logged:
         async with running(tmp_path):
             await until(lambda: thresholds(tmp_path) == [("cpu-any-high", "breached")],
                         "the breach found by the replay")
             await until(lambda: rows(tmp_path, "SELECT name, state FROM alarms")
                         == [("cpu-any-high", "raised")], "the alarm")
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert logged == ["replaying stored samples: 0 of 1 hosts, 0 samples so far"]
 
 
 @pytest_twisted.ensureDeferred
 async def test_per_device_layout_says_why_nothing_is_replayed(tmp_path):
     (tmp_path / "rules.yaml").write_text(RULES)
-    from twisted.logger import globalLogPublisher
-
-    logged: list[str] = []
-
-    def observe(event):
-        if event.get("log_format", "").startswith("backfill"):
-            logged.append(event["log_format"])
-    globalLogPublisher.addObserver(observe)
-    root = make(tmp_path, ("alerter",), db="layout = per_device\n")
-    root.startService()
-    try:
-        await until(lambda: _find(root).state == "ready", "the alerter ready")
-    finally:
-        await root.stopService()
-        globalLogPublisher.removeObserver(observe)
+    with log_lines("backfill") as logged:
+        root = make(tmp_path, ("alerter",), db="layout = per_device\n")
+        root.startService()
+        try:
+            await until(lambda: _find(root).state == "ready", "the alerter ready")
+        finally:
+            await root.stopService()
     assert len(logged) == 1 and "layout = per_device" in logged[0], logged
