@@ -10,7 +10,7 @@ the 1,000 rules of ``bench_evaluator.py``. Timed, each the median of
 1. reference, one query per (host, metric): ``query.samples(host, metric)``
    for each watched metric, as the alerter read them before;
 2. one query per host: ``query.samples(host, metrics=[...])``, as it reads
-   them now (``AlerterService._read_backfill``).
+   them now (``connector_alerter.replay.Replay``).
 
 Both must return the same rows (checked). Printed: samples read per second
 and the whole read's time for the fleet, with the ratio to the reference.

@@ -46,17 +46,12 @@ from connector.interfaces import IMessageHandler
 from connector.retry import retry_in_thread
 from connector.topology import connector_queue
 
+from .replay import Replay
 from .state import EvalStateStore, StateSaver, ms, threshold_message_id
 
 __all__ = ["CONNECTOR", "AlerterService", "build"]
 
 CONNECTOR = "alerter"
-#: How far back start-up reads samples when no rule says (its lookback, windows).
-DEFAULT_BACKFILL = 3600.0
-#: Most samples read back at start-up, per host and watched metric.
-BACKFILL_LIMIT = 10_000
-#: Seconds between two progress lines of a long start-up replay.
-PROGRESS_EVERY = 10.0
 #: Seconds between saves of the evaluator's changed hosts.
 SAVE_INTERVAL = 1.0
 
@@ -153,12 +148,26 @@ class AlerterService(service.Service):
         self.saver = StateSaver(self.reactor, store, self.evaluator.take_changes, SAVE_INTERVAL)
         self.saver.remember(saved)
         thresholds: list[messages.Threshold] = []
-        if self.conf.backfill:
+        if self.conf.backfill and db.layout == "per_device":
+            self.log.warn("backfill skipped: [db] layout = per_device keeps samples in one "
+                          "table per metric and device, which the query API does not read; "
+                          "windows start empty")
+        elif self.conf.backfill:
             self.state = "backfilling"
-            since = {host: ts for host, (_state, ts) in saved.items() if ts is not None}
-            n, thresholds = await threads.deferToThread(self._read_backfill, since)
+            replay = Replay(self.evaluator, self.engine, db.table_prefix,
+                            {host: ts for host, (_state, ts) in saved.items() if ts is not None})
+            # An outage resumes with the host that failed: none fed twice, none skipped.
+            done = await retry_in_thread(
+                self.reactor, lambda: replay.run(lambda: self._stopping), is_outage,
+                db.retry_initial, db.retry_max, "alerter replay", lambda: self._stopping,
+                waiting)
+            if done is None:
+                return False
+            self.last_error = None
+            self._replayed, thresholds = replay.replayed, replay.thresholds
             self.log.info("alerter state of {saved} hosts loaded; {n} stored samples replayed, "
-                          "{t} transitions while down", saved=len(saved), n=n, t=len(thresholds))
+                          "{t} transitions while down", saved=len(saved), n=replay.samples,
+                          t=len(thresholds))
         if self._stopping:
             return False
         # Whatever the replay changed is saved at once, and the time it reached.
@@ -168,77 +177,6 @@ class AlerterService(service.Service):
             await self._publish(thresholds)
         await d
         return not self._stopping
-
-    def _read_backfill(self, since: dict[str, float]) -> tuple[int, list[messages.Threshold]]:
-        """Replay the stored samples of the metrics the rules watch (a thread).
-
-        Hosts in ``since`` (saved state, newest sample time included) replay
-        the samples after that time and return their transitions; the others
-        rebuild their windows from the last hour (or the rules' lookback)
-        without emitting.
-        """
-        from connector_db.query import QueryError, devices, metric_names, samples
-        from connector_db.schema import make_schema
-
-        db = self.settings.section("db")
-        if db.layout == "per_device":
-            self.log.warn("backfill skipped: [db] layout = per_device keeps samples in one "
-                          "table per metric and device, which the query API does not read; "
-                          "windows start empty")
-            return 0, []
-        schema = make_schema(db.table_prefix)
-        horizon = max([r.lookback or 0.0 for r in self.evaluator.rules] + [DEFAULT_BACKFILL])
-        now = time.time()
-        leaves = [leaf for r in self.evaluator.rules for leaf in r.leaves() if leaf.metric]
-        metrics = {leaf.metric for leaf in leaves if not leaf.is_glob}
-        globs = [leaf for leaf in leaves if leaf.is_glob]
-        replayed: dict[str, int] = {host: ms(ts) for host, ts in since.items()}
-        try:
-            stored = devices(self.engine, schema)
-            hosts = [d.name for d in stored]
-            types = {d.name: d.device_type for d in stored if d.device_type}
-            if globs:
-                # A glob rule watches the stored names it matches.
-                metrics.update(name for name in metric_names(self.engine, schema)
-                               if any(leaf.matches_metric(name) for leaf in globs))
-        except (QueryError, sa.exc.SQLAlchemyError) as e:
-            self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
-            hosts, types = [], {}
-        thresholds: list[messages.Threshold] = []
-        n = 0
-        last_report = time.monotonic()
-        for done, host in enumerate(hosts if metrics else ()):
-            if time.monotonic() - last_report > PROGRESS_EVERY:
-                last_report = time.monotonic()
-                self.log.info("replaying stored samples: {done} of {total} hosts, "
-                              "{n} samples so far", done=done, total=len(hosts), n=n)
-            after = since.get(host)
-            # A state older than the horizon is replayed from the horizon only.
-            start = now - horizon if after is None else max(after, now - horizon)
-            after_ms = None if after is None else ms(after)
-            try:
-                # One query per host for every watched metric it has.
-                found = samples(self.engine, schema, host, metrics=metrics, start=start,
-                                limit=BACKFILL_LIMIT * len(metrics), order="asc")
-            except QueryError:
-                continue  # gone meanwhile: nothing to rebuild
-            except sa.exc.SQLAlchemyError as e:
-                self.log.warn("backfill stopped: {error}", error=str(e).splitlines()[0])
-                break
-            rows = []
-            for r in found:
-                t = ms(r.ts)
-                if after_ms is not None and t <= after_ms:
-                    continue  # in the saved state already
-                rows.append((r.host, r.metric, r.index, r.ts, r.value))
-                if t > replayed.get(host, -1):
-                    replayed[host] = t
-            # Host by host (a host's state is its own): memory holds one host's samples.
-            n += len(rows)
-            thresholds += self.evaluator.backfill(rows, emit=after is not None,
-                                                  device_types=types)
-        self._replayed = replayed
-        return n, thresholds
 
     @defer.inlineCallbacks
     def stopService(self):

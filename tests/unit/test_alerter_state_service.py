@@ -161,9 +161,9 @@ GLOB_RULES = """\
 async def test_a_glob_rule_on_a_device_type_replays_what_was_stored_while_down(tmp_path,
                                                                               monkeypatch):
     """The host is not in any inventory: its stored type selects the rule, as its perf did."""
-    from connector_alerter import service
+    from connector_alerter import replay
 
-    monkeypatch.setattr(service, "PROGRESS_EVERY", 0.0)   # a progress line for every host
+    monkeypatch.setattr(replay, "PROGRESS_EVERY", 0.0)   # a progress line for every host
     (tmp_path / "rules.yaml").write_text(GLOB_RULES)
     async with running(tmp_path) as root:
         await root.runtime.bus.publisher("snmp").publish(perf(0, 95.0))
