@@ -47,15 +47,18 @@ Feeder = Callable[[str, dict, dict, str, str, Any, float], "str | None"]
 _SIMPLE_TEMPLATE = """
 def feed(host, ht, hs, name, index, value, ts):
     {guard}
-    key = (lid, index)
     if hit:
+        key = (lid, index)
         if key in ht:
             return None
         ht[key] = {{name: value}}
         return index
-    if key in ht:
-        del ht[key]
-        return index
+    # Most values: no breach, and most hosts hold no truth at all.
+    if ht:
+        key = (lid, index)
+        if key in ht:
+            del ht[key]
+            return index
     return None
 """
 
@@ -81,20 +84,21 @@ def feed(host, ht, hs, name, index, value, ts):
         hit = value {op} thr
     except TypeError:
         return None
-    key = (lid, index)
-    if key in ht:
-        # Holds until a value passes the clearing test (hysteresis).
-        if value {clear_op} clear_thr:
-            del ht[key]
-            hs.pop((lid, name, index), None)
-            return index
-        return None
+    if ht:  # most hosts hold no truth: no key to build
+        key = (lid, index)
+        if key in ht:
+            # Holds until a value passes the clearing test (hysteresis).
+            if value {clear_op} clear_thr:
+                del ht[key]
+                hs.pop((lid, name, index), None)
+                return index
+            return None
     if hit:
         wkey = (lid, name, index)
         count = hs.get(wkey, 0) + 1
         if count >= n:
             hs[wkey] = n
-            ht[key] = {{name: value}}
+            ht[(lid, index)] = {{name: value}}
             return index
         hs[wkey] = count
     elif hs:
