@@ -90,6 +90,7 @@ from connector.topology import (  # noqa: E402
     connector_queue, dead_letter_exchange, dead_letter_queue, exchange_names, status_queue,
 )
 from connector_alarms.keys import alarm_ref  # noqa: E402
+from connector.shipped import example_path
 
 LINK_UP = "1.3.6.1.6.3.1.1.5.4"
 #: Where the daemons' code comes from (``--code``): this tree, or another one to compare.
@@ -662,7 +663,7 @@ def bench_latency(traps: list, args: argparse.Namespace) -> dict:
     prefix, tp = f"b{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}_"
     alarm_q, event_q = f"{prefix}.bench-alarms", f"{prefix}.bench-events"
     with tempfile.TemporaryDirectory() as d:
-        shutil.copy(os.path.join(ROOT, "traps.yaml"), os.path.join(d, "traps.yaml"))
+        shutil.copy(example_path("traps.yaml"), os.path.join(d, "traps.yaml"))
         with open(os.path.join(d, "inventory.yaml"), "w") as f:
             f.write("devices: []\n")  # every sender unknown: named by its address
         daemons: list[Daemon] = []

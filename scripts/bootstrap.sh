@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-[ -f /usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml ] || need_apt+=(amqp-specs)
 command -v snmpd >/dev/null || need_apt+=(snmpd)
 command -v snmpget >/dev/null || need_apt+=(snmp)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,7 +23,7 @@ stamp=.venv/.centaure-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "bootstrap: pip install -e .[test]"
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>&1 \
+  .venv/bin/pip install -q -e '.[test]' 2>&1 \
     | grep -vE '^(WARNING: Location|  |$)' || true
   touch "$stamp"
 fi

@@ -46,10 +46,11 @@ from tests.integration.support import (
 )
 from tests.smtpserver import SmtpServer
 from tests.snmp.alarmtable import DEVICE_TYPE, AlarmTableAgent, recording
+from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
 pytestmark = pytest.mark.integration
 
-PROFILES = os.path.join(ROOT, "profiles")
+PROFILES = SHIPPED_PROFILES_DIR
 HOST = "shelf-e2e"
 RULE = "battery-hot"
 #: batteryTemperature in the recording (profile eltek-smartpack: degrees C, no scale).

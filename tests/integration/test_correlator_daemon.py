@@ -37,6 +37,7 @@ from tests.integration.support import (
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables, queue_depth,
 )
 from tests.snmp.snmpd import free_udp_port, tool_env
+from connector.shipped import example_path
 
 pytestmark = pytest.mark.integration
 LINK_DOWN, LINK_UP = "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.6.3.1.1.5.4"
@@ -89,7 +90,7 @@ def ready(status: int, body: dict) -> bool:
 
 
 def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
-    shutil.copy(os.path.join(ROOT, "traps.yaml"), tmp_path / "traps.yaml")
+    shutil.copy(example_path("traps.yaml"), tmp_path / "traps.yaml")
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
         {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
     trap_port = free_udp_port()

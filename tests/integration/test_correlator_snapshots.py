@@ -47,11 +47,12 @@ from connector_alarms.keys import alarm_ref
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
 from tests.integration.support import declare_consumer_queues, drop_prefixed_tables
 from tests.snmp.alarmtable import DEVICE_TYPE, AlarmRow, AlarmTableAgent
+from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
 pytestmark = pytest.mark.integration
 
 BIN = os.path.dirname(sys.executable)
-PROFILES = os.path.join(ROOT, "profiles")
+PROFILES = SHIPPED_PROFILES_DIR
 UNREACHABLE = "unreachable"
 
 MAINS = AlarmRow(1, "MainsFault", 1, "AC mains voltage out of range on phase L2")

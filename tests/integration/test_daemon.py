@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, restore_broker
+from connector.shipped import example_path
+from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
 pytestmark = pytest.mark.integration
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -59,9 +61,9 @@ def daemon(tmp_path, write_settings):
     # centaure-all runs the poller too: give it an (empty) inventory.
     (tmp_path / "inventory.yaml").write_text("devices: []\n")
     settings = write_settings(connector={"http_port": str(port)},
-                              snmp={"profiles": os.path.join(ROOT, "profiles")},
+                              snmp={"profiles": SHIPPED_PROFILES_DIR},
                               traps={"listen": f"127.0.0.1:{_free_udp_port()}",
-                                     "definitions": os.path.join(ROOT, "traps.yaml")})
+                                     "definitions": example_path("traps.yaml")})
     log = open(tmp_path / "twistd.log", "w")
     proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "centaure-all", "-c", settings],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,

@@ -22,10 +22,11 @@ from connector import messages
 from tests.conftest import ROOT, settings_text
 from tests.integration.support import declare_check_queue, drain
 from tests.snmp.snmpd import free_udp_port
+from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
-PROFILES = os.path.join(ROOT, "profiles")
+PROFILES = SHIPPED_PROFILES_DIR
 
 
 def write_setup(tmp_path, prefix, devices, credentials=None, interval="2s"):

@@ -22,6 +22,7 @@ from connector import messages
 from tests.conftest import ROOT, settings_text
 from tests.integration.support import declare_check_queue, drain
 from tests.snmp.snmpd import free_udp_port, tool_env
+from connector.shipped import example_path
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
@@ -33,7 +34,7 @@ IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
 @pytest.fixture
 def daemon(tmp_path, prefix):
     port = free_udp_port()
-    shutil.copy(os.path.join(ROOT, "traps.yaml"), tmp_path / "traps.yaml")
+    shutil.copy(example_path("traps.yaml"), tmp_path / "traps.yaml")
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
         {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
     (tmp_path / "trap-users.yaml").write_text(yaml.safe_dump([

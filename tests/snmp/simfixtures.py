@@ -18,10 +18,7 @@ import os
 
 import pytest
 
-from tests.snmp.snmpsim import Simulator, is_available, start_snmpsim
-
-FLEET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "fleet")
+from tests.snmp.snmpsim import FLEET_DIR, Simulator, is_available, start_snmpsim
 
 
 @pytest.fixture(scope="module")

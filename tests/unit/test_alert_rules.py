@@ -13,8 +13,8 @@ from connector_alerter.rules import (
     Group, Leaf, Rule, RulesError, Selector, Window, build_rules, describe, load_rules_file,
     load_rules_sql, parse_duration, parse_nagios_range, parse_seed_conditions,
 )
+from connector.shipped import example_path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SEED_EXAMPLE = """[
     {
@@ -228,7 +228,7 @@ def test_when_or_seed_required():
 # --- files and SQL ----------------------------------------------------------
 
 def test_shipped_rules_yaml_loads():
-    rules = load_rules_file(os.path.join(ROOT, "rules.yaml"))
+    rules = load_rules_file(example_path("rules.yaml"))
     names = [r.name for r in rules]
     assert names == ["battery-voltage-low", "interface-errors-rate", "cpu-high", "device-silent",
                      "temperature-out-of-range", "phase haute"]

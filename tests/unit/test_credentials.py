@@ -18,8 +18,8 @@ from connector_snmp.credentials import (
 from connector_snmp.inventory import load_inventory
 from connector_snmp.model import Device, SnmpTarget
 from connector_snmp.settings import SnmpSettings
+from connector.shipped import EXAMPLES_DIR, example_path
 
-ROOT = Path(__file__).resolve().parents[2]
 AUTH = "auth-secret-123"
 PRIV = "priv-secret-456"
 
@@ -218,10 +218,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_shipped_example() -> None:
-    s = load_settings(ROOT / "settings.ini", environ={})
-    inv = load_inventory(s.inventory, ROOT)
+    s = load_settings(example_path("settings.ini"), environ={})
+    inv = load_inventory(s.inventory, EXAMPLES_DIR)
     env = {"CENTAURE_HUAWEI_AUTH_KEY": AUTH, "CENTAURE_HUAWEI_PRIV_KEY": PRIV}
-    c = load_credentials(ROOT / s.snmp.credentials, environ=env)
+    c = load_credentials(Path(EXAMPLES_DIR) / s.snmp.credentials, environ=env)
     targets, errors = resolve_targets(inv, c, s.snmp)
     assert not errors and set(targets) == set(inv.devices)
     assert all(t.version == "v2c" and t.community == b"public" for t in targets.values())
@@ -234,6 +234,6 @@ def test_shipped_example() -> None:
     assert t.v3 is not None and (t.v3.user, t.v3.auth_key, t.v3.priv_key, t.v3.level) == (
         "1344021", AUTH, PRIV, "authPriv")
     # Without the variables, only that device fails, naming the variable.
-    c = load_credentials(ROOT / s.snmp.credentials, environ={})
+    c = load_credentials(Path(EXAMPLES_DIR) / s.snmp.credentials, environ={})
     with pytest.raises(CredentialsError, match="CENTAURE_HUAWEI_AUTH_KEY is not set"):
         resolve_target(smu11, c, s.snmp)

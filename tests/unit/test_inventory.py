@@ -15,8 +15,8 @@ from connector_snmp.inventory import (
     normalize_device_type,
 )
 from connector_snmp.settings import InventorySettings
+from connector.shipped import EXAMPLES_DIR, example_path
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def section(**kw: object) -> InventorySettings:
@@ -267,8 +267,8 @@ def test_settings_refuse_bad_identifiers() -> None:
 
 
 def test_shipped_example_loads() -> None:
-    s = load_settings(ROOT / "settings.ini", environ={})
-    inv = load_inventory(s.inventory, ROOT)
+    s = load_settings(example_path("settings.ini"), environ={})
+    inv = load_inventory(s.inventory, EXAMPLES_DIR)
     types = {d.device_type for d in inv}
     assert {"switch", "router", "server", "ups", "huawei", "eltek", "vertiv"} <= types
     assert all(d.address == "127.0.0.1" and d.port > 1024 for d in inv)

@@ -12,11 +12,11 @@ from connector_traps import mibs
 from connector_traps.mibs import MibError, load_mib_names
 from connector_traps.model import Trap
 from tests.unit.trap_service_support import make_service
+from connector.shipped import example_path
 
 pytest.importorskip("pysmi")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLE = os.path.join(ROOT, "mibs", "CENTAURE-EXAMPLE-MIB.txt")
+EXAMPLE = example_path("mibs/CENTAURE-EXAMPLE-MIB.txt")
 BASE = "1.3.6.1.4.1.99999"
 NOTIFICATION = f"{BASE}.2.1"
 SENSOR_NAME = f"{BASE}.1.3.1.2"

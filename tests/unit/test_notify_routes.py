@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector_alerter.routes import RoutesError, load_routes, parse_duration, parse_routes
+from connector.shipped import example_path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def alarm(**kw):
@@ -21,7 +21,7 @@ def alarm(**kw):
 
 
 def test_shipped_example_loads_and_routes():
-    routes = load_routes(os.path.join(ROOT, "alert-routes.yaml"))
+    routes = load_routes(example_path("alert-routes.yaml"))
     names = [r.name for r in routes.routes]
     assert names == ["core-urgent", "power", "default"]
     # core-urgent continues: a power shelf's major trap also reaches 'power'.

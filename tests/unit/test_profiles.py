@@ -10,9 +10,9 @@ import yaml
 
 from connector_snmp.model import AlarmTableSpec, Device, MetricSpec, OperatorCall, Profile
 from connector_snmp.profiles import ProfileError, load_profiles, normalize_oid, parse_profile
+from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "profiles"
+SHIPPED = Path(SHIPPED_PROFILES_DIR)
 
 
 def parse(text: str) -> Profile:

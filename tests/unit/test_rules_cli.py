@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
+from connector.shipped import example_path
 
 
 def check(ini: str) -> subprocess.CompletedProcess:
@@ -14,7 +15,7 @@ def check(ini: str) -> subprocess.CompletedProcess:
 
 
 def test_shipped_rules_are_valid_and_described():
-    out = check(f"{ROOT}/settings.ini")
+    out = check(example_path("settings.ini"))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[-1] == f"{len(lines) - 1} rules valid (rules.yaml)"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.shipped import EXAMPLES_DIR, example_path
 from connector.messages import SEVERITIES
 from connector.settings import SettingsError, load_settings, settings_from_string
 from connector_snmp.operators import default_registry, stateless
@@ -21,7 +22,6 @@ from connector_traps.definitions import (
 )
 from connector_traps.model import Classification, Trap
 
-ROOT = Path(__file__).resolve().parents[2]
 
 IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
@@ -299,8 +299,8 @@ def test_user_operators_come_from_the_registry(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def shipped() -> Definitions:
-    settings = load_settings(ROOT / "settings.ini")
-    return load_definitions(settings.section("traps"), ROOT)
+    settings = load_settings(example_path("settings.ini"))
+    return load_definitions(settings.section("traps"), EXAMPLES_DIR)
 
 
 def test_every_shipped_definition_loads_and_classifies(shipped: Definitions) -> None:

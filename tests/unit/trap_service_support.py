@@ -12,8 +12,8 @@ from connector.metrics import Counters
 from connector.settings import settings_from_string
 from connector.topology import Binding, QueueSpec
 from connector_traps.service import TrapService, load_config
+from connector.shipped import example_path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Runtime:
@@ -45,7 +45,7 @@ def make_service(tmp_path, **traps):
     """(service, clock, events, config) for ``[traps]`` values ``traps`` and one device sw1."""
     (tmp_path / "inventory.yaml").write_text(
         "devices:\n  - {name: sw1, address: 10.0.0.1, device_type: switch}\n")
-    values = {"definitions": os.path.join(ROOT, "traps.yaml"), "listen": "127.0.0.1:0", **traps}
+    values = {"definitions": example_path("traps.yaml"), "listen": "127.0.0.1:0", **traps}
     text = "[inventory]\npath = inventory.yaml\n[traps]\n" + "".join(
         f"{k} = {v}\n" for k, v in values.items())
     path = tmp_path / "settings.ini"

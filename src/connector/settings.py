@@ -29,7 +29,6 @@ import difflib
 import hmac
 import logging as _logging
 import os
-import pkgutil
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -825,8 +824,7 @@ def register_section(name: str, cls: type[T] | None = None) -> Any:
     return register if cls is None else register(cls)
 
 
-# Packages (besides ``connector``) whose ``settings`` module registers sections.
-_PLUGIN_PREFIX = "connector_"
+# The entry-point group of the modules that register settings sections.
 _ENTRY_POINT_GROUP = "centaure.settings"
 
 
@@ -837,9 +835,10 @@ def discover_sections(*, again: bool = False) -> None:
     """Import every module that registers sections, so the whole shared file is understood.
 
     A connector that does not use ``[snmp]`` must still accept it in the
-    shared file; so the sections of every installed package are registered,
-    found by convention (``connector_*/settings.py``) and by the entry-point
-    group ``centaure.settings`` (for packages outside this repository).
+    shared file; so the sections of every installed package are registered.
+    They are found through the entry-point group ``centaure.settings`` of the
+    installed distributions (Centaure's own connectors and any other package),
+    which works however Centaure was installed (wheel, editable, compat).
     Such modules must stay light: they are imported by every connector.
     The search runs once per process unless ``again`` is true.
     """
@@ -849,16 +848,6 @@ def discover_sections(*, again: bool = False) -> None:
     # Imported here: importlib.metadata costs ~0.1 s to import, once.
     import importlib.metadata
 
-    for info in pkgutil.iter_modules():
-        if info.ispkg and info.name.startswith(_PLUGIN_PREFIX):
-            module = f"{info.name}.settings"
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as e:
-                # A package without a settings module has no section; any
-                # other missing module is a real error.
-                if e.name not in (module, info.name):
-                    raise
     for ep in importlib.metadata.entry_points(group=_ENTRY_POINT_GROUP):
         ep.load()
     _discovered = True
@@ -1118,9 +1107,9 @@ class BusSettings:
         "centaure",
         "Prefix of exchange and queue names (centaure.perf, centaure.dead...).",
     )
-    spec: str = setting(
-        FilePath(), "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml",
-        "AMQP 0-9-1 spec XML used by txAMQP (RabbitMQ's extended spec).",
+    spec: str | None = setting(
+        FilePath(optional=True), "",
+        "AMQP 0-9-1 spec XML used by txAMQP; empty: RabbitMQ's extended spec shipped with Centaure.",
     )
     tls_ca: str | None = setting(FilePath(optional=True), "", "CA bundle for amqps://; empty: system CAs.")
     tls_cert: str | None = setting(FilePath(optional=True), "", "Client certificate for amqps://; empty: none.")

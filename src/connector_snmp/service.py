@@ -24,7 +24,7 @@ from connector_snmp.credentials import load_credentials, resolve_targets
 from connector_snmp.inventory import load_inventory
 from connector_snmp.model import Device, SnmpTarget
 from connector_snmp.poller import DevicePoller, PollPlan, compile_plan
-from connector_snmp.profiles import load_profiles
+from connector_snmp.profiles import load_profile_folders
 from connector_snmp.scheduler import Scheduler
 
 CONNECTOR = "snmp"
@@ -64,7 +64,7 @@ def load_config(settings, registry) -> PollerConfig:
     root = base_dir(settings)
     try:
         inventory = load_inventory(inv, root)
-        profiles = load_profiles(os.path.join(root, snmp.profiles))
+        profiles = load_profile_folders(snmp.profiles, root)
         cred_path = os.path.join(root, snmp.credentials)
         credentials = load_credentials(cred_path if os.path.exists(cred_path) else None)
         targets, skipped = resolve_targets(list(inventory), credentials, snmp)

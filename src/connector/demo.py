@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from connector.shipped import example_path
+
 # ---------------------------------------------------------------------------------------
 # The fleet
 # ---------------------------------------------------------------------------------------
@@ -147,17 +149,6 @@ def free_port(kind: int, host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def shipped_path(name: str) -> str:
-    """A file or folder shipped at the top of the repository (profiles, traps.yaml)."""
-    from connector_snmp.simulator import REPO_ROOT
-
-    path = os.path.join(REPO_ROOT, name)
-    if not os.path.exists(path):
-        raise DemoError(f"{path} not found: the demo runs from a Centaure checkout "
-                        f"(pip install -e .)")
-    return path
-
-
 @dataclass
 class DemoFiles:
     """The paths of one demo run."""
@@ -230,10 +221,10 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
         "logging": {"level": "info", "format": "text"},
         "inventory": {"source": "yaml", "path": "inventory.yaml", "port_column": "port",
                       "parent_column": "parent", "reload_interval": "0"},
-        "snmp": {"profiles": shipped_path("profiles"), "credentials": "credentials.yaml",
+        "snmp": {"profiles": "shipped", "credentials": "credentials.yaml",
                  "interval": f"{interval:g}s", "timeout": "2s", "retries": "1"},
         "traps": {"listen": f"127.0.0.1:{trap_port}", "communities": "public",
-                  "definitions": shipped_path("traps.yaml"), "v3_users": "trap-users.yaml",
+                  "definitions": example_path("traps.yaml"), "v3_users": "trap-users.yaml",
                   "mib_cache": os.path.join("var", "mib-cache")},
         # No routes file: the alerter publishes thresholds and notifies nobody.
         "alerter": {"rules": "rules.yaml", "routes": "alert-routes.yaml"},

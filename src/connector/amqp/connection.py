@@ -229,7 +229,7 @@ class BusConnection(service.Service):
         brokers: list[BrokerURL],
         publisher,
         app_id: str,
-        spec_path: str,
+        spec_path: str | None,
         heartbeat: float = 10,
         connect_timeout: float = 10,
         backoff_initial: float = 0.5,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from connector.messages import SEVERITIES
@@ -49,7 +49,8 @@ from connector_snmp.model import (
     TableSpec,
 )
 
-__all__ = ["ProfileError", "ProfileSet", "load_profile_file", "load_profiles", "parse_profile", "normalize_oid"]
+__all__ = ["SHIPPED", "SHIPPED_PROFILES_DIR", "ProfileError", "ProfileSet", "load_profile_file",
+           "load_profile_folders", "load_profiles", "parse_profile", "normalize_oid"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 _NAME_TEXT = "a name of letters, digits, '_', '.', ':' or '-' (at most 128)"
@@ -118,6 +119,30 @@ class ProfileSet:
 
     def __contains__(self, name: object) -> bool:
         return name in self.profiles
+
+
+#: The profiles shipped with Centaure (MIB-2, IF-MIB, HOST-RESOURCES, UPS-MIB, power shelves).
+SHIPPED_PROFILES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "profiles")
+#: The word that names :data:`SHIPPED_PROFILES_DIR` in ``[snmp] profiles``.
+SHIPPED = "shipped"
+
+
+def load_profile_folders(folders: Sequence[str], root: str) -> ProfileSet:
+    """Read the profiles of several folders; a later folder's profile replaces an earlier one of the same name.
+
+    A folder is relative to ``root`` (the settings file's folder); the word
+    ``shipped`` stands for the profiles shipped with Centaure, so that
+    ``shipped, profiles`` adds the user's own profiles to them (and may
+    replace one of them by giving a profile of the same name).
+    """
+    profiles: dict[str, Profile] = {}
+    sources: dict[str, str] = {}
+    for folder in folders:
+        path = SHIPPED_PROFILES_DIR if folder == SHIPPED else os.path.join(root, folder)
+        one = load_profiles(path)
+        profiles.update(one.profiles)
+        sources.update(one.sources)
+    return ProfileSet(profiles, sources)
 
 
 def load_profiles(folder: str | os.PathLike[str]) -> ProfileSet:

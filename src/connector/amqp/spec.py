@@ -1,7 +1,9 @@
 """Loading the AMQP 0-9-1 specification that txamqp builds its methods from.
 
-txamqp does not ship a spec; Debian's ``amqp-specs`` ships RabbitMQ's extended
-one (confirm.select, basic.nack, exchange.bind). That file still lacks
+txamqp does not ship a spec, so Centaure carries RabbitMQ's extended one
+(confirm.select, basic.nack, exchange.bind; BSD licence, the file Debian's
+``amqp-specs`` package installs) as package data: :data:`DEFAULT_SPEC`.
+``[bus] spec`` may point to another file. That file still lacks
 ``connection.blocked`` (60) and ``connection.unblocked`` (61), which RabbitMQ
 sends to clients advertising the ``connection.blocked`` capability: an
 unknown method would make txamqp drop the connection, so they are added here
@@ -15,7 +17,8 @@ import os
 
 from txamqp import spec as txspec
 
-DEFAULT_SPEC = "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
+#: The spec shipped inside the package.
+DEFAULT_SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amqp0-9-1.extended.xml")
 
 _BLOCKED_METHODS = """
     <method name="blocked" index="60">
@@ -35,12 +38,13 @@ class SpecError(Exception):
 
 
 @functools.lru_cache(maxsize=4)
-def load_spec(path: str = DEFAULT_SPEC):
-    """Return the parsed spec at ``path``, with connection.blocked/unblocked."""
+def load_spec(path: str | None = None):
+    """Return the parsed spec at ``path`` (None: the shipped one), with connection.blocked/unblocked."""
+    path = path or DEFAULT_SPEC
     if not os.path.exists(path):
         raise SpecError(
-            f"AMQP spec file {path!r} not found: install Debian's amqp-specs "
-            "package or set [bus] spec to RabbitMQ's 0-9-1 extended spec"
+            f"AMQP spec file {path!r} not found: set [bus] spec to RabbitMQ's 0-9-1 "
+            "extended spec, or leave it empty for the one Centaure ships"
         )
     with open(path, encoding="utf-8") as f:
         text = f.read()

@@ -155,7 +155,11 @@ class InventorySettings:
 class SnmpSettings:
     """``[snmp]``: profiles, credentials and the poller's pace and limits."""
 
-    profiles: str = setting(FilePath(), "profiles", "Folder of profile YAML files; relative to the settings file.")
+    profiles: tuple[str, ...] = setting(
+        StrList(FilePath(), min_items=1), "shipped",
+        "Folders of profile YAML files, relative to the settings file; 'shipped' names the profiles "
+        "shipped with Centaure. A later folder's profile replaces an earlier one of the same name.",
+    )
     credentials: str = setting(
         FilePath(), "credentials.yaml", "Credentials YAML file; relative to the settings file."
     )
