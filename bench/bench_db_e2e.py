@@ -46,7 +46,7 @@ def write_poller_settings(d: str, bus_prefix: str, devices: int, ports: list[int
                 f"[buffer]\npath = {d}/buffer-{{connector}}.sqlite3\n\n"
                 f"[connector]\nhttp_port = {free_tcp_port()}\nnode = bench\n\n"
                 f"[inventory]\nsource = yaml\npath = inventory.yaml\nport_column = port\n\n"
-                f"[snmp]\nprofiles = {ROOT}/profiles\ncredentials = credentials.yaml\n"
+                f"[snmp]\nprofiles = shipped\ncredentials = credentials.yaml\n"
                 f"interval = {interval}s\n")
     return path
 

@@ -16,7 +16,7 @@ What runs
     temporary folder and loaded through the product's code path
     (``load_config(settings, build_registry(snmp))``): profiles, credentials,
     operators and poll plans are the product's; the profiles folder is the
-    repository's ``profiles/``.
+    shipped one.
 
 What a cycle is
     Every device of the inventory polled once with the product's
@@ -85,7 +85,6 @@ from connector_snmp.client import SnmpClient  # noqa: E402
 from connector_snmp.poller import DevicePoller  # noqa: E402
 from connector_snmp.service import build_registry, load_config  # noqa: E402
 
-PROFILES = os.path.join(os.path.abspath(ROOT), "profiles")
 V3_USER = "u_sha_aes"  # tests/snmp/snmpd.py: SHA / AES-128
 LONG_WALK = "1.3.6.1.2.1"
 IF_TABLE, IF_X_TABLE = "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1"
@@ -126,7 +125,7 @@ def write_config(d: str, n: int, ports: list[int], version: str, max_concurrent:
     with open(path, "w") as f:
         f.write("[inventory]\nsource = yaml\npath = inventory.yaml\nport_column = port\n"
                 "reload_interval = 0\n\n"
-                f"[snmp]\nprofiles = {PROFILES}\ncredentials = credentials.yaml\n"
+                f"[snmp]\nprofiles = shipped\ncredentials = credentials.yaml\n"
                 f"max_concurrent_polls = {max_concurrent}\n")
     return path
 
