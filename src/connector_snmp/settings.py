@@ -135,7 +135,11 @@ class InventorySettings:
     type_column: str = setting(_identifier(), "device_type", "Column of the device type (profiles, credentials).")
     model_column: str = setting(_identifier(), "model", "Column of the model (credentials <type><MODEL>).")
     id_column: str = setting(_identifier(), "id", "Column of the device's stable id.")
-    port_column: str = setting(_identifier(optional=True), "", "Column of the SNMP port; empty: port 161.")
+    port_column: str = setting(
+        _identifier(optional=True), "port",
+        "Column of the SNMP port; a device without it (or with it empty) is polled on port 161; "
+        "empty: every device on port 161.",
+    )
     parent_column: str = setting(_identifier(), "parent", "Column naming the device this one depends on.")
     fields: tuple[str, ...] = setting(
         StrList(_identifier()), "",

@@ -157,10 +157,30 @@ def test_fields_setting_keeps_mapped_and_listed_columns(tmp_path: Path) -> None:
     assert inv["a"].fields == {"name": "a", "address": "10.0.0.1", "device_type": "ups", "site": "x"}
 
 
-def test_port_column_ignored_unless_set(tmp_path: Path) -> None:
+def test_port_column_defaults_to_port(tmp_path: Path) -> None:
+    # No port_column setting: a 'port' column is used, its absence (or an
+    # empty value) means 161.
+    with_port = load_yaml(tmp_path, "- {name: a, address: 10.0.0.1, port: 1161}\n"
+                                    "- {name: b, address: 10.0.0.2, port: ''}\n")
+    assert (with_port["a"].port, with_port["b"].port) == (1161, 161)
+    assert load_yaml(tmp_path, "- {name: a, address: 10.0.0.1}\n")["a"].port == 161
+    csv_path = write(tmp_path, "inv.csv", "name,address,port\na,10.0.0.1,2161\n")
+    assert load_inventory(section(source="csv", path=csv_path), tmp_path)["a"].port == 2161
+    csv_path = write(tmp_path, "plain.csv", "name,address\na,10.0.0.1\n")
+    assert load_inventory(section(source="csv", path=csv_path), tmp_path)["a"].port == 161
+
+
+def test_port_column_default_from_settings_file(tmp_path: Path) -> None:
+    write(tmp_path, "inv.yaml", "- {name: a, address: 10.0.0.1, port: 1161}\n")
+    (tmp_path / "settings.ini").write_text("[inventory]\npath = inv.yaml\n", encoding="utf-8")
+    s = load_settings(str(tmp_path / "settings.ini"))
+    assert s.inventory.port_column == "port"
+    assert load_inventory(s.inventory, tmp_path)["a"].port == 1161
+
+
+def test_port_column_empty_means_161(tmp_path: Path) -> None:
     text = "- {name: a, address: 10.0.0.1, port: 1161}\n"
-    assert load_yaml(tmp_path, text)["a"].port == 161
-    assert load_yaml(tmp_path, text, port_column="port")["a"].port == 1161
+    assert load_yaml(tmp_path, text, port_column="")["a"].port == 161
 
 
 def test_interval_and_tags(tmp_path: Path) -> None:
