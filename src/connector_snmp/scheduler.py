@@ -5,7 +5,8 @@ of its name so that a fleet's polls spread over the interval instead of
 starting together. A global semaphore bounds concurrent polls; a device is
 never polled twice at once (a poll still running at the next tick is an
 *overrun*: skipped and counted). A device that stops answering is retried
-with exponential backoff (capped at its interval times ``max_backoff``).
+with exponential backoff (capped at its interval times ``max_backoff``) and
+returns to its interval as soon as a poll succeeds.
 
 The scheduler keeps one ``DeviceSchedule`` per host: all of a host's timing
 state is in one place, so a later HA issue can hand a host to another node.
@@ -103,9 +104,17 @@ class Scheduler:
 
     def _done(self, result, s: DeviceSchedule) -> None:
         s.running = False
+        now = self.clock.seconds()
         if isinstance(result, bool) and result:
+            recovered = s.failures > 0
             s.failures = 0
-            s.last_ok = self.clock.seconds()
+            s.last_ok = now
+            # The next tick was planned with the backed-off delay before this
+            # poll answered: a device back up returns to its interval at once.
+            if recovered and self.schedules.get(s.name) is s and s.call is not None and s.call.active():
+                due = max(s.last_start + s.interval, now)
+                if s.call.getTime() > due:
+                    s.call.reset(due - now)
         else:
             if not isinstance(result, bool):
                 self.log.failure("poll of {name} failed", result, name=s.name)
