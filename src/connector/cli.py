@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     from connector_alerter.rules_cli import add_rules_arguments
 
     add_rules_arguments(rules)
+    init = sub.add_parser("init", help="write a commented starter configuration into a folder")
+    from connector.init import add_init_arguments
+
+    add_init_arguments(init)
     demo = sub.add_parser("demo", help="a simulated fleet, every connector, SQLite, embedded bus")
     from connector.demo import add_demo_arguments
 
@@ -154,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         from connector.demo import demo_command
 
         return demo_command(args)
+    if args.command == "init":
+        from connector.init import init_command
+
+        return init_command(args)
     settings = _load(args.config)
     if args.command in ("bus-config", "status"):
         _require_amqp(settings)
