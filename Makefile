@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (the first one to run) and `make test`.
-# `make run` runs every connector on the example settings.ini.
+# `make run` runs every connector on the example configuration, written once into run/.
 .PHONY: demo run test unit bench install services
 
 install:
@@ -12,7 +12,8 @@ demo: install
 	.venv/bin/centaure demo
 
 run: install
-	.venv/bin/twistd -n --pidfile= centaure-all -c settings.ini
+	@[ -f run/settings.ini ] || .venv/bin/centaure init run
+	.venv/bin/twistd -n --pidfile= centaure-all -c run/settings.ini
 
 unit: install
 	.venv/bin/pytest -q tests/unit
