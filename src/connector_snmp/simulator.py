@@ -164,9 +164,9 @@ def snmpget(endpoint: str, community: str, *oids: str, timeout: float = 1.0,
 def _site_dir() -> str:
     spec = importlib.util.find_spec("snmpsim")
     if spec is None or not spec.origin:
-        raise SimulatorError("snmpsim is not installed (pip install snmpsim pysmi)")
+        raise SimulatorError("snmpsim is not installed: pip install 'centaure[demo]'")
     if importlib.util.find_spec("pysmi") is None:
-        raise SimulatorError("snmpsim needs pysmi installed beside it")
+        raise SimulatorError("snmpsim needs pysmi installed beside it: pip install 'centaure[demo]'")
     return os.path.dirname(os.path.dirname(spec.origin))
 
 
