@@ -27,6 +27,7 @@ Leaf truth is kept per host in a dict ``(leaf id, index) -> {metric: value}``
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ from typing import Any
 from connector.messages import Perf, Threshold, ThresholdValue
 from connector_alerter.rules import OPS, Group, Leaf, Rule, leaves
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "same_condition"]
 
 _NUM = frozenset((int, float))
 _NEG = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
@@ -258,6 +259,13 @@ class _RuleRT:
         if self.until is not None and now >= self.until:
             return False
         return self.schedule is None or self.schedule.active(now)
+
+
+def same_condition(a: Rule, b: Rule) -> bool:
+    """Whether ``a`` and ``b`` breach and recover alike (text, severity, recipients aside)."""
+    def core(r: Rule) -> Rule:
+        return dataclasses.replace(r, where="", severity="warning", message="", emails=())
+    return core(a) == core(b)
 
 
 class Evaluator:
@@ -674,6 +682,45 @@ class Evaluator:
                     data_ts[host] = ts
             out[host] = (self.export_host(host), data_ts.get(host), host in emitted)
         return out
+
+    def with_rules(self, rules: Iterable[Rule], now: float) -> tuple["Evaluator", list[Threshold]]:
+        """A new evaluator of ``rules`` holding this one's state of the rules kept.
+
+        A rule whose condition, selectors, ``for``, schedule and validity are
+        unchanged keeps its windows, truth and breaches (a new severity or
+        message shows at its next transition). A rule removed or changed
+        starts afresh, and its breached instances are returned as
+        ``recovered``: a breach must not outlive the rule that raised it, and
+        the changed rule breaches again on its next values if it still holds.
+        Changes not yet taken by :meth:`take_changes` are handed over.
+        """
+        new = Evaluator(rules, self.devices, self.source)
+        kept = {rt.name for rt in new._rts if rt.name in self._by_name
+                and same_condition(self._by_name[rt.name].rule, rt.rule)}
+        out: list[Threshold] = []
+        for host, breached in self._breached.items():
+            for rule, index in sorted(k for k in breached if k[0] not in kept):
+                self._emit(out, host, self._by_name[rule], "recovered", [], now)
+
+        def lid_kept(lid: str) -> bool:
+            return lid.rpartition("#")[0] in kept
+
+        state = {}
+        for host, data in self.export_state().items():
+            state[host] = {
+                "truth": [t for t in data["truth"] if lid_kept(t[0])],
+                "windows": [w for w in data["windows"] if lid_kept(w[0])],
+                "breached": [b for b in data["breached"] if b[0] in kept],
+                "pending": [p for p in data["pending"] if p[0] in kept],
+                "seen": [s for s in data["seen"] if lid_kept(s[0])],
+            }
+        new.import_state(state)
+        new._touched = self._touched
+        new._data_ts = self._data_ts
+        new._emitted = self._emitted
+        # Every host: the saver writes those whose state the new rules changed.
+        new._dirty = self._dirty | set(state)
+        return new, out
 
     def breached(self) -> dict[str, list[tuple[str, str]]]:
         """The breached instances: host -> [(rule, index)]."""

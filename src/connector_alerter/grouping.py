@@ -151,6 +151,18 @@ class Grouper:
         self.last: dict[str, dict[str, Any]] = {}
         self.journal = Journal()
 
+    def set_routes(self, routes: Iterable[Route]) -> int:
+        """Use ``routes`` from now on; the groups of routes gone are dropped (how many).
+
+        The drops are journalled, so the next save deletes them from the store.
+        """
+        self.routes = {r.name: r for r in routes}
+        gone = [gid for gid, g in self.groups.items() if g["route"] not in self.routes]
+        for gid in gone:
+            self._touch(gid)
+            del self.groups[gid]
+        return len(gone)
+
     # --- state --------------------------------------------------------------------
 
     def export(self) -> dict[str, dict[str, Any]]:

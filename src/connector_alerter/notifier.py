@@ -3,7 +3,10 @@
 :class:`Notifier` ties the pieces together:
 
 * :meth:`Notifier.handle_alarm` routes an ``alarm`` message
-  (:mod:`connector_alerter.routes`), puts it in its groups
+  (:mod:`connector_alerter.routes`; a threshold alarm also goes to its
+  rule's ``emails``, :func:`connector_alerter.routes.rule_route`, and an
+  address that a matching route mails already is left out of the rule's
+  message, so it gets the alert once), puts it in its groups
   (:mod:`connector_alerter.grouping`) and saves the groups' state; the
   service acks the input only once this Deferred has fired, so an alarm is
   never lost between the bus and the state;
@@ -34,7 +37,7 @@ through ``run_blocking`` (``deferToThread`` by default).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer, task, threads
 from twisted.python import failure
@@ -46,7 +49,7 @@ from connector.retry import backoff_delay
 from . import channels
 from .grouping import Batch, Grouper
 from .outbox import OutboxRow, OutboxStore
-from .routes import Route, Routes
+from .routes import RULE_ROUTE_PREFIX, Route, Routes, rule_route
 from .silences import SilenceSet
 from .templates import Templates, TemplateError, context
 
@@ -149,9 +152,13 @@ class Notifier:
                  source: str = "centaure-alerter@localhost",
                  clock: Callable[[], float] = time.time,
                  inventory: Callable[[str], Mapping[str, Any]] = lambda host: {},
-                 run_blocking: Callable[..., Any] | None = None) -> None:
+                 run_blocking: Callable[..., Any] | None = None,
+                 rule_emails: Mapping[str, Sequence[str]] | None = None) -> None:
         self.routes = routes
-        self.route_map: dict[str, Route] = routes.by_name()
+        #: Threshold rule name -> its own recipients, and the route made of them.
+        self.rule_emails: dict[str, tuple[str, ...]] = {}
+        self.rule_routes: dict[str, Route] = {}
+        self.route_map: dict[str, Route] = {}
         self.store = store
         self.publish = publish
         self.reactor = reactor
@@ -160,9 +167,10 @@ class Notifier:
         self.clock = clock
         self.inventory = inventory
         self.run_blocking = run_blocking or threads.deferToThread
-        self.grouper = Grouper(routes.routes)
+        self.grouper = Grouper(())
         self.silences = SilenceSet()
-        self._templates = {r.name: Templates(r.templates) for r in routes.routes}
+        self._templates: dict[str, Templates] = {}
+        self._use(routes, rule_emails or {})
         self._stage = _Stage()
         self._committing = False
         self._inflight: set[int] = set()
@@ -183,6 +191,33 @@ class Notifier:
         self._housekept = 0.0
         #: Counters for the status heartbeat.
         self.counters = {"alarms": 0, "sent": 0, "failed": 0, "suppressed": 0, "retried": 0}
+
+    # --- configuration ------------------------------------------------------------
+
+    def _use(self, routes: Routes, rule_emails: Mapping[str, Sequence[str]]) -> int:
+        """Route with ``routes`` and the rules' ``rule_emails``; groups dropped (routes gone)."""
+        self.routes = routes
+        self.rule_emails = {name: tuple(e) for name, e in rule_emails.items() if e}
+        self.rule_routes = {name: rule_route(name, emails, routes.defaults)
+                            for name, emails in self.rule_emails.items()}
+        every = list(routes.routes) + list(self.rule_routes.values())
+        self.route_map = {r.name: r for r in every}
+        self._templates = {r.name: Templates(r.templates) for r in every}
+        return self.grouper.set_routes(every)
+
+    async def reconfigure(self, routes: Routes | None = None,
+                          rule_emails: Mapping[str, Sequence[str]] | None = None) -> int:
+        """New routes and/or rules' emails (a reload); how many groups were dropped.
+
+        Groups of routes that are gone are dropped, and that is saved before
+        returning; the others go on with their route's new settings.
+        """
+        dropped = self._use(self.routes if routes is None else routes,
+                            self.rule_emails if rule_emails is None else rule_emails)
+        if dropped:
+            await self._save([], self.clock())
+        self._wake_at(self.grouper.next_wakeup())
+        return dropped
 
     # --- start / stop -------------------------------------------------------------
 
@@ -362,6 +397,9 @@ class Notifier:
         a = _alarm_dict(alarm)
         inv = self.inventory(a["host"]) or {}
         matched = self.routes.match(a, inv)
+        own = self.rule_routes.get(a["name"]) if a.get("origin") == "threshold" else None
+        if own is not None:
+            matched.append(own)
         if not matched:
             return 0
         flush_at = []
@@ -451,6 +489,10 @@ class Notifier:
         base = {"idem_key": b.key, "route": route.name, "ref": first["ref"],
                 "host": first["host"] if len(hosts) == 1 else None}
         tpl = self._templates[route.name]
+        receivers = route.receivers
+        if route.name.startswith(RULE_ROUTE_PREFIX):  # file routes cannot be named so
+            covered = self._mailed_by_routes(firing + resolved, now)
+            receivers = tuple(r for r in receivers if r.target not in covered)
         rows = []
         try:
             mail = tpl.email(ctx) if any(r.channel == "email" for r in route.receivers) else None
@@ -462,7 +504,7 @@ class Notifier:
             _log.error("route {route}: {error}; using the default templates",
                        route=route.name, error=str(e))
             mail, hook = Templates().email(ctx), Templates().webhook(ctx)
-        for rec in route.receivers:
+        for rec in receivers:
             if rec.channel == "email":
                 payload = dict(mail, message_key=b.key)
             elif rec.channel == "webhook":
@@ -471,6 +513,23 @@ class Notifier:
                 payload = {"notification": ctx["payload"]}
             rows.append(dict(base, channel=rec.channel, recipient=rec.target, payload=payload))
         return rows
+
+    def _mailed_by_routes(self, alarms: list[dict[str, Any]], now: float) -> set[str]:
+        """The addresses that the routes file mails for each of ``alarms`` at ``now``.
+
+        A rule's own message leaves them out: the address gets the alert once,
+        from the route. A route muted now, or not telling recoveries for a
+        cleared alarm, does not count.
+        """
+        covered: set[str] | None = None
+        for a in alarms:
+            inv = self.inventory(a["host"]) or {}
+            mine = {rec.target for route in self.routes.match(a, inv)
+                    if not route.muted(now)
+                    and (a["state"] != "cleared" or route.send_resolved)
+                    for rec in route.receivers if rec.channel == "email"}
+            covered = mine if covered is None else covered & mine
+        return covered or set()
 
     # --- delivery -----------------------------------------------------------------
 
@@ -619,13 +678,15 @@ class Notifier:
 async def open_notifier(settings, reactor, publish: Callable[[Notification], Any], *,
                         source: str,
                         inventory: Callable[[str], Mapping[str, Any]] = lambda host: {},
-                        tick_interval: float | None = 1.0) -> Notifier:
+                        tick_interval: float | None = 1.0,
+                        rule_emails: Mapping[str, Sequence[str]] | None = None) -> Notifier:
     """A started :class:`Notifier` from loaded settings (for the alerter's service).
 
     Reads ``[alerter] routes`` (:class:`connector_alerter.routes.RoutesError`
     names the route and field of a mistake), creates or upgrades the
     alerter's tables in ``[database]`` (in a thread), loads the saved state
-    and starts ticking every ``tick_interval`` seconds.
+    and starts ticking every ``tick_interval`` seconds. Without a routes file
+    only the rules' ``rule_emails`` are notified.
     """
     import os
 
@@ -637,12 +698,13 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
     alerter = settings.section("alerter")
     # Relative to the settings file's folder, as the other connectors' files.
     base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-    routes = load_routes(os.path.join(base, alerter.routes))
+    path = os.path.join(base, alerter.routes)
+    routes = load_routes(path) if os.path.exists(path) else Routes(())
     engine = sa.create_engine(settings.database.url.reveal())
     await threads.deferToThread(migrate.upgrade, engine, alerter.table_prefix)
     notifier = Notifier(routes=routes, store=OutboxStore(engine, alerter.table_prefix),
                         publish=publish, reactor=reactor,
                         options=DeliveryOptions.from_settings(settings), source=source,
-                        inventory=inventory)
+                        inventory=inventory, rule_emails=rule_emails)
     await notifier.start(tick_interval)
     return notifier

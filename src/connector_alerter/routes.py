@@ -28,7 +28,10 @@ YAML::
         continue: false        # also try the next routes after a match
 
 Routes are tried in order; the first that matches takes the alarm unless it
-says ``continue: true``. Loading checks everything and raises
+says ``continue: true``. A threshold rule's own ``emails`` (the seed's
+per-alerter recipients) make one more route, ``rule:<rule name>``, taking
+that rule's alarms with the ``defaults`` above (:func:`rule_route`); route
+names starting with ``rule:`` are therefore refused here. Loading checks everything and raises
 :class:`RoutesError` naming the route and the field.
 """
 
@@ -46,7 +49,8 @@ import yaml
 from connector.messages import SEVERITIES, SEVERITY_RANK
 
 __all__ = ["RoutesError", "Receiver", "MuteWindow", "Route", "Routes", "load_routes",
-           "parse_routes", "parse_duration", "ORIGINS", "TEMPLATE_KEYS"]
+           "parse_routes", "parse_duration", "rule_route", "ORIGINS", "TEMPLATE_KEYS",
+           "RULE_ROUTE_PREFIX"]
 
 ORIGINS = ("trap", "poll", "threshold")
 #: Template keys a route (or ``defaults``) may override.
@@ -62,6 +66,8 @@ _ROUTE_KEYS = {"name", "match", "email", "webhook", "command", "mute", "continue
 _DEFAULT_KEYS = {"group_by", "group_wait", "group_interval", "repeat_interval", "send_resolved",
                  "notify_acked", "command_timeout", "templates"}
 _MATCH_KEYS = ("severity", "host", "device_type", "name", "origin")
+#: Names of the routes made from threshold rules' ``emails``.
+RULE_ROUTE_PREFIX = "rule:"
 
 
 class RoutesError(ValueError):
@@ -182,6 +188,8 @@ class Routes:
     """Every route, in order."""
 
     routes: tuple[Route, ...]
+    #: The file's ``defaults`` as Route fields (for the routes of rules' emails).
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def match(self, alarm: Mapping[str, Any],
               inventory: Mapping[str, Any] | None = None) -> list[Route]:
@@ -198,6 +206,17 @@ class Routes:
     def by_name(self) -> dict[str, Route]:
         """Routes by name."""
         return {r.name: r for r in self.routes}
+
+
+def rule_route(rule: str, emails: Sequence[str], defaults: Mapping[str, Any]) -> Route:
+    """The route mailing threshold rule ``rule``'s own ``emails`` (its alarms only).
+
+    Matched by :class:`connector_alerter.notifier.Notifier` on the alarm's
+    exact name and origin ``threshold``, not by :meth:`Routes.match`.
+    """
+    return Route(name=RULE_ROUTE_PREFIX + rule, origins=frozenset({"threshold"}),
+                 receivers=tuple(Receiver("email", e) for e in dict.fromkeys(emails)),
+                 **defaults)
 
 
 # --- parsing ----------------------------------------------------------------------
@@ -363,6 +382,9 @@ def parse_routes(data: Any, environ: Mapping[str, str] | None = None,
         if not isinstance(name, str) or not name.strip():
             raise RoutesError(f"routes[{i}].name: every route needs a name")
         where = f"route {name!r}"
+        if name.startswith(RULE_ROUTE_PREFIX):
+            raise RoutesError(f"{where}.name: names starting with {RULE_ROUTE_PREFIX!r} are "
+                              "kept for the routes of rules' emails")
         if name in seen:
             raise RoutesError(f"{where}.name: two routes are named {name!r}")
         seen.add(name)
@@ -405,7 +427,7 @@ def parse_routes(data: Any, environ: Mapping[str, str] | None = None,
         if not isinstance(cont, bool):
             raise RoutesError(f"{where}.continue: expected true or false")
         routes.append(Route(name=name, receivers=receivers, cont=cont, **fields, **opts))
-    return Routes(tuple(routes))
+    return Routes(tuple(routes), base)
 
 
 def load_routes(path: str, environ: Mapping[str, str] | None = None) -> Routes:

@@ -32,6 +32,8 @@ Native YAML form (``rules.yaml``: a list of rules)::
         timezone: Europe/Paris
         windows:
           - {days: [mon, tue, wed, thu, fri], hours: "08:00-18:00"}
+      emails: [power@example.com]       # (the seed's per-alerter emails) mailed on
+                                        # breach and recovery, beside the routes
 
 A condition (``when``, ``recovery``) is a leaf or a group:
 
@@ -133,6 +135,7 @@ _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*", re.I)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"\S(?:.{0,198}\S)?")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 
 
 class RulesError(ProblemsError):
@@ -811,6 +814,9 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
         except ValueError as e:
             bad(key, str(e))
             sel[key] = ()
+    bad_emails = [e for e in sel["emails"] if not _EMAIL.fullmatch(e)]
+    if bad_emails:
+        bad("emails", f"not an email address: {', '.join(map(repr, bad_emails))}")
     seed_types = ()
     if sel["constructs"]:
         from connector_snmp.inventory import normalize_device_type

@@ -25,15 +25,29 @@ and on a clean stop. A timer runs the rules that need time to pass (no data
 for a duration, ``for`` durations, schedules, ``valid_until``).
 
 ``alarm`` messages go to the notifier (:mod:`connector_alerter.notifier`:
-routes, grouping, silences, templates, a persistent outbox and retried
-delivery); an alarm is acked once the notifier has committed what it decided.
-Without a routes file the alerter notifies nobody (and says so at start-up).
+routes, rules' own ``emails``, grouping, silences, templates, a persistent
+outbox and retried delivery); an alarm is acked once the notifier has
+committed what it decided. Without a routes file nor rules with ``emails``
+the alerter notifies nobody (and says so at start-up).
+
+SIGHUP reloads the rules (file or SQL table) and the routes file, read on a
+thread. Each is checked whole: a bad one is refused with one log line naming
+the file, the place and the problem, and the running one is kept; a good one
+is swapped in on the reactor thread with one log line saying what changed.
+Rules left unchanged keep their windows and breaches; the breaches of rules
+removed or changed are published as recovered
+(:meth:`~connector_alerter.evaluator.Evaluator.with_rules`). Pending groups
+of removed routes are dropped. Other settings (``[alerter]`` options,
+``[smtp]``, the database) need a restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from twisted.application import service
@@ -81,10 +95,21 @@ class AlerterService(service.Service):
         #: host -> newest sample time (ms) replayed at start-up: older perf is skipped.
         self._replayed: dict[str, int] = {}
         self.last_error: str | None = None
+        self._reloading: defer.Deferred | None = None
         runtime.health_checks[CONNECTOR] = self.health
 
     def startService(self) -> None:
         super().startService()
+        try:
+            previous = signal.getsignal(signal.SIGHUP)
+
+            def on_hup(signum: int, frame: Any) -> None:
+                self.reactor.callFromThread(self.reload)
+                if callable(previous):  # other connectors of the process reload too
+                    previous(signum, frame)
+            signal.signal(signal.SIGHUP, on_hup)
+        except ValueError:  # not the main thread (tests): no signal
+            pass
         d = defer.ensureDeferred(self._start())
         d.addErrback(lambda f: None if self._stopping else
                      self.log.failure("centaure-alerter start failed", f))
@@ -97,12 +122,8 @@ class AlerterService(service.Service):
             if not await self._restore():
                 return
         routes = os.path.join(_base_dir(self.settings), self.conf.routes)
-        if os.path.exists(routes):
-            from .notifier import open_notifier
-
-            self.notifier = await open_notifier(
-                self.settings, self.reactor, self._publish_notification,
-                source=f"{CONNECTOR}@{self.runtime.node}", inventory=self._inventory_fields)
+        if os.path.exists(routes) or self._rule_emails():
+            await self._open_notifier()
         else:
             self.log.warn("no routes file {path}: the alerter notifies nobody", path=routes)
         if self._stopping:
@@ -114,6 +135,109 @@ class AlerterService(service.Service):
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
                                 self.settings.bus.queue_type)
         self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self)
+
+    def _rule_emails(self) -> dict[str, tuple[str, ...]]:
+        return {r.name: r.emails for r in self.evaluator.rules if r.emails}
+
+    async def _open_notifier(self) -> None:
+        from .notifier import open_notifier
+
+        self.notifier = await open_notifier(
+            self.settings, self.reactor, self._publish_notification,
+            source=f"{CONNECTOR}@{self.runtime.node}", inventory=self._inventory_fields,
+            rule_emails=self._rule_emails())
+
+    # --- reload (SIGHUP) ------------------------------------------------------------
+
+    def reload(self) -> defer.Deferred:
+        """Read the rules and the routes again; fires when applied or refused (never fails)."""
+        if self._reloading is not None:
+            return self._reloading
+        d = defer.ensureDeferred(self._reload())
+        d.addErrback(lambda f: self.log.failure("alerter reload failed", f))
+        if not d.called:
+            self._reloading = d
+
+            def done(result: object) -> object:
+                self._reloading = None
+                return result
+            d.addBoth(done)
+        return d
+
+    def _read_files(self) -> tuple[Any, Any]:
+        """(rules or RulesError, routes or RoutesError or None without a file); on a thread."""
+        from .routes import RoutesError, load_routes
+        from .rules import RulesError, load_rules
+
+        base = _base_dir(self.settings)
+        try:
+            rules: Any = load_rules(self.conf, base)
+        except RulesError as e:
+            rules = e
+        path = os.path.join(base, self.conf.routes)
+        routes: Any = None
+        if self.notifier is not None or os.path.exists(path):
+            try:
+                routes = load_routes(path)
+            except RoutesError as e:
+                routes = e
+        return rules, routes
+
+    async def _reload(self) -> None:
+        if self.state != "ready":
+            # The start-up replay feeds the evaluator on a thread: no swap under it.
+            self.log.warn("reload ignored: the alerter is {state}; send SIGHUP again once "
+                          "it is ready", state=self.state)
+            return
+        rules, routes = await threads.deferToThread(self._read_files)
+        if self._stopping:
+            return
+        if isinstance(rules, Exception):
+            self.counters.inc("reload_errors")
+            self.log.error("rules reload refused, keeping the {n} running rules: {error}",
+                           n=len(self.evaluator.rules), error=_one_line(rules))
+        else:
+            await self._use_rules(rules)
+        if isinstance(routes, Exception):
+            self.counters.inc("reload_errors")
+            self.log.error("routes reload refused, keeping the running routes: {error}",
+                           error=_one_line(routes))
+        elif routes is not None:
+            if self.notifier is None:
+                await self._open_notifier()
+                self.log.info("routes loaded from {path}: {n} routes",
+                              path=self.conf.routes, n=len(routes.routes))
+            else:
+                old = self.notifier.routes.by_name()
+                dropped = await self.notifier.reconfigure(routes=routes)
+                self.log.info("routes reloaded from {path}: {n} routes (was {was}){diff}{gone}",
+                              path=self.conf.routes, n=len(routes.routes), was=len(old),
+                              diff=_diff(old, routes.by_name()),
+                              gone=f"; {dropped} pending groups of removed routes dropped"
+                              if dropped else "")
+
+    async def _use_rules(self, rules) -> None:
+        """Swap in ``rules`` (checked), publishing the breaches of rules gone as recovered."""
+        old = {r.name: r for r in self.evaluator.rules}
+        evaluator, recovered = self.evaluator.with_rules(rules, time.time())
+        self.evaluator = evaluator
+        if self.saver is not None:
+            self.saver.take = evaluator.take_changes
+        shown = ("SQL table " + self.conf.rules_table if self.conf.rules_source == "sql"
+                 else self.conf.rules)
+        self.log.info("rules reloaded from {source}: {n} rules (was {was}){diff}{recovered}",
+                      source=shown, n=len(evaluator.rules), was=len(old),
+                      diff=_diff(old, {r.name: r for r in evaluator.rules}),
+                      recovered=f"; {len(recovered)} breaches of removed or changed rules "
+                      "recovered" if recovered else "")
+        d = self._publish(recovered)
+        emails = self._rule_emails()
+        if self.notifier is not None:
+            await self.notifier.reconfigure(rule_emails=emails)
+        elif emails:
+            await self._open_notifier()
+        if d is not None:
+            await d
 
     async def _restore(self) -> bool:
         """Saved state imported, stored samples replayed, their transitions published.
@@ -270,6 +394,33 @@ class AlerterService(service.Service):
         if self.notifier is not None:
             body["notifications"] = dict(self.notifier.counters)
         return body
+
+
+def _one_line(error: Exception) -> str:
+    """An error's text on one log line (a file's problems joined by ' | ')."""
+    return " | ".join(" ".join(line.split()) for line in str(error).splitlines() if line.strip())
+
+
+def _diff(old: dict, new: dict, most: int = 10) -> str:
+    """``; added a, b; removed c; changed d`` between two name -> item maps ('' if equal)."""
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most
+                                          else "")
+    parts = []
+    for label, items in (("added", [n for n in new if n not in old]),
+                         ("removed", [n for n in old if n not in new]),
+                         ("changed", [n for n in new if n in old and _differs(old[n], new[n])])):
+        if items:
+            parts.append(f"{label} {names(items)}")
+    return "; " + "; ".join(parts) if parts else "; unchanged"
+
+
+def _differs(a: object, b: object) -> bool:
+    from .rules import Rule
+
+    if isinstance(a, Rule) and isinstance(b, Rule):  # its place in the file aside
+        return dataclasses.replace(a, where="") != dataclasses.replace(b, where="")
+    return a != b
 
 
 def _base_dir(settings) -> str:
