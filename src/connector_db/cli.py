@@ -9,7 +9,10 @@ Replaces seed 000's ``fetch``. The queries are those of
     centaure query -c settings.ini --events --since 15m
     centaure query -c settings.ini --alarms --active --json
 
-Times are printed as ISO 8601 UTC with milliseconds. The database URL is
+With ``[db] layout = per_device`` the samples are read from the table of
+each metric of the device (``table_template``, ``table_struct``; the
+inventory gives the device ids the writer names them after), in the same
+formats. Times are printed as ISO 8601 UTC with milliseconds. The database URL is
 only ever shown with its password masked.
 """
 
@@ -126,16 +129,16 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
 
     req = _request(args, time.time())
     db = settings.section("db")
-    if req.what == "samples" and db.layout == "per_device":
-        raise _error(
-            "[db] layout = per_device: samples are in one table per metric and device, "
-            "which 'centaure query' does not read (use SQL tools on them); --events and "
-            "--alarms still work")
     _check_sqlite_file(url)
     schema = make_schema(db.table_prefix)
     engine = sa.create_engine(url)
     try:
-        if req.what == "samples":
+        if req.what == "samples" and db.layout == "per_device":
+            rows = query.per_device_samples(
+                engine, _per_device_layout(settings, db), req.host, req.metric,
+                index=req.index, start=req.start, end=req.end, limit=req.limit,
+                order=req.order)
+        elif req.what == "samples":
             rows: Sequence[Any] = query.samples(
                 engine, schema, req.host, req.metric, index=req.index, start=req.start,
                 end=req.end, limit=req.limit, order=req.order)
@@ -151,6 +154,22 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
         engine.dispose()
     _print(req, args, rows, out)
     return 0
+
+
+def _per_device_layout(settings: Any, db: Any) -> Any:
+    """The per_device layout of ``[db]``, with the inventory's ids as the writer's table names."""
+    from connector_snmp.inventory import InventoryError, load_optional_inventory
+
+    from .per_device import PerDeviceLayout
+
+    try:
+        inventory = load_optional_inventory(settings)
+    except InventoryError as exc:
+        # The writer names tables after inventory ids: without them a guess could mislead.
+        raise _error(f"[db] layout = per_device needs the inventory's device ids: "
+                     f"{_first_line(exc)}") from None
+    ids = {} if inventory is None else {d.name: d.id or d.name for d in inventory}
+    return PerDeviceLayout(db.table_struct, db.table_template, ids)
 
 
 def _request(args: argparse.Namespace, now: float) -> _Request:

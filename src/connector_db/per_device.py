@@ -73,7 +73,7 @@ from .settings import (
 )
 from .store import UnstorableMessage, insert_ignore
 
-__all__ = ["PerDeviceStore", "SharedTransactionStore"]
+__all__ = ["PerDeviceLayout", "PerDeviceStore", "SharedTransactionStore"]
 
 # MySQL/MariaDB limit table and column names to 64 characters, PostgreSQL to 63.
 _IDENT_MAX = 64
@@ -531,3 +531,74 @@ class PerDeviceStore:
             for found in conn.execute(sa.select(*cols).where(t.c[self._time_key].in_(chunk))):
                 stored.add(tuple(_key_text(v) for v in found))
         return stored
+
+
+class PerDeviceLayout:
+    """How the per_device layout names its tables and what their columns hold (reading).
+
+    ``device_ids`` maps host names to inventory ids, as the writer's; a host
+    without one has its tables named after the host itself. Table names are
+    filled in from the template and checked as identifiers, never taken
+    from user text unchecked.
+    """
+
+    def __init__(self, table_struct: Iterable[str | ColumnSpec],
+                 table_template: str = "{metric}_{device}",
+                 device_ids: Mapping[str, str] | None = None, ident_max: int = _IDENT_MAX) -> None:
+        self.columns = [_Column(s) for s in parse_struct(table_struct)]
+        self.template = parse_template(table_template)
+        self.device_ids = dict(device_ids or {})
+        self.ident_max = ident_max
+        self._parts = _PLACEHOLDER_RE.split(self.template)
+
+        def first(*sources: str) -> _Column | None:
+            for source in sources:
+                for c in self.columns:
+                    if c.source == source:
+                        return c
+            return None
+
+        # ts_ms first: it keeps the milliseconds that ts rounds away.
+        self.time = first("ts_ms", "ts")
+        assert self.time is not None  # parse_struct requires one
+        self.time_scale = 1 if self.time.source == "ts_ms" else 1000
+        self.index = first("index")
+        self.value = first("value")
+        self.value_num = first("value_num")
+        self.value_text = first("value_text")
+        self.kind = first("kind")
+        self.unit = first("unit")
+
+    def device(self, host: str) -> str:
+        """The ``{device}`` of ``host``'s tables."""
+        return self.device_ids.get(host) or host
+
+    def fill(self, metric: str, device: str) -> str:
+        """The template filled in, unchecked (for messages)."""
+        return "".join(metric if p == "{metric}" else device if p == "{device}" else p
+                       for p in self._parts)
+
+    def table_name(self, metric: str, device: str) -> str | None:
+        """The table of ``metric`` on ``device``, or None when it is no identifier."""
+        name = self.fill(metric, device)
+        if len(name) > self.ident_max or not IDENTIFIER_RE.fullmatch(name):
+            return None
+        return name
+
+    def metric_of(self, table: str, device: str, fold: bool) -> str | None:
+        """The metric whose table on ``device`` is ``table``; None for another table.
+
+        Ambiguous only when one device's id ends another's (``1_42`` and
+        ``42`` under ``{metric}_{device}``): the layout cannot tell those apart.
+        """
+        pieces, named = [], False
+        for p in self._parts:
+            if p == "{metric}":
+                # A template naming {metric} twice: the later ones repeat the first.
+                pieces.append("(?P=metric)" if named else "(?P<metric>[A-Za-z0-9_]+)")
+                named = True
+            else:
+                pieces.append(re.escape(device) if p == "{device}" else re.escape(p))
+        pattern = "".join(pieces)
+        m = re.fullmatch(pattern, table, re.IGNORECASE if fold else 0)
+        return m.group("metric") if m else None

@@ -278,8 +278,10 @@ def test_missing_tables_and_per_device_layout(tmp_path):
         f"centaure query: no Centaure tables with prefix 'nope_' in {URL}: run "
         "'centaure db upgrade -c settings.ini' or start centaure-db")
     cfg = settings_file(tmp_path, "nope_", extra="layout = per_device\n")
-    assert failed(centaure_query(cfg, R1)).startswith(
-        "centaure query: [db] layout = per_device: samples are in one table per metric")
+    # The per_device layout reads the device's own tables: none here.
+    assert failed(centaure_query(cfg, R1)) == (
+        f"centaure query: no device named '{R1}' in the database: no per_device table of it "
+        f"(named like METRIC_{R1})")
 
 
 def test_unreachable_database_never_shows_the_password(tmp_path):
