@@ -12,6 +12,6 @@ from setuptools import find_packages, setup
 setup(
     package_dir={"": "src"},
     packages=find_packages(where="src", include=["connector", "connector.*", "connector_*",
-                                                 "connector_*.*"])
+                                                 "connector_*.*", "snmpwire", "snmpwire.*"])
     + ["twisted.plugins"],
 )

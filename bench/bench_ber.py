@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark connector_snmp.ber against pyasn1 (pysnmp 7's codec).
+"""Benchmark snmpwire.ber against pyasn1 (pysnmp 7's codec).
 
 Decodes a v2c GetBulk Response of 50 varbinds shaped like an IF-MIB ifTable
 walk (10 columns x 5 rows: OctetString, Integer, Gauge32, Counter32), and
@@ -31,7 +31,7 @@ from pyasn1.codec.ber import decoder as pyasn1_decoder  # noqa: E402
 from pyasn1.codec.ber import encoder as pyasn1_encoder  # noqa: E402
 from pysnmp.proto import api  # noqa: E402
 
-from connector_snmp import ber  # noqa: E402
+from snmpwire import ber  # noqa: E402
 
 v2c = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 

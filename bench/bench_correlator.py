@@ -561,7 +561,7 @@ def build_traps(n: int, sources: int) -> list[tuple[int, str, str, bytes]]:
     Returns (source number, host, ifIndex, datagram); the host is the source
     address (an unknown sender is named by its address).
     """
-    from connector_snmp import ber
+    from snmpwire import ber
 
     out = []
     for i in range(n):

@@ -74,7 +74,7 @@ IF_ENTRY = "1.3.6.1.2.1.2.2.1"
 
 def build_datagrams(n: int = 1000) -> list[bytes]:
     """``n`` v2c linkDown traps with 6 varbinds, values varying."""
-    from connector_snmp import ber
+    from snmpwire import ber
 
     out = []
     for i in range(n):
@@ -102,7 +102,7 @@ def v3_engine_ids(n: int) -> list[bytes]:
 
 def v3_users(engines: int):
     """One authPriv SHA/AES trap user "bench" per sender engine ID, one password."""
-    from connector_traps.usm import UsmUser
+    from snmpwire.usm import UsmUser
 
     return [UsmUser(V3_USER, "SHA", V3_PASSWORD, "AES", V3_PASSWORD, engine_id=e)
             for e in v3_engine_ids(engines)]
@@ -111,8 +111,8 @@ def v3_users(engines: int):
 def build_v3_datagrams(n: int = 1000, engines: int = 100) -> list[bytes]:
     """``n`` SNMPv3 authPriv (SHA/AES) linkDown traps, 6 varbinds, values varying,
     from ``engines`` sender engine IDs in turn."""
-    from connector_snmp import ber
-    from connector_traps.usm import encode_notification, localized_keys
+    from snmpwire import ber
+    from snmpwire.usm import encode_notification, localized_keys
 
     users = v3_users(engines)
     ku: dict = {}

@@ -24,14 +24,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from connector_snmp import ber  # noqa: E402
-from connector_traps.usm import (  # noqa: E402
-    UserTable,
-    UsmUser,
-    V3Receiver,
-    encode_notification,
-    localized_keys,
-)
+from snmpwire import ber  # noqa: E402
+from connector_traps.usm import UserTable, V3Receiver  # noqa: E402
+from snmpwire.usm import UsmUser, encode_notification, localized_keys  # noqa: E402
 
 OURS = bytes.fromhex("80001f8804") + b"bench-rx"
 VARBINDS = [

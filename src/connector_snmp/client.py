@@ -1,9 +1,9 @@
 """The SNMP manager side of the poller: GET and table walks, v1/v2c/v3.
 
-Every version runs over our own BER codec (:mod:`connector_snmp.ber`) and a
+Every version runs over our own BER codec (:mod:`snmpwire.ber`) and a
 Twisted ``DatagramProtocol``; v3 adds our own USM
 (:mod:`connector_snmp.usm_manager`, over the trap receiver's
-:mod:`connector_traps.usm`): engine discovery, time synchronisation and keys
+:mod:`snmpwire.usm`): engine discovery, time synchronisation and keys
 localized per agent engine.
 
 Transport
@@ -86,7 +86,7 @@ from typing import Any
 from twisted.internet import defer, threads
 from twisted.internet.protocol import DatagramProtocol
 
-from connector_snmp import ber
+from snmpwire import ber
 from connector_snmp.model import SnmpTarget, Varbind
 from connector_snmp.usm_manager import (
     Drop,
@@ -95,11 +95,10 @@ from connector_snmp.usm_manager import (
     Reply,
     Report,
     UsmManager,
-    V3Error,
     is_v3,
     report_error,
 )
-from connector_traps.usm import UsmError, parse_message
+from snmpwire.usm import UsmError, parse_message
 
 __all__ = ["SnmpClient", "SnmpError", "SnmpTimeout", "MAX_VARBINDS_PER_REQUEST"]
 
@@ -470,14 +469,14 @@ class SnmpClient:
         if p is None or p.v3 is None or p.dest != addr:
             c["bad_packets"] += 1
             return
-        answer: Reply | Report | V3Error
+        answer: Reply | Report | UsmError
         try:
             answer = self._usm.read(p.v3, data, m, p.dest)
         except Drop as e:
             c["bad_packets"] += 1
             log.debug("SNMPv3 answer from %s dropped: %s", _describe(p.target), e.reason)
             return
-        except V3Error as e:
+        except UsmError as e:
             answer = e
         except Exception as e:  # pragma: no cover - defensive: never fail the reactor
             c["bad_packets"] += 1
@@ -569,7 +568,7 @@ class SnmpClient:
                 rid = self._next_rid()
                 try:
                     data, pv = usm.request(sec, st, rid, rid, pdu, oids, max_rep)
-                except V3Error as e:
+                except UsmError as e:
                     raise SnmpError(target, 0, reason=f"SNMPv3: {e}") from None
                 answer = await self._v3_send(target, family, dest, rid, data, pv)
                 if type(answer) is Reply:

@@ -1,6 +1,6 @@
 """SNMPv3 for the poller (command generator side): USM (RFC 3414) with SHA-2
-(RFC 7860) and AES (RFC 3826), over the trap receiver's USM primitives
-(:mod:`connector_traps.usm`: keys, message parsing, HMAC, ciphers).
+(RFC 7860) and AES (RFC 3826), over the USM building blocks
+(:mod:`snmpwire.usm`: keys, message parsing, HMAC, ciphers).
 
 What it does
     :class:`UsmManager` keeps, per agent (address, port), what the manager
@@ -28,7 +28,7 @@ Discovery and time synchronisation (RFC 3414 section 4)
     these restarts per request.
 
 Errors
-    :class:`V3Error` (``reason`` a short class, ``detail`` a sentence; never
+    :class:`UsmError` (``reason`` a short class, ``detail`` a sentence; never
     a key nor a password) for what ends a request: Reports such as
     usmStatsWrongDigests, usmStatsUnknownUserNames,
     usmStatsDecryptionErrors, a bad configuration, an undecodable but
@@ -45,26 +45,26 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from connector_snmp import ber
+from snmpwire import ber
 from connector_snmp.model import V3Security, Varbind
-from connector_traps.usm import (
+from snmpwire.usm import (
+    LocalizedKeys,
     NO_AUTH_NO_PRIV,
     TIME_WINDOW,
     USM_STATS,
-    LocalizedKeys,
     UsmConfigError,
     UsmError,
     UsmUser,
     V3Message,
-    _decrypt,
-    _verify,
     decode_scoped_pdu,
+    decrypt,
     encode_v3,
     localized_keys,
     parse_message,
+    verify,
 )
 
-__all__ = ["UsmManager", "EngineState", "V3Error", "Drop", "Reply", "Report",
+__all__ = ["UsmManager", "EngineState", "Drop", "Reply", "Report",
            "PendingV3", "REPORT_REASONS", "is_v3"]
 
 _INT31 = 2**31 - 1
@@ -86,17 +86,6 @@ REPORT_REASONS: dict[str, tuple[str, str]] = {
     "1.3.6.1.6.3.12.1.5.0": ("unknown_context", "snmpUnknownContexts"),
 }
 
-
-class V3Error(Exception):
-    """A v3 request failed for *reason* (never shows a secret)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
 
 class Drop(Exception):
@@ -199,7 +188,7 @@ class UsmManager:
                             sec.priv_protocol, sec.priv_key or None,
                             key_extension=self.aes_key_extension)
             except UsmConfigError as e:
-                raise V3Error("bad_credentials", str(e)) from None
+                raise UsmError("bad_credentials", str(e)) from None
             if len(self._users) >= 100_000:
                 self._users.clear()
             self._users[sec] = u
@@ -230,7 +219,7 @@ class UsmManager:
     def learn(self, agent: tuple[str, int], engine_id: bytes, boots: int, etime: int,
               synced: bool = False) -> EngineState:
         if not engine_id:
-            raise V3Error("discovery_failed", "the agent reported an empty engine ID")
+            raise UsmError("discovery_failed", "the agent reported an empty engine ID")
         if len(self.engines) >= self.max_agents and agent not in self.engines:
             self.engines.clear()
         st = self.engines[agent] = EngineState(engine_id, boots, etime, self.clock(), synced)
@@ -275,7 +264,7 @@ class UsmManager:
                              reportable=True, context_engine_id=st.engine_id,
                              context_name=sec.context_name.encode())
         except (ValueError, TypeError) as e:  # an OID we cannot encode, ...
-            raise V3Error("bad_request", str(e)) from None
+            raise UsmError("bad_request", str(e)) from None
         return data, PendingV3(msg_id, request_id, name, level, st.engine_id, keys, False)
 
     # --------------------------------------------------------- decoding
@@ -285,7 +274,7 @@ class UsmManager:
         """Check and decode an answer to *p*.
 
         Returns a :class:`Reply` (a Response) or a :class:`Report`; raises
-        :class:`Drop` (not an answer to *p*: ignore it) or :class:`V3Error`
+        :class:`Drop` (not an answer to *p*: ignore it) or :class:`UsmError`
         (an authenticated answer we cannot use).  With *agent*, an
         authenticated answer updates that agent's engine time."""
         if m is None:
@@ -301,7 +290,7 @@ class UsmManager:
             if keys is None or not keys.mac_len or m.engine_id != p.engine_id or m.user != p.user:
                 raise Drop("unexpected_authentication")
             try:
-                _verify(keys, data, m)
+                verify(keys, data, m)
             except UsmError:
                 raise Drop("wrong_digest") from None
             authenticated = True
@@ -309,16 +298,16 @@ class UsmManager:
             # parse_message refuses privacy without authentication
             assert p.keys is not None
             try:
-                plain = _decrypt(p.keys, data, m)
+                plain = decrypt(p.keys, data, m)
                 sp = decode_scoped_pdu(plain, 0, len(plain), 7 if p.keys.priv_protocol == "DES" else 0)
             except UsmError:
-                raise V3Error("decryption_error", "cannot decrypt the response") from None
+                raise UsmError("decryption_error", "cannot decrypt the response") from None
         else:
             try:
                 sp = decode_scoped_pdu(data, m.data_start, m.data_end)
             except UsmError as e:
                 if authenticated:
-                    raise V3Error("malformed", e.detail) from None
+                    raise UsmError("malformed", e.detail) from None
                 raise Drop("malformed") from None
         if sp.pdu_type == ber.REPORT:
             oid = sp.varbinds[0][0] if sp.varbinds else ""
@@ -344,7 +333,7 @@ class UsmManager:
         return Reply(sp.error_status, sp.error_index, sp.varbinds)
 
 
-def report_error(report: Report) -> V3Error:
+def report_error(report: Report) -> UsmError:
     """The error ending a request refused by a Report."""
-    return V3Error(report.reason, f"the agent answered a Report ({report.name})")
+    return UsmError(report.reason, f"the agent answered a Report ({report.name})")
 

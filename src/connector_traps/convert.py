@@ -26,13 +26,12 @@ Every refusal raises a :class:`ConvertError` (a ``ValueError``) whose
 
 from __future__ import annotations
 
-from connector_snmp import ber
-from connector_snmp.ber import SnmpMessage
+from snmpwire import ber
+from snmpwire.oids import SNMP_TRAP_OID_0, SYS_UPTIME_0
+from snmpwire.ber import SnmpMessage
 from connector_traps.model import (
     SNMP_TRAP_ADDRESS_0,
     SNMP_TRAP_ENTERPRISE_0,
-    SNMP_TRAP_OID_0,
-    SYS_UPTIME_0,
     Trap,
 )
 

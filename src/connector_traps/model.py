@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# (oid, BER tag name, value) as connector_snmp.ber decodes it.
+# (oid, BER tag name, value) as snmpwire.ber decodes it.
 Varbind = tuple[str, str, object]
 
-SYS_UPTIME_0 = "1.3.6.1.2.1.1.3.0"
-SNMP_TRAP_OID_0 = "1.3.6.1.6.3.1.1.4.1.0"
 SNMP_TRAP_ENTERPRISE_0 = "1.3.6.1.6.3.1.1.4.3.0"
 SNMP_TRAP_ADDRESS_0 = "1.3.6.1.6.3.18.1.3.0"
 

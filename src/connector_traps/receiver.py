@@ -19,7 +19,7 @@ reactor nor an unbounded memory):
   ``maxThroughput`` (bytes read per reactor turn) to ``read_per_turn``.
 
 Per datagram: the SNMP version is peeked; v1 and v2c are decoded by
-:func:`connector_snmp.ber.decode_message`, the community checked, the trap
+:func:`snmpwire.ber.decode_message`, the community checked, the trap
 converted by :func:`connector_traps.convert.trap_from_message`; a v2c
 InformRequest is answered (a Response PDU with the same request-id and
 varbinds, error-status 0, sent to the source address) *before* the trap is
@@ -35,7 +35,7 @@ trusts its network filtering).  The settings default to ``{b"public"}``.
 Counters (in the ``Counters`` given at construction), every failure by reason:
 ``datagrams_received``, ``dropped_queue_full``, ``malformed`` and
 ``malformed_<class>`` (truncated, length, tag, integer, oid, trailing, other:
-the class of the :class:`~connector_snmp.ber.BERError`), ``unsupported_version``,
+the class of the :class:`~snmpwire.ber.BERError`), ``unsupported_version``,
 ``wrong_pdu``, ``bad_community``, ``no_trap_oid``, ``bad_v1_trap``,
 ``v3_not_configured``, ``v3_errors``, ``inform_response_errors``,
 ``informs_answered``, ``traps_delivered``, ``sink_errors``, ``dropped_at_stop``,
@@ -60,7 +60,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from connector.metrics import Counters
-from connector_snmp import ber
+from snmpwire import ber
 from connector_traps.convert import ConvertError, normalize_address, trap_from_message
 from connector_traps.model import Trap
 
@@ -92,7 +92,7 @@ V3Handler = Callable[[bytes, tuple[str, int]], Any]
 def peek_version(data: bytes) -> int:
     """The msgVersion of an SNMP message, reading only its first TLVs.
 
-    Raises :class:`~connector_snmp.ber.BERError` when the start is not
+    Raises :class:`~snmpwire.ber.BERError` when the start is not
     ``SEQUENCE { INTEGER ...``.  The rest of the message is not checked.
     """
     n = len(data)

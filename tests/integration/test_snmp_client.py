@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 
-from connector_snmp import ber
+from snmpwire import ber
 from connector_snmp.client import SnmpClient, SnmpError, SnmpTimeout
 from connector_snmp.model import SnmpTarget
 from tests.snmp.snmpd import V3_USERS, free_udp_port

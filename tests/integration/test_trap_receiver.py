@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 
 from connector.metrics import Counters
-from connector_snmp import ber
+from snmpwire import ber
 from connector_traps.model import SNMP_TRAP_ADDRESS_0, SNMP_TRAP_ENTERPRISE_0, Trap
 from connector_traps.receiver import listen
 from tests.snmp.snmpd import free_udp_port, tool_env

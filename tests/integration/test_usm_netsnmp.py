@@ -14,8 +14,9 @@ import threading
 
 import pytest
 
-from connector_snmp import ber
-from connector_traps.usm import UserTable, UsmUser, V3Receiver
+from snmpwire import ber
+from connector_traps.usm import UserTable, V3Receiver
+from snmpwire.usm import UsmUser
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""connector_snmp.ber proven against pysnmp 7 / pyasn1.
+"""snmpwire.ber proven against pysnmp 7 / pyasn1.
 
 * pysnmp-built messages decode with our decoder to the same values;
 * our messages decode with pyasn1 to the same values, and are byte-for-byte
@@ -22,8 +22,8 @@ from pyasn1.codec.ber import encoder as pyasn1_encoder
 from pyasn1.error import PyAsn1Error
 from pysnmp.proto import api
 
-from connector_snmp import ber
-from connector_snmp.ber import BERError, decode_message
+from snmpwire import ber
+from snmpwire.ber import BERError, decode_message
 
 v1 = api.PROTOCOL_MODULES[api.SNMP_VERSION_1]
 v2c = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]

@@ -13,7 +13,8 @@ from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from connector.metrics import Counters
-from connector_snmp import ber
+from snmpwire import ber
+from snmpwire.oids import SNMP_TRAP_OID_0, SYS_UPTIME_0
 from connector_traps.convert import (
     ConvertError,
     normalize_address,
@@ -24,8 +25,6 @@ from connector_traps.convert import (
 from connector_traps.model import (
     SNMP_TRAP_ADDRESS_0,
     SNMP_TRAP_ENTERPRISE_0,
-    SNMP_TRAP_OID_0,
-    SYS_UPTIME_0,
     Trap,
 )
 from connector_traps.receiver import TrapReceiver, malformed_class, peek_version

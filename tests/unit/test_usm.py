@@ -20,19 +20,17 @@ from pysnmp.proto.secmod.rfc3414 import localkey
 from pysnmp.proto.secmod.rfc3414.auth import hmacmd5, hmacsha
 from pysnmp.proto.secmod.rfc7860.auth import hmacsha2
 
-from connector_snmp import ber
-from connector_traps import usm
-from connector_traps.usm import (
+from snmpwire import ber
+from snmpwire import usm
+from connector_traps.usm import UserTable, V3Receiver, load_users
+from snmpwire.usm import (
     LocalizedKeys,
-    UserTable,
     UsmConfigError,
     UsmError,
     UsmUser,
-    V3Receiver,
     decode_scoped_pdu,
     encode_notification,
     encode_v3,
-    load_users,
     localize_key,
     localized_keys,
     parse_message,
@@ -333,8 +331,8 @@ def test_inform_exchange(auth, priv):
     assert m.msg_id == 502 and m.engine_id == OURS and m.level == k.level and not m.reportable
     assert (m.boots, m.time) == (7, 42)
     if k.level:
-        usm._verify(k, res.response, m)
-    sp = usm._scoped_from(k, res.response, m)
+        usm.verify(k, res.response, m)
+    sp = usm.scoped_pdu(k, res.response, m)
     assert sp.pdu_type == ber.RESPONSE and sp.request_id == 602 and sp.error_status == 0
     assert sp.varbinds[2:] == VARBINDS
     assert r.counters["accepted"] == 1 and r.counters["responses"] == 1 and r.counters["discovery"] == 1
@@ -355,7 +353,7 @@ def test_inform_time_window_and_replay():
     assert res.error == "not_in_time_window" and res.trap is None
     m = parse_message(res.response)
     assert m.level == 1 and (m.boots, m.time) == (2, 1151)  # authenticated, with our clock
-    usm._verify(k, res.response, m)
+    usm.verify(k, res.response, m)
     sp = decode_scoped_pdu(res.response, m.data_start, m.data_end)
     assert sp.pdu_type == ber.REPORT and sp.varbinds == [("1.3.6.1.6.3.15.1.1.2.0", ber.COUNTER32, 1)]
     # Wrong boots: refused too.
