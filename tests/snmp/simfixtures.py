@@ -14,7 +14,6 @@ every other device of the same process for ~2 s (see fleet/README.md).
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
