@@ -199,7 +199,7 @@ def bench_daemon(bodies: list[tuple[str, bytes]], total_values: int, args: argpa
             "counters": counters, "left": left, "thresholds": thresholds,
             "buffered": [line for line in metrics_text.splitlines()
                          if not line.startswith("#") and any(
-                             w in line for w in ("buffered_total", "spilled", "replayed"))]}
+                             w in line for w in ("messages_buffered", "spilled", "replayed"))]}
 
 
 # --- where the time goes (py-spy raw output) ------------------------------------------------

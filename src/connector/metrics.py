@@ -93,7 +93,8 @@ def render_prometheus(counters: Iterable[Counters], prefix: str = "centaure") ->
                 metric = f"{prefix}_{name}"
                 types[metric] = "gauge"
             else:
-                metric = f"{prefix}_{name}_total"
+                # Prometheus counters end in _total exactly once.
+                metric = f"{prefix}_{name.removesuffix('_total')}_total"
                 types[metric] = "counter"
             families.setdefault(metric, []).append(f"{metric}{{{label}}} {_num(value)}")
         for name, h in sorted(c.histograms.items()):

@@ -360,7 +360,7 @@ class ReliablePublisher:
 
     def _flushed(self, result: AppendResult, batch: list[_Pending]) -> None:
         self._flushing = False
-        self.counters.inc("buffered_total", result.accepted)
+        self.counters.inc("messages_buffered", result.accepted)
         self.counters.inc("dropped", result.dropped_oldest + result.refused)
         self.counters.set("buffered", self.buffer.count())
         # refuse_newest refuses the last messages of the batch; drop_oldest

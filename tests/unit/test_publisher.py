@@ -107,7 +107,7 @@ async def test_once_the_replay_has_sent_everything_new_messages_go_directly(tmp_
     assert p.buffer.count() == 7
     later = [p.publish(perf(i)) for i in range(7, 10)]
     assert [seq for _, seq in link.sent] == list(range(10))
-    assert p.buffer.count() == 7 and p.counters.get("buffered_total") == 7
+    assert p.buffer.count() == 7 and p.counters.get("messages_buffered") == 7
     p.confirmed(10, multiple=True, ack=True)
     assert early.called and all(d.called for d in later)
     await until(lambda: p.buffer.count() == 0)
