@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterable
 
-from twisted.web import resource, server
+from twisted.logger import Logger
+from twisted.web import http, resource, server
 
 from connector.metrics import Counters, render_prometheus
 
@@ -40,11 +41,29 @@ class HealthResource(resource.Resource):
         return json.dumps(body, sort_keys=True, default=str).encode()
 
 
+class QuietSite(server.Site):
+    """A site whose access lines are debug events, not info lines of the process log.
+
+    Prometheus scrapes ``/metrics`` and supervisors poll ``/health`` every few
+    seconds: at info level each request would be a log line, drowning what the
+    connectors say. ``[logging] level = debug`` shows them.
+    """
+
+    access_log = Logger(namespace="connector.http")
+
+    def logPrefix(self) -> str:
+        """What the listening port's start and stop lines call this site."""
+        return "HTTP /metrics /health"
+
+    def log(self, request: http.Request) -> None:
+        self.access_log.debug("{line}", line=self._logFormatter(self._logDateTime, request))
+
+
 def make_site(counters: Callable[[], Iterable[Counters]], health: Callable[[], dict]) -> server.Site:
     """The site served on ``[connector] http_port``."""
     root = resource.Resource()
     root.putChild(b"metrics", MetricsResource(counters))
     root.putChild(b"health", HealthResource(health))
-    site = server.Site(root)
+    site = QuietSite(root)
     site.noisy = False
     return site
