@@ -9,16 +9,17 @@ Parts (each prints its figures; medians of ``--runs``):
    ``--messages`` perf messages of ``--metrics`` metrics: sustained metrics/s
    stored, measured on the daemon's own ``rows_written`` counter between 10%
    and 90% of the work (start-up excluded).
-3. ``e2e`` (``--e2e``): a simulated fleet (snmpsim) polled by ``centaure-snmp``,
-   through RabbitMQ, stored by ``centaure-db``: metrics/s stored and the lag
-   from poll to commit (p50, p99 of the writer's ``store_lag_seconds``).
-4. ``backlog`` (``--backlog N``): N one-metric messages queued while the
+3. ``backlog`` (``--backlog N``): N one-metric messages queued while the
    writer is down, then replayed: rate and the daemon's RSS over the replay
    (memory must not grow with the backlog).
 
 Usage:
     .venv/bin/python bench/bench_db.py [--messages 4000] [--metrics 50] [--runs 3]
-        [--e2e] [--backlog 1000000]
+        [--backlog 1000000]
+
+The end-to-end figure (a simulated fleet polled by ``centaure-snmp``, through
+RabbitMQ, stored by ``centaure-db``) is ``bench/bench_db_e2e.py``, which
+builds on the daemon helpers of this module.
 """
 
 from __future__ import annotations
@@ -268,7 +269,6 @@ def main() -> None:
     ap.add_argument("--metrics", type=int, default=50)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--e2e", action="store_true")
     ap.add_argument("--backlog", type=int, default=0)
     ap.add_argument("--skip-bus", action="store_true")
     args = ap.parse_args()
@@ -291,10 +291,6 @@ def main() -> None:
               f"{bus_med:,.0f} metrics/s (median of {args.runs}); "
               f"{bus_med / raw_med:.2f}x raw executemany; goal 50,000: "
               f"{'met' if bus_med >= 50_000 else 'NOT met'}")
-    if args.e2e:
-        from bench.bench_db_e2e import bench_e2e
-
-        print(json.dumps(bench_e2e(), indent=1))
     if args.backlog:
         r = bench_backlog(args.backlog, args.batch)
         print(f"backlog replay of {r['messages']:,} messages: {r['seconds']:.0f} s, "

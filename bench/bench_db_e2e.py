@@ -9,7 +9,7 @@ commit (the writer's ``store_lag_seconds`` histogram, p50 and p99 as bucket
 upper bounds).
 
 Usage: .venv/bin/python bench/bench_db_e2e.py [--devices 1000] [--interval 10]
-       [--seconds 40]   (also run by bench_db.py --e2e)
+       [--seconds 40]
 """
 
 from __future__ import annotations
