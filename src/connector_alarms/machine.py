@@ -273,6 +273,42 @@ class Correlator:
             children.setdefault(parent, []).append(host)
         self.children = children
 
+    def reconfigure(self, settings: CorrelatorSettings, parents: Mapping[str, str | None],
+                    now: float) -> list[Outgoing]:
+        """New settings and topology (a reload); the ``updated`` alarms it causes.
+
+        Every active alarm's mask is brought in line with the new topology
+        and masking settings (a child of a parent that is down now is masked,
+        one whose parent changed is unmasked, a new ``mask_severity`` shows),
+        and every due time is computed again (expiry, held updates,
+        forgetting follow the new durations).
+        """
+        self.settings = settings
+        self.set_parents(parents)
+        out: list[Outgoing] = []
+        for host in self.states.hosts():
+            state = self.states.get(host)
+            cause = self._parent_down(host)
+            for rec in state.alarms.values():
+                if not rec.active:
+                    continue
+                if cause is not None and self._maskable(rec):
+                    if rec.cause_ref == cause.ref and \
+                            rec.severity == self._masked_severity(rec.base_severity):
+                        continue
+                    self._mask(rec, cause)
+                elif rec.cause_ref is not None:
+                    self.counters["unmasked"] += 1
+                    rec.cause_ref = None
+                    rec.severity = rec.base_severity
+                else:
+                    continue
+                state.touch(rec.ref)
+                if not rec.flapping:
+                    self._emit(rec, "updated", now, out)
+            self.track(host, now)
+        return out
+
     def track(self, host: str, now: float | None = None) -> None:
         """(Re)schedule the due times of every alarm of ``host`` (after a load or a move)."""
         now = self.clock_now() if now is None else now

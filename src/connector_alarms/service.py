@@ -35,11 +35,24 @@ come back; redelivered ids already applied change nothing.
 
 Expiry and held updates run on a timer as an input-less batch through the
 same steps.
+
+SIGHUP reads the settings file and the inventory again (on a thread). A bad
+one is refused with one log line (file, line or key, problem) and the running
+configuration kept. Otherwise the topology (the inventory's parents) and the
+``[correlator]`` settings in :data:`RELOADABLE` are applied in the next batch,
+like an input: masks follow the new topology at once (the ``updated`` alarms
+go through the outbox as any other) and due times follow the new durations.
+One log line says what changed, and names the changed settings that need a
+restart (``[correlator] table_prefix``, :data:`RESTART_SECTIONS`), which are
+not applied.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from twisted.application import service
@@ -62,6 +75,16 @@ __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 CONNECTOR = "correlator"
 #: Batches between apply and ack at once (one commits while the next applies).
 PIPELINE = 2
+#: ``[correlator]`` settings a reload applies; the others need a restart.
+RELOADABLE = ("update_interval", "expire_after", "expire_names", "keep_cleared", "flap_high",
+              "flap_low", "mask_severity", "mask_all", "batch_size", "batch_interval",
+              "tick_interval")
+#: Sections the running correlator is built on: changed, they need a restart.
+RESTART_SECTIONS = ("database", "db", "bus", "buffer", "connector")
+
+
+class ReloadError(Exception):
+    """The settings file or the inventory cannot be used; the message is one line."""
 
 
 class _Waiting:
@@ -120,6 +143,9 @@ class CorrelatorService(service.Service):
         self._ticker: task.LoopingCall | None = None
         self._pool = ThreadPool(1, 1, name="correlator-sql")
         self._idle: list[defer.Deferred] = []
+        #: A reloaded configuration waiting for the next batch: (settings, parents).
+        self._new_config: tuple[Any, dict[str, str | None]] | None = None
+        self._reloading: defer.Deferred | None = None
         runtime.health_checks[CONNECTOR] = self.health
 
     # --- start and stop -----------------------------------------------------------
@@ -127,6 +153,16 @@ class CorrelatorService(service.Service):
     def startService(self) -> None:
         super().startService()
         self._pool.start()
+        try:
+            previous = signal.getsignal(signal.SIGHUP)
+
+            def on_hup(signum: int, frame: Any) -> None:
+                self.reactor.callFromThread(self.reload)
+                if callable(previous):  # other connectors of the process reload too
+                    previous(signum, frame)
+            signal.signal(signal.SIGHUP, on_hup)
+        except ValueError:  # not the main thread (tests): no signal
+            pass
         d = defer.ensureDeferred(self._start())
         d.addErrback(lambda f: None if self._stopping else
                      self.log.failure("centaure-correlator start failed", f))
@@ -197,6 +233,75 @@ class CorrelatorService(service.Service):
         if not self._pool.joined:
             self._pool.stop()
         yield threads.deferToThread(self.engine.dispose)
+
+    # --- reload (SIGHUP) ------------------------------------------------------------
+
+    def reload(self) -> defer.Deferred:
+        """Read the settings and the inventory again; applied in the next batch, or refused."""
+        if self._reloading is not None:
+            return self._reloading
+        d = defer.ensureDeferred(self._reload())
+        d.addErrback(lambda f: self.log.failure("correlator reload failed", f))
+        if not d.called:
+            self._reloading = d
+
+            def done(result: object) -> object:
+                self._reloading = None
+                return result
+            d.addBoth(done)
+        return d
+
+    async def _reload(self) -> None:
+        if self.correlator is None:
+            self.log.warn("reload ignored: the correlator is {state}; send SIGHUP again once "
+                          "it is ready", state=self.state)
+            return
+        try:
+            settings, parents = await threads.deferToThread(_read_config, self.settings.source)
+        except ReloadError as e:
+            self.counters.inc("reload_errors")
+            self.log.error("reload refused, keeping the running configuration: {error}",
+                           error=str(e))
+            return
+        if self._stopping:
+            return
+        self._new_config = (settings, parents)
+        self._tick_due = True  # a batch now, even without input
+        self._kick()
+
+    def _use_config(self, settings, parents: dict[str, str | None],
+                    now: float) -> list[tuple[str, messages.Alarm]]:
+        """Apply a reloaded configuration (in a batch's apply step); the alarms it changes."""
+        old = self.conf
+        conf = settings.section("correlator")
+        restart = [f"[{name}]" for name in RESTART_SECTIONS
+                   if settings.section(name) != self.settings.section(name)]
+        if conf.table_prefix != old.table_prefix:
+            restart.insert(0, "[correlator] table_prefix")
+        conf = dataclasses.replace(conf, table_prefix=old.table_prefix)
+        changed = [k for k in RELOADABLE if getattr(conf, k) != getattr(old, k)]
+        before = dict(self.correlator.parents)
+        after = {h: p for h, p in parents.items() if p}
+        moved = sum(1 for h in set(before) | set(after) if before.get(h) != after.get(h))
+        masked, unmasked = self.correlator.counters["masked"], self.correlator.counters["unmasked"]
+        out = self.correlator.reconfigure(conf, parents, now)
+        self.conf = conf
+        self._full = max(1, min(conf.batch_size, self._prefetch // PIPELINE))
+        if conf.tick_interval != old.tick_interval and self._ticker is not None \
+                and self._ticker.running:
+            self._ticker.stop()
+            self._ticker = task.LoopingCall(self._on_tick)
+            self._ticker.clock = self.reactor
+            self._ticker.start(conf.tick_interval, now=False)
+        self.log.info(
+            "correlator reloaded: topology {links} parent links ({moved} changed); "
+            "settings {changed}; {masked} alarms masked, {unmasked} unmasked{restart}",
+            links=len(after), moved=moved, changed=", ".join(changed) or "unchanged",
+            masked=self.correlator.counters["masked"] - masked,
+            unmasked=self.correlator.counters["unmasked"] - unmasked,
+            restart=f"; changed but kept until a restart: {', '.join(restart)}"
+            if restart else "")
+        return out
 
     # --- IMessageHandler ------------------------------------------------------------
 
@@ -285,7 +390,10 @@ class CorrelatorService(service.Service):
         now = time.time()
         out: list[tuple[str, messages.Alarm]] = []
         try:
-            # 1. apply (reactor thread, pure)
+            # 1. apply (reactor thread, pure); a reload first, as an input
+            if self._new_config is not None:
+                (settings, parents), self._new_config = self._new_config, None
+                out.extend(self._use_config(settings, parents, now))
             for w in batch:
                 out.extend(self.correlator.apply(w.message, w.message_id, now))
             if self._tick_due:
@@ -366,6 +474,21 @@ def _parents(settings) -> dict[str, str | None]:
 
     inventory = load_optional_inventory(settings)
     return {} if inventory is None else {d.name: d.parent for d in inventory}
+
+
+def _read_config(path: str | None) -> tuple[Any, dict[str, str | None]]:
+    """The settings file and the inventory's topology, read again (on a thread)."""
+    from connector.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(path)
+    except SettingsError as e:
+        raise ReloadError(str(e)) from None
+    try:
+        return settings, _parents(settings)
+    except (ValueError, OSError) as e:
+        text = " | ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
+        raise ReloadError(f"inventory: {text}") from None
 
 
 def build(runtime) -> CorrelatorService:
