@@ -41,6 +41,10 @@ from connector.interfaces import IPublisher
 from connector.metrics import Counters
 
 
+class PublisherClosed(Exception):
+    """The publisher takes no message: its buffer never opened (the cause is logged once)."""
+
+
 class IPublishLink(Interface):
     """A channel in confirm mode, as the publisher sees it."""
 
@@ -108,6 +112,7 @@ class ReliablePublisher:
         self._watchdog = None
         self._stopped = False
         self._started = False
+        self._start_error: Exception | None = None
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
 
@@ -121,7 +126,14 @@ class ReliablePublisher:
         heartbeat, say) wait in memory and are numbered after the rows the
         buffer already holds.
         """
-        yield self.buffer.start()
+        try:
+            yield self.buffer.start()
+        except Exception as e:
+            # The messages waiting for the open are refused at once, not held
+            # until stop(): the process is about to report the open error.
+            self._start_error = e
+            self._refuse_unstarted()
+            raise
         self._seq = max(self._seq, self.buffer.last_id())
         for pending in self._to_buffer:
             self._seq += 1
@@ -140,9 +152,7 @@ class ReliablePublisher:
         self._stopped = True
         if not self._started:
             # The buffer never opened: nothing was accepted, nothing to keep.
-            for pending in self._to_buffer:
-                pending.deferred.errback(BufferFull("publisher stopped before its buffer opened"))
-            self._to_buffer = []
+            self._refuse_unstarted()
             return
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
@@ -157,6 +167,16 @@ class ReliablePublisher:
                 self._delete_acked()
             yield _sleep(self.clock, 0.01)
         yield self.buffer.stop()
+
+    def _refuse_unstarted(self) -> None:
+        """Fail what waits for a buffer that did not (or will not) open."""
+        if self._start_error is not None:
+            reason = f"the backup buffer did not open ({self._start_error})"
+        else:
+            reason = "the publisher stopped before its backup buffer opened"
+        waiting, self._to_buffer = self._to_buffer, []
+        for pending in waiting:
+            pending.deferred.errback(PublisherClosed(reason))
 
     # -- the link, as told by the adapter -------------------------------
 
@@ -267,6 +287,9 @@ class ReliablePublisher:
         return f"{self._id_prefix}{next(self._ids):x}"
 
     def _accept(self, record: BufferedMessage) -> defer.Deferred:
+        if self._start_error is not None:
+            return defer.fail(PublisherClosed(
+                f"the backup buffer did not open ({self._start_error})"))
         d = defer.Deferred()
         if not self._started:
             # Numbered by start(), once the buffer's last id is known.

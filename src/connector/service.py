@@ -17,6 +17,7 @@ from connector.embedded import EmbeddedBus
 from connector.logs import configure_logging
 from connector.metrics import Counters
 from connector.settings import Settings, SettingsError, load_settings
+from connector.startup import startup_line
 from connector.status import StatusService
 from connector.topology import CONSUMES, connector_queue
 
@@ -41,7 +42,14 @@ class Options(usage.Options):
         try:
             self["settings"] = load_settings(path)
         except SettingsError as e:
-            raise usage.UsageError(str(e)) from None
+            # One line naming the file and what is wrong in it: twistd's usage
+            # text (a UsageError's) would bury it, and the options were right.
+            raise SystemExit(startup_line(self._process(), e)) from None
+
+    def _process(self) -> str:
+        """The process named on twistd's command line (``db`` for ``centaure-db``)."""
+        command = getattr(getattr(self, "parent", None), "subCommand", None) or "centaure"
+        return process_name(command)
 
 
 class Runtime:
@@ -128,7 +136,7 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
             connector_service = build(runtime)
         except Exception as e:
             # A configuration problem: one clear line, not a traceback.
-            raise SystemExit(f"centaure-{name}: {e}") from None
+            raise SystemExit(startup_line(name, e)) from None
         connector_service.setServiceParent(root)
     for name in names:
         StatusService(

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from connector import __version__, messages
 from connector.metrics import Counters
+from connector.publisher import PublisherClosed
 
 
 class StatusService(service.Service):
@@ -53,8 +54,15 @@ class StatusService(service.Service):
     def beat(self, state: str | None = None):
         """Publish one heartbeat; a failure is logged, never fatal."""
         d = self.publisher.publish(self.message(state))
-        d.addErrback(lambda f: self.log.failure("could not publish the status heartbeat", f))
+        d.addErrback(self._not_published)
         return d
+
+    def _not_published(self, failure) -> None:
+        if failure.check(PublisherClosed):
+            # The buffer's open error stops the process and is reported once, by the bus.
+            self.log.debug("status heartbeat not published: {error}", error=failure.value)
+            return
+        self.log.failure("could not publish the status heartbeat", failure)
 
     def startService(self):
         super().startService()

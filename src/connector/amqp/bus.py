@@ -7,9 +7,10 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from connector import startup
 from connector.amqp.connection import BrokerURL, BusConnection, TLSSettings
 from connector.amqp.subscriber import AMQPSubscriber
-from connector.buffer import SQLiteBuffer, ThreadedBuffer
+from connector.buffer import BufferOpenError, SQLiteBuffer, ThreadedBuffer
 from connector.consumer import Consumer
 from connector.interfaces import IBus, ISubscriber
 from connector.metrics import Counters
@@ -67,8 +68,13 @@ class AMQPBus(service.Service):
         return d
 
     def _start_failed(self, failure):
+        if failure.check(BufferOpenError):
+            # A known cause (locked, corrupt, foreign file): its message says it all.
+            startup.fail(self.app_id, failure.value, self.reactor)
+            return
         self.log.failure("the bus could not start (buffer {path})", failure, path=self.buffer_path)
-        self.reactor.stop()
+        startup.fail(self.app_id, f"the bus could not start (buffer {self.buffer_path}): "
+                                  f"{failure.getErrorMessage()}", self.reactor)
 
     @defer.inlineCallbacks
     def stopService(self):
