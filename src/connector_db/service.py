@@ -2,8 +2,10 @@
 
 Start-up: the schema is made ready (created or upgraded by the Alembic
 migrations with ``[db] migrate = auto``, only checked with ``check``) on a
-thread, retried with backoff while the database is unreachable or out of
-date; only then does the connector subscribe to its queue
+thread, retried with backoff while the database is unreachable (or another
+process holds the upgrade lock); a schema this code cannot use (not upgraded
+under ``check``, or newer than this code) stops the process with one line
+and exit code 1. Only then does the connector subscribe to its queue
 (``<prefix>.db``), so nothing is taken from the bus before it can be
 written. Messages go to a :class:`~connector_db.writer.SqlWriter` over the
 configured layout's store.
@@ -21,6 +23,7 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from connector import startup
 from connector.retry import retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
@@ -83,8 +86,16 @@ class DbService(service.Service):
     def startService(self) -> None:
         super().startService()
         self._starting = defer.ensureDeferred(self._start())
-        self._starting.addErrback(
-            lambda f: None if self._stopping else self.log.failure("centaure-db start failed", f))
+        self._starting.addErrback(self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        """A start-up step failed for good: the process stops with one line saying why."""
+        if self._stopping:
+            return
+        self.schema_state, self.schema_error = "failed", error_summary(failure.value)
+        # The traceback helps a developer, not an operator: debug level only.
+        self.log.debug("centaure-db start failed: {tb}", tb=failure.getTraceback())
+        startup.fail(CONNECTOR, self.schema_error, self.runtime.reactor)
 
     async def _start(self) -> None:
         revision = await self._schema_ready()
@@ -117,15 +128,22 @@ class DbService(service.Service):
         def step() -> str:
             if self.db.migrate == "auto":
                 return migrate.upgrade(self.engine, prefix)
-            migrate.check(self.engine, prefix)
-            return migrate.head()
+            # The upgrade hint names the settings file this process was started with.
+            return migrate.MIGRATIONS.check(self.engine, prefix,
+                                            self.settings.source or "settings.ini")
 
         def waiting(exc: BaseException) -> None:
             self.schema_state, self.schema_error = "waiting", error_summary(exc)
 
+        def transient(exc: BaseException) -> bool:
+            # Waiting helps while the server is down or another process holds
+            # the upgrade lock; a schema that is not the one this code needs
+            # (not upgraded under migrate = check, or newer than this code)
+            # stays so until someone acts: the process stops and says what to do.
+            return is_outage(exc) or isinstance(exc, migrate.MigrationLockTimeout)
+
         return await retry_in_thread(
-            self.runtime.reactor, step,
-            lambda exc: is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate),
+            self.runtime.reactor, step, transient,
             self.db.retry_initial, self.db.retry_max, "database schema",
             lambda: self._stopping, waiting)
 
