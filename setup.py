@@ -12,6 +12,7 @@ from setuptools import find_packages, setup
 setup(
     package_dir={"": "src"},
     packages=find_packages(where="src", include=["connector", "connector.*", "connector_*",
-                                                 "connector_*.*", "snmpwire", "snmpwire.*"])
+                                                 "connector_*.*", "snmpwire", "snmpwire.*",
+                                                 "centaure_shared", "centaure_shared.*"])
     + ["twisted.plugins"],
 )

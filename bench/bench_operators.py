@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark connector_snmp.operators pipelines on polled values.
+"""Benchmark centaure_shared.operators pipelines on polled values.
 
 Simulates a poller applying one metric's pipeline to --values values: --keys
 table rows (think interfaces) polled --values/--keys times, 60 s apart.  Each
@@ -30,8 +30,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from connector_snmp.model import MetricSpec, OperatorCall  # noqa: E402
-from connector_snmp.operators import (  # noqa: E402
+from centaure_shared.metric import MetricSpec, OperatorCall  # noqa: E402
+from centaure_shared.operators import (  # noqa: E402
     SKIP,
     Pipeline,
     StateStore,

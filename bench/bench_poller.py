@@ -80,7 +80,7 @@ from twisted.internet import defer, task  # noqa: E402
 
 from connector import messages  # noqa: E402
 from connector.settings import load_settings  # noqa: E402
-from connector_snmp import operators as ops  # noqa: E402
+from centaure_shared import operators as ops  # noqa: E402
 from connector_snmp.client import SnmpClient  # noqa: E402
 from connector_snmp.poller import DevicePoller  # noqa: E402
 from connector_snmp.service import build_registry, load_config  # noqa: E402

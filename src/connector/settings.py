@@ -61,6 +61,9 @@ __all__ = [
     "Str",
     "StrList",
     "Url",
+    "OptionalUrl",
+    "SQL_IDENTIFIER",
+    "sql_identifier",
     "KeyValueMap",
     "discover_sections",
     "load_settings",
@@ -582,6 +585,33 @@ def _resolve_reference(ref: str, ctx: ParseContext) -> str:
         raise InvalidValue(_REFERENCE_ALLOWED, f"file {target} is not UTF-8 text") from None
     # Secret files usually end with a newline that is not part of the secret.
     return text.rstrip("\r\n")
+
+
+class OptionalUrl(Url):
+    """A SQLAlchemy URL, or nothing (empty text): an optional second database."""
+
+    def __init__(self, example: str = "sqlite:///inventory.sqlite3") -> None:
+        super().__init__(
+            words=("",),
+            allowed="expected nothing, or a SQLAlchemy URL such as "
+                    f"mysql+pymysql://user:password@host/name or {example}",
+        )
+
+
+#: A table or column name: ASCII, a letter or '_' first, then letters, digits or
+#: '_', 64 characters at most (MySQL's limit; PostgreSQL's 63 is checked where it applies).
+SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SQL_IDENTIFIER_TEXT = "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'"
+
+
+def sql_identifier(optional: bool = False) -> Str:
+    """The parser of a setting naming a table or column (:data:`SQL_IDENTIFIER`)."""
+    pattern = SQL_IDENTIFIER.pattern
+    describe = _SQL_IDENTIFIER_TEXT
+    if optional:
+        pattern = f"(?:{pattern})?"
+        describe += ", or nothing"
+    return Str(pattern, describe)
 
 
 class SecretText(Parser):

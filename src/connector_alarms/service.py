@@ -470,7 +470,7 @@ def _outbox_items(outbox: list[tuple[str, bytes]]):
 
 def _parents(settings) -> dict[str, str | None]:
     """Inventory host -> parent host (the topology), or {} without an inventory."""
-    from connector_snmp.inventory import load_optional_inventory
+    from centaure_shared.inventory import load_optional_inventory
 
     inventory = load_optional_inventory(settings)
     return {} if inventory is None else {d.name: d.parent for d in inventory}

@@ -89,7 +89,7 @@ metrics of a condition, and the conditions of the list, are joined by the
 condition's ``logic_operator`` (``ET``: AND, ``OU``: OR), left to right.
 The seed selects devices in ``machines`` *or* of the ``construct``
 (manufacturer, compared with the inventory's device type as normalised by
-:func:`connector_snmp.inventory.normalize_device_type`).
+:func:`centaure_shared.inventory.normalize_device_type`).
 
 SQL (``rules_source = sql``): the seed's ``ALERTEURS`` table shape, read with
 SQLAlchemy Core (the table is reflected, never named in SQL text; values are
@@ -819,7 +819,7 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
         bad("emails", f"not an email address: {', '.join(map(repr, bad_emails))}")
     seed_types = ()
     if sel["constructs"]:
-        from connector_snmp.inventory import normalize_device_type
+        from centaure_shared.inventory import normalize_device_type
         seed_types = tuple(normalize_device_type(c) for c in sel["constructs"])
     selector = Selector(hosts=sel["hosts"], device_types=sel["device_types"] + seed_types,
                         models=sel["models"], tags=sel["tags"], any_of=bool(seed_types))
@@ -900,7 +900,7 @@ def load_rules_file(path: str, shown: str | None = None) -> tuple[Rule, ...]:
     """Rules of the YAML file ``path`` (a list of rules; an empty file: none)."""
     import yaml
 
-    from connector_snmp.inventory import YamlError, _StrictLoader
+    from centaure_shared.yamlfile import StrictLoader, YamlError
     shown = shown or path
     try:
         with open(path, encoding="utf-8-sig") as f:
@@ -909,8 +909,8 @@ def load_rules_file(path: str, shown: str | None = None) -> tuple[Rule, ...]:
         raise RulesError(shown, [f"cannot read the file ({e.strerror or e})"]) from None
     # Compose first so that each rule's line can be named in errors.
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506
+        node = yaml.compose(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}: " if mark else ""

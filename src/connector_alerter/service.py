@@ -429,7 +429,7 @@ def _base_dir(settings) -> str:
 
 def build(runtime) -> AlerterService:
     """The alerter of ``runtime``'s process: rules and inventory read and checked now."""
-    from connector_snmp.inventory import load_optional_inventory
+    from centaure_shared.inventory import load_optional_inventory
 
     from .evaluator import Evaluator
     from .rules import RulesError, load_rules

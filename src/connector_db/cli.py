@@ -158,7 +158,7 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
 
 def _per_device_layout(settings: Any, db: Any) -> Any:
     """The per_device layout of ``[db]``, with the inventory's ids as the writer's table names."""
-    from connector_snmp.inventory import InventoryError, load_optional_inventory
+    from centaure_shared.inventory import InventoryError, load_optional_inventory
 
     from .per_device import PerDeviceLayout
 

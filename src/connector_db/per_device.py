@@ -8,7 +8,7 @@ layout for sites whose tools read it, without string-built SQL:
 
 * table names come from ``[db] table_template`` (``{metric}_{device}``);
   ``{device}`` is the device's inventory id, its host name when it has none.
-  A filled-in name that is not an identifier (:data:`IDENTIFIER_RE`, and at
+  A filled-in name that is not an identifier (:data:`connector.settings.SQL_IDENTIFIER`, and at
   most 63 characters on PostgreSQL) rejects the message with the reason;
   identifiers are quoted by SQLAlchemy (``order``, ``ifInOctets``) and values
   are always bound parameters;
@@ -61,11 +61,11 @@ from zope.interface import implementer
 
 from connector.interfaces import IStore
 from connector.messages import Metric, Perf
+from connector.settings import SQL_IDENTIFIER
 
 from .schema import _key_string
 from .settings import (
     COLUMN_TYPES,
-    IDENTIFIER_RE,
     KEY_SOURCES,
     ColumnSpec,
     parse_struct,
@@ -346,7 +346,7 @@ class PerDeviceStore:
         parts = self._template_parts
         name = "".join(metric if p == "{metric}" else device if p == "{device}" else p
                        for p in parts)
-        if len(name) > self._ident_max or not IDENTIFIER_RE.fullmatch(name):
+        if len(name) > self._ident_max or not SQL_IDENTIFIER.fullmatch(name):
             raise UnstorableMessage(
                 f"metric {metric!r} of device {device!r}: table name {_shown(name)} is not an "
                 f"SQL identifier (letters, digits and '_', a letter or '_' first, at most "
@@ -581,7 +581,7 @@ class PerDeviceLayout:
     def table_name(self, metric: str, device: str) -> str | None:
         """The table of ``metric`` on ``device``, or None when it is no identifier."""
         name = self.fill(metric, device)
-        if len(name) > self.ident_max or not IDENTIFIER_RE.fullmatch(name):
+        if len(name) > self.ident_max or not SQL_IDENTIFIER.fullmatch(name):
             return None
         return name
 

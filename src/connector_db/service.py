@@ -58,7 +58,7 @@ def make_engine(url: str) -> sa.Engine:
 
 def _device_ids(settings) -> dict[str, str]:
     """Inventory host name -> device id, for the per-device layout's table names."""
-    from connector_snmp.inventory import load_optional_inventory
+    from centaure_shared.inventory import load_optional_inventory
 
     inventory = load_optional_inventory(settings)
     return {} if inventory is None else {d.name: d.id or d.name for d in inventory}

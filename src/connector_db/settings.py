@@ -16,6 +16,7 @@ from connector.settings import (
     Choice,
     Duration,
     Int,
+    SQL_IDENTIFIER,
     ParseContext,
     Parser,
     Str,
@@ -24,7 +25,7 @@ from connector.settings import (
     setting,
 )
 
-__all__ = ["COLUMN_SOURCES", "COLUMN_TYPES", "IDENTIFIER_RE", "KEY_SOURCES", "ColumnSpec",
+__all__ = ["COLUMN_SOURCES", "COLUMN_TYPES", "KEY_SOURCES", "ColumnSpec",
            "DbSettings", "TableStruct", "TableTemplate", "parse_column", "parse_struct",
            "parse_template"]
 
@@ -32,10 +33,6 @@ __all__ = ["COLUMN_SOURCES", "COLUMN_TYPES", "IDENTIFIER_RE", "KEY_SOURCES", "Co
 # Parsed here, with no SQLAlchemy, so that a bad setting stops start-up with one
 # clear line; connector_db.per_device maps the checked specs to SQLAlchemy.
 
-#: SQL identifiers the per_device layout accepts (table and column names): ASCII,
-#: a letter or '_' first, at most 64 characters (MySQL's limit; PostgreSQL's 63
-#: is applied by the store).
-IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _IDENT_TEXT = "letters, digits and '_', a letter or '_' first, at most 64 characters"
 
 #: What a column may hold, from the perf message and its metric.
@@ -100,7 +97,7 @@ def parse_column(item: str) -> ColumnSpec:
     if len(parts) != 3 or not all(parts):
         raise ValueError("is not name:source:type")
     name, source, type_ = parts
-    if not IDENTIFIER_RE.fullmatch(name):
+    if not SQL_IDENTIFIER.fullmatch(name):
         raise ValueError(f"has column name {name!r}: expected {_IDENT_TEXT}")
     if source not in COLUMN_SOURCES:
         raise ValueError(f"has unknown source {source!r}: expected one of "
@@ -169,7 +166,7 @@ def parse_template(template: str) -> str:
     for name in ("{metric}", "{device}"):
         if name not in parts[1::2]:
             raise ValueError(f"has no {name}")
-    if parts[0] and not IDENTIFIER_RE.fullmatch(parts[0][:1]):
+    if parts[0] and not SQL_IDENTIFIER.fullmatch(parts[0][:1]):
         raise ValueError("must start with a letter, '_' or a placeholder")
     fixed = sum(len(p) for p in parts[::2])
     if fixed > 62:  # leaves at least a character for each placeholder

@@ -6,7 +6,7 @@ import json
 import sys
 
 from connector.status import format_table
-from connector_snmp import operators as ops
+from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
 from connector_snmp.poller import DevicePoller
 from connector_snmp.service import PollerConfigError, build_registry, load_config

@@ -58,8 +58,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector.settings import Duration, InvalidValue, ParseContext, Secret, SecretText, Str
-from connector_snmp.inventory import YamlError, load_yaml_file
-from connector_snmp.model import Device, SnmpTarget, V3Security
+from centaure_shared.yamlfile import YamlError, load_yaml_file
+from centaure_shared.inventory import Device
+from connector_snmp.model import SnmpTarget, V3Security
 
 __all__ = [
     "CredentialEntry",

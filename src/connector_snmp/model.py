@@ -34,7 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-Kind = Literal["gauge", "counter", "text"]
+from centaure_shared.metric import MetricSpec
+
 Version = Literal["v1", "v2c", "v3"]
 AuthProtocol = Literal["none", "MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
 PrivProtocol = Literal["none", "DES", "AES", "AES192", "AES256"]
@@ -78,41 +79,6 @@ class SnmpTarget:
 
     def __repr__(self) -> str:
         return f"SnmpTarget({self.address}:{self.port} {self.version})"
-
-
-@dataclass(frozen=True)
-class Device:
-    """One inventory device; ``fields`` holds every column of its record."""
-
-    name: str
-    address: str
-    device_type: str
-    model: str = ""
-    id: str = ""
-    port: int = 161
-    parent: str | None = None
-    interval: float | None = None     # overrides the profile's
-    tags: tuple[str, ...] = ()
-    fields: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass(frozen=True)
-class OperatorCall:
-    """A named operator and its arguments, as written in a profile."""
-
-    name: str
-    args: Mapping[str, object] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One scalar (full OID with its instance) or one table column (OID prefix)."""
-
-    name: str
-    oid: str
-    kind: Kind = "gauge"
-    unit: str | None = None
-    operators: tuple[OperatorCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from connector import messages
-from connector_snmp import operators as ops
+from centaure_shared import operators as ops
 from connector_snmp.client import SnmpTimeout
-from connector_snmp.model import AlarmTableSpec, Device, MetricSpec, Profile, SnmpTarget
+from connector_snmp.model import AlarmTableSpec, Profile, SnmpTarget
+from centaure_shared.inventory import Device
+from centaure_shared.metric import MetricSpec
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 _MISSING = {"NoSuchObject", "NoSuchInstance", "EndOfMibView"}

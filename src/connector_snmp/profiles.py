@@ -39,15 +39,10 @@ from typing import Any
 
 from connector.messages import SEVERITIES
 from connector.settings import Duration, InvalidValue, ParseContext
-from connector_snmp.inventory import YamlError, load_yaml_file
-from connector_snmp.model import (
-    AlarmTableSpec,
-    Device,
-    MetricSpec,
-    OperatorCall,
-    Profile,
-    TableSpec,
-)
+from centaure_shared.inventory import Device
+from centaure_shared.metric import MetricSpec, OperatorCall
+from centaure_shared.yamlfile import YamlError, load_yaml_file
+from connector_snmp.model import AlarmTableSpec, Profile, TableSpec
 
 __all__ = ["SHIPPED", "SHIPPED_PROFILES_DIR", "ProfileError", "ProfileSet", "load_profile_file",
            "load_profile_folders", "load_profiles", "parse_profile", "normalize_oid"]

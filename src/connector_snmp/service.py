@@ -18,11 +18,12 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from connector.membership import SingleNodeMembership
-from connector_snmp import operators as ops
+from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
 from connector_snmp.credentials import load_credentials, resolve_targets
-from connector_snmp.inventory import load_inventory
-from connector_snmp.model import Device, SnmpTarget
+from centaure_shared.inventory import load_inventory
+from connector_snmp.model import SnmpTarget
+from centaure_shared.inventory import Device
 from connector_snmp.poller import DevicePoller, PollPlan, compile_plan
 from connector_snmp.profiles import load_profile_folders
 from connector_snmp.scheduler import Scheduler

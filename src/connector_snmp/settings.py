@@ -14,60 +14,28 @@ import dataclasses
 import re
 
 from connector.settings import (
-    Choice,
     Duration,
     Int,
     FilePath,
     InvalidValue,
     ParseContext,
     Parser,
-    Secret,
-    SecretText,
     Size,
-    Str,
     StrList,
-    Url,
     register_section,
     setting,
 )
 
 __all__ = [
-    "IDENTIFIER",
-    "InventorySettings",
     "OperatorEntry",
     "SnmpSettings",
 ]
-
-#: A table or column name: a letter or '_', then letters, digits or '_' (64 at most).
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_IDENT_TEXT = "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'"
-
-
-def _identifier(optional: bool = False) -> Str:
-    pattern = IDENTIFIER.pattern
-    describe = _IDENT_TEXT
-    if optional:
-        pattern = f"(?:{pattern})?"
-        describe += ", or nothing"
-    return Str(pattern, describe)
-
-
-class _OptionalUrl(Url):
-    """A SQLAlchemy URL, or nothing (empty text)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            words=("",),
-            allowed="expected nothing, or a SQLAlchemy URL such as "
-                    "mysql+pymysql://user:password@host/name or sqlite:///inventory.sqlite3",
-        )
-
 
 class OperatorEntry(str):
     """One user operator of ``[snmp] operators``, as the text ``name = package.module:callable``.
 
     A ``str`` (normalized spacing), so it can be handed as is to
-    :func:`connector_snmp.operators.load_user_operators`; ``name``,
+    :func:`centaure_shared.operators.load_user_operators`; ``name``,
     ``module`` and ``attribute`` give its parts.
     """
 
@@ -113,45 +81,6 @@ _OPERATORS = StrList(
     _Operator(),
     allowed="expected a list (commas or newlines) of name = package.module:callable",
 )
-
-
-@register_section("inventory")
-@dataclasses.dataclass(frozen=True)
-class InventorySettings:
-    """``[inventory]``: where the devices come from and how their columns map to a Device."""
-
-    source: str = setting(Choice("yaml", "csv", "sql"), "yaml", "Where devices are read: yaml, csv or sql.")
-    path: str = setting(
-        FilePath(), "inventory.yaml",
-        "YAML or CSV inventory file; relative to the settings file's folder.",
-    )
-    url: Secret = setting(
-        SecretText(_OptionalUrl()), "",
-        "SQLAlchemy URL of the inventory database (source = sql); empty otherwise.",
-    )
-    table: str = setting(_identifier(), "machines", "Inventory table (source = sql).")
-    name_column: str = setting(_identifier(), "name", "Column of the device name.")
-    address_column: str = setting(_identifier(), "address", "Column of the IP address or host name.")
-    type_column: str = setting(_identifier(), "device_type", "Column of the device type (profiles, credentials).")
-    model_column: str = setting(_identifier(), "model", "Column of the model (credentials <type><MODEL>).")
-    id_column: str = setting(_identifier(), "id", "Column of the device's stable id.")
-    port_column: str = setting(
-        _identifier(optional=True), "port",
-        "Column of the SNMP port; a device without it (or with it empty) is polled on port 161; "
-        "empty: every device on port 161.",
-    )
-    parent_column: str = setting(_identifier(), "parent", "Column naming the device this one depends on.")
-    fields: tuple[str, ...] = setting(
-        StrList(_identifier()), "",
-        "Extra columns kept in the device's fields besides the mapped ones; empty: every column.",
-    )
-    reload_interval: float = setting(
-        Duration(0, 7 * 86400), "5m", "Re-read the inventory this often; 0: only on SIGHUP."
-    )
-
-    def __post_init__(self) -> None:
-        if self.source == "sql" and not self.url.reveal():
-            raise InvalidValue("expected a SQLAlchemy URL when source = sql", "nothing given", key="url")
 
 
 @register_section("snmp")

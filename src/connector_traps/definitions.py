@@ -50,7 +50,7 @@ A definition
     ``operators``
         Optional mapping varbind OID (as for ``varbinds``) -> list of
         operator calls from the poller's registry
-        (:func:`connector_snmp.operators.default_registry`), written as in
+        (:func:`centaure_shared.operators.default_registry`), written as in
         profiles: ``[hex_to_text]`` or ``[{enum: {map: {1: up}}}]``. They
         are built once at load; operators that keep state between values
         (``counter_rate``, ``skip_unchanged``) are refused. The processed
@@ -86,9 +86,9 @@ from typing import Any
 
 from connector.problems import ProblemsError
 from connector.messages import SEVERITIES
-from connector.settings import mask_url
-from connector_snmp.model import MetricSpec, OperatorCall
-from connector_snmp.operators import (
+from connector.settings import SQL_IDENTIFIER, mask_url
+from centaure_shared.metric import MetricSpec, OperatorCall
+from centaure_shared.operators import (
     SKIP,
     OperatorContext,
     OperatorError,
@@ -98,7 +98,6 @@ from connector_snmp.operators import (
     compile_pipeline,
     default_registry,
 )
-from connector_snmp.settings import IDENTIFIER
 from connector_traps.model import Classification, Trap
 
 __all__ = [
@@ -632,7 +631,7 @@ def load_definitions(section: Any, base_dir: str | os.PathLike[str] = ".",
     """
     if section.definitions_source == "sql":
         table = section.definitions_table
-        if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
+        if not isinstance(table, str) or not SQL_IDENTIFIER.fullmatch(table):
             raise DefinitionsError("settings", [f"[traps] definitions_table = {table!r}: expected an SQL "
                                                 "identifier (a letter or '_' then up to 63 letters, digits or '_')"])
         url = section.definitions_url.reveal()
@@ -645,7 +644,7 @@ def load_definitions(section: Any, base_dir: str | os.PathLike[str] = ".",
 def _read_yaml(path: str, shown: str) -> list[Record]:
     import yaml
 
-    from connector_snmp.inventory import YamlError, load_yaml_file
+    from centaure_shared.yamlfile import YamlError, load_yaml_file
 
     try:
         doc = load_yaml_file(path, shown)
@@ -687,7 +686,7 @@ def _read_sql(url: str, table_name: str, shown: str) -> list[Record]:
     import sqlalchemy as sa
     from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-    from connector_snmp.inventory import YamlError
+    from centaure_shared.yamlfile import YamlError
 
     def clean(text: str) -> str:
         text = text.split("\n(Background on this error")[0]
@@ -754,10 +753,10 @@ def _read_sql(url: str, table_name: str, shown: str) -> list[Record]:
 def _parse_yaml_text(text: str) -> Any:
     import yaml
 
-    from connector_snmp.inventory import YamlError, _StrictLoader
+    from centaure_shared.yamlfile import StrictLoader, YamlError
 
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         problem = " ".join(p for p in (e.context, e.problem) if p)
         raise YamlError(f"not valid YAML or JSON ({problem})") from None

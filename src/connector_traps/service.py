@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.internet import defer, task, threads
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from connector import messages
-from connector_snmp.inventory import load_inventory
+from connector import messages, startup
+from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
 from connector_traps.model import Trap
@@ -150,7 +151,17 @@ class TrapService(service.Service):
                 communities={c.encode() for c in self.settings.communities},
                 queue_size=self.settings.queue_size, recv_buffer=self.settings.recv_buffer,
                 v3_handler=self._v3)
-            self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
+            try:
+                self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
+            except (CannotListenError, OSError) as e:
+                # Taken by another receiver (snmptrapd), or a port below 1024
+                # without the privilege: the process stops, in one line.
+                error = getattr(e, "socketError", e)
+                startup.fail(self.runtime.process_name,
+                             f"[traps] listen = {endpoint}: cannot listen on it "
+                             f"({getattr(error, 'strerror', None) or error})",
+                             self.runtime.reactor)
+                return
             self.receivers.append(receiver)
             self.log.info("receiving traps on {address}:{port}",
                           address=f"[{address}]" if ":" in address else address,

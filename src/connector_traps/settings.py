@@ -31,16 +31,13 @@ from connector.settings import (
     Size,
     Str,
     StrList,
-    Url,
+    OptionalUrl,
     register_section,
+    sql_identifier,
     setting,
 )
-from connector_snmp.settings import IDENTIFIER
 
 __all__ = ["Endpoint", "TrapSettings", "parse_endpoint"]
-
-_IDENT_TEXT = "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'"
-
 
 class Endpoint(Parser):
     """``address:port`` with an IPv4 address, or ``[address]:port`` with an IPv6 one.
@@ -100,17 +97,6 @@ class EngineId(Parser):
         return text.lower()
 
 
-class _OptionalUrl(Url):
-    """A SQLAlchemy URL, or nothing (empty text)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            words=("",),
-            allowed="expected nothing, or a SQLAlchemy URL such as "
-                    "mysql+pymysql://user:password@host/name or sqlite:///traps.sqlite3",
-        )
-
-
 @register_section("traps")
 @dataclasses.dataclass(frozen=True)
 class TrapSettings:
@@ -133,11 +119,11 @@ class TrapSettings:
         FilePath(), "traps.yaml", "YAML file of trap definitions; relative to the settings file's folder.",
     )
     definitions_url: Secret = setting(
-        SecretText(_OptionalUrl()), "",
+        SecretText(OptionalUrl("sqlite:///traps.sqlite3")), "",
         "SQLAlchemy URL of the database of trap definitions (definitions_source = sql); empty otherwise.",
     )
     definitions_table: str = setting(
-        Str(IDENTIFIER.pattern, _IDENT_TEXT), "traps", "Table of trap definitions (definitions_source = sql).",
+        sql_identifier(), "traps", "Table of trap definitions (definitions_source = sql).",
     )
     v3_users: str = setting(
         FilePath(), "trap-users.yaml",

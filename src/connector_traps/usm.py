@@ -209,7 +209,7 @@ def load_users(path: str | os.PathLike[str], *, environ: Mapping[str, str] | Non
     optional: inform-only user), auth_protocol, auth_key, priv_protocol,
     priv_key, key_extension (optional)}``; keys may be ``env:NAME`` or
     ``file:/path``.  Raises :class:`UsmConfigError` (never showing a secret)."""
-    from connector_snmp.inventory import YamlError, load_yaml_file
+    from centaure_shared.yamlfile import YamlError, load_yaml_file
 
     shown = os.fspath(path)
     try:

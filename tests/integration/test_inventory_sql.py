@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from connector.settings import Secret, SettingsError, settings_from_string
-from connector_snmp.inventory import InventoryError, load_inventory
-from connector_snmp.settings import InventorySettings
+from centaure_shared.inventory import InventoryError, load_inventory
+from centaure_shared.settings import InventorySettings
 
 pytestmark = pytest.mark.integration
 

@@ -178,8 +178,8 @@ FLEET = {  # snmpsim recording (community) -> inventory device type and model
 
 
 def test_every_shipped_profile_matches_its_recording(snmpsim_fleet, tmp_path, prefix):
-    from connector_snmp.inventory import normalize_device_type
-    from connector_snmp.model import Device
+    from centaure_shared.inventory import normalize_device_type
+    from centaure_shared.inventory import Device
     from connector_snmp.profiles import load_profiles
 
     port = int(snmpsim_fleet.endpoint.rsplit(":", 1)[1])

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from connector.messages import Metric, Perf, decode, encode
 from connector_alerter.evaluator import Evaluator
 from connector_alerter.rules import build_rules
-from connector_snmp.model import Device
+from centaure_shared.inventory import Device
 
 SOURCE = "alerter@test"
 MONDAY = 1795392000.0                       # 2026-11-23 00:00 UTC, a Monday

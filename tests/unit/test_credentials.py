@@ -15,8 +15,9 @@ from connector_snmp.credentials import (
     resolve_target,
     resolve_targets,
 )
-from connector_snmp.inventory import load_inventory
-from connector_snmp.model import Device, SnmpTarget
+from centaure_shared.inventory import load_inventory
+from connector_snmp.model import SnmpTarget
+from centaure_shared.inventory import Device
 from connector_snmp.settings import SnmpSettings
 from connector.shipped import EXAMPLES_DIR, example_path
 

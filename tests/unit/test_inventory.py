@@ -1,4 +1,4 @@
-"""Tests of connector_snmp.inventory: YAML and CSV sources, mapping, validation, look-ups."""
+"""Tests of centaure_shared.inventory: YAML and CSV sources, mapping, validation, look-ups."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from connector.settings import SettingsError, load_settings, settings_from_string
-from connector_snmp.inventory import (
+from centaure_shared.inventory import (
     Inventory,
     InventoryError,
     load_inventory,
     normalize_device_type,
 )
-from connector_snmp.settings import InventorySettings
+from centaure_shared.settings import InventorySettings
 from connector.shipped import EXAMPLES_DIR, example_path
 
 

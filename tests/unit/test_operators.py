@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector_snmp.model import MetricSpec, OperatorCall
-from connector_snmp.operators import (
+from centaure_shared.metric import MetricSpec, OperatorCall
+from centaure_shared.operators import (
     SKIP,
     OperatorContext,
     OperatorError,
@@ -533,7 +533,7 @@ def user_pkg(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "ops.py").write_text(textwrap.dedent("""
-        from connector_snmp.operators import stateless
+        from centaure_shared.operators import stateless
 
         def celsius(scale_by=1.0):
             def op(value, ctx):

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connector_snmp.model import AlarmTableSpec, Device, MetricSpec, OperatorCall, Profile
+from connector_snmp.model import AlarmTableSpec, Profile
+from centaure_shared.inventory import Device
+from centaure_shared.metric import MetricSpec, OperatorCall
 from connector_snmp.profiles import ProfileError, load_profiles, normalize_oid, parse_profile
 from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
@@ -274,7 +276,7 @@ def test_shipped_profile_contents() -> None:
 
 
 def test_shipped_operators_exist_in_the_registry() -> None:
-    operators = pytest.importorskip("connector_snmp.operators")
+    operators = pytest.importorskip("centaure_shared.operators")
     registry = operators.default_registry()
     for p in load_profiles(SHIPPED):
         for m in list(p.scalars) + [c for t in p.tables for c in t.columns]:

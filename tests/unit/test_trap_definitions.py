@@ -11,7 +11,7 @@ import pytest
 from connector.shipped import EXAMPLES_DIR, example_path
 from connector.messages import SEVERITIES
 from connector.settings import SettingsError, load_settings, settings_from_string
-from connector_snmp.operators import default_registry, stateless
+from centaure_shared.operators import default_registry, stateless
 from connector_traps.definitions import (
     Definitions,
     DefinitionsError,

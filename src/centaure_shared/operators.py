@@ -49,7 +49,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from connector_snmp.model import MetricSpec, OperatorCall
+from centaure_shared.metric import MetricSpec, OperatorCall
 
 __all__ = [
     "SKIP", "Operator", "Factory", "OperatorContext", "OperatorError", "PipelineError",

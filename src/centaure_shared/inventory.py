@@ -2,7 +2,7 @@
 
 ``load_inventory(settings.inventory, base_dir)`` reads the source named by
 the ``[inventory]`` section and returns an :class:`Inventory` of
-:class:`~connector_snmp.model.Device`. Loading is blocking (file or database
+:class:`Device`. Loading is blocking (file or database
 I/O): a Twisted caller runs it in a thread (``deferToThread``).
 
 Records
@@ -51,21 +51,19 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import yaml
 
 from connector.problems import ProblemsError
-from connector.settings import Duration, InvalidValue, ParseContext, mask_url
-from connector_snmp.model import Device
-from connector_snmp.settings import IDENTIFIER, InventorySettings
+from connector.settings import SQL_IDENTIFIER, Duration, InvalidValue, ParseContext, mask_url
+from centaure_shared.settings import InventorySettings
+from centaure_shared.yamlfile import YamlError, load_yaml_file
 
 __all__ = [
+    "Device",
     "Inventory",
     "InventoryError",
     "build_inventory",
     "load_inventory",
-    "load_yaml_file",
     "normalize_device_type",
-    "YamlError",
 ]
 
 # Device names become message host names and routing keys: no blanks, <= 240.
@@ -78,70 +76,24 @@ _TYPE_WORD = re.compile(r"[^\s/,;|]+")
 _INTERVAL = Duration(1, 86400)
 
 
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """One inventory device; ``fields`` holds every column of its record."""
+
+    name: str
+    address: str
+    device_type: str
+    model: str = ""
+    id: str = ""
+    port: int = 161
+    parent: str | None = None
+    interval: float | None = None     # overrides the profile's
+    tags: tuple[str, ...] = ()
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False, compare=False)
+
+
 class InventoryError(ProblemsError):
     """An inventory that cannot be used; ``problems`` lists every problem found."""
-
-
-# --------------------------------------------------------------------------
-# YAML with duplicate keys refused (shared by profiles and credentials)
-
-
-class YamlError(ValueError):
-    """A YAML file that cannot be read or parsed; the message names the file and line."""
-
-
-# libyaml's parser when it is there (an inventory of 10,000 devices parses
-# several times faster); the duplicate-key check below runs either way.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_SafeLoader):  # type: ignore[misc, valid-type]
-    """SafeLoader that refuses a key given twice in one mapping."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None,
-                f"key {key!r} is given twice in one mapping (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml_file(path: str, shown: str | None = None) -> Any:
-    """Parse the YAML file ``path`` (duplicate keys refused); raise YamlError naming it."""
-    shown = shown or path
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except OSError as e:
-        raise YamlError(f"{shown}: cannot read the file ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise YamlError(f"{shown}: the file is not UTF-8 text") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(p for p in (e.context, e.problem) if p)
-        raise YamlError(f"{shown}: {where}{problem}; not valid YAML") from None
-    except yaml.YAMLError as e:
-        raise YamlError(f"{shown}: not valid YAML ({e})") from None
 
 
 # --------------------------------------------------------------------------
@@ -273,13 +225,13 @@ def _check_identifiers(section: InventorySettings) -> None:
     for key in ("table", "name_column", "address_column", "type_column", "model_column",
                 "id_column", "parent_column"):
         value = getattr(section, key)
-        if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+        if not isinstance(value, str) or not SQL_IDENTIFIER.fullmatch(value):
             problems.append(f"[inventory] {key} = {value!r}: expected an SQL identifier "
                             "(a letter or '_' then up to 63 letters, digits or '_')")
-    if section.port_column and not IDENTIFIER.fullmatch(section.port_column):
+    if section.port_column and not SQL_IDENTIFIER.fullmatch(section.port_column):
         problems.append(f"[inventory] port_column = {section.port_column!r}: expected an SQL identifier or nothing")
     for value in section.fields:
-        if not IDENTIFIER.fullmatch(value):
+        if not SQL_IDENTIFIER.fullmatch(value):
             problems.append(f"[inventory] fields item {value!r}: expected an SQL identifier")
     if problems:
         raise InventoryError("settings", problems)
