@@ -477,7 +477,7 @@ class Demo:
         """Start the connectors and the view (called once the reactor runs)."""
         from twisted.internet import task
 
-        from connector_db.service import make_engine
+        from centaure_shared.sql import make_engine
 
         self.root.startService()
         self.engine = make_engine(self.files.database_url)

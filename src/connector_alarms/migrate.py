@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from connector.sqlmigrate import MigrationLockTimeout, Migrations, SchemaOutOfDate
 
-from .schema import PREFIX_RE
+from centaure_shared.sql import PREFIX_RE
 
 __all__ = ["SchemaOutOfDate", "MigrationLockTimeout", "upgrade", "current", "head", "check",
            "SCRIPT_LOCATION", "MIGRATIONS", "DEFAULT_PREFIX"]

@@ -31,7 +31,7 @@ Choices:
   type: portable, and never queried inside). Unbounded text is MEDIUMTEXT on
   MariaDB (16 MiB; its TEXT stops at 64 KiB, less than 1,024 message ids of
   255 characters), the outbox body MEDIUMBLOB.
-* ``host`` and ``message_id`` are byte-exact on MariaDB (``_key_string``):
+* ``host`` and ``message_id`` are byte-exact on MariaDB (``key_string``):
   "R1" and "r1" are two hosts, as everywhere else.
 
 Created and upgraded by the Alembic revisions of
@@ -46,27 +46,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
-from connector_db.schema import PREFIX_RE, UInt64, _key_string
+from centaure_shared.sql import HOST_MAX, PREFIX_RE, UInt64, key_string, long_binary, long_text
 
-__all__ = ["AlarmSchema", "make_schema", "create_all", "drop_all", "PREFIX_RE", "long_text",
-           "long_binary", "HOST_MAX", "NAME_MAX", "MESSAGE_ID_MAX"]
+__all__ = ["AlarmSchema", "make_schema", "create_all", "drop_all", "NAME_MAX",
+           "MESSAGE_ID_MAX"]
 
-#: Longest host name, alarm name, message id (characters).
-HOST_MAX = 255
+#: Longest alarm name and message id (characters).
 NAME_MAX = 255
 MESSAGE_ID_MAX = 255
-
-
-def long_text() -> sa.Text:
-    """Text without a practical limit: MEDIUMTEXT on MySQL/MariaDB (TEXT is 64 KiB there)."""
-    return sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-
-
-def long_binary() -> sa.LargeBinary:
-    """Bytes without a practical limit: MEDIUMBLOB on MySQL/MariaDB (BLOB is 64 KiB there)."""
-    return sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,7 @@ def make_schema(prefix: str = "corr_") -> AlarmSchema:
     alarms = sa.Table(
         f"{p}alarms", md,
         sa.Column("ref", UInt64(), primary_key=True, autoincrement=False),
-        sa.Column("host", _key_string(HOST_MAX), nullable=False),
+        sa.Column("host", key_string(HOST_MAX), nullable=False),
         sa.Column("name", sa.String(NAME_MAX), nullable=False),
         sa.Column("identity", long_text(), nullable=False),
         sa.Column("origin", sa.String(16), nullable=False),
@@ -119,12 +107,12 @@ def make_schema(prefix: str = "corr_") -> AlarmSchema:
     )
     hosts = sa.Table(
         f"{p}hosts", md,
-        sa.Column("host", _key_string(HOST_MAX), primary_key=True),
+        sa.Column("host", key_string(HOST_MAX), primary_key=True),
         sa.Column("snapshot_ts", sa.Double, nullable=False, comment="UNIX seconds"),
     )
     seen_ids = sa.Table(
         f"{p}seen_ids", md,
-        sa.Column("host", _key_string(HOST_MAX), primary_key=True),
+        sa.Column("host", key_string(HOST_MAX), primary_key=True),
         sa.Column("chunk", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("ids", long_text(), nullable=False, comment="JSON"),
     )
@@ -132,7 +120,7 @@ def make_schema(prefix: str = "corr_") -> AlarmSchema:
         f"{p}outbox", md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(MESSAGE_ID_MAX), nullable=False),
+        sa.Column("message_id", key_string(MESSAGE_ID_MAX), nullable=False),
         sa.Column("body", long_binary(), nullable=False, comment="encoded alarm message"),
         sa.Column("created", sa.Double, nullable=False, comment="UNIX seconds"),
         sa.UniqueConstraint("message_id", name=f"{p}uq_outbox_message_id"),

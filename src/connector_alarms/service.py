@@ -67,8 +67,7 @@ from connector.interfaces import IMessageHandler
 from connector.retry import backoff_delay, retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
-from connector_db.service import make_engine
-from connector_db.writer import error_summary, is_outage
+from centaure_shared.sql import error_summary, is_outage, make_engine
 
 __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 

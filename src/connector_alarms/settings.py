@@ -11,7 +11,7 @@ import dataclasses
 from connector.settings import (
     Bool, Choice, Duration, Float, Int, KeyValueMap, register_section, setting,
 )
-from connector_db.settings import TABLE_PREFIX
+from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["CorrelatorSettings"]
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from connector import messages
 from connector_alerter.evaluator import Evaluator
 from connector_alerter.state import ms
-from connector_db.writer import is_outage
+from centaure_shared.sql import is_outage
 
 __all__ = ["Replay"]
 

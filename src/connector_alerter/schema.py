@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connector_alarms.schema import HOST_MAX, long_text
-from connector_db.schema import PREFIX_RE, _key_string
+from centaure_shared.sql import HOST_MAX, PREFIX_RE, key_string, long_text
 
 __all__ = ["AlerterSchema", "make_schema", "create_all", "drop_all", "PREFIX_RE"]
 
@@ -62,7 +61,7 @@ def make_schema(prefix: str = "alert_") -> AlerterSchema:
     p = prefix
     outbox = sa.Table(
         f"{p}outbox", md, _id(),
-        sa.Column("dedup", _key_string(64), nullable=False,
+        sa.Column("dedup", key_string(64), nullable=False,
                   comment="sha256(idempotency key, channel, recipient)"),
         sa.Column("idem_key", sa.String(255), nullable=False),
         sa.Column("route", sa.String(255), nullable=False),
@@ -82,7 +81,7 @@ def make_schema(prefix: str = "alert_") -> AlerterSchema:
     )
     groups = sa.Table(
         f"{p}groups", md,
-        sa.Column("gid", _key_string(191), primary_key=True, comment="sha256 of the group id"),
+        sa.Column("gid", key_string(191), primary_key=True, comment="sha256 of the group id"),
         sa.Column("state", long_text(), nullable=False, comment="JSON"),
     )
     last_notified = sa.Table(
@@ -104,7 +103,7 @@ def make_schema(prefix: str = "alert_") -> AlerterSchema:
     )
     eval_state = sa.Table(
         f"{p}eval_state", md,
-        sa.Column("host", _key_string(HOST_MAX), primary_key=True),
+        sa.Column("host", key_string(HOST_MAX), primary_key=True),
         sa.Column("state", long_text(), nullable=False, comment="JSON"),
         sa.Column("ts", sa.Double, nullable=True,
                   comment="newest sample time included, UNIX seconds"),

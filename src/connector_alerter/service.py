@@ -245,7 +245,7 @@ class AlerterService(service.Service):
         False when stopped meanwhile. Waits (retrying) while the database is away:
         taking messages without the saved state could repeat or miss a breach.
         """
-        from connector_db.writer import error_summary, is_outage
+        from centaure_shared.sql import error_summary, is_outage
 
         from . import migrate
 
@@ -449,7 +449,7 @@ def build(runtime) -> AlerterService:
             raise ValueError(str(e)) from None
     inventory = load_optional_inventory(settings)
     devices = {} if inventory is None else {d.name: d for d in inventory}
-    from connector_db.service import make_engine
+    from centaure_shared.sql import make_engine
 
     # The evaluator's state (and the backfill's samples) live in [database].
     engine = make_engine(settings.database.url.reveal())

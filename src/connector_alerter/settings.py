@@ -12,7 +12,7 @@ from connector.settings import (
     Bool, Choice, Duration, FilePath, Int, Secret, SecretText, Str, Url, register_section,
     setting,
 )
-from connector_db.settings import TABLE_PREFIX
+from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["AlerterSettings", "SmtpSettings"]
 

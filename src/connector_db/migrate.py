@@ -25,7 +25,7 @@ from alembic.config import Config
 from connector.sqlmigrate import (LOCK_TIMEOUT, MigrationLockTimeout, Migrations, SchemaOutOfDate,
                                   migration_command)
 
-from .schema import PREFIX_RE
+from centaure_shared.sql import PREFIX_RE
 
 __all__ = ["SchemaOutOfDate", "MigrationLockTimeout", "upgrade", "current", "head", "check",
            "db_command", "SCRIPT_LOCATION", "LOCK_TIMEOUT", "MIGRATIONS"]

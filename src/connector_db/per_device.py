@@ -63,7 +63,7 @@ from connector.interfaces import IStore
 from connector.messages import Metric, Perf
 from connector.settings import SQL_IDENTIFIER
 
-from .schema import _key_string
+from centaure_shared.sql import key_string
 from .settings import (
     COLUMN_TYPES,
     KEY_SOURCES,
@@ -143,7 +143,7 @@ class _Column:
         t = self.spec.type
         if self.length is not None:
             # A key string compares byte for byte on MariaDB too (as the normalized schema).
-            return _key_string(self.length) if self.key else sa.String(self.length)
+            return key_string(self.length) if self.key else sa.String(self.length)
         return {"smallint": sa.SmallInteger, "int": sa.Integer, "bigint": sa.BigInteger,
                 "double": sa.Double, "text": sa.Text}[t]()
 

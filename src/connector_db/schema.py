@@ -29,69 +29,21 @@ are for tests.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
 
-__all__ = ["Schema", "UInt64", "make_schema", "create_all", "drop_all", "PREFIX_RE",
+from centaure_shared.sql import HOST_MAX, PREFIX_RE, UInt64, key_string
+
+__all__ = ["Schema", "make_schema", "create_all", "drop_all",
            "TEXT_VALUE_MAX"]
 
-#: Table prefixes: lower case, a letter first; the longest table name stays short.
-PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 #: Longest text sample value (characters).
 TEXT_VALUE_MAX = 255
 
 _NAME = 255
 _MSGID = 255
-_HOST = 255
 
-_U64 = 2**64
-
-
-class UInt64(sa.types.TypeDecorator):
-    """An unsigned 64-bit integer, exact on every supported dialect."""
-
-    impl = sa.BigInteger
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect):
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.BIGINT(unsigned=True))
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.NUMERIC(20, 0))
-        return dialect.type_descriptor(sa.BigInteger())
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        value = int(value)
-        if not 0 <= value < _U64:
-            raise ValueError(f"not an unsigned 64-bit integer: {value}")
-        if dialect.name == "sqlite" and value >= 2**63:
-            return value - _U64
-        return value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, Decimal):
-            return int(value)
-        value = int(value)
-        return value + _U64 if value < 0 else value
-
-
-def _key_string(length: int) -> sa.String:
-    """A string that is part of a key: compared byte for byte on MariaDB too.
-
-    MariaDB's default collations are case-insensitive and pad spaces, so
-    "R1" and "r1 " would collide under a unique key; SQLite and PostgreSQL
-    compare exactly already.
-    """
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb")
 
 
 def _ms() -> sa.BigInteger:
@@ -124,7 +76,7 @@ def make_schema(prefix: str = "") -> Schema:
     devices = sa.Table(
         f"{p}devices", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", _key_string(_HOST), nullable=False),
+        sa.Column("name", key_string(HOST_MAX), nullable=False),
         sa.Column("address", sa.String(64), nullable=True),
         sa.Column("device_type", sa.String(_NAME), nullable=True),
         sa.UniqueConstraint("name", name=f"{p}uq_devices_name"),
@@ -132,7 +84,7 @@ def make_schema(prefix: str = "") -> Schema:
     metrics = sa.Table(
         f"{p}metrics", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", _key_string(_NAME), nullable=False),
+        sa.Column("name", key_string(_NAME), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("unit", sa.String(32), nullable=True),
         sa.UniqueConstraint("name", "kind", name=f"{p}uq_metrics_name_kind"),
@@ -141,7 +93,7 @@ def make_schema(prefix: str = "") -> Schema:
         f"{p}samples", md,
         sa.Column("device_id", sa.Integer, nullable=False),
         sa.Column("metric_id", sa.Integer, nullable=False),
-        sa.Column("idx", _key_string(128), nullable=False, default=""),
+        sa.Column("idx", key_string(128), nullable=False, default=""),
         sa.Column("ts", _ms(), nullable=False, comment="UNIX milliseconds"),
         sa.Column("value_num", sa.Double, nullable=True),
         sa.Column("value_text", sa.String(TEXT_VALUE_MAX), nullable=True),
@@ -152,9 +104,9 @@ def make_schema(prefix: str = "") -> Schema:
         f"{p}events", md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
-        sa.Column("host", sa.String(_HOST), nullable=False),
+        sa.Column("host", sa.String(HOST_MAX), nullable=False),
         sa.Column("address", sa.String(64), nullable=False),
         sa.Column("snmp_version", sa.String(8), nullable=False),
         sa.Column("trap_oid", sa.String(_NAME), nullable=False),
@@ -173,7 +125,7 @@ def make_schema(prefix: str = "") -> Schema:
 
     def alarm_columns() -> list[sa.Column]:
         return [
-            sa.Column("host", sa.String(_HOST), nullable=False),
+            sa.Column("host", sa.String(HOST_MAX), nullable=False),
             sa.Column("name", sa.String(_NAME), nullable=False),
             sa.Column("severity", sa.String(16), nullable=False),
             sa.Column("state", sa.String(16), nullable=False),
@@ -193,7 +145,7 @@ def make_schema(prefix: str = "") -> Schema:
         f"{p}alarm_history", md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ref", UInt64(), nullable=False),
         *alarm_columns(),
         sa.UniqueConstraint("message_id", name=f"{p}uq_alarm_history_message_id"),
@@ -211,9 +163,9 @@ def make_schema(prefix: str = "") -> Schema:
         f"{p}thresholds", md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
-        sa.Column("host", sa.String(_HOST), nullable=False),
+        sa.Column("host", sa.String(HOST_MAX), nullable=False),
         sa.Column("rule", sa.String(_NAME), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("values", sa.Text, nullable=False, comment="JSON"),
@@ -224,11 +176,11 @@ def make_schema(prefix: str = "") -> Schema:
         f"{p}notifications", md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(_MSGID), nullable=False),
+        sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
         sa.Column("ref", UInt64(), nullable=True),
         sa.Column("rule", sa.String(_NAME), nullable=True),
-        sa.Column("host", sa.String(_HOST), nullable=True),
+        sa.Column("host", sa.String(HOST_MAX), nullable=True),
         sa.Column("channel", sa.String(16), nullable=False),
         sa.Column("recipient", sa.String(_NAME), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),

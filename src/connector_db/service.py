@@ -30,30 +30,14 @@ from connector.topology import connector_queue
 
 from .schema import make_schema
 from .store import NormalizedStore
-from .writer import SqlWriter, error_summary, is_outage
+from .writer import SqlWriter
+from centaure_shared.sql import error_summary, is_outage, make_engine
 
-__all__ = ["CONNECTOR", "DbService", "build", "make_engine"]
+__all__ = ["CONNECTOR", "DbService", "build"]
 
 CONNECTOR = "db"
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url`` that survives server restarts.
-
-    ``pool_pre_ping`` replaces connections the server dropped (a restart)
-    before they are used. SQLite gets WAL and a busy timeout so readers
-    (``centaure query``, the demo's view) never block the writer for long.
-    """
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
-    if engine.dialect.name == "sqlite":
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
-    return engine
 
 
 def _device_ids(settings) -> dict[str, str]:

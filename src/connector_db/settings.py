@@ -19,11 +19,12 @@ from connector.settings import (
     SQL_IDENTIFIER,
     ParseContext,
     Parser,
-    Str,
     StrList,
     register_section,
     setting,
 )
+
+from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["COLUMN_SOURCES", "COLUMN_TYPES", "KEY_SOURCES", "ColumnSpec",
            "DbSettings", "TableStruct", "TableTemplate", "parse_column", "parse_struct",
@@ -202,10 +203,6 @@ class TableTemplate(Parser):
         except ValueError as e:
             raise self.invalid(str(e)) from None
 
-#: A table prefix setting (the writer's, the correlator's): checked like schema.PREFIX_RE.
-TABLE_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
-                   "a table prefix: a lower-case letter then up to 30 lower-case letters, "
-                   "digits or '_', or nothing")
 
 
 @register_section("db")

@@ -42,22 +42,15 @@ from zope.interface import implementer
 from connector.consumer import RejectedMessage
 from connector.interfaces import IMessageHandler, IStore
 from connector.metrics import Counters
+from centaure_shared.sql import error_summary, is_outage
 from connector.retry import backoff_delay
 
-__all__ = ["SqlWriter", "error_summary", "is_outage"]
+__all__ = ["SqlWriter"]
 
 _LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
                 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
-def is_outage(exc: BaseException) -> bool:
-    """True when ``exc`` means the database cannot be reached (retry later)."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError,
-                        sa.exc.TimeoutError, sa.exc.DisconnectionError, ConnectionError)):
-        return True
-    return False
 
 
 def _is_bad_data(exc: BaseException) -> bool:
@@ -334,8 +327,3 @@ def _outage_outcome(exc: BaseException) -> _Outcome:
     return out
 
 
-def error_summary(exc: BaseException) -> str:
-    """An error's first line, without SQLAlchemy's statement and parameters (no data leaks)."""
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        exc = exc.orig
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

@@ -20,7 +20,7 @@ from connector_alerter.replay import Replay
 from connector_alerter.rules import build_rules
 from connector_db import migrate
 from connector_db.schema import make_schema
-from connector_db.writer import is_outage
+from centaure_shared.sql import is_outage
 from tests.integration.private_mariadb import private_mariadb
 
 pytestmark = pytest.mark.integration

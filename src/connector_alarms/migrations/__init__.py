@@ -19,6 +19,6 @@ database with ``make_schema`` and fail until one exists).
 
 from __future__ import annotations
 
-from connector_db.migrations import table_prefix, version_table
+from centaure_shared.sql import table_prefix, version_table
 
 __all__ = ["table_prefix", "version_table"]

@@ -8,6 +8,6 @@ tables; changing ``schema.py`` means writing a new revision.
 
 from __future__ import annotations
 
-from connector_db.migrations import table_prefix, version_table
+from centaure_shared.sql import table_prefix, version_table
 
 __all__ = ["table_prefix", "version_table"]

@@ -16,24 +16,4 @@ database with ``make_schema`` and fail until one exists).
 
 from __future__ import annotations
 
-from connector_db.schema import PREFIX_RE
 
-__all__ = ["VERSION_TABLE", "table_prefix", "version_table"]
-
-#: Name of Alembic's version table, after the prefix.
-VERSION_TABLE = "alembic_version"
-
-
-def version_table(prefix: str) -> str:
-    """The version table of the layout ``prefix``."""
-    return f"{prefix}{VERSION_TABLE}"
-
-
-def table_prefix() -> str:
-    """The table prefix of the migration being run (validated)."""
-    from alembic import context
-
-    prefix = context.config.attributes.get("table_prefix", "")
-    if prefix and not PREFIX_RE.match(prefix):
-        raise ValueError(f"invalid table prefix {prefix!r}: must match {PREFIX_RE.pattern}")
-    return prefix

@@ -7,7 +7,7 @@ version table and runs the revisions.
 
 from alembic import context
 
-from connector_db.migrations import table_prefix, version_table
+from centaure_shared.sql import table_prefix, version_table
 
 if context.is_offline_mode():
     raise RuntimeError("Centaure's migrations run on a live connection only "

@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from connector_alarms.migrations import table_prefix
-from connector_alarms.schema import long_binary, long_text
-from connector_db.schema import UInt64, _key_string
+from centaure_shared.sql import UInt64, key_string, long_binary, long_text
 
 revision = "correlator_0001"
 down_revision = None
@@ -30,7 +29,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}alarms",
         sa.Column("ref", UInt64(), primary_key=True, autoincrement=False),
-        sa.Column("host", _key_string(255), nullable=False),
+        sa.Column("host", key_string(255), nullable=False),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("identity", long_text(), nullable=False),
         sa.Column("origin", sa.String(16), nullable=False),
@@ -59,7 +58,7 @@ def upgrade() -> None:
 
     op.create_table(
         f"{p}hosts",
-        sa.Column("host", _key_string(255), primary_key=True),
+        sa.Column("host", key_string(255), primary_key=True),
         sa.Column("snapshot_ts", sa.Double, nullable=False, comment="UNIX seconds"),
         sa.Column("seen_ids", long_text(), nullable=False, comment="JSON"),
     )
@@ -68,7 +67,7 @@ def upgrade() -> None:
         f"{p}outbox",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=True),
-        sa.Column("message_id", _key_string(255), nullable=False),
+        sa.Column("message_id", key_string(255), nullable=False),
         sa.Column("body", long_binary(), nullable=False, comment="encoded alarm message"),
         sa.Column("created", sa.Double, nullable=False, comment="UNIX seconds"),
         sa.UniqueConstraint("message_id", name=f"{p}uq_outbox_message_id"),

@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from connector_alarms.migrations import table_prefix
-from connector_alarms.schema import long_text
-from connector_db.schema import _key_string
+from centaure_shared.sql import key_string, long_text
 
 revision = "correlator_0002"
 down_revision = "correlator_0001"
@@ -34,7 +33,7 @@ def upgrade() -> None:
     p = table_prefix()
     seen = op.create_table(
         f"{p}seen_ids",
-        sa.Column("host", _key_string(255), primary_key=True),
+        sa.Column("host", key_string(255), primary_key=True),
         sa.Column("chunk", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("ids", long_text(), nullable=False, comment="JSON"),
     )

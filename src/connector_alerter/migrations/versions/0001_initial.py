@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from connector_alarms.schema import long_text
+from centaure_shared.sql import key_string, long_text
 from connector_alerter.migrations import table_prefix
-from connector_db.schema import _key_string
 
 revision = "alerter_0001"
 down_revision = None
@@ -30,7 +29,7 @@ def upgrade() -> None:
     p = table_prefix()
     op.create_table(
         f"{p}outbox", _id(),
-        sa.Column("dedup", _key_string(64), nullable=False,
+        sa.Column("dedup", key_string(64), nullable=False,
                   comment="sha256(idempotency key, channel, recipient)"),
         sa.Column("idem_key", sa.String(255), nullable=False),
         sa.Column("route", sa.String(255), nullable=False),
@@ -50,7 +49,7 @@ def upgrade() -> None:
     op.create_index(f"{p}ix_outbox_state_next", f"{p}outbox", ["state", "next_at"])
     op.create_table(
         f"{p}groups",
-        sa.Column("gid", _key_string(191), primary_key=True, comment="sha256 of the group id"),
+        sa.Column("gid", key_string(191), primary_key=True, comment="sha256 of the group id"),
         sa.Column("state", long_text(), nullable=False, comment="JSON"),
     )
     op.create_table(

@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from connector_alarms.schema import long_text
+from centaure_shared.sql import key_string, long_text
 from connector_alerter.migrations import table_prefix
-from connector_db.schema import _key_string
 
 revision = "alerter_0002"
 down_revision = "alerter_0001"
@@ -25,8 +24,8 @@ def upgrade() -> None:
     p = table_prefix()
     op.create_table(
         f"{p}eval_state",
-        # 255: connector_alarms.schema.HOST_MAX when this revision was written.
-        sa.Column("host", _key_string(255), primary_key=True),
+        # 255: centaure_shared.sql.HOST_MAX when this revision was written.
+        sa.Column("host", key_string(255), primary_key=True),
         sa.Column("state", long_text(), nullable=False, comment="JSON"),
         sa.Column("ts", sa.Double, nullable=True,
                   comment="newest sample time included, UNIX seconds"),

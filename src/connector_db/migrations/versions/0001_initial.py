@@ -14,8 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from connector_db.migrations import table_prefix
-from connector_db.schema import UInt64, _key_string
+from centaure_shared.sql import UInt64, key_string, table_prefix
 
 revision = "0001"
 down_revision = None
@@ -57,7 +56,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}devices",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", _key_string(255), nullable=False),
+        sa.Column("name", key_string(255), nullable=False),
         sa.Column("address", sa.String(64), nullable=True),
         sa.Column("device_type", sa.String(255), nullable=True),
         sa.UniqueConstraint("name", name=f"{p}uq_devices_name"),
@@ -65,7 +64,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}metrics",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", _key_string(255), nullable=False),
+        sa.Column("name", key_string(255), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("unit", sa.String(32), nullable=True),
         sa.UniqueConstraint("name", "kind", name=f"{p}uq_metrics_name_kind"),
@@ -74,7 +73,7 @@ def upgrade() -> None:
         f"{p}samples",
         sa.Column("device_id", sa.Integer, nullable=False),
         sa.Column("metric_id", sa.Integer, nullable=False),
-        sa.Column("idx", _key_string(128), nullable=False),
+        sa.Column("idx", key_string(128), nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False, comment="UNIX milliseconds"),
         sa.Column("value_num", sa.Double, nullable=True),
         sa.Column("value_text", sa.String(255), nullable=True),
@@ -85,7 +84,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}events",
         _id(),
-        sa.Column("message_id", _key_string(255), nullable=False),
+        sa.Column("message_id", key_string(255), nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("address", sa.String(64), nullable=False),
@@ -107,7 +106,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}alarm_history",
         _id(),
-        sa.Column("message_id", _key_string(255), nullable=False),
+        sa.Column("message_id", key_string(255), nullable=False),
         sa.Column("ref", UInt64(), nullable=False),
         *_alarm_columns(),
         sa.UniqueConstraint("message_id", name=f"{p}uq_alarm_history_message_id"),
@@ -126,7 +125,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}thresholds",
         _id(),
-        sa.Column("message_id", _key_string(255), nullable=False),
+        sa.Column("message_id", key_string(255), nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("rule", sa.String(255), nullable=False),
@@ -139,7 +138,7 @@ def upgrade() -> None:
     op.create_table(
         f"{p}notifications",
         _id(),
-        sa.Column("message_id", _key_string(255), nullable=False),
+        sa.Column("message_id", key_string(255), nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("ref", UInt64(), nullable=True),
         sa.Column("rule", sa.String(255), nullable=True),
