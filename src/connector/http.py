@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterable
 
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
+from connector import startup
 from connector.metrics import Counters, render_prometheus
 
 
@@ -67,3 +71,53 @@ def make_site(counters: Callable[[], Iterable[Counters]], health: Callable[[], d
     site = QuietSite(root)
     site.noisy = False
     return site
+
+
+class HTTPService(service.Service):
+    """Serves a site on ``[connector] http_port``; a port it cannot have stops the process.
+
+    The port is taken in ``privilegedStartService`` (a port below 1024 before
+    twistd drops privileges). When it is taken by another process or
+    refused, the process stops at once with one line naming the setting
+    (:func:`connector.startup.fail`), not a traceback.
+    """
+
+    def __init__(self, port: int, site: server.Site, interface: str, process: str,
+                 reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.port = port
+        self.site = site
+        self.interface = interface
+        self.process = process
+        self.reactor = reactor
+        self.listening = None
+        self.refused = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.listening is None and not self.refused:
+            self._listen()
+
+    def stopService(self):
+        super().stopService()
+        listening, self.listening = self.listening, None
+        if listening is not None:
+            return defer.maybeDeferred(listening.stopListening)
+        return None
+
+    def _listen(self) -> None:
+        try:
+            self.listening = self.reactor.listenTCP(self.port, self.site,
+                                                    interface=self.interface)
+        except CannotListenError as e:
+            self.refused = True
+            error = e.socketError
+            reason = getattr(error, "strerror", None) or str(error)
+            startup.fail(self.process, f"[connector] http_port = {self.port}: cannot listen on "
+                                       f"{self.interface or '*'}:{self.port} ({reason})",
+                         self.reactor)

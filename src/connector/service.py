@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.python import usage
 
 from connector.embedded import EmbeddedBus
@@ -145,11 +145,11 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
         ).setServiceParent(root)
     http_port = settings.connector.http_ports.get(process_name, settings.connector.http_port)
     if http_port:
-        from connector.http import make_site
+        from connector.http import HTTPService, make_site
 
-        internet.TCPServer(
+        HTTPService(
             http_port, make_site(runtime.all_counters, runtime.health),
-            interface=settings.connector.http_host,
+            settings.connector.http_host, process_name, runtime.reactor,
         ).setServiceParent(root)
     root.runtime = runtime
     return root
