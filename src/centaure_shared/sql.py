@@ -4,7 +4,7 @@ Engines that survive server restarts (:func:`make_engine`), telling an outage
 (retry later) from bad data (:func:`is_outage`), error lines without the
 statement's data (:func:`error_summary`), column types exact on every dialect
 (:class:`UInt64`, :func:`key_string`, :func:`long_text`, :func:`long_binary`),
-table prefixes (:data:`PREFIX_RE`, the :data:`TABLE_PREFIX` setting parser) and
+table prefixes (:data:`PREFIX_RE`) and
 the names Alembic needs per prefix (:func:`version_table`, :func:`table_prefix`).
 """
 
@@ -16,9 +16,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-from connector.settings import Str
-
-__all__ = ["HOST_MAX", "PREFIX_RE", "TABLE_PREFIX", "VERSION_TABLE", "UInt64", "error_summary", "is_outage",
+__all__ = ["HOST_MAX", "PREFIX_RE", "VERSION_TABLE", "UInt64", "error_summary", "is_outage",
            "key_string", "long_binary", "long_text", "make_engine", "table_prefix",
            "version_table"]
 
@@ -27,12 +25,6 @@ HOST_MAX = 255
 
 #: Table prefixes: lower case, a letter first; the longest table name stays short.
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-
-#: A table prefix setting (the writer's, the correlator's): checked like PREFIX_RE.
-TABLE_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
-                   "a table prefix: a lower-case letter then up to 30 lower-case letters, "
-                   "digits or '_', or nothing")
-
 
 def make_engine(url: str) -> sa.Engine:
     """An engine for ``url`` that survives server restarts.

@@ -64,6 +64,7 @@ __all__ = [
     "OptionalUrl",
     "SQL_IDENTIFIER",
     "sql_identifier",
+    "TABLE_PREFIX",
     "KeyValueMap",
     "discover_sections",
     "load_settings",
@@ -612,6 +613,13 @@ def sql_identifier(optional: bool = False) -> Str:
         pattern = f"(?:{pattern})?"
         describe += ", or nothing"
     return Str(pattern, describe)
+
+
+#: A table prefix setting (the SQL writer's, the correlator's, the alerter's): lower case, a
+#: letter first, 31 characters at most, so that the longest table name stays short.
+TABLE_PREFIX = Str(r"(?:[a-z][a-z0-9_]{0,30})?",
+                   "a table prefix: a lower-case letter then up to 30 lower-case letters, "
+                   "digits or '_', or nothing")
 
 
 class SecretText(Parser):

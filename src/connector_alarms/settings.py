@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from connector.settings import (
+    TABLE_PREFIX,
     Bool, Choice, Duration, Float, Int, KeyValueMap, register_section, setting,
 )
-from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["CorrelatorSettings"]
 

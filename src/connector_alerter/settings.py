@@ -9,23 +9,12 @@ from __future__ import annotations
 import dataclasses
 
 from connector.settings import (
-    Bool, Choice, Duration, FilePath, Int, Secret, SecretText, Str, Url, register_section,
-    setting,
+    TABLE_PREFIX,
+    Bool, Choice, Duration, FilePath, Int, OptionalUrl, Secret, SecretText, Str, register_section,
+    setting, sql_identifier,
 )
-from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["AlerterSettings", "SmtpSettings"]
-
-_IDENT = Str(r"[A-Za-z_][A-Za-z0-9_]{0,63}",
-             "an SQL identifier: a letter or '_' then up to 63 letters, digits or '_'")
-
-
-class _OptionalUrl(Url):
-    """A SQLAlchemy URL, or nothing."""
-
-    def __init__(self) -> None:
-        super().__init__(words=("",), allowed="expected a SQLAlchemy URL, or nothing")
-
 
 @register_section("alerter")
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +25,9 @@ class AlerterSettings:
                                 "Where threshold rules come from: yaml (rules file) or sql.")
     rules: str = setting(FilePath(), "rules.yaml",
                          "Rules file (rules_source = yaml), relative to this file's folder.")
-    rules_url: Secret = setting(SecretText(_OptionalUrl()), "",
+    rules_url: Secret = setting(SecretText(OptionalUrl("sqlite:///rules.sqlite3")), "",
                                 "SQLAlchemy URL of the rules table (rules_source = sql).")
-    rules_table: str = setting(_IDENT, "alert_rules",
+    rules_table: str = setting(sql_identifier(), "alert_rules",
                                "Table of rules (rules_source = sql), seed-style rows.")
     routes: str = setting(FilePath(), "alert-routes.yaml",
                           "Notification routes, receivers, grouping and templates (YAML).")

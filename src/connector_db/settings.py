@@ -13,6 +13,7 @@ import re
 from typing import NamedTuple
 
 from connector.settings import (
+    TABLE_PREFIX,
     Choice,
     Duration,
     Int,
@@ -24,7 +25,6 @@ from connector.settings import (
     setting,
 )
 
-from centaure_shared.sql import TABLE_PREFIX
 
 __all__ = ["COLUMN_SOURCES", "COLUMN_TYPES", "KEY_SOURCES", "ColumnSpec",
            "DbSettings", "TableStruct", "TableTemplate", "parse_column", "parse_struct",
