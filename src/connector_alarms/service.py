@@ -62,7 +62,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from connector import messages
+from connector import messages, startup
 from connector.interfaces import IMessageHandler
 from connector.retry import backoff_delay, retry_in_thread
 from connector.settings import mask_url
@@ -163,8 +163,15 @@ class CorrelatorService(service.Service):
         except ValueError:  # not the main thread (tests): no signal
             pass
         d = defer.ensureDeferred(self._start())
-        d.addErrback(lambda f: None if self._stopping else
-                     self.log.failure("centaure-correlator start failed", f))
+        d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        """A start-up step failed for good: the process stops with one line saying why."""
+        if self._stopping:
+            return
+        # The traceback helps a developer, not an operator: debug level only.
+        self.log.debug("centaure-correlator start failed: {tb}", tb=failure.getTraceback())
+        startup.fail(CONNECTOR, _first_line(failure.value), self.reactor)
 
     async def _start(self) -> None:
         from . import migrate
@@ -178,7 +185,9 @@ class CorrelatorService(service.Service):
 
         revision = await retry_in_thread(
             self.reactor, lambda: migrate.upgrade(self.engine, prefix),
-            lambda exc: is_outage(exc) or isinstance(exc, migrate.SchemaOutOfDate),
+            # Only an outage or another process's upgrade passes with time; a
+            # schema newer than this code stops the process (see _start_failed).
+            lambda exc: is_outage(exc) or isinstance(exc, migrate.MigrationLockTimeout),
             self.db.retry_initial, self.db.retry_max, "correlator schema",
             lambda: self._stopping, waiting)
         if revision is None:
@@ -503,3 +512,8 @@ def build(runtime) -> CorrelatorService:
     except (ValueError, OSError) as e:
         raise ValueError(f"inventory: {e}") from None
     return CorrelatorService(runtime, engine, parents)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line: SQLAlchemy puts the statement and its parameters after it."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

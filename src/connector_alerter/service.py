@@ -55,7 +55,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from connector import messages
+from connector import messages, startup
 from connector.interfaces import IMessageHandler
 from connector.retry import retry_in_thread
 from connector.topology import connector_queue
@@ -111,8 +111,15 @@ class AlerterService(service.Service):
         except ValueError:  # not the main thread (tests): no signal
             pass
         d = defer.ensureDeferred(self._start())
-        d.addErrback(lambda f: None if self._stopping else
-                     self.log.failure("centaure-alerter start failed", f))
+        d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        """A start-up step failed for good: the process stops with one line saying why."""
+        if self._stopping:
+            return
+        # The traceback helps a developer, not an operator: debug level only.
+        self.log.debug("centaure-alerter start failed: {tb}", tb=failure.getTraceback())
+        startup.fail(CONNECTOR, _first_line(failure.value), self.reactor)
 
     async def _start(self) -> None:
         if self.missing_rules:
@@ -457,3 +464,8 @@ def build(runtime) -> AlerterService:
     alerter = AlerterService(runtime, evaluator, devices, engine)
     alerter.missing_rules = missing_rules
     return alerter
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line: SQLAlchemy puts the statement and its parameters after it."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

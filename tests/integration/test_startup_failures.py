@@ -185,3 +185,24 @@ def test_a_file_read_at_start_that_is_missing_or_broken_is_named(tmp_path, prefi
     settings = write(tmp_path, prefix, **extra(tmp_path))
     code, out = run_twistd(plugin, settings, tmp_path)
     assert_one_clear_line(code, out, process, *expected)
+
+
+@pytest.mark.parametrize("plugin, version_table, subject", [
+    ("centaure-alerter", "alert_alembic_version", "the alerter's schema"),
+    ("centaure-correlator", "corr_alembic_version", "the correlator's schema"),
+])
+def test_a_schema_newer_than_this_code_stops_the_daemon(tmp_path, prefix, plugin, version_table,
+                                                        subject):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/db.sqlite3"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as a newer Centaure would leave it
+        conn.execute(sa.text(f"CREATE TABLE {version_table} (version_num VARCHAR(32) PRIMARY KEY)"))
+        conn.execute(sa.text(f"INSERT INTO {version_table} VALUES ('9999')"))
+    engine.dispose()
+    settings = tmp_path / "settings.ini"
+    settings.write_text(settings_text(prefix, tmp_path, url="embedded", database={"url": url},
+                                      inventory={"path": _inventory(tmp_path)}))
+    code, out = run_twistd(plugin, settings, tmp_path)
+    assert_one_clear_line(code, out, plugin, subject, "revision 9999")
