@@ -1,7 +1,7 @@
 """The alerter's start-up replay: the stored samples of the watched metrics read back.
 
 Issue 8: the alerter rebuilds its windows at start-up from the samples the
-SQL writer stored (``connector_db.query``). Fresh tables of a unique prefix
+SQL writer stored (``centaure_shared.storage.query``). Fresh tables of a unique prefix
 on MariaDB (dropped afterwards) hold ``--hosts`` devices x ``--metrics``
 gauges x ``--polls`` polls of the last hour; every metric is watched, as by
 the 1,000 rules of ``bench_evaluator.py``. Timed, each the median of
@@ -34,7 +34,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from bench.bench_db import MARIADB_URL, drop_prefixed  # noqa: E402
 from connector_db import migrate, query  # noqa: E402
-from connector_db.schema import make_schema  # noqa: E402
+from centaure_shared.storage.schema import make_schema  # noqa: E402
 
 
 def fill(engine: sa.Engine, schema, hosts: int, metrics: int, polls: int, now: float) -> int:

@@ -45,7 +45,7 @@ import sqlalchemy as sa  # noqa: E402
 from connector import messages  # noqa: E402
 from connector.topology import connector_queue  # noqa: E402
 from connector_db import migrate  # noqa: E402
-from connector_db.schema import make_schema  # noqa: E402
+from centaure_shared.storage.schema import make_schema  # noqa: E402
 from connector_db.store import insert_ignore  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

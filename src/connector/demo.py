@@ -273,12 +273,12 @@ def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
                   n_events: int = 8) -> Snapshot:
     """What the view shows, read from the database (runs in a thread).
 
-    Values and events come from :mod:`connector_db.query`; the counts are
+    Values and events come from :mod:`centaure_shared.storage.query`; the counts are
     the view's own (that API counts nothing: a count is a scan).
     """
     import sqlalchemy as sa
 
-    from connector_db.query import QueryError, events, latest_samples
+    from centaure_shared.storage.query import QueryError, events, latest_samples
 
     snap = Snapshot()
     d, s, e = schema.devices, schema.samples, schema.events
@@ -287,7 +287,7 @@ def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
             last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
                     .correlate(d).scalar_subquery())
             for dev_id, name, ts in conn.execute(sa.select(d.c.id, d.c.name, last)):
-                # The tables keep milliseconds; connector_db.query gives seconds.
+                # The tables keep milliseconds; centaure_shared.storage.query gives seconds.
                 state = snap.devices[name] = DeviceState(
                     last_ts=None if ts is None else ts / 1000.0)
                 if ts is not None:
@@ -329,7 +329,7 @@ def count_rows(url: str, prefix: str = "") -> tuple[int, int]:
     """(samples, events) stored in the database at ``url``; (0, 0) before it exists."""
     import sqlalchemy as sa
 
-    from connector_db.schema import make_schema
+    from centaure_shared.storage.schema import make_schema
 
     schema = make_schema(prefix)
     engine = sa.create_engine(url)
@@ -446,7 +446,7 @@ class Demo:
 
     def __init__(self, reactor, root, files: DemoFiles, sim, trap_port: int, http_port: int,
                  plain: bool, out=sys.stdout) -> None:
-        from connector_db.schema import make_schema
+        from centaure_shared.storage.schema import make_schema
 
         self.reactor = reactor
         self.root = root

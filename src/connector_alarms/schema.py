@@ -25,7 +25,7 @@ Choices:
   10.11 and PostgreSQL 15), so the ordering guards (``changed_ts``,
   ``snapshot_ts``) compare after a restart exactly as before it. Integer
   microseconds would round them.
-* Refs are unsigned 64-bit (:class:`connector_db.schema.UInt64`: BIGINT
+* Refs are unsigned 64-bit (:class:`centaure_shared.storage.schema.UInt64`: BIGINT
   UNSIGNED on MariaDB, NUMERIC(20) on PostgreSQL, two's complement on SQLite).
 * ``notes``, ``history`` and seen-id chunks (``ids``) are JSON text (not a JSON column
   type: portable, and never queried inside). Unbounded text is MEDIUMTEXT on

@@ -2,7 +2,7 @@
 
 At start-up the evaluator holds the state saved by the previous run. The
 samples the SQL writer stored since each host's saved time are read back
-through :mod:`connector_db.query` (one query per host for every metric the
+through :mod:`centaure_shared.storage.query` (one query per host for every metric the
 rules watch, globs expanded to the stored names they match) and fed to
 :meth:`Evaluator.backfill`: hosts with a saved state get the transitions
 that happened while the alerter was down; the others have their windows
@@ -43,7 +43,7 @@ class Replay:
 
     def __init__(self, evaluator: Evaluator, engine: sa.Engine, table_prefix: str,
                  since: Mapping[str, float], now: float | None = None) -> None:
-        from connector_db.schema import make_schema
+        from centaure_shared.storage.schema import make_schema
 
         self.evaluator = evaluator
         self.engine = engine
@@ -68,7 +68,7 @@ class Replay:
 
     def run(self, stopping: Callable[[], bool] = lambda: False) -> "Replay":
         """Replay the hosts not done yet (blocking); an outage error propagates (call again)."""
-        from connector_db.query import QueryError, samples
+        from centaure_shared.storage.query import QueryError, samples
 
         if self._hosts is None:
             self._plan()
@@ -101,7 +101,7 @@ class Replay:
 
     def _plan(self) -> None:
         """The hosts stored, their device types, and the metric names the rules watch."""
-        from connector_db.query import QueryError, devices, metric_names
+        from centaure_shared.storage.query import QueryError, devices, metric_names
 
         leaves = [leaf for r in self.evaluator.rules for leaf in r.leaves() if leaf.metric]
         metrics = {leaf.metric for leaf in leaves if not leaf.is_glob}

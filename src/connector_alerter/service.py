@@ -6,7 +6,7 @@ the selectors. The evaluator's saved state (windows, breach status per host,
 :mod:`connector_alerter.state`, in the alerter's tables, created or upgraded
 here) is imported, then the samples the SQL writer stored since each host's
 saved time are replayed (``[alerter] backfill``; read on a thread with
-:mod:`connector_db.query`) and the transitions they cause against the saved
+:mod:`centaure_shared.storage.query`) and the transitions they cause against the saved
 breach status are published, confirmed, before the alerter subscribes to
 ``<prefix>.alerter``: a recovery or breach that happened while the alerter
 was down is published, and a breach already published is not repeated.

@@ -1,7 +1,7 @@
 """``centaure query``: samples, events and alarms read back from the database.
 
 Replaces seed 000's ``fetch``. The queries are those of
-:mod:`connector_db.query`; this module parses the options, prints a table
+:mod:`centaure_shared.storage.query`; this module parses the options, prints a table
 (or JSON, or CSV) and turns every problem into one line on stderr::
 
     centaure query -c settings.ini r1 ifInOctets --index 3 --since 1h
@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from connector.settings import Duration, InvalidValue, ParseContext, mask_url
 
-# SQLAlchemy and connector_db.query are imported by the functions that run the
+# SQLAlchemy and centaure_shared.storage.query are imported by the functions that run the
 # query, not here: `centaure` calls add_query_arguments to build its parser for
 # every subcommand, and importing SQLAlchemy costs about 0.3 s.
 
@@ -83,7 +83,7 @@ def query_command(settings: Any, args: argparse.Namespace) -> int:
     """Run ``centaure query``: 0 when the query ran (even with no rows), 1 on any error."""
     import sqlalchemy as sa
 
-    from .query import QueryError
+    from centaure_shared.storage.query import QueryError
 
     url = settings.database.url.reveal()
     try:
@@ -124,8 +124,10 @@ class _Request:
 def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> int:
     import sqlalchemy as sa
 
-    from . import query
-    from .schema import make_schema
+    from centaure_shared.storage import query
+    from centaure_shared.storage.schema import make_schema
+
+    from .per_device_query import per_device_samples
 
     req = _request(args, time.time())
     db = settings.section("db")
@@ -134,7 +136,7 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
     engine = sa.create_engine(url)
     try:
         if req.what == "samples" and db.layout == "per_device":
-            rows = query.per_device_samples(
+            rows = per_device_samples(
                 engine, _per_device_layout(settings, db), req.host, req.metric,
                 index=req.index, start=req.start, end=req.end, limit=req.limit,
                 order=req.order)
@@ -414,21 +416,21 @@ _COLUMNS = {
 
 
 def _row_type(what: str) -> type:
-    from .query import AlarmRow, EventRow, NotificationRow, SampleRow
+    from centaure_shared.storage.query import AlarmRow, EventRow, NotificationRow, SampleRow
 
     return {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow,
             "notifications": NotificationRow}[what]
 
 
 def _iso(seconds: float) -> str:
-    from .query import _iso as iso
+    from centaure_shared.storage.query import iso_time
 
-    return iso(seconds)
+    return iso_time(seconds)
 
 
 def _error(message: str) -> Exception:
     """A QueryError: bad options get the same one-line treatment as bad queries."""
-    from .query import QueryError
+    from centaure_shared.storage.query import QueryError
 
     return QueryError(message)
 

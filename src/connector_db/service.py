@@ -28,7 +28,7 @@ from connector.retry import retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
 
-from .schema import make_schema
+from centaure_shared.storage.schema import make_schema
 from .store import NormalizedStore
 from .writer import SqlWriter
 from centaure_shared.sql import error_summary, is_outage, make_engine

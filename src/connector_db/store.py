@@ -1,7 +1,7 @@
 """The normalized layout's store: messages to rows, batches to SQL.
 
 :class:`NormalizedStore` provides ``IStore`` for the tables of
-:mod:`connector_db.schema`. ``prepare`` runs on the reactor thread and does no
+:mod:`centaure_shared.storage.schema`. ``prepare`` runs on the reactor thread and does no
 I/O; ``write`` runs on the writer's thread, one transaction per batch.
 Another store can put these rows in its own transaction with ``write_in``
 (no commit) and ``after_commit`` (caches the new ids once committed).
@@ -38,7 +38,7 @@ from connector.consumer import RejectedMessage
 from connector.interfaces import IStore
 from connector.messages import Alarm, Event, Notification, Perf, Threshold, encode
 
-from .schema import TEXT_VALUE_MAX, Schema
+from centaure_shared.storage.schema import TEXT_VALUE_MAX, Schema
 
 __all__ = ["NormalizedStore", "UnstorableMessage", "insert_ignore", "message_id"]
 

@@ -19,7 +19,7 @@ from connector_alerter.evaluator import Evaluator
 from connector_alerter.replay import Replay
 from connector_alerter.rules import build_rules
 from connector_db import migrate
-from connector_db.schema import make_schema
+from centaure_shared.storage.schema import make_schema
 from centaure_shared.sql import is_outage
 from tests.integration.private_mariadb import private_mariadb
 

@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor
 from connector.consumer import Delivery
 from connector.messages import Metric, Perf
 from connector_db import migrate
-from connector_db.schema import make_schema
+from centaure_shared.storage.schema import make_schema
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 from tests.unit.test_db_migrate import (Statements, assert_same_as_create_all,

@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor
 from connector.consumer import Delivery, RejectedMessage
 from connector.messages import Event, Metric, Perf, Varbind
 from connector_db.per_device import PerDeviceStore
-from connector_db.schema import create_all, drop_all, make_schema
+from centaure_shared.storage.schema import create_all, drop_all, make_schema
 from connector_db.settings import DbSettings
 from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter

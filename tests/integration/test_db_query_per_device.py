@@ -25,7 +25,8 @@ from twisted.internet import defer, reactor
 from connector.consumer import Delivery
 from connector.messages import Metric, Perf
 from connector_db.per_device import PerDeviceLayout, PerDeviceStore
-from connector_db.query import QueryError, per_device_metrics, per_device_samples
+from centaure_shared.storage.query import QueryError
+from connector_db.per_device_query import per_device_metrics, per_device_samples
 from connector_db.settings import DbSettings
 from connector_db.writer import SqlWriter
 

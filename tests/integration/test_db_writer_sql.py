@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 
 from connector.consumer import Delivery
 from connector.messages import Alarm, Event, Metric, Notification, Perf, Varbind
-from connector_db.schema import create_all, drop_all, make_schema
+from centaure_shared.storage.schema import create_all, drop_all, make_schema
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 

@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 
 from connector_db import migrate
 from connector_db.migrate import SchemaOutOfDate
-from connector_db.schema import create_all, make_schema
+from centaure_shared.storage.schema import create_all, make_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -12,7 +12,7 @@ from connector.consumer import Delivery
 from connector.messages import Event, Metric, Perf, Varbind
 from connector.settings import SettingsError, settings_from_string
 from connector_db.per_device import PerDeviceStore
-from connector_db.schema import create_all, make_schema
+from centaure_shared.storage.schema import create_all, make_schema
 from connector_db.settings import DbSettings, parse_template
 from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter

@@ -1,4 +1,4 @@
-"""connector_db.query on SQLite, filled through the real SqlWriter at known times."""
+"""centaure_shared.storage.query on SQLite, filled through the real SqlWriter at known times."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from twisted.internet import defer, reactor
 
 from connector.consumer import Delivery
 from connector.messages import Alarm, Event, Metric, Perf, Varbind
-from connector_db import query
-from connector_db.query import AlarmRow, DeviceRow, EventRow, QueryError, SampleRow
-from connector_db.schema import create_all, make_schema
+from centaure_shared.storage import query
+from centaure_shared.storage.query import AlarmRow, DeviceRow, EventRow, QueryError, SampleRow
+from centaure_shared.storage.schema import create_all, make_schema
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 

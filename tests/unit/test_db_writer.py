@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor, task
 
 from connector.consumer import Delivery, RejectedMessage
 from connector.messages import Alarm, Event, Metric, Perf, Varbind
-from connector_db.schema import create_all, make_schema
+from centaure_shared.storage.schema import create_all, make_schema
 from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter
 

@@ -9,7 +9,7 @@ a revision creates (tables, indexes, constraints, the version table
 ``<prefix>alembic_version``) is built from it.
 
 A revision is frozen history: it spells out its tables and indexes instead of
-deriving them from :func:`connector_db.schema.make_schema`, so changing
+deriving them from :func:`centaure_shared.storage.schema.make_schema`, so changing
 ``schema.py`` means writing a new revision (the tests compare the migrated
 database with ``make_schema`` and fail until one exists).
 """

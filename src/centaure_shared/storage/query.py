@@ -2,7 +2,7 @@
 
 The Python API behind ``centaure query``, the demo's live view and the
 alerter's backfill. Pure SQLAlchemy Core over the normalized layout of
-:mod:`connector_db.schema` (and, for samples, over the per_device layout's
+:mod:`centaure_shared.storage.schema` (and, for samples, over the per_device layout's
 tables, whose names are filled in from the template and checked); every
 value is a bound parameter.
 
@@ -24,23 +24,18 @@ cannot be reached raises SQLAlchemy's own errors.
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import difflib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from connector.settings import mask_url
 
-from .schema import Schema
-
-if TYPE_CHECKING:
-    from .per_device import PerDeviceLayout
+from centaure_shared.storage.schema import Schema
 
 __all__ = [
     "QueryError",
@@ -51,12 +46,16 @@ __all__ = [
     "NotificationRow",
     "notifications",
     "samples",
-    "per_device_samples",
-    "per_device_metrics",
     "latest_samples",
     "devices",
     "events",
     "alarms",
+    "check_limit",
+    "check_order",
+    "names_text",
+    "suggest",
+    "time_range",
+    "iso_time",
 ]
 
 T = TypeVar("T")
@@ -163,11 +162,11 @@ def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = N
     one query; a name never stored simply gives no rows (a replay asks for
     every metric its rules watch, whichever ones this host has).
     """
-    _check_limit(limit)
-    _check_order(order)
+    check_limit(limit)
+    check_order(order)
     if metric is not None and metrics is not None:
         raise QueryError("give metric or metrics, not both")
-    start_ms, end_ms = _range(start, end)
+    start_ms, end_ms = time_range(start, end)
     s, m = schema.samples, schema.metrics
     index = None if index is None else str(index)
     names = None if metrics is None else sorted(set(metrics))
@@ -210,69 +209,6 @@ def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = N
     return _read(engine, schema, (schema.devices, s, m), run)
 
 
-def per_device_metrics(engine: sa.Engine, layout: PerDeviceLayout, host: str) -> list[str]:
-    """The metrics of ``host`` that have a table in the per_device layout, sorted.
-
-    Found by matching the database's table names against the template: one
-    listing of the tables, no scan of any.
-    """
-    with engine.connect() as conn:
-        return sorted(_per_device_tables(conn, layout, layout.device(host)))
-
-
-def per_device_samples(engine: sa.Engine, layout: PerDeviceLayout, host: str,
-                       metric: str | None = None, index: str | None = None,
-                       start: float | None = None, end: float | None = None,
-                       limit: int = 100, order: str = "desc") -> list[SampleRow]:
-    """As :func:`samples`, from the per_device layout's tables (one per metric and device).
-
-    What a row holds depends on ``table_struct``: its time comes from the
-    ``ts_ms`` column (else ``ts``, whole seconds); its value from the
-    ``value`` column (else ``value_num``, then ``value_text``), a number
-    when it reads as one unless a ``kind`` column says ``text``; ``kind``
-    and ``unit`` from columns of those sources ('' and None without them).
-    A numeric index column keeps a scalar's index as 0, shown as "0".
-    QueryError for a host without tables, or a metric it has no table for.
-    """
-    _check_limit(limit)
-    _check_order(order)
-    start_ms, end_ms = _range(start, end)
-    device = layout.device(host)
-    index = None if index is None else str(index)
-
-    def run(conn: sa.Connection) -> list[SampleRow]:
-        fold = _folds_names(conn)
-        if metric is not None:
-            name = layout.table_name(metric, device)
-            if name is not None and sa.inspect(conn).has_table(name):
-                chosen = {metric: name}
-            else:
-                tables = _per_device_tables(conn, layout, device)
-                if not tables:
-                    raise _no_per_device_tables(layout, host, device)
-                found = [m for m in tables if m == metric or (fold and m.lower() == metric.lower())]
-                if not found:
-                    names = sorted(tables)
-                    raise QueryError(f"device {host!r} has no metric {metric!r}"
-                                     f"{_suggest(metric, names)}; its metrics: "
-                                     f"{_names_text(names, 'metrics')}")
-                chosen = {metric: tables[found[0]]}
-        else:
-            chosen = _per_device_tables(conn, layout, device)
-            if not chosen:
-                raise _no_per_device_tables(layout, host, device)
-        rows: list[SampleRow] = []
-        for name, table in sorted(chosen.items()):
-            rows.extend(_per_device_rows(conn, layout, host, name, table, index, start_ms,
-                                         end_ms, limit, order, fold))
-        sign = -1 if order == "desc" else 1
-        rows.sort(key=lambda r: (sign * r.ts, r.metric, r.kind, r.index))
-        return rows[:limit]
-
-    with engine.connect() as conn:
-        return run(conn)
-
-
 def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
                    metrics: Iterable[str] | str | None = None,
                    limit: int = 1000) -> list[SampleRow]:
@@ -287,7 +223,7 @@ def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
     samples: MariaDB/MySQL answer it with a loose index scan; SQLite and
     PostgreSQL read the (covering) primary-key index once.
     """
-    _check_limit(limit)
+    check_limit(limit)
     if isinstance(metrics, str):
         metrics = [metrics]
     names = None if metrics is None else sorted(set(metrics))
@@ -359,9 +295,9 @@ def events(engine: sa.Engine, schema: Schema, host: str | None = None,
     ``host`` is the event's host (a device name, or the address of an unknown
     sender); a name found nowhere in the database is a QueryError.
     """
-    _check_limit(limit)
-    _check_order(order)
-    start_ms, end_ms = _range(start, end)
+    check_limit(limit)
+    check_order(order)
+    start_ms, end_ms = time_range(start, end)
     e = schema.events
 
     def run(conn: sa.Connection) -> list[EventRow]:
@@ -392,9 +328,9 @@ def notifications(engine: sa.Engine, schema: Schema, host: str | None = None,
                   start: float | None = None, end: float | None = None, limit: int = 100,
                   order: str = "desc") -> list[NotificationRow]:
     """The alerter's notification attempts (sent, failed, suppressed), optionally of one host."""
-    _check_limit(limit)
-    _check_order(order)
-    start_ms, end_ms = _range(start, end)
+    check_limit(limit)
+    check_order(order)
+    start_ms, end_ms = time_range(start, end)
     n = schema.notifications
 
     def run(conn: sa.Connection) -> list[NotificationRow]:
@@ -419,7 +355,7 @@ def alarms(engine: sa.Engine, schema: Schema, host: str | None = None, active: b
     ``active`` keeps those not cleared (raised or updated). A ``host`` found
     nowhere in the database is a QueryError.
     """
-    _check_limit(limit)
+    check_limit(limit)
     a = schema.alarms
 
     def run(conn: sa.Connection) -> list[AlarmRow]:
@@ -448,7 +384,7 @@ def alarms(engine: sa.Engine, schema: Schema, host: str | None = None, active: b
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _iso(seconds: float) -> str:
+def iso_time(seconds: float) -> str:
     """``seconds`` as ISO 8601 UTC with milliseconds: ``2026-11-23T10:00:00.125Z``."""
     # Through whole milliseconds: what the tables hold, with no float noise.
     ms = int(round(seconds * 1000.0))
@@ -465,18 +401,18 @@ def _varbinds(text: str) -> tuple[dict[str, Any], ...]:
     return tuple(decoded)
 
 
-def _check_limit(limit: int) -> None:
+def check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise QueryError(f"limit must be a whole number of at least 1, not {limit!r}")
 
 
-def _check_order(order: str) -> None:
+def check_order(order: str) -> None:
     if order not in ("asc", "desc"):
         raise QueryError(f"order must be 'asc' (oldest first) or 'desc' (newest first), "
                          f"not {order!r}")
 
 
-def _range(start: float | None, end: float | None) -> tuple[int | None, int | None]:
+def time_range(start: float | None, end: float | None) -> tuple[int | None, int | None]:
     """The range in milliseconds, checked: finite, start not after end."""
     out = []
     for what, value in (("start", start), ("end", end)):
@@ -489,8 +425,8 @@ def _range(start: float | None, end: float | None) -> tuple[int | None, int | No
         # Rounded as the store rounds a message's ts: an exact bound matches.
         out.append(int(round(value * 1000.0)))
     if out[0] is not None and out[1] is not None and out[0] > out[1]:
-        raise QueryError(f"the start of the time range ({_iso(start)}) is after its end "
-                         f"({_iso(end)})")
+        raise QueryError(f"the start of the time range ({iso_time(start)}) is after its end "
+                         f"({iso_time(end)})")
     return out[0], out[1]
 
 
@@ -503,7 +439,7 @@ def _where_range(stmt: sa.Select, col: sa.ColumnElement, start_ms: int | None,
     return stmt
 
 
-def _names_text(names: list[str], what: str) -> str:
+def names_text(names: list[str], what: str) -> str:
     """Up to _KNOWN_MAX names, and how many there are when that is not all."""
     shown = ", ".join(names[:_KNOWN_MAX])
     if len(names) > _KNOWN_MAX:
@@ -511,7 +447,7 @@ def _names_text(names: list[str], what: str) -> str:
     return shown
 
 
-def _suggest(wanted: str, names: list[str]) -> str:
+def suggest(wanted: str, names: list[str]) -> str:
     close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -520,8 +456,8 @@ def _unknown_host(host: str, names: list[str]) -> QueryError:
     names = sorted(set(names))
     if not names:
         return QueryError(f"no device named {host!r} in the database; it has no devices yet")
-    return QueryError(f"no device named {host!r} in the database{_suggest(host, names)}; "
-                      f"known: {_names_text(names, 'devices')}")
+    return QueryError(f"no device named {host!r} in the database{suggest(host, names)}; "
+                      f"known: {names_text(names, 'devices')}")
 
 
 def _device_id(conn: sa.Connection, schema: Schema, host: str) -> int:
@@ -557,98 +493,10 @@ def _unknown_metric(conn: sa.Connection, schema: Schema, host: str, device_id: i
     names = sorted(set(conn.execute(sa.select(m.c.name).where(has)).scalars()))
     if not names:
         raise QueryError(f"device {host!r} has no metric {metric!r}: it has no samples")
-    raise QueryError(f"device {host!r} has no metric {metric!r}{_suggest(metric, names)}; "
-                     f"its metrics: {_names_text(names, 'metrics')}")
+    raise QueryError(f"device {host!r} has no metric {metric!r}{suggest(metric, names)}; "
+                     f"its metrics: {names_text(names, 'metrics')}")
 
 
-_NUMBER_TEXT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-def _folds_names(conn: sa.Connection) -> bool:
-    """True when the database compares table and column names case-insensitively."""
-    return conn.dialect.name in ("mysql", "mariadb", "sqlite")
-
-
-def _per_device_tables(conn: sa.Connection, layout: PerDeviceLayout, device: str) -> dict[str, str]:
-    """Metric -> table of every per_device table of ``device``."""
-    fold = _folds_names(conn)
-    found: dict[str, str] = {}
-    for table in sa.inspect(conn).get_table_names():
-        metric = layout.metric_of(table, device, fold)
-        if metric is not None:
-            found.setdefault(metric, table)
-    return found
-
-
-def _no_per_device_tables(layout: PerDeviceLayout, host: str, device: str) -> QueryError:
-    example = layout.fill("METRIC", device)
-    return QueryError(f"no device named {host!r} in the database: no per_device table of it "
-                      f"(named like {example})")
-
-
-def _per_device_rows(conn: sa.Connection, layout: PerDeviceLayout, host: str, metric: str,
-                     table: str, index: str | None, start_ms: int | None, end_ms: int | None,
-                     limit: int, order: str, fold: bool) -> list[SampleRow]:
-    """The rows of one per_device table, as SampleRows."""
-    key = str.lower if fold else str
-    # Reflected: a table made before table_struct gained a column lacks it.
-    present = {key(c["name"]): c["name"] for c in sa.inspect(conn).get_columns(table)}
-
-    def col(spec) -> str | None:
-        return None if spec is None else present.get(key(spec.name))
-
-    names = {role: col(getattr(layout, role)) for role in
-             ("time", "index", "value", "value_num", "value_text", "kind", "unit")}
-    if names["time"] is None:
-        return []
-    t = sa.table(table, *(sa.column(n) for n in set(names.values()) if n is not None))
-    ts_col = t.c[names["time"]]
-    stmt = sa.select(*(t.c[n] if n is not None else sa.null() for n in names.values()))
-    if index is not None:
-        if names["index"] is None:
-            return []
-        try:
-            wanted = layout.index.convert(index)
-        except ValueError:
-            return []  # an index this column could never hold: no such rows
-        stmt = stmt.where(t.c[names["index"]] == wanted)
-    scale = layout.time_scale
-    if start_ms is not None:
-        stmt = stmt.where(ts_col >= -(-start_ms // scale))
-    if end_ms is not None:
-        stmt = stmt.where(ts_col <= end_ms // scale)
-    direction = sa.desc if order == "desc" else sa.asc
-    stmt = stmt.order_by(direction(ts_col))
-    if names["index"] is not None:
-        stmt = stmt.order_by(t.c[names["index"]])
-    rows = []
-    for ts, idx, value, num, text, kind, unit in conn.execute(stmt.limit(limit)):
-        kind = "" if kind is None else str(kind)
-        if names["value"] is None:
-            value = num if num is not None else text
-        rows.append(SampleRow(host, metric, kind, unit, "" if idx is None else _index_text(idx),
-                              ts * scale / 1000.0, _stored_value(value, kind)))
-    return rows
-
-
-def _index_text(idx: Any) -> str:
-    if isinstance(idx, float) and idx.is_integer():
-        return str(int(idx))
-    return str(idx)
-
-
-def _stored_value(value: Any, kind: str) -> float | str | None:
-    """A per_device value as a sample's: a number when it is (or reads as) one."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float, decimal.Decimal)):
-        return float(value)
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    if kind != "text" and _NUMBER_TEXT_RE.fullmatch(text.strip()):
-        number = float(text)
-        if math.isfinite(number):
-            return number
-    return text
 
 
 def _read(engine: sa.Engine, schema: Schema, tables: Iterable[sa.Table],
