@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def _types(text: str) -> dict[str, str]:
     """Metric family -> its # TYPE, from a Prometheus text exposition."""
-    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
 
 
 def _assert_names_follow_the_rules(text: str) -> None:
@@ -88,7 +88,7 @@ def test_the_metrics_page_serves_names_that_follow_the_rules():
     c.inc("received", 5)
     c.set("recv_buffer_bytes", 4096)
     c.histogram("handle_seconds").observe(0.01)
-    site = make_site(lambda: [c], lambda: {})
+    site = make_site(lambda: [c], dict)
     request = DummyRequest([b"metrics"])
     resource = site.getResourceFor(request)
     body = resource.render_GET(request)
