@@ -11,8 +11,8 @@ from setuptools import find_packages, setup
 
 setup(
     package_dir={"": "src"},
-    packages=find_packages(where="src", include=["connector", "connector.*", "connector_*",
-                                                 "connector_*.*", "snmpwire", "snmpwire.*",
-                                                 "centaure_shared", "centaure_shared.*"])
+    packages=find_packages(where="src", include=[
+        "centaure", "centaure.*", "connector", "connector.*", "connector_*", "connector_*.*",
+        "centaure_shared", "centaure_shared.*", "snmpwire", "snmpwire.*"])
     + ["twisted.plugins"],
 )

@@ -90,7 +90,7 @@ from connector.topology import (  # noqa: E402
     connector_queue, dead_letter_exchange, dead_letter_queue, exchange_names, status_queue,
 )
 from connector_alarms.keys import alarm_ref  # noqa: E402
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 LINK_UP = "1.3.6.1.6.3.1.1.5.4"
 #: Where the daemons' code comes from (``--code``): this tree, or another one to compare.

@@ -2,7 +2,7 @@
 
 Every body is a JSON object carrying ``type`` (the tag), ``v`` (the schema
 version, 1), ``ts`` (UNIX seconds) and ``source`` (``connector@node``), plus the
-fields of its type as DESIGN.md "Messages on the bus" lists them.
+fields of its type as docs/design.md "Messages on the bus" lists them.
 
 Producers build structs and call :func:`encode`; consumers call :func:`decode`,
 which is the one place where a body from the wire is checked. Struct
@@ -19,7 +19,7 @@ Decoding rules, chosen for a bus where connectors are upgraded one by one:
   schema is reported as such rather than as a confusing field error.
 * Unknown fields are ignored (tolerant reader): a v1 producer may add an
   optional field without breaking older consumers. A breaking change bumps ``v``.
-* Fields shown with ``?`` in DESIGN.md default to ``None`` and may be omitted.
+* Fields shown with ``?`` in docs/design.md default to ``None`` and may be omitted.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ class Status(MessageBase, tag="status", kw_only=True):
 
 Message = Union[Perf, AlarmSnapshot, Event, Threshold, Alarm, AlarmCommand, Notification, Status]
 
-#: Message class by type name, in DESIGN.md's order.
+#: Message class by type name, in the order of docs/design.md.
 MESSAGE_CLASSES: Final[dict[str, type[MessageBase]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (Perf, AlarmSnapshot, Event, Threshold, Alarm, AlarmCommand, Notification, Status)

@@ -18,18 +18,9 @@ from connector.logs import configure_logging
 from connector.metrics import Counters
 from connector.settings import Settings, SettingsError, load_settings
 from connector.startup import startup_line
+from connector.registry import installed, load_target
 from connector.status import StatusService
-from connector.topology import CONSUMES, connector_queue
-
-# Connector name -> "module:function" building its service. Filled as the
-# connector packages exist; centaure-all runs every one that imports.
-CONNECTORS: dict[str, str] = {
-    "snmp": "connector_snmp.service:build",
-    "traps": "connector_traps.service:build",
-    "db": "connector_db.service:build",
-    "correlator": "connector_alarms.service:build",
-    "alerter": "connector_alerter.service:build",
-}
+from connector.topology import connector_queue
 
 
 class Options(usage.Options):
@@ -102,11 +93,11 @@ def make_bus(settings: Settings, app_id: str, reactor, counters: Counters):
 
 
 def available_connectors() -> list[str]:
-    """The connectors whose packages import here."""
+    """The installed connectors whose packages import here, in start order."""
     found = []
-    for name, target in CONNECTORS.items():
+    for name, spec in installed().items():
         try:
-            importlib.import_module(target.split(":")[0])
+            importlib.import_module(spec.build.split(":")[0])
         except ImportError:
             continue
         found.append(name)
@@ -125,13 +116,12 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
         # queues now, so what is published before a consumer subscribes (the
         # writer waits for its schema) waits in its queue instead of vanishing.
         for name in connectors:
-            if name in CONSUMES:
+            if installed()[name].consumes:
                 runtime.bus.declare(connector_queue(settings.bus.exchange_prefix, name,
                                                     settings.bus.queue_type))
     names = list(connectors) or [process_name]
     for name in connectors:
-        module, func = CONNECTORS[name].split(":")
-        build = getattr(importlib.import_module(module), func)
+        build = load_target(installed()[name].build)
         try:
             connector_service = build(runtime)
         except Exception as e:
@@ -160,4 +150,4 @@ def process_name(base: str) -> str:
     return base.removeprefix("centaure-") or base
 
 
-__all__ = ["CONNECTORS", "Options", "Runtime", "makeService", "make_bus"]
+__all__ = ["Options", "available_connectors", "Runtime", "makeService", "make_bus"]

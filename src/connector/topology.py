@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 
 from connector.messages import MESSAGE_TYPES
 
-# Which message types each consuming connector reads (DESIGN.md's diagram).
-CONSUMES: dict[str, tuple[str, ...]] = {
-    "db": ("perf", "event", "alarm", "threshold", "notification"),
-    "correlator": ("event", "alarm_snapshot", "threshold", "alarm_command"),
-    "alerter": ("perf", "alarm"),
-}
+
+
+def consumers() -> dict[str, tuple[str, ...]]:
+    """Connector name -> the message types its queue receives, for every installed consumer.
+
+    Each connector declares what it consumes (:mod:`connector.registry`).
+    """
+    from connector.registry import installed
+
+    return {name: spec.consumes for name, spec in installed().items() if spec.consumes}
 
 STATUS_TTL_MS = 15 * 60 * 1000
 STATUS_MAX_LENGTH = 10_000
@@ -57,14 +61,15 @@ def dead_letter_exchange(prefix: str) -> str:
 
 def connector_queue(prefix: str, connector: str, queue_type: str = "classic") -> QueueSpec:
     """The queue a consuming connector reads: ``<prefix>.<connector>``."""
-    if connector not in CONSUMES:
-        raise KeyError(f"connector {connector!r} consumes nothing (known: {', '.join(CONSUMES)})")
+    consumes = consumers()
+    if connector not in consumes:
+        raise KeyError(f"connector {connector!r} consumes nothing (known: {', '.join(consumes)})")
     arguments = {"x-dead-letter-exchange": dead_letter_exchange(prefix)}
     if queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
     return QueueSpec(
         name=f"{prefix}.{connector}",
-        bindings=tuple(Binding(f"{prefix}.{t}") for t in CONSUMES[connector]),
+        bindings=tuple(Binding(f"{prefix}.{t}") for t in consumes[connector]),
         arguments=arguments,
     )
 
@@ -85,7 +90,7 @@ def status_queue(prefix: str) -> QueueSpec:
 
 def all_queues(prefix: str, queue_type: str = "classic") -> list[QueueSpec]:
     """Every queue ``bus-config`` declares."""
-    queues = [connector_queue(prefix, c, queue_type) for c in CONSUMES]
+    queues = [connector_queue(prefix, c, queue_type) for c in consumers()]
     return queues + [dead_letter_queue(prefix), status_queue(prefix)]
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 __all__ = ["add_alarms_arguments", "alarms_command", "list_alarms"]
@@ -152,9 +153,9 @@ def alarms_command(settings, args) -> int:
 
 def _send(settings, ref: int, host: str, action: str, user: str, note: str | None) -> int:
     from connector import messages
-    from connector.cli import _require_amqp, _run
+    from connector.command import require_broker, run_on_reactor
 
-    _require_amqp(settings)
+    require_broker(settings)
     command = messages.AlarmCommand(source=f"cli@{settings.connector.node}", ref=ref,
                                     action=action, user=user, note=note, host=host,
                                     ts=time.time())
@@ -169,4 +170,11 @@ def _send(settings, ref: int, host: str, action: str, user: str, note: str | Non
         print(f"{action} of alarm {ref} ({host}) sent by {user}; the correlator applies it")
         return 0
 
-    return _run(f"alarms {action}", send)
+    return run_on_reactor(f"alarms {action}", send)
+
+
+def add_commands(sub: argparse._SubParsersAction, with_config: Callable) -> dict[str, Callable]:
+    """``centaure alarms``: its parser, and its handler by name."""
+    add_alarms_arguments(with_config(sub.add_parser(
+        "alarms", help="the correlator's alarms; ack, unack, clear or note one")))
+    return {"alarms": alarms_command}

@@ -16,6 +16,7 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 __all__ = ["add_silence_arguments", "silence_command"]
@@ -120,3 +121,13 @@ def silence_command(settings, args) -> int:
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
                     for line in lines))
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, with_config: Callable) -> dict[str, Callable]:
+    """``centaure silence`` and ``centaure rules``: their parsers, and their handlers by name."""
+    from .rules_cli import add_rules_arguments, rules_command
+
+    add_silence_arguments(with_config(sub.add_parser("silence", help="add, list or remove silences")))
+    add_rules_arguments(with_config(sub.add_parser(
+        "rules", help="validate the alerter's threshold rules")))
+    return {"silence": silence_command, "rules": rules_command}

@@ -473,3 +473,19 @@ def _fail(message: str, url: str) -> int:
         message = message.replace(password, "***")
     print(f"{_PROG}: {message}", file=sys.stderr)
     return 1
+
+
+def add_commands(sub: argparse._SubParsersAction, with_config: Callable) -> dict[str, Callable]:
+    """``centaure db`` and ``centaure query``: their parsers, and their handlers by name."""
+    db = with_config(sub.add_parser("db", help="the SQL schema: upgrade, current, check"))
+    db.add_argument("action", choices=("upgrade", "current", "check"),
+                    help="upgrade: create or upgrade the tables; current: print the "
+                         "revision; check: exit 1 unless the schema is up to date")
+    add_query_arguments(with_config(sub.add_parser("query", help="stored samples, events or alarms")))
+
+    def db_handler(settings: Any, args: argparse.Namespace) -> int:
+        from .migrate import db_command
+
+        return db_command(settings, args.action)
+
+    return {"db": db_handler, "query": query_command}

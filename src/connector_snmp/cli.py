@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Callable
 
+from connector.command import run_on_reactor
 from connector.status import format_table
 from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
@@ -64,3 +67,12 @@ async def poll_command(reactor, settings, host: str, as_json: bool) -> int:
         print(f"centaure poll: {host} answered with an error: {outcome.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, with_config: Callable) -> dict[str, Callable]:
+    """``centaure poll HOST``: its parser, and its handler by name."""
+    poll = with_config(sub.add_parser("poll", help="poll one inventory device once, print it"))
+    poll.add_argument("host", help="the device's inventory name")
+    poll.add_argument("--json", action="store_true", help="machine-readable output")
+    return {"poll": lambda settings, args: run_on_reactor(
+        "poll", poll_command, settings, args.host, args.json)}

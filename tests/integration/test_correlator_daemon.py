@@ -37,7 +37,7 @@ from tests.integration.support import (
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables, queue_depth,
 )
 from tests.snmp.snmpd import free_udp_port, tool_env
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 pytestmark = pytest.mark.integration
 LINK_DOWN, LINK_UP = "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.6.3.1.1.5.4"
@@ -125,7 +125,7 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
         assert raised.host == "sw-core" and raised.name == "linkDown" and raised.origin == "trap"
         assert updated.ref == raised.ref
 
-        listed = subprocess.run([sys.executable, "-m", "connector.cli", "alarms", "-c",
+        listed = subprocess.run([sys.executable, "-m", "centaure.cli", "alarms", "-c",
                                  str(corr_ini), "--json"], capture_output=True, text=True,
                                 cwd=ROOT, timeout=60)
         assert listed.returncode == 0, listed.stderr
@@ -134,7 +134,7 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
                                                                            3, True)
 
         # An operator acknowledges it: the correlator publishes who did.
-        ack = subprocess.run([sys.executable, "-m", "connector.cli", "alarms", "ack",
+        ack = subprocess.run([sys.executable, "-m", "centaure.cli", "alarms", "ack",
                               str(raised.ref), "--user", "alice", "--note", "on it", "-c",
                               str(corr_ini)], capture_output=True, text=True, cwd=ROOT,
                              timeout=60)

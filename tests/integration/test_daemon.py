@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, restore_broker
-from connector.shipped import example_path
+from centaure.shipped import example_path
 from connector_snmp.profiles import SHIPPED_PROFILES_DIR
 
 pytestmark = pytest.mark.integration

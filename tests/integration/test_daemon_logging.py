@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from connector.shipped import example_path
+from centaure.shipped import example_path
 from tests.conftest import settings_text
 from tests.integration.daemons import TwistdDaemon
 

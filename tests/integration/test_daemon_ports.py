@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from connector.shipped import example_path
+from centaure.shipped import example_path
 from tests.conftest import ROOT, settings_text
 
 pytestmark = pytest.mark.integration

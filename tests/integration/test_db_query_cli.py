@@ -113,7 +113,7 @@ def settings_file(tmp_path, prefix: str, url: str = URL, extra: str = "") -> str
 
 
 def centaure_query(settings: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connector.cli", "query", "-c", settings,
+    return subprocess.run([sys.executable, "-m", "centaure.cli", "query", "-c", settings,
                            *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 

@@ -111,7 +111,7 @@ def db():
 
 
 def centaure_query(settings: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connector.cli", "query", "-c", settings,
+    return subprocess.run([sys.executable, "-m", "centaure.cli", "query", "-c", settings,
                            *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 

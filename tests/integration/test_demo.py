@@ -19,7 +19,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from connector.demo import FLEET
+from centaure.demo import FLEET
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def workdir():
 
 def demo_argv(workdir: str, *extra: str) -> list[str]:
     """The command line of the demo, as the README's ``make demo`` runs it."""
-    return [sys.executable, "-m", "connector.cli", "demo", "--workdir", workdir, "--plain", *extra]
+    return [sys.executable, "-m", "centaure.cli", "demo", "--workdir", workdir, "--plain", *extra]
 
 
 def stored(workdir: str) -> tuple[dict[str, int], list[tuple[str, str, str]]]:

@@ -110,11 +110,11 @@ def test_wheel_carries_what_the_program_reads(wheel_venv):
     _, wheel = wheel_venv
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("connector/amqp/amqp0-9-1.extended.xml",
-                     "connector/data/examples/settings.ini",
-                     "connector/data/examples/traps.yaml",
-                     "connector/data/examples/mibs/CENTAURE-EXAMPLE-MIB.txt",
+                     "centaure/data/examples/settings.ini",
+                     "centaure/data/examples/traps.yaml",
+                     "centaure/data/examples/mibs/CENTAURE-EXAMPLE-MIB.txt",
+                     "centaure/data/fleet/router01.snmprec",
                      "connector_snmp/data/profiles/if-mib.yaml",
-                     "connector_snmp/data/fleet/router01.snmprec",
                      "connector_db/migrations/versions/0001_initial.py",
                      "connector_alarms/migrations/env.py",
                      "twisted/plugins/centaure_snmp.py"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.shipped import example_path
+from centaure.shipped import example_path
 from tests.conftest import MARIADB_URL, ROOT, settings_text
 from tests.integration.daemons import BIN, TwistdDaemon
 

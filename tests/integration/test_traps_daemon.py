@@ -22,7 +22,7 @@ from connector import messages
 from tests.conftest import ROOT, settings_text
 from tests.integration.support import declare_check_queue, drain
 from tests.snmp.snmpd import free_udp_port, tool_env
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)

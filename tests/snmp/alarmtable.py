@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from connector_snmp.simulator import FLEET_DIR, Simulator, free_udp_port, start_snmpsim
+from centaure.simulator import FLEET_DIR, Simulator, free_udp_port, start_snmpsim
 
 __all__ = ["ALARM_TABLE", "AlarmRow", "AlarmTableAgent", "DEVICE_TYPE", "recording"]
 

@@ -1,4 +1,4 @@
-"""snmpsim for the tests: the launcher lives in :mod:`connector_snmp.simulator`.
+"""snmpsim for the tests: the launcher lives in :mod:`centaure.simulator`.
 
 ``centaure demo`` ships the launcher, so it moved into the package; this module
 re-exports it so that tests keep importing ``tests.snmp.snmpsim``.
@@ -6,7 +6,7 @@ re-exports it so that tests keep importing ``tests.snmp.snmpsim``.
 
 from __future__ import annotations
 
-from connector_snmp.simulator import (  # noqa: F401  (re-exported)
+from centaure.simulator import (  # noqa: F401  (re-exported)
     BOOT,
     FLEET_DIR,
     HOST,

@@ -43,7 +43,7 @@ def state_db(tmp_path) -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connector.cli", "alarms", *args],
+    return subprocess.run([sys.executable, "-m", "centaure.cli", "alarms", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 

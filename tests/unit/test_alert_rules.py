@@ -12,7 +12,7 @@ from connector_alerter.rules import (
     Group, Leaf, Rule, RulesError, Selector, Window, build_rules, describe, load_rules_file,
     load_rules_sql, parse_duration, parse_nagios_range, parse_seed_conditions,
 )
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 
 SEED_EXAMPLE = """[

@@ -145,7 +145,7 @@ async def test_breach_to_email_through_correlator_and_notifier(tmp_path):
                     == [("email", "noc@example.com", "sent")], "the notification record")
         # ... and 'centaure query --notifications' shows it.
         (tmp_path / "query.ini").write_text(f"[database]\nurl = sqlite:///{tmp_path}/c.sqlite3\n")
-        out = subprocess.run([sys.executable, "-m", "connector.cli", "query", "--notifications",
+        out = subprocess.run([sys.executable, "-m", "centaure.cli", "query", "--notifications",
                               "--json", "-c", str(tmp_path / "query.ini")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -19,7 +19,7 @@ from centaure_shared.inventory import load_inventory
 from connector_snmp.model import SnmpTarget
 from centaure_shared.inventory import Device
 from connector_snmp.settings import SnmpSettings
-from connector.shipped import EXAMPLES_DIR, example_path
+from centaure.shipped import EXAMPLES_DIR, example_path
 
 AUTH = "auth-secret-123"
 PRIV = "priv-secret-456"

@@ -306,7 +306,7 @@ def test_processes_upgrading_at_once(engine, tprefix):
 def centaure(tmp_path, url: str, *args: str, prefix: str = "x_") -> subprocess.CompletedProcess:
     ini = tmp_path / "settings.ini"
     ini.write_text(f"[database]\nurl = {url}\n\n[db]\ntable_prefix = {prefix}\n")
-    return subprocess.run([sys.executable, "-m", "connector.cli", *args, "-c", str(ini)],
+    return subprocess.run([sys.executable, "-m", "centaure.cli", *args, "-c", str(ini)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -15,7 +15,7 @@ from centaure_shared.inventory import (
     normalize_device_type,
 )
 from centaure_shared.settings import InventorySettings
-from connector.shipped import EXAMPLES_DIR, example_path
+from centaure.shipped import EXAMPLES_DIR, example_path
 
 
 

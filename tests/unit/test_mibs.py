@@ -11,7 +11,7 @@ from connector_traps import mibs
 from connector_traps.mibs import MibError, load_mib_names
 from connector_traps.model import Trap
 from tests.unit.trap_service_support import make_service
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 pytest.importorskip("pysmi")
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector_alerter.routes import RoutesError, load_routes, parse_duration, parse_routes
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 
 

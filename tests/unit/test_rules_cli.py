@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 
 def check(ini: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connector.cli", "rules", "check", "-c", ini],
+    return subprocess.run([sys.executable, "-m", "centaure.cli", "rules", "check", "-c", ini],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 

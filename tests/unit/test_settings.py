@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.shipped import example_path
+from centaure.shipped import example_path
 from connector import settings as S
 from connector.settings import (
     Bool,

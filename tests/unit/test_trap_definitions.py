@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.shipped import EXAMPLES_DIR, example_path
+from centaure.shipped import EXAMPLES_DIR, example_path
 from connector.messages import SEVERITIES
 from connector.settings import SettingsError, load_settings, settings_from_string
 from centaure_shared.operators import default_registry, stateless

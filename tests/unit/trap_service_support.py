@@ -11,7 +11,7 @@ from connector.metrics import Counters
 from connector.settings import settings_from_string
 from connector.topology import Binding, QueueSpec
 from connector_traps.service import TrapService, load_config
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 
 

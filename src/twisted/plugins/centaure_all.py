@@ -8,7 +8,7 @@ from twisted.application.service import ServiceMaker  # noqa: E402
 
 centaure_all = ServiceMaker(
     "centaure-all",
-    "connector.plugins.all",
+    "centaure.all",
     "Every Centaure connector in one process",
     "centaure-all",
 )

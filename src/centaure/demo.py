@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from connector.shipped import example_path
+from centaure.shipped import example_path
 
 # ---------------------------------------------------------------------------------------
 # The fleet
@@ -707,7 +707,7 @@ def demo_command(args) -> int:
 
     previous_term = signal.signal(signal.SIGTERM, interrupted)
     try:
-        from connector_snmp.simulator import SimulatorError, find_fleet_dir, is_available
+        from centaure.simulator import SimulatorError, find_fleet_dir, is_available
 
         try:
             fleet_dir = find_fleet_dir(args.fleet)
@@ -721,7 +721,7 @@ def demo_command(args) -> int:
                 raise DemoError(f"no recording for {', '.join(missing)} in {fleet_dir}")
             print(f"centaure demo: starting the simulated fleet ({len(FLEET)} devices) "
                   f"from {fleet_dir}...", flush=True)
-            from connector_snmp.simulator import start_snmpsim
+            from centaure.simulator import start_snmpsim
 
             try:
                 sim = start_snmpsim(fleet_dir, tmp_dir=files.sim_dir,
@@ -756,7 +756,7 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from connector.service import CONNECTORS, available_connectors, makeService
+    from connector.service import available_connectors, makeService
     from connector.settings import SettingsError, load_settings
 
     before = count_rows(files.database_url)
@@ -764,7 +764,7 @@ def _run(files: DemoFiles, sim, trap_port: int, http_port: int, plain: bool,
         settings = load_settings(files.settings)
     except SettingsError as e:
         return _fail(str(e))
-    connectors = [n for n in CONNECTOR_NAMES if n in CONNECTORS and n in available_connectors()]
+    connectors = [n for n in CONNECTOR_NAMES if n in available_connectors()]
     # The connectors log to a file: the screen is the view's.
     log_file = open(files.log, "a", encoding="utf-8")
     globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)

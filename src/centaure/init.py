@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 
-from connector.shipped import EXAMPLES_DIR
+from centaure.shipped import EXAMPLES_DIR
 
 #: Mode of the folder ``init`` creates: the service's group may read it, others nothing.
 DIR_MODE = 0o750

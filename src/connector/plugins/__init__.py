@@ -1,1 +1,0 @@
-"""The modules twistd's ``ServiceMaker`` entries point at (one per plugin)."""

@@ -1,0 +1,52 @@
+"""Every connector declares itself once (entry point ``centaure.connectors``) and the core reads only that."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from connector.registry import ConnectorSpec, installed, load_target
+from connector.topology import all_queues, connector_queue, consumers
+
+#: The connectors this distribution ships, with the message types their queues receive.
+SHIPPED = {
+    "snmp": (),
+    "traps": (),
+    "db": ("perf", "event", "alarm", "threshold", "notification"),
+    "correlator": ("event", "alarm_snapshot", "threshold", "alarm_command"),
+    "alerter": ("perf", "alarm"),
+}
+
+
+def test_every_shipped_connector_is_declared_in_start_order():
+    specs = installed()
+    assert list(specs) == ["snmp", "traps", "db", "correlator", "alerter"]
+    for name, spec in specs.items():
+        assert isinstance(spec, ConnectorSpec)
+        assert spec.consumes == SHIPPED[name]
+        assert callable(load_target(spec.build))
+
+
+def test_queues_come_from_the_declarations():
+    assert consumers() == {n: c for n, c in SHIPPED.items() if c}
+    queue = connector_queue("p", "alerter", "quorum")
+    assert queue.name == "p.alerter"
+    assert queue.message_types == ("perf", "alarm")
+    assert queue.arguments["x-queue-type"] == "quorum"
+    assert {q.name for q in all_queues("p")} >= {"p.db", "p.correlator", "p.alerter"}
+    with pytest.raises(KeyError, match="consumes nothing"):
+        connector_queue("p", "snmp")
+
+
+def test_each_connector_adds_its_own_commands():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    handlers = {}
+    for spec in installed().values():
+        if spec.commands:
+            handlers.update(load_target(spec.commands)(sub, lambda p: p))
+    assert set(handlers) == {"poll", "db", "query", "alarms", "silence", "rules"}
+    assert all(callable(h) for h in handlers.values())
+    args = parser.parse_args(["poll", "router01", "--json"])
+    assert (args.command, args.host, args.json) == ("poll", "router01", True)
