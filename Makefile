@@ -19,6 +19,7 @@ unit: install
 	.venv/bin/pytest -q tests/unit
 
 test: install services
+	.venv/bin/lint-imports
 	.venv/bin/pytest -q tests
 
 bench: install services
