@@ -10,7 +10,6 @@ new one is invalid, and never interrupt polls in flight.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -18,6 +17,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from connector.membership import SingleNodeMembership
+from connector.reload import reload_on_sighup
 from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
 from connector_snmp.credentials import load_credentials, resolve_targets
@@ -127,10 +127,7 @@ class PollerService(service.Service):
             self._reload_loop = task.LoopingCall(self.reload)
             self._reload_loop.clock = self.runtime.reactor
             self._reload_loop.start(inv.reload_interval, now=False)
-        try:
-            signal.signal(signal.SIGHUP, lambda *_: self.runtime.reactor.callFromThread(self.reload))
-        except ValueError:
-            pass  # not the main thread (tests)
+        reload_on_sighup(self.runtime.reactor, self.reload)
 
     def stopService(self):
         super().stopService()

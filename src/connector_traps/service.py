@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from connector import messages, startup
+from connector.reload import reload_on_sighup
 from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
@@ -167,10 +167,7 @@ class TrapService(service.Service):
                           address=f"[{address}]" if ":" in address else address,
                           port=self.ports[-1].getHost().port)
         self._summary_loop.start(10, now=False)
-        try:
-            signal.signal(signal.SIGHUP, lambda *_: self.runtime.reactor.callFromThread(self.reload))
-        except ValueError:
-            pass
+        reload_on_sighup(self.runtime.reactor, self.reload)
 
     def stopService(self):
         super().stopService()
