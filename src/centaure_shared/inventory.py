@@ -53,7 +53,7 @@ from typing import Any
 
 
 from connector.problems import ProblemsError
-from connector.settings import SQL_IDENTIFIER, Duration, InvalidValue, ParseContext, mask_url
+from connector.settings import SQL_IDENTIFIER, Duration, InvalidValue, ParseContext, mask_url, settings_dir
 from centaure_shared.settings import InventorySettings
 from centaure_shared.yamlfile import YamlError, load_yaml_file
 
@@ -212,7 +212,7 @@ def load_optional_inventory(settings) -> Inventory | None:
     a file that exists but is wrong still raises.
     """
     section = settings.section("inventory")
-    base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    base = settings_dir(settings)
     if section.source != "sql" and not os.path.exists(os.path.join(base, section.path)):
         return None
     return load_inventory(section, base)

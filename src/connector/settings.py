@@ -73,6 +73,7 @@ __all__ = [
     "registered_sections",
     "setting",
     "settings_from_string",
+    "settings_dir",
     "settings_of",
 ]
 
@@ -976,6 +977,18 @@ class Settings:
     def logging(self) -> LoggingSettings:
         """The ``[logging]`` section."""
         return self._sections["logging"]
+
+
+def settings_dir(settings: Settings) -> str:
+    """The folder relative paths in the settings are taken from.
+
+    That is the folder of the settings file, so that a file and the files it
+    names can move together; settings built from defaults (no file) use the
+    current directory.
+    """
+    if settings.source:
+        return os.path.dirname(os.path.abspath(settings.source))
+    return os.getcwd()
 
 
 # Section names that would hide Settings' own attributes.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from connector.settings import settings_dir
 
 __all__ = ["add_rules_arguments", "rules_command"]
 
@@ -19,7 +20,7 @@ def rules_command(settings, args) -> int:
     from .rules import RulesError, describe, load_rules
 
     section = settings.section("alerter")
-    base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
+    base = settings_dir(settings)
     try:
         rules = load_rules(section, base)
     except RulesError as e:

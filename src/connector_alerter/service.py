@@ -58,6 +58,7 @@ from zope.interface import implementer
 from connector import messages, startup
 from connector.interfaces import IMessageHandler
 from connector.retry import retry_in_thread
+from connector.settings import settings_dir
 from connector.topology import connector_queue
 
 from .replay import Replay
@@ -128,7 +129,7 @@ class AlerterService(service.Service):
         if self.engine is not None:
             if not await self._restore():
                 return
-        routes = os.path.join(_base_dir(self.settings), self.conf.routes)
+        routes = os.path.join(settings_dir(self.settings), self.conf.routes)
         if os.path.exists(routes) or self._rule_emails():
             await self._open_notifier()
         else:
@@ -176,7 +177,7 @@ class AlerterService(service.Service):
         from .routes import RoutesError, load_routes
         from .rules import RulesError, load_rules
 
-        base = _base_dir(self.settings)
+        base = settings_dir(self.settings)
         try:
             rules: Any = load_rules(self.conf, base)
         except RulesError as e:
@@ -430,10 +431,6 @@ def _differs(a: object, b: object) -> bool:
     return a != b
 
 
-def _base_dir(settings) -> str:
-    return os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-
-
 def build(runtime) -> AlerterService:
     """The alerter of ``runtime``'s process: rules and inventory read and checked now."""
     from centaure_shared.inventory import load_optional_inventory
@@ -443,7 +440,7 @@ def build(runtime) -> AlerterService:
 
     settings = runtime.settings
     conf = settings.section("alerter")
-    base = _base_dir(settings)
+    base = settings_dir(settings)
     missing_rules = None
     if conf.rules_source == "yaml" and not os.path.exists(os.path.join(base, conf.rules)):
         # centaure-all on a node without rules: the alerter idles, and says so at start.

@@ -692,3 +692,12 @@ def test_parsers_used_directly() -> None:
     with pytest.raises(InvalidValue) as info:
         Duration(1, 10).parse("11s", ctx)
     assert info.value.allowed.startswith("expected a duration from 1s to 10s")
+
+
+def test_settings_dir_is_the_folder_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "etc" / "settings.ini"
+    path.parent.mkdir()
+    path.write_text("")
+    assert S.settings_dir(load_settings(str(path))) == str(path.parent)
+    monkeypatch.chdir(tmp_path)
+    assert S.settings_dir(load_settings(None)) == str(tmp_path)
