@@ -15,7 +15,7 @@ state is in one place, so a later HA issue can hand a host to another node.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from twisted.internet import defer
@@ -39,9 +39,7 @@ class DeviceSchedule:
     running: bool = False
     failures: int = 0
     call: object = None
-    last_start: float = 0.0
-    last_ok: float | None = None
-    extra: dict = field(default_factory=dict)
+    last_start: float = 0.0  # when the last poll began: a recovered device's next tick is due from it
 
 
 class Scheduler:
@@ -108,7 +106,6 @@ class Scheduler:
         if isinstance(result, bool) and result:
             recovered = s.failures > 0
             s.failures = 0
-            s.last_ok = now
             # The next tick was planned with the backed-off delay before this
             # poll answered: a device back up returns to its interval at once.
             if recovered and self.schedules.get(s.name) is s and s.call is not None and s.call.active():
