@@ -163,12 +163,6 @@ class SnmpError(Exception):
         self.reason = reason
         super().__init__(f"{reason} from {self.target}")
 
-    @property
-    def status_name(self) -> str:
-        if 0 <= self.status < len(ERROR_STATUS_NAMES):
-            return ERROR_STATUS_NAMES[self.status]
-        return str(self.status)
-
 
 # --------------------------------------------------------------------------
 # OID ordering: index suffix -> tuple of ints, cached (a poller sees the
