@@ -130,7 +130,6 @@ __all__ = [
 ]
 
 OPS = (">", ">=", "<", "<=", "==", "!=")
-KINDS = OPS + ("inside", "outside", "match", "not_match", "absent")
 _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*", re.I)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -164,7 +163,7 @@ class Leaf:
     """One test on the values of one metric (name or glob) of a host, per index."""
 
     metric: str
-    kind: str                                  # one of KINDS
+    kind: str                                  # an operator of OPS, or inside, outside, match, not_match, absent
     value: float | str | None = None           # threshold (op kinds) or regex text
     low: float = -math.inf                     # inside / outside bounds, inclusive
     high: float = math.inf
