@@ -17,6 +17,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from connector.membership import SingleNodeMembership
+from connector.settings import settings_dir
 from connector.reload import reload_on_sighup
 from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
@@ -46,11 +47,6 @@ class PollerConfig:
     skipped: dict[str, str]
 
 
-def base_dir(settings) -> str:
-    """Relative paths in settings are relative to the settings file."""
-    return os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-
-
 def build_registry(snmp) -> "ops.Registry":
     """The built-in operators plus the user's, checked now."""
     registry = ops.default_registry()
@@ -62,7 +58,7 @@ def build_registry(snmp) -> "ops.Registry":
 def load_config(settings, registry) -> PollerConfig:
     """Read inventory, profiles and credentials; compile each device's plan."""
     snmp, inv = settings.section("snmp"), settings.section("inventory")
-    root = base_dir(settings)
+    root = settings_dir(settings)
     try:
         inventory = load_inventory(inv, root)
         profiles = load_profile_folders(snmp.profiles, root)

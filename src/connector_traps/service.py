@@ -23,11 +23,13 @@ from twisted.logger import Logger
 
 from connector import messages, startup
 from connector.reload import reload_on_sighup
+from connector.settings import settings_dir
 from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
 from connector_traps.model import Trap
 from connector_traps.receiver import TrapReceiver
+from connector_traps.settings import parse_endpoint
 from connector_traps.storm import Deduplicator, RateLimiter
 
 CONNECTOR = "traps"
@@ -48,14 +50,10 @@ class TrapConfig:
     mib_names: object | None = None
 
 
-def _base_dir(settings) -> str:
-    return os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
-
-
 def load_config(settings) -> TrapConfig:
     """Definitions, the inventory (for host names) and v3 users, checked."""
     traps = settings.section("traps")
-    root = _base_dir(settings)
+    root = settings_dir(settings)
     try:
         definitions = load_definitions(traps, root)
         try:
@@ -111,12 +109,6 @@ def listen_udp(reactor, address: str, port: int, protocol):
     finally:
         sock.close()  # the reactor holds its own duplicate of the descriptor
     return listening
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """``0.0.0.0:162`` or ``[::]:162`` -> (address, port)."""
-    host, _, port = text.strip().rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class TrapService(service.Service):
