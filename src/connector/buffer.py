@@ -25,7 +25,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -350,147 +350,143 @@ class SQLiteBuffer:
         original place; they must be unique and not already stored (else
         ``sqlite3.IntegrityError`` and nothing is stored).
         """
+        # Every helper below runs once per batch, never once per message.
         conn = self._connection()
         n = len(messages)
-        if ids is not None:
-            ids = [int(i) for i in ids]
-            if len(ids) != n:
-                raise ValueError(f"{len(ids)} ids given for {n} messages")
-            if any(i < 1 for i in ids):
-                raise ValueError("ids must be positive integers")
+        ids = _checked_ids(ids, n)
         if n == 0:
             return AppendResult(0, 0, 0)
-        max_bytes = self.max_bytes
-        sizes = []
-        for m in messages:
-            body = m.body
-            if not isinstance(body, (bytes, bytearray)):
-                raise TypeError(f"BufferedMessage.body must be bytes, not {type(body).__name__}")
-            sizes.append(len(body))
-
-        limit: str | None = None
-        to_free_count = to_free_bytes = 0
+        sizes = _body_sizes(messages)
         if self.policy == "refuse_newest":
-            room_count = self.max_messages - self._count
-            room_bytes = max_bytes - self._bytes
-            keep = 0
-            batch_bytes = 0
-            for size in sizes:
-                if keep + 1 > room_count:
-                    limit = "max_messages"
-                    break
-                if batch_bytes + size > room_bytes:
-                    limit = "max_bytes"
-                    break
-                keep += 1
-                batch_bytes += size
-            kept = messages[:keep]
-            kept_ids = None if ids is None else ids[:keep]
-            refused = n - keep
-            self_dropped = 0
+            plan = self._plan_refuse_newest(messages, ids, sizes)
         else:
-            # Oversized bodies can never fit: refuse them whatever the policy.
-            fitting = [i for i, size in enumerate(sizes) if size <= max_bytes]
-            refused = n - len(fitting)
-            if refused:
-                limit = "max_bytes"
-            # If the batch alone exceeds a limit, its first (oldest) messages go.
-            keep = 0
-            batch_bytes = 0
-            for i in reversed(fitting):
-                if keep + 1 > self.max_messages:
-                    limit = limit or "max_messages"
-                    break
-                if batch_bytes + sizes[i] > max_bytes:
-                    limit = limit or "max_bytes"
-                    break
-                keep += 1
-                batch_bytes += sizes[i]
-            self_dropped = len(fitting) - keep
-            chosen = fitting[len(fitting) - keep :]
-            if refused or self_dropped:
-                kept = [messages[i] for i in chosen]
-                kept_ids = None if ids is None else [ids[i] for i in chosen]
-            else:
-                kept, kept_ids = messages, ids
-            if self_dropped:
-                # Some of the batch had to go: every older row goes before them.
-                to_free_count, to_free_bytes = self._count, self._bytes
-            else:
-                to_free_count = self._count + keep - self.max_messages
-                to_free_bytes = self._bytes + batch_bytes - max_bytes
-            if to_free_count > 0 or to_free_bytes > 0:
-                limit = limit or ("max_messages" if to_free_count > 0 else "max_bytes")
-
-        encode = _encode_headers
-        rows: list[tuple[Any, ...]]
-        if kept_ids is None:
-            rows = [
-                (
-                    m.exchange,
-                    m.routing_key,
-                    m.body,
-                    m.message_id,
-                    m.msg_type,
-                    m.timestamp,
-                    None if m.headers is None else encode(m.headers),
-                )
-                for m in kept
-            ]
-        else:
-            rows = [
-                (
-                    row_id,
-                    m.exchange,
-                    m.routing_key,
-                    m.body,
-                    m.message_id,
-                    m.msg_type,
-                    m.timestamp,
-                    None if m.headers is None else encode(m.headers),
-                )
-                for row_id, m in zip(kept_ids, kept)
-            ]
-
-        freed_count = freed_bytes = 0
-        last_id = self._last_id
-        if rows or to_free_count > 0 or to_free_bytes > 0:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if to_free_count > 0 or to_free_bytes > 0:
-                    freed_count, freed_bytes = self._drop_oldest(conn, to_free_count, to_free_bytes)
-                if rows:
-                    conn.executemany(_INSERT if kept_ids is None else _INSERT_WITH_ID, rows)
-                    last_id = _read_last_id(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            plan = self._plan_drop_oldest(messages, ids, sizes)
+        rows = _rows(plan.kept, plan.kept_ids)
+        freed_count, freed_bytes, last_id = self._write(conn, rows, plan)
         # Committed: only now do the counters move.
         self._count += len(rows) - freed_count
-        self._bytes += batch_bytes - freed_bytes
+        self._bytes += plan.batch_bytes - freed_bytes
         self._last_id = last_id
-        dropped = freed_count + self_dropped
-        result = AppendResult(len(rows), refused, dropped, limit)
-        if refused or dropped:
-            self.refused_total += refused
+        dropped = freed_count + plan.self_dropped
+        result = AppendResult(len(rows), plan.refused, dropped, plan.limit)
+        if plan.refused or dropped:
+            self.refused_total += plan.refused
             self.dropped_total += dropped
-            log.warn(
-                "Backup buffer {path} full ({limit}; policy {policy}): stored {accepted} of "
-                "{batch} messages, refused {refused}, dropped {dropped} oldest "
-                "(now {count} messages, {size} bytes)",
-                path=self.path,
-                limit=limit,
-                policy=self.policy,
-                accepted=result.accepted,
-                batch=n,
-                refused=refused,
-                dropped=dropped,
-                count=self._count,
-                size=self._bytes,
-            )
+            self._warn_full(result, n)
         return result
+
+    def _plan_refuse_newest(
+        self, messages: Sequence[BufferedMessage], ids: list[int] | None, sizes: list[int]
+    ) -> _AppendPlan:
+        """Keep the batch's first messages while they fit in the room left; refuse the rest."""
+        room_count = self.max_messages - self._count
+        room_bytes = self.max_bytes - self._bytes
+        limit: str | None = None
+        keep = 0
+        batch_bytes = 0
+        for size in sizes:
+            if keep + 1 > room_count:
+                limit = "max_messages"
+                break
+            if batch_bytes + size > room_bytes:
+                limit = "max_bytes"
+                break
+            keep += 1
+            batch_bytes += size
+        return _AppendPlan(
+            kept=messages[:keep],
+            kept_ids=None if ids is None else ids[:keep],
+            batch_bytes=batch_bytes,
+            refused=len(messages) - keep,
+            self_dropped=0,
+            to_free_count=0,
+            to_free_bytes=0,
+            limit=limit,
+        )
+
+    def _plan_drop_oldest(
+        self, messages: Sequence[BufferedMessage], ids: list[int] | None, sizes: list[int]
+    ) -> _AppendPlan:
+        """Keep the batch's newest messages that fit the limits; count the stored rows to delete."""
+        max_bytes = self.max_bytes
+        # Oversized bodies can never fit: refuse them whatever the policy.
+        fitting = [i for i, size in enumerate(sizes) if size <= max_bytes]
+        refused = len(messages) - len(fitting)
+        limit: str | None = "max_bytes" if refused else None
+        # If the batch alone exceeds a limit, its first (oldest) messages go.
+        keep = 0
+        batch_bytes = 0
+        for i in reversed(fitting):
+            if keep + 1 > self.max_messages:
+                limit = limit or "max_messages"
+                break
+            if batch_bytes + sizes[i] > max_bytes:
+                limit = limit or "max_bytes"
+                break
+            keep += 1
+            batch_bytes += sizes[i]
+        self_dropped = len(fitting) - keep
+        chosen = fitting[len(fitting) - keep :]
+        kept: Sequence[BufferedMessage]
+        if refused or self_dropped:
+            kept = [messages[i] for i in chosen]
+            kept_ids = None if ids is None else [ids[i] for i in chosen]
+        else:
+            kept, kept_ids = messages, ids
+        if self_dropped:
+            # Some of the batch had to go: every older row goes before them.
+            to_free_count, to_free_bytes = self._count, self._bytes
+        else:
+            to_free_count = self._count + keep - self.max_messages
+            to_free_bytes = self._bytes + batch_bytes - max_bytes
+        if to_free_count > 0 or to_free_bytes > 0:
+            limit = limit or ("max_messages" if to_free_count > 0 else "max_bytes")
+        return _AppendPlan(kept, kept_ids, batch_bytes, refused, self_dropped,
+                           to_free_count, to_free_bytes, limit)
+
+    def _write(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], plan: _AppendPlan
+    ) -> tuple[int, int, int]:
+        """Delete what the plan frees and insert ``rows`` in one transaction.
+
+        Returns (rows freed, bytes freed, the file's last id afterwards).
+        """
+        freed_count = freed_bytes = 0
+        last_id = self._last_id
+        must_free = plan.to_free_count > 0 or plan.to_free_bytes > 0
+        if not rows and not must_free:
+            return freed_count, freed_bytes, last_id
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if must_free:
+                freed_count, freed_bytes = self._drop_oldest(
+                    conn, plan.to_free_count, plan.to_free_bytes
+                )
+            if rows:
+                conn.executemany(_INSERT if plan.kept_ids is None else _INSERT_WITH_ID, rows)
+                last_id = _read_last_id(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return freed_count, freed_bytes, last_id
+
+    def _warn_full(self, result: AppendResult, batch: int) -> None:
+        log.warn(
+            "Backup buffer {path} full ({limit}; policy {policy}): stored {accepted} of "
+            "{batch} messages, refused {refused}, dropped {dropped} oldest "
+            "(now {count} messages, {size} bytes)",
+            path=self.path,
+            limit=result.limit,
+            policy=self.policy,
+            accepted=result.accepted,
+            batch=batch,
+            refused=result.refused,
+            dropped=result.dropped_oldest,
+            count=self._count,
+            size=self._bytes,
+        )
 
     def _drop_oldest(
         self, conn: sqlite3.Connection, need_count: int, need_bytes: int
@@ -570,6 +566,75 @@ class SQLiteBuffer:
         self._count -= deleted
         self._bytes -= deleted_bytes
         return deleted
+
+
+class _AppendPlan(NamedTuple):
+    """What one ``append`` stores and what it deletes first, decided before the transaction."""
+
+    kept: Sequence[BufferedMessage]  # the messages to insert, in order
+    kept_ids: Sequence[int] | None  # their ids, or None: the next ones
+    batch_bytes: int  # the kept bodies' total size
+    refused: int
+    self_dropped: int  # the batch's own oldest messages left out (drop_oldest)
+    to_free_count: int  # stored rows to delete, at least
+    to_free_bytes: int  # stored bytes to delete, at least
+    limit: str | None
+
+
+def _checked_ids(ids: Sequence[int] | None, n: int) -> list[int] | None:
+    """``ids`` as ints, one per message and positive; ValueError otherwise."""
+    if ids is None:
+        return None
+    checked = [int(i) for i in ids]
+    if len(checked) != n:
+        raise ValueError(f"{len(checked)} ids given for {n} messages")
+    if any(i < 1 for i in checked):
+        raise ValueError("ids must be positive integers")
+    return checked
+
+
+def _body_sizes(messages: Sequence[BufferedMessage]) -> list[int]:
+    """Each body's size; TypeError when a body is not bytes."""
+    sizes = []
+    for m in messages:
+        body = m.body
+        if not isinstance(body, (bytes, bytearray)):
+            raise TypeError(f"BufferedMessage.body must be bytes, not {type(body).__name__}")
+        sizes.append(len(body))
+    return sizes
+
+
+def _rows(
+    kept: Sequence[BufferedMessage], kept_ids: Sequence[int] | None
+) -> list[tuple[Any, ...]]:
+    """The INSERT parameters of ``kept``, with their ids first when given."""
+    encode = _encode_headers
+    if kept_ids is None:
+        return [
+            (
+                m.exchange,
+                m.routing_key,
+                m.body,
+                m.message_id,
+                m.msg_type,
+                m.timestamp,
+                None if m.headers is None else encode(m.headers),
+            )
+            for m in kept
+        ]
+    return [
+        (
+            row_id,
+            m.exchange,
+            m.routing_key,
+            m.body,
+            m.message_id,
+            m.msg_type,
+            m.timestamp,
+            None if m.headers is None else encode(m.headers),
+        )
+        for row_id, m in zip(kept_ids, kept)
+    ]
 
 
 def _read_last_id(conn: sqlite3.Connection) -> int:
