@@ -115,7 +115,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -527,18 +527,34 @@ def parse_condition(raw: Any, path: str, problems: list[str], label: str,
         bad("expected a mapping: a leaf {metric: ..., op: ..., value: ...} or {all: [...]} / {any: [...]}")
         return None
     if "all" in raw or "any" in raw:
-        if len(raw) != 1:
-            bad("a group has exactly one key, all or any")
-            return None
-        op, items = next(iter(raw.items()))
-        if not isinstance(items, list) or not items:
-            bad(f"{op}: expected a non-empty list of conditions")
-            return None
-        parsed = [parse_condition(item, f"{path}.{op}[{i}]", problems, label, default_window)
-                  for i, item in enumerate(items)]
-        if any(p is None for p in parsed):
-            return None
-        return Group(op, tuple(parsed))  # type: ignore[arg-type]
+        return _parse_group(raw, path, problems, label, default_window, bad)
+    return _parse_leaf(raw, path, problems, default_window, bad)
+
+
+def _parse_group(raw: dict, path: str, problems: list[str], label: str,
+                 default_window: Window, bad: Callable[[str], None]) -> Group | None:
+    """``{all: [...]}`` or ``{any: [...]}``, each item parsed as a condition."""
+    if len(raw) != 1:
+        bad("a group has exactly one key, all or any")
+        return None
+    op, items = next(iter(raw.items()))
+    if not isinstance(items, list) or not items:
+        bad(f"{op}: expected a non-empty list of conditions")
+        return None
+    parsed = [parse_condition(item, f"{path}.{op}[{i}]", problems, label, default_window)
+              for i, item in enumerate(items)]
+    if any(p is None for p in parsed):
+        return None
+    return Group(op, tuple(parsed))  # type: ignore[arg-type]
+
+
+_TESTS = ("op", "range", "inside", "outside", "match", "not_match", "absent")
+_NUMERIC_TESTS = ("op", "range", "inside", "outside")  # those rate and hysteresis apply to
+
+
+def _parse_leaf(raw: dict, path: str, problems: list[str], default_window: Window,
+                bad: Callable[[str], None]) -> Leaf | None:
+    """One test on one metric; None when anything in it is wrong (every problem reported)."""
     unknown = set(raw) - _LEAF_KEYS
     if unknown:
         bad(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; a leaf takes "
@@ -554,88 +570,130 @@ def parse_condition(raw: Any, path: str, problems: list[str], label: str,
         if isinstance(index, bool) or not isinstance(index, (str, int)):
             bad(f"index: expected an index or glob, got {index!r}")
         index = str(index)
-    tests = [k for k in ("op", "range", "inside", "outside", "match", "not_match", "absent") if k in raw]
+    tests = [k for k in _TESTS if k in raw]
     if len(tests) != 1:
         bad("expected exactly one test: op (with value), range, inside, outside, match, not_match "
             f"or absent; got {', '.join(tests) or 'none'}")
         return None
     test = tests[0]
-    kw: dict[str, Any] = {}
-    if test == "op":
-        op = raw["op"]
-        if op not in OPS:
-            bad(f"op: expected one of {' '.join(OPS)}, got {op!r}")
-        elif "value" not in raw:
-            bad("value: missing (the threshold)")
-        else:
-            value = raw["value"]
-            if op in ("==", "!=") and isinstance(value, str):
-                try:
-                    value = _number(value)
-                except ValueError:
-                    pass                      # a text compared with text values
-                kw.update(kind=op, value=value)
-            else:
-                try:
-                    kw.update(kind=op, value=_number(value))
-                except ValueError as e:
-                    bad(f"value: {e}")
-    elif test == "range":
-        try:
-            low, high, inside = parse_nagios_range(raw["range"])
-            kw.update(kind="inside" if inside else "outside", low=low, high=high)
-        except ValueError as e:
-            bad(f"range: {e}")
-    elif test in ("inside", "outside"):
-        bounds = raw[test]
-        try:
-            if not isinstance(bounds, list) or len(bounds) != 2:
-                raise ValueError("expected [low, high]")
-            low, high = _number(bounds[0]), _number(bounds[1])
-            if low > high:
-                raise ValueError(f"low {low:g} is above high {high:g}")
-            kw.update(kind=test, low=low, high=high)
-        except ValueError as e:
-            bad(f"{test}: {e}")
-    elif test in ("match", "not_match"):
-        pattern = raw[test]
-        if not isinstance(pattern, str):
-            bad(f"{test}: expected a regular expression, got {type(pattern).__name__}")
-        else:
-            try:
-                re.compile(pattern)
-                kw.update(kind=test, value=pattern)
-            except re.error as e:
-                bad(f"{test}: not a valid regular expression ({e})")
-    else:
-        try:
-            seconds = parse_duration(raw["absent"])
-            if seconds <= 0:
-                raise ValueError("expected a duration above zero")
-            kw.update(kind="absent", absent=seconds)
-        except ValueError as e:
-            bad(f"absent: {e}")
+    kw = _LEAF_TESTS[test](raw, test, bad)
     if "value" in raw and test != "op":
         bad(f"value: only with op (this leaf tests {test})")
+    kw["rate"] = _leaf_rate(raw, test, bad)
+    hysteresis = _leaf_hysteresis(raw, test, bad)
+    if hysteresis is not None:
+        kw["hysteresis"] = hysteresis
+    window = _leaf_window(raw, default_window, bad)
+    if test == "absent" and window != Window():
+        bad("absent: takes no window (consecutive / n_of_m)")
+    if len(problems) > before:
+        return None
+    return Leaf(metric=metric.strip(), index=index, window=window, path=path, **kw)
+
+
+def _op_test(raw: dict, test: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    op = raw["op"]
+    if op not in OPS:
+        bad(f"op: expected one of {' '.join(OPS)}, got {op!r}")
+        return {}
+    if "value" not in raw:
+        bad("value: missing (the threshold)")
+        return {}
+    value = raw["value"]
+    if op in ("==", "!=") and isinstance(value, str):
+        try:
+            value = _number(value)
+        except ValueError:
+            pass                      # a text compared with text values
+        return {"kind": op, "value": value}
+    try:
+        return {"kind": op, "value": _number(value)}
+    except ValueError as e:
+        bad(f"value: {e}")
+        return {}
+
+
+def _range_test(raw: dict, test: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    try:
+        low, high, inside = parse_nagios_range(raw["range"])
+    except ValueError as e:
+        bad(f"range: {e}")
+        return {}
+    return {"kind": "inside" if inside else "outside", "low": low, "high": high}
+
+
+def _bounds_test(raw: dict, test: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    bounds = raw[test]
+    try:
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise ValueError("expected [low, high]")
+        low, high = _number(bounds[0]), _number(bounds[1])
+        if low > high:
+            raise ValueError(f"low {low:g} is above high {high:g}")
+    except ValueError as e:
+        bad(f"{test}: {e}")
+        return {}
+    return {"kind": test, "low": low, "high": high}
+
+
+def _regex_test(raw: dict, test: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    pattern = raw[test]
+    if not isinstance(pattern, str):
+        bad(f"{test}: expected a regular expression, got {type(pattern).__name__}")
+        return {}
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        bad(f"{test}: not a valid regular expression ({e})")
+        return {}
+    return {"kind": test, "value": pattern}
+
+
+def _absent_test(raw: dict, test: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    try:
+        seconds = parse_duration(raw["absent"])
+        if seconds <= 0:
+            raise ValueError("expected a duration above zero")
+    except ValueError as e:
+        bad(f"absent: {e}")
+        return {}
+    return {"kind": "absent", "absent": seconds}
+
+
+# The Leaf fields of each test, by the key that names it.
+_LEAF_TESTS: dict[str, Callable[[dict, str, Callable[[str], None]], dict[str, Any]]] = {
+    "op": _op_test, "range": _range_test, "inside": _bounds_test, "outside": _bounds_test,
+    "match": _regex_test, "not_match": _regex_test, "absent": _absent_test,
+}
+
+
+def _leaf_rate(raw: dict, test: str, bad: Callable[[str], None]) -> bool:
     rate = raw.get("rate", False)
     if not isinstance(rate, bool):
         bad(f"rate: expected true or false, got {rate!r}")
-    elif rate and test not in ("op", "range", "inside", "outside"):
+    elif rate and test not in _NUMERIC_TESTS:
         bad(f"rate: only with op, range, inside or outside (not {test})")
-    kw["rate"] = bool(rate)
-    hysteresis = raw.get("hysteresis", 0)
+    return bool(rate)
+
+
+def _leaf_hysteresis(raw: dict, test: str, bad: Callable[[str], None]) -> float | None:
+    """The leaf's hysteresis, or None when it is wrong (reported)."""
     try:
-        hysteresis = _number(hysteresis)
+        hysteresis = _number(raw.get("hysteresis", 0))
         if hysteresis < 0:
             raise ValueError("expected a number >= 0")
-        if hysteresis and test not in ("op", "range", "inside", "outside"):
+        if hysteresis and test not in _NUMERIC_TESTS:
             raise ValueError(f"only with op, range, inside or outside (not {test})")
         if hysteresis and test == "op" and raw.get("op") in ("==", "!="):
             raise ValueError("only with > >= < <= (not == or !=)")
-        kw["hysteresis"] = hysteresis
     except ValueError as e:
         bad(f"hysteresis: {e}")
-    window = default_window
+        return None
+    return hysteresis
+
+
+def _leaf_window(raw: dict, default_window: Window, bad: Callable[[str], None]) -> Window:
+    """``consecutive: N`` or ``n_of_m: [N, M]``; ``default_window`` without (or when wrong)."""
     if "consecutive" in raw and "n_of_m" in raw:
         bad("consecutive and n_of_m: give one window, not both")
     elif "consecutive" in raw:
@@ -643,7 +701,7 @@ def parse_condition(raw: Any, path: str, problems: list[str], label: str,
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10000:
             bad(f"consecutive: expected a whole number from 1 to 10000, got {n!r}")
         else:
-            window = Window(n, n)
+            return Window(n, n)
     elif "n_of_m" in raw:
         nm = raw["n_of_m"]
         if (not isinstance(nm, list) or len(nm) != 2
@@ -651,12 +709,8 @@ def parse_condition(raw: Any, path: str, problems: list[str], label: str,
                 or not 1 <= nm[0] <= nm[1] <= 1000):
             bad(f"n_of_m: expected [N, M] with 1 <= N <= M <= 1000, got {nm!r}")
         else:
-            window = Window(nm[0], nm[1])
-    if test == "absent" and window != Window():
-        bad("absent: takes no window (consecutive / n_of_m)")
-    if len(problems) > before:
-        return None
-    return Leaf(metric=metric.strip(), index=index, window=window, path=path, **kw)
+            return Window(nm[0], nm[1])
+    return default_window
 
 
 # --------------------------------------------------------------------------
