@@ -71,9 +71,14 @@ def make_schema(prefix: str = "") -> Schema:
     if prefix and not PREFIX_RE.match(prefix):
         raise ValueError(f"invalid table prefix {prefix!r}: must match {PREFIX_RE.pattern}")
     md = sa.MetaData()
-    p = prefix
+    tables = [make(md, prefix) for make in (_devices, _metrics, _samples, _events, _alarm_history,
+                                            _alarms, _thresholds, _notifications)]
+    return Schema(prefix, md, *tables)
 
-    devices = sa.Table(
+
+def _devices(md: sa.MetaData, p: str) -> sa.Table:
+    """Polled and trap-sending devices, one row per host name."""
+    return sa.Table(
         f"{p}devices", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("name", key_string(HOST_MAX), nullable=False),
@@ -81,7 +86,11 @@ def make_schema(prefix: str = "") -> Schema:
         sa.Column("device_type", sa.String(_NAME), nullable=True),
         sa.UniqueConstraint("name", name=f"{p}uq_devices_name"),
     )
-    metrics = sa.Table(
+
+
+def _metrics(md: sa.MetaData, p: str) -> sa.Table:
+    """Metric names and kinds, so samples store small ids."""
+    return sa.Table(
         f"{p}metrics", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("name", key_string(_NAME), nullable=False),
@@ -89,7 +98,11 @@ def make_schema(prefix: str = "") -> Schema:
         sa.Column("unit", sa.String(32), nullable=True),
         sa.UniqueConstraint("name", "kind", name=f"{p}uq_metrics_name_kind"),
     )
-    samples = sa.Table(
+
+
+def _samples(md: sa.MetaData, p: str) -> sa.Table:
+    """Polled values, one row per device, metric, index and time."""
+    return sa.Table(
         f"{p}samples", md,
         sa.Column("device_id", sa.Integer, nullable=False),
         sa.Column("metric_id", sa.Integer, nullable=False),
@@ -100,10 +113,13 @@ def make_schema(prefix: str = "") -> Schema:
         sa.PrimaryKeyConstraint("device_id", "metric_id", "idx", "ts", name=f"{p}pk_samples"),
         sa.Index(f"{p}ix_samples_device_ts", "device_id", "ts"),
     )
-    events = sa.Table(
+
+
+def _events(md: sa.MetaData, p: str) -> sa.Table:
+    """Received traps, one row per ``event`` message."""
+    return sa.Table(
         f"{p}events", md,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                  primary_key=True, autoincrement=True),
+        _auto_id(),
         sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
         sa.Column("host", sa.String(HOST_MAX), nullable=False),
@@ -123,46 +139,57 @@ def make_schema(prefix: str = "") -> Schema:
         sa.Index(f"{p}ix_events_ts", "ts"),
     )
 
-    def alarm_columns() -> list[sa.Column]:
-        return [
-            sa.Column("host", sa.String(HOST_MAX), nullable=False),
-            sa.Column("name", sa.String(_NAME), nullable=False),
-            sa.Column("severity", sa.String(16), nullable=False),
-            sa.Column("state", sa.String(16), nullable=False),
-            sa.Column("message", sa.Text, nullable=False),
-            sa.Column("first_seen", _ms(), nullable=False),
-            sa.Column("last_seen", _ms(), nullable=False),
-            sa.Column("cleared_at", _ms(), nullable=True),
-            sa.Column("count", sa.Integer, nullable=False),
-            sa.Column("origin", sa.String(16), nullable=False),
-            sa.Column("acked_by", sa.String(_NAME), nullable=True),
-            sa.Column("flapping", sa.Boolean, nullable=False),
-            sa.Column("cause_ref", UInt64(), nullable=True),
-            sa.Column("ts", _ms(), nullable=False),
-        ]
 
-    alarm_history = sa.Table(
+def _alarm_columns() -> list[sa.Column]:
+    """The columns an alarm's history rows and its current row share (new objects each call)."""
+    return [
+        sa.Column("host", sa.String(HOST_MAX), nullable=False),
+        sa.Column("name", sa.String(_NAME), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("first_seen", _ms(), nullable=False),
+        sa.Column("last_seen", _ms(), nullable=False),
+        sa.Column("cleared_at", _ms(), nullable=True),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("origin", sa.String(16), nullable=False),
+        sa.Column("acked_by", sa.String(_NAME), nullable=True),
+        sa.Column("flapping", sa.Boolean, nullable=False),
+        sa.Column("cause_ref", UInt64(), nullable=True),
+        sa.Column("ts", _ms(), nullable=False),
+    ]
+
+
+def _alarm_history(md: sa.MetaData, p: str) -> sa.Table:
+    """Every state change of every alarm, one row per ``alarm`` message."""
+    return sa.Table(
         f"{p}alarm_history", md,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                  primary_key=True, autoincrement=True),
+        _auto_id(),
         sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ref", UInt64(), nullable=False),
-        *alarm_columns(),
+        *_alarm_columns(),
         sa.UniqueConstraint("message_id", name=f"{p}uq_alarm_history_message_id"),
         sa.Index(f"{p}ix_alarm_history_ref_ts", "ref", "ts"),
         sa.Index(f"{p}ix_alarm_history_host_ts", "host", "ts"),
     )
-    alarms = sa.Table(
+
+
+def _alarms(md: sa.MetaData, p: str) -> sa.Table:
+    """The latest state of each alarm, keyed by its ``ref``."""
+    return sa.Table(
         f"{p}alarms", md,
         sa.Column("ref", UInt64(), primary_key=True, autoincrement=False),
-        *alarm_columns(),
+        *_alarm_columns(),
         sa.Index(f"{p}ix_alarms_host", "host"),
         sa.Index(f"{p}ix_alarms_state", "state"),
     )
-    thresholds = sa.Table(
+
+
+def _thresholds(md: sa.MetaData, p: str) -> sa.Table:
+    """Threshold rule crossings, one row per ``threshold`` message."""
+    return sa.Table(
         f"{p}thresholds", md,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                  primary_key=True, autoincrement=True),
+        _auto_id(),
         sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
         sa.Column("host", sa.String(HOST_MAX), nullable=False),
@@ -172,10 +199,13 @@ def make_schema(prefix: str = "") -> Schema:
         sa.UniqueConstraint("message_id", name=f"{p}uq_thresholds_message_id"),
         sa.Index(f"{p}ix_thresholds_host_ts", "host", "ts"),
     )
-    notifications = sa.Table(
+
+
+def _notifications(md: sa.MetaData, p: str) -> sa.Table:
+    """What the alerter notified, to whom, and how the delivery went."""
+    return sa.Table(
         f"{p}notifications", md,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                  primary_key=True, autoincrement=True),
+        _auto_id(),
         sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ts", _ms(), nullable=False),
         sa.Column("ref", UInt64(), nullable=True),
@@ -189,8 +219,12 @@ def make_schema(prefix: str = "") -> Schema:
         sa.UniqueConstraint("message_id", name=f"{p}uq_notifications_message_id"),
         sa.Index(f"{p}ix_notifications_ts", "ts"),
     )
-    return Schema(prefix, md, devices, metrics, samples, events, alarm_history, alarms,
-                  thresholds, notifications)
+
+
+def _auto_id() -> sa.Column:
+    # BIGINT for the tables that grow without bound; SQLite autoincrements only INTEGER keys.
+    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                     primary_key=True, autoincrement=True)
 
 
 def create_all(engine: sa.Engine, schema: Schema) -> None:
