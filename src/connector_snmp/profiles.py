@@ -241,53 +241,76 @@ def parse_profile(doc: Any, source: str = "<profile>") -> Profile:
         raise d.error("", "empty file; expected a profile (name, device_types, scalars, tables, alarm_tables)")
     top = d.mapping(doc, "", _TOP_KEYS, ("name", "device_types"))
     name = d.name(top["name"], "name")
-    types = top["device_types"]
+    device_types = _device_types(d, top["device_types"])
+    interval = _interval(d, top.get("interval"))
+    metric_paths: dict[str, str] = {}  # metric name -> where it was first given
+    scalars = tuple(_metric(d, v, f"scalars[{i}]", metric_paths)
+                    for i, v in enumerate(d.listing(top.get("scalars"), "scalars", "metrics")))
+    tables = _tables(d, top.get("tables"), metric_paths)
+    alarm_tables = _alarm_tables(d, top.get("alarm_tables"))
+    if not scalars and not tables and not alarm_tables:
+        raise d.error("", "a profile must poll something: expected scalars, tables or alarm_tables")
+    return Profile(
+        name=name,
+        device_types=device_types,
+        scalars=scalars,
+        tables=tables,
+        alarm_tables=alarm_tables,
+        interval=interval,
+    )
+
+
+def _device_types(d: _Doc, types: Any) -> tuple[str, ...]:
+    """``device_types``: one word, or a non-empty list of them."""
     if isinstance(types, str):
         types = [types]
     if not isinstance(types, list) or not types:
         raise d.error("device_types", "expected a non-empty list of device types", types)
-    device_types = []
     for i, t in enumerate(types):
         if not isinstance(t, str) or not re.fullmatch(r"[^\s/,;|]{1,128}", t):
             raise d.error(f"device_types[{i}]", "expected a device type (one word)", t)
-        device_types.append(t)
-    interval = None
-    if top.get("interval") is not None:
-        try:
-            interval = _INTERVAL.parse(str(top["interval"]).strip(), ParseContext({}))
-        except InvalidValue as e:
-            raise d.error("interval", e.allowed, top["interval"]) from None
+    return tuple(types)
 
-    metric_paths: dict[str, str] = {}
 
-    def metric(value: Any, path: str) -> MetricSpec:
-        m = d.mapping(value, path, _METRIC_KEYS, ("name", "oid"))
-        mname = d.name(m["name"], f"{path}.name")
-        if mname in metric_paths:
-            raise d.error(f"{path}.name", f"metric name already used at {metric_paths[mname]}; "
-                          "expected unique metric names in a profile", mname)
-        metric_paths[mname] = path
-        oid = d.oid(m["oid"], f"{path}.oid")
-        kind = m.get("kind", "gauge")
-        if kind is None:
-            kind = "gauge"
-        if kind not in _KINDS:
-            raise d.error(f"{path}.kind", f"expected one of: {', '.join(_KINDS)}", kind)
-        unit = m.get("unit")
-        if unit is not None:
-            if isinstance(unit, (int, float)) and not isinstance(unit, bool):
-                unit = str(unit)
-            if not isinstance(unit, str):
-                raise d.error(f"{path}.unit", "expected a unit (text) or null", unit)
-        ops = _operators(d, m.get("operators"), f"{path}.operators")
-        return MetricSpec(name=mname, oid=oid, kind=kind, unit=unit, operators=ops)  # type: ignore[arg-type]
+def _interval(d: _Doc, value: Any) -> float | None:
+    """The profile's own poll interval in seconds, or None (the ``[snmp]`` one applies)."""
+    if value is None:
+        return None
+    try:
+        return _INTERVAL.parse(str(value).strip(), ParseContext({}))
+    except InvalidValue as e:
+        raise d.error("interval", e.allowed, value) from None
 
-    scalars = tuple(metric(v, f"scalars[{i}]")
-                    for i, v in enumerate(d.listing(top.get("scalars"), "scalars", "metrics")))
 
+def _metric(d: _Doc, value: Any, path: str, metric_paths: dict[str, str]) -> MetricSpec:
+    """A scalar or a table column; its name must be new in the profile (``metric_paths``)."""
+    m = d.mapping(value, path, _METRIC_KEYS, ("name", "oid"))
+    mname = d.name(m["name"], f"{path}.name")
+    if mname in metric_paths:
+        raise d.error(f"{path}.name", f"metric name already used at {metric_paths[mname]}; "
+                      "expected unique metric names in a profile", mname)
+    metric_paths[mname] = path
+    oid = d.oid(m["oid"], f"{path}.oid")
+    kind = m.get("kind", "gauge")
+    if kind is None:
+        kind = "gauge"
+    if kind not in _KINDS:
+        raise d.error(f"{path}.kind", f"expected one of: {', '.join(_KINDS)}", kind)
+    unit = m.get("unit")
+    if unit is not None:
+        if isinstance(unit, (int, float)) and not isinstance(unit, bool):
+            unit = str(unit)
+        if not isinstance(unit, str):
+            raise d.error(f"{path}.unit", "expected a unit (text) or null", unit)
+    ops = _operators(d, m.get("operators"), f"{path}.operators")
+    return MetricSpec(name=mname, oid=oid, kind=kind, unit=unit, operators=ops)  # type: ignore[arg-type]
+
+
+def _tables(d: _Doc, value: Any, metric_paths: dict[str, str]) -> tuple[TableSpec, ...]:
+    """``tables``: each a unique name and at least one column."""
     tables = []
     table_names: dict[str, str] = {}
-    for i, v in enumerate(d.listing(top.get("tables"), "tables", "tables")):
+    for i, v in enumerate(d.listing(value, "tables", "tables")):
         path = f"tables[{i}]"
         t = d.mapping(v, path, _TABLE_KEYS, ("name", "columns"))
         tname = d.name(t["name"], f"{path}.name")
@@ -297,12 +320,16 @@ def parse_profile(doc: Any, source: str = "<profile>") -> Profile:
         cols = d.listing(t["columns"], f"{path}.columns", "columns")
         if not cols:
             raise d.error(f"{path}.columns", "expected at least one column")
-        columns = tuple(metric(c, f"{path}.columns[{j}]") for j, c in enumerate(cols))
+        columns = tuple(_metric(d, c, f"{path}.columns[{j}]", metric_paths) for j, c in enumerate(cols))
         tables.append(TableSpec(name=tname, columns=columns))
+    return tuple(tables)
 
+
+def _alarm_tables(d: _Doc, value: Any) -> tuple[AlarmTableSpec, ...]:
+    """``alarm_tables``: each a unique name, column OIDs and an optional severity map."""
     alarm_tables = []
     alarm_names: dict[str, str] = {}
-    for i, v in enumerate(d.listing(top.get("alarm_tables"), "alarm_tables", "alarm tables")):
+    for i, v in enumerate(d.listing(value, "alarm_tables", "alarm tables")):
         path = f"alarm_tables[{i}]"
         a = d.mapping(v, path, _ALARM_KEYS, ("name",))
         aname = d.name(a["name"], f"{path}.name")
@@ -313,33 +340,28 @@ def parse_profile(doc: Any, source: str = "<profile>") -> Profile:
                 for k in ("key", "name_column", "severity", "message", "since")}
         if not any(oids[k] for k in ("key", "name_column", "severity", "message")):
             raise d.error(path, "expected at least one column OID among key, name_column, severity, message")
-        smap_raw = a.get("severity_map") or {}
-        if not isinstance(smap_raw, dict):
-            raise d.error(f"{path}.severity_map", "expected a mapping of device value to severity", smap_raw)
-        smap: dict[str, str] = {}
-        for k, sev in smap_raw.items():
-            if isinstance(k, bool) or not isinstance(k, (str, int)):
-                raise d.error(f"{path}.severity_map", "expected device values (text or whole numbers) as keys", k)
-            if sev not in SEVERITIES:
-                raise d.error(f"{path}.severity_map.{k}", f"expected one of: {', '.join(SEVERITIES)}", sev)
-            smap[str(k)] = sev
+        smap = _severity_map(d, a.get("severity_map") or {}, path)
         if smap and oids["severity"] is None:
             raise d.error(f"{path}.severity_map", "a severity_map needs a severity column OID")
         alarm_tables.append(AlarmTableSpec(
             name=aname, key=oids["key"], name_column=oids["name_column"], severity=oids["severity"],
             severity_map=smap, message=oids["message"], since=oids["since"],
         ))
+    return tuple(alarm_tables)
 
-    if not scalars and not tables and not alarm_tables:
-        raise d.error("", "a profile must poll something: expected scalars, tables or alarm_tables")
-    return Profile(
-        name=name,
-        device_types=tuple(device_types),
-        scalars=scalars,
-        tables=tuple(tables),
-        alarm_tables=tuple(alarm_tables),
-        interval=interval,
-    )
+
+def _severity_map(d: _Doc, smap_raw: Any, path: str) -> dict[str, str]:
+    """An alarm table's ``severity_map``: device value (as text) -> Centaure severity."""
+    if not isinstance(smap_raw, dict):
+        raise d.error(f"{path}.severity_map", "expected a mapping of device value to severity", smap_raw)
+    smap: dict[str, str] = {}
+    for k, sev in smap_raw.items():
+        if isinstance(k, bool) or not isinstance(k, (str, int)):
+            raise d.error(f"{path}.severity_map", "expected device values (text or whole numbers) as keys", k)
+        if sev not in SEVERITIES:
+            raise d.error(f"{path}.severity_map.{k}", f"expected one of: {', '.join(SEVERITIES)}", sev)
+        smap[str(k)] = sev
+    return smap
 
 
 def _operators(d: _Doc, value: Any, path: str) -> tuple[OperatorCall, ...]:
