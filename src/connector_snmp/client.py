@@ -173,6 +173,20 @@ _KEY_CACHE_MAX = 200_000
 _HINTS_MAX = 200_000  # remembered table sizes (see walk)
 
 
+def _repetitions(reps: int, hint: int | None, have: int) -> tuple[int, int | None]:
+    """The max-repetitions of the next GETBULK and the rows hint to keep.
+
+    ``hint`` is the rows the table had at the last walk, ``have`` the rows
+    read so far: ask for one past the hint (to see the end), at most ``reps``;
+    a table that grew past its hint drops it.
+    """
+    if hint is None:
+        return reps, None
+    if have > hint:  # the table grew: stop guessing
+        return reps, None
+    return min(reps, hint + 1 - have), hint
+
+
 def _suffix_key(suffix: str) -> tuple[int, ...]:
     key = tuple(map(int, suffix.split(".")))
     if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
@@ -663,18 +677,10 @@ class SnmpClient:
         hint_key = (target.address, target.port, tuple(cols))
         hint = self._rows_hint.get(hint_key)
         group = MAX_VARBINDS_PER_REQUEST
-        kcache = _KEY_CACHE
-        end_tag = ber.END_OF_MIB_VIEW
         while active:
             req = active[:group]
             oids = [next_oid[i] for i in req]
-            used = reps
-            if hint is not None:
-                have = min(len(result[cols[i]]) for i in req)
-                if have > hint:  # the table grew: stop guessing
-                    hint = None
-                else:
-                    used = min(reps, hint + 1 - have)
+            used, hint = _repetitions(reps, hint, min(len(result[cols[i]]) for i in req))
             status, index, vbs = await self._request(
                 target, _BULK if bulk else _NEXT, oids, used)
             done: set[int] = set()
@@ -694,33 +700,12 @@ class SnmpClient:
                     continue
                 oid = oids[index - 1] if 1 <= index <= len(oids) else None
                 raise SnmpError(target, status, index, oid)
-            k = len(req)
             if not vbs:  # nothing at all: an agent bug, never loop on it
                 done.update(req)
             for j, ci in enumerate(req):
-                prefix = prefixes[ci]
-                plen = len(prefix)
-                out = result[cols[ci]]
-                last = last_key[ci]
-                oid = None
-                for oid, tag, value in vbs[j::k]:
-                    if tag == end_tag or not oid.startswith(prefix):
-                        done.add(ci)
-                        break
-                    suffix = oid[plen:]
-                    key = kcache.get(suffix)
-                    if key is None:
-                        key = _suffix_key(suffix)
-                    if last is not None and key <= last:
-                        self.counters["non_increasing"] += 1
-                        log.warning("SNMP agent %s: OID %s does not increase; column %s "
-                                    "stopped", _describe(target), oid, cols[ci])
-                        done.add(ci)
-                        break
-                    last = key
-                    out.append((suffix, tag, value))
-                    next_oid[ci] = oid
-                last_key[ci] = last
+                if not self._take_rows(target, cols[ci], prefixes[ci], vbs[j::len(req)],
+                                       result[cols[ci]], next_oid, last_key, ci):
+                    done.add(ci)
             if done:
                 active = [i for i in active if i not in done]
         if bulk:
@@ -728,3 +713,35 @@ class SnmpClient:
                 self._rows_hint.clear()
             self._rows_hint[hint_key] = max(map(len, result.values()), default=0)
         return result
+
+    def _take_rows(self, target: SnmpTarget, col: str, prefix: str,
+                   vbs: Sequence[tuple[str, str, object]], out: list[tuple[str, str, object]],
+                   next_oid: list[str], last_key: list[tuple[int, ...] | None], ci: int) -> bool:
+        """Append one response's rows of column ``ci`` to ``out``; False when the column ended.
+
+        Called once per column per response: the loop over its varbinds stays here.
+        """
+        plen = len(prefix)
+        last = last_key[ci]
+        kcache = _KEY_CACHE
+        end_tag = ber.END_OF_MIB_VIEW
+        more = True
+        for oid, tag, value in vbs:
+            if tag == end_tag or not oid.startswith(prefix):
+                more = False
+                break
+            suffix = oid[plen:]
+            key = kcache.get(suffix)
+            if key is None:
+                key = _suffix_key(suffix)
+            if last is not None and key <= last:
+                self.counters["non_increasing"] += 1
+                log.warning("SNMP agent %s: OID %s does not increase; column %s "
+                            "stopped", _describe(target), oid, col)
+                more = False
+                break
+            last = key
+            out.append((suffix, tag, value))
+            next_oid[ci] = oid
+        last_key[ci] = last
+        return more
