@@ -1,6 +1,6 @@
 """``centaure query``: samples, events and alarms read back from the database.
 
-Replaces seed 000's ``fetch``. The queries are those of
+The queries are those of
 :mod:`centaure_shared.storage.query`; this module parses the options, prints a table
 (or JSON, or CSV) and turns every problem into one line on stderr::
 

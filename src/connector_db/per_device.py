@@ -1,10 +1,11 @@
-"""The ``per_device`` layout: a table per metric per device, as seed-000 databases.
+"""The ``per_device`` layout: a table per metric per device, the legacy layout.
 
-Seed 000's MySQLRecorder stored each metric of each device in its own table,
+In the legacy per-device layout each metric of each device has its own table,
 named after the metric and the device's id (``ifInOctets_42``), with the
-columns of its ``table_struct`` typed by ``SQL_format``, and created missing
-tables and columns when an INSERT failed. :class:`PerDeviceStore` keeps that
-layout for sites whose tools read it, without string-built SQL:
+columns ``datetime`` (whole UNIX seconds, INT), ``metric_index`` and ``value``
+(VARCHAR(63)); missing tables and columns are created as rows arrive.
+:class:`PerDeviceStore` writes that layout for sites whose tools read it,
+without string-built SQL:
 
 * table names come from ``[db] table_template`` (``{metric}_{device}``);
   ``{device}`` is the device's inventory id, its host name when it has none.
@@ -28,7 +29,7 @@ Idempotency (a replayed message writes no duplicate row):
 
 * a table with a unique key over the key columns (every table this store
   creates) takes its rows with insert-ignore (:func:`~connector_db.store.insert_ignore`);
-* a pre-existing table without one (seed 000 created none; some have only an
+* a pre-existing table without one (legacy tables have none; some have only an
   AUTO_INCREMENT id) is not altered: the batch's rows are checked against
   the keys already stored, read with one ``SELECT`` of the key columns per
   table for the batch's timestamps (bound parameters), then inserted with
@@ -36,7 +37,7 @@ Idempotency (a replayed message writes no duplicate row):
   consuming the queue): two writers racing on the same new row could both
   insert it. Adding a unique key over the key columns makes it race-free.
 
-A row's key has a time and an index: with seed 000's ``datetime`` in whole
+A row's key has a time and an index: with the legacy ``datetime`` in whole
 seconds, two polls of one metric within the same second keep the first.
 
 Other message types (events, alarms...) go to an optional ``fallback``
@@ -157,7 +158,7 @@ class _Column:
             return None
         if self.family == "int":
             if raw == "" and self.source == "index":
-                return 0  # a scalar's index, as seed 000's 'metric_index ... DEFAULT 0'
+                return 0  # a scalar's index: legacy tables declare 'metric_index ... DEFAULT 0'
             v = _number(raw)
             if isinstance(v, float):
                 if not (math.isfinite(v) and v.is_integer()):
@@ -197,7 +198,7 @@ def _value_num(m: Perf, x: Metric, device: str) -> Any:
 
 # Where each source's raw value comes from: (perf message, metric, device id).
 _SOURCES: dict[str, Callable[[Perf, Metric, str], Any]] = {
-    "ts": lambda m, x, d: int(m.ts),  # whole seconds, as seed 000's datetime
+    "ts": lambda m, x, d: int(m.ts),  # whole seconds, as the legacy datetime column holds
     "ts_ms": lambda m, x, d: int(round(m.ts * 1000.0)),
     "index": lambda m, x, d: x.index,
     "value": lambda m, x, d: x.value,
@@ -261,7 +262,7 @@ class _Target:
 
 @implementer(IStore)
 class PerDeviceStore:
-    """A table per metric per device (seed 000's layout); other messages to ``fallback``."""
+    """A table per metric per device (the legacy per-device layout); other messages to ``fallback``."""
 
     log = Logger()
 

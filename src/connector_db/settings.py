@@ -70,7 +70,7 @@ _KEY_VARCHAR_MAX = 255
 _VARCHAR_RE = re.compile(r"varchar\(([0-9]{1,5})\)")
 _TYPES_TEXT = f"int, bigint, smallint, double, varchar(N) with N from 1 to {VARCHAR_MAX}, text"
 # Timestamps outgrow some types at once: refuse those at start-up rather than
-# dead-lettering every message (ts in int lasts until 2038, as in seed 000).
+# dead-lettering every message (ts in int, the legacy layout's type, lasts until 2038).
 _TOO_SMALL = {"ts": ("smallint",), "ts_ms": ("smallint", "int")}
 
 
@@ -103,7 +103,7 @@ def parse_column(item: str) -> ColumnSpec:
     if source not in COLUMN_SOURCES:
         raise ValueError(f"has unknown source {source!r}: expected one of "
                          f"{', '.join(COLUMN_SOURCES)}")
-    canonical = type_.lower()  # INT and VARCHAR(63), as seed 000's SQL_format writes them
+    canonical = type_.lower()  # legacy settings write INT and VARCHAR(63)
     m = _VARCHAR_RE.fullmatch(canonical)
     if m:
         n = int(m.group(1))
@@ -213,7 +213,7 @@ class DbSettings:
     layout: str = setting(
         Choice("normalized", "per_device"), "normalized",
         "Table layout of samples: normalized (devices, metrics, samples) or per_device "
-        "(a table per metric per device, as seed-000 databases).")
+        "(a table per metric per device, the legacy layout).")
     table_prefix: str = setting(TABLE_PREFIX, "", "Prefix of the normalized tables and of their Alembic version table.")
     migrate: str = setting(
         Choice("auto", "check"), "auto",
@@ -233,5 +233,5 @@ class DbSettings:
         "table name is not an SQL identifier once filled in is dead-lettered.")
     table_struct: tuple = setting(
         TableStruct(), "datetime:ts:int, metric_index:index:smallint, value:value:varchar(63)",
-        "per_device: the columns, each name:source:type (seed 000's table_struct and "
-        "SQL_format); a value that fits no column dead-letters its message.")
+        "per_device: the columns, each name:source:type (the default is the legacy "
+        "layout's); a value that fits no column dead-letters its message.")
