@@ -28,8 +28,8 @@ YAML::
         continue: false        # also try the next routes after a match
 
 Routes are tried in order; the first that matches takes the alarm unless it
-says ``continue: true``. A threshold rule's own ``emails`` (the seed's
-per-alerter recipients) make one more route, ``rule:<rule name>``, taking
+says ``continue: true``. A threshold rule's own ``emails`` (the legacy rules
+table's per-rule recipients) make one more route, ``rule:<rule name>``, taking
 that rule's alarms with the ``defaults`` above (:func:`rule_route`); route
 names starting with ``rule:`` are therefore refused here. Loading checks everything and raises
 :class:`RoutesError` naming the route and the field.

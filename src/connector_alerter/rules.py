@@ -1,4 +1,4 @@
-"""Threshold rules: the model, and loaders from YAML, the seed's JSON and SQL.
+"""Threshold rules: the model, and loaders from YAML, the legacy JSON conditions and SQL.
 
 ``load_rules(settings.section("alerter"), base_dir)`` reads the source named
 by ``[alerter] rules_source`` and returns a tuple of :class:`Rule`;
@@ -27,12 +27,12 @@ Native YAML form (``rules.yaml``: a list of rules)::
         hysteresis: 0.5                 # recover only at >= 48.0
         consecutive: 3                  # window: 3 values in a row (default 1)
       for: 2m                           # and held for 2 minutes (Prometheus style)
-      valid_until: 2030-01-01T00:00:00Z # (the seed's limit_date)
+      valid_until: 2030-01-01T00:00:00Z # (limit_date in the legacy rules table)
       schedule:                         # weekly; outside it the rule is off
         timezone: Europe/Paris
         windows:
           - {days: [mon, tue, wed, thu, fri], hours: "08:00-18:00"}
-      emails: [power@example.com]       # (the seed's per-alerter emails) mailed on
+      emails: [power@example.com]       # (the legacy table's emails) mailed on
                                         # breach and recovery, beside the routes
 
 A condition (``when``, ``recovery``) is a leaf or a group:
@@ -66,11 +66,11 @@ A condition (``when``, ``recovery``) is a leaf or a group:
 Zabbix's recovery expression): once breached, a rule recovers only when it
 holds. Without it a rule recovers when ``when`` no longer holds.
 
-Seed rules (the seed's MySQLAlerter)::
+Legacy rules (the JSON conditions of the legacy rules table, under the key ``seed``)::
 
     - name: phase haute
-      hosts: [onduleur-1]               # the seed's machines / ae_specifiques
-      constructs: [Socomec]             # the seed's construct / constructeur
+      hosts: [onduleur-1]               # machines / ae_specifiques in the legacy table
+      constructs: [Socomec]             # construct / constructeur in the legacy table
       seed: '[{"metrique": "phase_1_courant ; phase_2_courant", "type_condition": "seuil",
                "valeur_max": "100", "valeur_min": "", "valeur_egale": "",
                "valeur_differente": "2147483647", "nombre_valeurs_seuil": 1,
@@ -80,31 +80,31 @@ The JSON is taken as is. Each condition gives, for each metric of its
 ``metrique`` list (separated by ``;`` or ``,``), a leaf that holds when the
 value is above ``valeur_max``, or below ``valeur_min``, or equal to
 ``valeur_egale`` (those given), and in any case differs from
-``valeur_differente`` when it is given (the seed uses it to leave out a
+``valeur_differente`` when it is given (legacy rules use it to leave out a
 "no value" sentinel such as 2147483647; given alone, the leaf holds when the
 value differs from it). ``type_condition`` ``max``/``min``/``égale``/
-``différente`` uses only that field; ``seuil`` (the seed's example) uses
+``différente`` uses only that field; ``seuil`` (the usual legacy type) uses
 all given ones. ``nombre_valeurs_seuil`` is a ``consecutive`` window. The
 metrics of a condition, and the conditions of the list, are joined by the
 condition's ``logic_operator`` (``ET``: AND, ``OU``: OR), left to right.
-The seed selects devices in ``machines`` *or* of the ``construct``
+A legacy rule selects devices in ``machines`` *or* of the ``construct``
 (manufacturer, compared with the inventory's device type as normalised by
 :func:`centaure_shared.inventory.normalize_device_type`).
 
-SQL (``rules_source = sql``): the seed's ``ALERTEURS`` table shape, read with
+SQL (``rules_source = sql``): the legacy ``ALERTEURS`` table shape, read with
 SQLAlchemy Core (the table is reflected, never named in SQL text; values are
 bound parameters only). Columns matched case-insensitively: ``nom``
 (required), ``conditions`` (the JSON, required), ``ae_specifiques`` (hosts,
 separated by ``,`` ``;`` or blanks), ``constructeur``, ``emails``,
 ``active`` (rows with 0/false are skipped), ``limit_date`` (UNIX seconds,
-becomes ``valid_until``), ``semaines``/``jours``/``heures`` (the seed's look-back,
+becomes ``valid_until``), ``semaines``/``jours``/``heures`` (a look-back,
 kept as ``lookback`` seconds: how far back backfill reads). Other columns are
 ignored.
 
-Note on ``limit_date``: in the seed it was computed from the look-back columns
-and meant "check the values newer than this"; issue 8 names it the rule's
-validity (``valid_until``), which is what a ``limit_date`` given explicitly
-(YAML key or column) means here. The look-back itself is ``lookback``.
+Note on ``limit_date``: legacy tools computed it from the look-back columns,
+meaning "check the values newer than this"; here a ``limit_date`` given
+explicitly (YAML key or column) is the end of the rule's validity
+(``valid_until``), and the look-back is ``lookback``.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def leaves(cond: Condition | None) -> list[Leaf]:
 class Selector:
     """Which devices a rule watches. Empty fields do not restrict.
 
-    ``any_of``: the seed's semantics, a device matches when it is among
+    ``any_of``: as legacy rules select, a device matches when it is among
     ``hosts`` *or* of one of ``device_types`` (else every given field must match).
     """
 
@@ -313,7 +313,7 @@ class Rule:
     severity: str = "warning"
     message: str = ""
     emails: tuple[str, ...] = ()
-    lookback: float | None = None             # seed: how far back backfill reads
+    lookback: float | None = None             # legacy look-back: how far back backfill reads
     where: str = ""                           # source and item, for logs
 
     def leaves(self) -> list[Leaf]:
@@ -714,7 +714,7 @@ def _leaf_window(raw: dict, default_window: Window, bad: Callable[[str], None]) 
 
 
 # --------------------------------------------------------------------------
-# The seed's JSON conditions
+# The legacy rules table's JSON conditions (key ``seed``)
 
 _SEED_TYPES = {"seuil": None, "max": "valeur_max", "min": "valeur_min", "egale": "valeur_egale",
                "égale": "valeur_egale", "differente": "valeur_differente",
@@ -732,7 +732,7 @@ def _seed_value(cond: Mapping[str, Any], key: str) -> float | None:
 
 def parse_seed_conditions(raw: Any, problems: list[str], label: str, path: str = "seed"
                           ) -> Condition | None:
-    """The seed's JSON condition list (a JSON text or already decoded) as a condition."""
+    """A legacy JSON condition list (a JSON text or already decoded) as a condition."""
     def bad(msg: str) -> None:
         problems.append(f"{label}: {path}: {msg}")
 
@@ -878,7 +878,7 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
                         models=sel["models"], tags=sel["tags"], any_of=bool(seed_types))
     when: Condition | None = None
     if ("when" in record) == ("seed" in record):
-        bad("when", "give exactly one of when (native condition) or seed (the seed's JSON)")
+        bad("when", "give exactly one of when (native condition) or seed (legacy JSON conditions)")
     elif "when" in record:
         when = parse_condition(record["when"], "when", problems, label)
     else:
@@ -984,7 +984,7 @@ _SQL_COLUMNS = ("nom", "conditions", "ae_specifiques", "constructeur", "emails",
 
 
 def seed_row_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A rule record (native keys) from one seed-style ``ALERTEURS`` row (lower-case keys)."""
+    """A rule record (native keys) from one legacy ``ALERTEURS``-style row (lower-case keys)."""
     record: dict[str, Any] = {"name": row.get("nom"), "seed": row.get("conditions")}
     if row.get("ae_specifiques"):
         record["hosts"] = row["ae_specifiques"]
@@ -1007,7 +1007,7 @@ def seed_row_record(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_rules_sql(url: str, table: str, shown: str | None = None) -> tuple[Rule, ...]:
-    """Rules from a seed-style table (SQLAlchemy Core, reflected; bound parameters only)."""
+    """Rules from a legacy ``ALERTEURS``-style table (SQLAlchemy Core, reflected; bound parameters only)."""
     import sqlalchemy as sa
 
     from connector.settings import mask_url
@@ -1025,7 +1025,7 @@ def load_rules_sql(url: str, table: str, shown: str | None = None) -> tuple[Rule
         cols = {c.name.lower(): c for c in tbl.columns}
         missing = [c for c in ("nom", "conditions") if c not in cols]
         if missing:
-            raise RulesError(shown, [f"missing column(s) {', '.join(missing)} (seed-style rows: "
+            raise RulesError(shown, [f"missing column(s) {', '.join(missing)} (legacy rules rows: "
                                      f"{', '.join(_SQL_COLUMNS)})"])
         wanted = [cols[c] for c in _SQL_COLUMNS if c in cols]
         with engine.connect() as conn:

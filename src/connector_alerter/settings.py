@@ -28,7 +28,7 @@ class AlerterSettings:
     rules_url: Secret = setting(SecretText(OptionalUrl("sqlite:///rules.sqlite3")), "",
                                 "SQLAlchemy URL of the rules table (rules_source = sql).")
     rules_table: str = setting(sql_identifier(), "alert_rules",
-                               "Table of rules (rules_source = sql), seed-style rows.")
+                               "Table of rules (rules_source = sql), legacy ALERTEURS-style rows.")
     routes: str = setting(FilePath(), "alert-routes.yaml",
                           "Notification routes, receivers, grouping and templates (YAML).")
     backfill: bool = setting(Bool(), "true",
