@@ -18,9 +18,9 @@ Records
     become an empty string.
 
 Device types
-    As in the seed's constructor labels (``Huawei`` -> ``huawei``,
-    ``Vertiv / Emerson`` -> ``vertiv``), the device type is the first word
-    of the type column, in lower case; the column as written stays in
+    Legacy inventories give constructor labels as types (``Huawei`` ->
+    ``huawei``, ``Vertiv / Emerson`` -> ``vertiv``): the device type is the
+    first word of the type column, in lower case; the column as written stays in
     ``fields``. Profiles and credentials match on that normalized type.
 
 Validation

@@ -1,8 +1,9 @@
 """Which live nodes run a connector, and which hosts this node owns.
 
-Today every connector runs on one node, which owns every host. The seam is
-here so that the HA issue can answer from the ``status`` heartbeats and
-share hosts by rendezvous hashing without touching the connectors.
+Every connector runs on one node, which owns every host. Connectors ask
+this object rather than assume it, so that a multi-node membership (answering
+from the ``status`` heartbeats, sharing hosts by rendezvous hashing) can
+replace it without touching them.
 """
 
 from __future__ import annotations

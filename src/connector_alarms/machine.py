@@ -9,7 +9,7 @@ compares only those), and returns the ``alarm`` messages to publish, each
 with the AMQP ``message_id`` it must carry (``alarm:<ref>:<seq>``: a
 republished message after a crash has the same id, so consumers dedup it).
 
-Rules, in the words of issue 7 and where they come from:
+Rules, and the practice each one follows:
 
 * **Identity** (OpenNMS reduction keys): a trap raises ``event.alarm`` (or the
   trap's name) keyed by ``event.key`` and a clearing trap names the alarm it
@@ -23,9 +23,9 @@ Rules, in the words of issue 7 and where they come from:
   not older than that; one that agrees moves ``changed_ts`` forward. Each
   record is thus a last-writer-wins register on ``ts``: once an alarm is
   known, its final state is the kind of its newest message, whatever the
-  arrival order. One exception, by the issue's rule: a clear for an alarm the
-  correlator has never seen is dropped, not remembered.
-* **Snapshots** (seed 000's ``merge_fetched_with_results``): a snapshot is the
+  arrival order. One exception: a clear for an alarm the correlator has never
+  seen is dropped, not remembered (no state is kept for alarms that never were).
+* **Snapshots** (the polled table merged with the known alarms): a snapshot is the
   device's whole alarm table: rows not active are raised; active ``poll``
   alarms missing from it are cleared. A snapshot carrying the ``unreachable``
   entry is *not* a table (no snapshot ≠ empty snapshot): it raises or keeps
@@ -410,7 +410,7 @@ class Correlator:
                         out, counts=False, since=since, ref=ref)
         if not complete:
             return
-        # seed 000's merge: what the table no longer shows is no longer active.
+        # The table is all the device reports: what it no longer shows is no longer active.
         for rec in list(state.alarms.values()):
             if rec.origin != "poll" or rec.ref in present:
                 continue

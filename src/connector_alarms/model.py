@@ -4,8 +4,8 @@ All the state of one host lives in one :class:`HostState`: its alarms
 (active, and cleared ones kept for a while to order late messages), the
 timestamp of its last applied snapshot and the window of message ids
 already applied. Nothing global besides the ``ref -> host`` index that the
-state provider keeps: a later HA issue can give each correlator a share of
-the hosts and move a host by moving its one ``HostState``.
+state provider keeps, so that several correlators could each take a share
+of the hosts, and a host move by moving its one ``HostState``.
 
 Times are producer timestamps (UNIX seconds, float) unless said otherwise:
 ordering decisions use the ``ts`` of the message that caused a change, not

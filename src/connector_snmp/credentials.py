@@ -1,6 +1,7 @@
 """SNMP credentials per device type and model, with per-device substitution.
 
-The credentials file is YAML, keyed like the seed's configuration::
+The credentials file is YAML, keyed as the legacy configuration is: ``default``,
+a device type (``huawei``), or a type followed by a model (``huaweiSMU02C``)::
 
     default:                      # every device
       version: v2c

@@ -9,7 +9,7 @@ with exponential backoff (capped at its interval times ``max_backoff``) and
 returns to its interval as soon as a poll succeeds.
 
 The scheduler keeps one ``DeviceSchedule`` per host: all of a host's timing
-state is in one place, so a later HA issue can hand a host to another node.
+state is in one place, so that a host could be handed to another node whole.
 """
 
 from __future__ import annotations
