@@ -1,10 +1,10 @@
-"""A rule's own ``emails`` (the seed's per-alerter recipients), end to end.
+"""A rule's own ``emails`` (the legacy rules table's per-rule recipients), end to end.
 
 ``twistd centaure-alerter`` and ``twistd centaure-correlator`` with real
 RabbitMQ, MariaDB and the test SMTP server (:mod:`tests.smtpserver`). Polls
 cross two rules' thresholds, then come back under them. What an operator checks:
 
-* ``disk-high`` (emails given as the seed's text, ``"ops@...; owner@..."``)
+* ``disk-high`` (emails given as one text, as the legacy table writes them, ``"ops@...; owner@..."``)
   matches no route: both its addresses get the breach and the recovery;
 * ``cpu-high`` lists ``shared@`` and ``owner@``; the route ``noc`` mails its
   alarms to ``noc@`` and ``shared@``: ``owner@`` gets them from the rule, and

@@ -262,7 +262,7 @@ def test_bad_configuration_stops_with_one_clear_line(tmp_path, prefix, section, 
 
 
 def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, tmp_path):
-    """Seed-000 layout: ``<metric>_<device id>`` tables, ids from the inventory."""
+    """The legacy per-device layout: ``<metric>_<device id>`` tables, ids from the inventory."""
     site = f"s{uuid.uuid4().hex[:8]}"
     (tmp_path / "inventory.yaml").write_text(
         "devices:\n  - {name: h1, address: 10.0.0.1, device_type: router, id: '41'}\n")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 URLS = SQL_URLS
 TS = 1_700_000_000.125
-SEED = DbSettings().table_struct
+LEGACY = DbSettings().table_struct
 DEVICES = {"r1.example.net": "42"}
 
 
@@ -41,7 +41,7 @@ class Db:
         self.template = prefix + "{metric}_{device}"
         self.writers: list[SqlWriter] = []
 
-    def writer(self, struct=SEED, fallback=None, **kw) -> SqlWriter:
+    def writer(self, struct=LEGACY, fallback=None, **kw) -> SqlWriter:
         store = PerDeviceStore(self.engine, struct, self.template, DEVICES, fallback)
         w = SqlWriter(store, reactor, **{"batch_interval": 0.01, **kw})
         self.writers.append(w)
@@ -106,7 +106,7 @@ def dl(mid: str | None = None) -> Delivery:
 
 
 @pytest_twisted.ensureDeferred
-async def test_seed_structure_and_replays_write_no_duplicates(db):
+async def test_legacy_structure_and_replays_write_no_duplicates(db):
     w = db.writer()
     await w.handle(perf(), dl("p1"))
     await w.handle(perf(), dl("p1"))  # a later batch
@@ -152,7 +152,7 @@ async def test_missing_columns_added_rows_kept_in_one_batch_with_a_fallback_even
         before = db.rows("ifInOctets")
         # A wider structure, and a batch mixing the ALTER TABLE, rows and an event:
         # MariaDB commits implicitly on DDL, so the DDL must come first.
-        wider = (*SEED, "unit:unit:varchar(16)", "at_ms:ts_ms:bigint")
+        wider = (*LEGACY, "unit:unit:varchar(16)", "at_ms:ts_ms:bigint")
         w = db.writer(struct=wider, fallback=NormalizedStore(db.engine, schema),
                       batch_size=10_000, batch_interval=0.05)
         await defer.gatherResults([

@@ -36,10 +36,10 @@ URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:33
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 R1, R2 = "r1.example.net", "r2.example.net"
 IDS = {R1: "42"}  # r2 has no id: its tables are named after its host name... which has dots
-SEED = ",".join(str(c) for c in DbSettings().table_struct)
+LEGACY = ",".join(str(c) for c in DbSettings().table_struct)
 RICH = "ts_ms:ts_ms:bigint, idx:index:varchar(32), num:value_num:double, txt:value_text:text, " \
        "kind:kind:varchar(16), unit:unit:varchar(16)"
-# Whole seconds plus 250 ms: the seed struct keeps whole seconds, the rich one milliseconds.
+# Whole seconds plus 250 ms: the legacy struct keeps whole seconds, the rich one milliseconds.
 NOW = math.floor(time.time()) - 1 + 0.25
 
 
@@ -130,11 +130,11 @@ def failed(r: subprocess.CompletedProcess) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_table_and_json_from_seed_struct(db, tmp_path):
-    await db.fill(SEED, [poll(NOW - 7200, 0), poll(NOW - 1800, 1), poll(NOW - 60, 2)])
+async def test_table_and_json_from_legacy_struct(db, tmp_path):
+    await db.fill(LEGACY, [poll(NOW - 7200, 0), poll(NOW - 1800, 1), poll(NOW - 60, 2)])
     assert f"{db.prefix}cpu_42" in db.tables()  # the writer named them after the inventory id
-    cfg = db.settings(tmp_path, SEED)
-    # The seed struct keeps whole seconds ('datetime:ts:int'): times lose their 250 ms.
+    cfg = db.settings(tmp_path, LEGACY)
+    # The legacy struct keeps whole seconds ('datetime:ts:int'): times lose their 250 ms.
     out = ok(centaure_query(cfg, R1, "cpu", "--since", "1h"))
     assert out.splitlines() == [
         "TIME                      METRIC  INDEX  VALUE  UNIT",
@@ -186,8 +186,8 @@ async def test_json_from_rich_struct_keeps_kind_unit_and_milliseconds(db, tmp_pa
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_host_and_metric(db, tmp_path):
-    await db.fill(SEED, [poll(NOW - 60, 2)])
-    cfg = db.settings(tmp_path, SEED)
+    await db.fill(LEGACY, [poll(NOW - 60, 2)])
+    cfg = db.settings(tmp_path, LEGACY)
     assert failed(centaure_query(cfg, R1, "ifInOctet")) == (
         f"centaure query: device '{R1}' has no metric 'ifInOctet' (did you mean "
         "'ifInOctets'?); its metrics: cpu, ifInOctets, sysDescr")
@@ -202,7 +202,7 @@ async def test_unknown_host_and_metric(db, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_python_api(db):
-    await db.fill(SEED, [poll(NOW - 60, 2), poll(NOW - 60, 7, host="r3")])
+    await db.fill(LEGACY, [poll(NOW - 60, 2), poll(NOW - 60, 7, host="r3")])
     layout = PerDeviceLayout(DbSettings().table_struct, db.template, IDS)
     assert per_device_metrics(db.engine, layout, R1) == ["cpu", "ifInOctets", "sysDescr"]
     assert per_device_metrics(db.engine, layout, "r3") == ["cpu", "ifInOctets", "sysDescr"]

@@ -1,7 +1,7 @@
 """The SQL inventory against SQLite and the real MariaDB (database ``test``).
 
-A seed-style ``machines`` table (upper-case columns, constructor names as
-the seed's databases write them) is created with SQLAlchemy under a unique
+A legacy ``machines`` table (upper-case columns, constructor names as
+legacy databases write them) is created with SQLAlchemy under a unique
 name, read through settings.ini text, and dropped afterwards.
 """
 
@@ -69,7 +69,7 @@ def database(sql_database):
     return sql_database
 
 
-def test_seed_machines_table_is_loaded(database: tuple[str, sa.Engine, str]) -> None:
+def test_legacy_machines_table_is_loaded(database: tuple[str, sa.Engine, str]) -> None:
     url, engine, name = database
     create_machines(engine, name)
     inv = load_inventory(settings_for(url, name), "/nonexistent")

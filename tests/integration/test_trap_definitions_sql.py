@@ -1,6 +1,6 @@
-"""Trap definitions from an SQL table (the seed's TRAPS table), in SQLite and the real MariaDB.
+"""Trap definitions from an SQL table (the legacy TRAPS table), in SQLite and the real MariaDB.
 
-A table with the fixed column names (upper case, as the seed's databases
+A table with the fixed column names (upper case, as legacy databases
 write them) is created with SQLAlchemy under a unique name, read through
 settings.ini text, and dropped afterwards.
 """

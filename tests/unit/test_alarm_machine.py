@@ -145,7 +145,7 @@ def test_repeat_with_a_new_severity_or_message_is_published_at_once(change):
 
 
 def test_raise_repeat_repeat_clear_gives_raised_then_cleared_with_count_3():
-    # The issue's end-to-end scenario, at the state machine's level.
+    # A trap raised, repeated twice, then cleared, at the state machine's level.
     corr, _ = make(update_interval=60.0)
     out = []
     for i, action in enumerate(["raise", "raise", "raise", "clear"]):
@@ -260,7 +260,7 @@ def test_seen_ids_are_per_host():
 # --- snapshots ------------------------------------------------------------------------
 
 
-def test_snapshot_merge_like_seed_000():
+def test_snapshot_is_the_whole_table_of_active_alarms():
     corr, states = make()
     out = corr.apply(snap([row("1"), row("2")], ts=T0), "s1", now=T0)
     assert sorted(states_of(out)) == [("alarm-1", "raised"), ("alarm-2", "raised")]
@@ -802,7 +802,8 @@ def reference_active(sent) -> set[int]:
     """What the messages mean, taken in ts order (a simple model, independent of arrival)."""
     active: set[int] = set()
     # Traps: each alarm is as its newest message says; a clear that arrived before the
-    # alarm was ever raised is dropped (the issue's rule), hence not part of the model.
+    # alarm was ever raised is dropped (the correlator keeps no state for it), hence not
+    # part of the model.
     raised_yet: set[str] = set()
     newest: dict[str, tuple[float, str]] = {}
     for _, msg in sent:

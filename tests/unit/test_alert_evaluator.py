@@ -214,11 +214,11 @@ def test_selectors_with_inventory():
     assert states(ev.evaluate(perf("c", 1, ("v", 40), device_type="huawei"))) == [("c", "huawei", "breached")]
 
 
-def test_seed_rule_end_to_end():
-    seed = ('[{"metrique": "phase_1_courant ; phase_2_courant", "type_condition": "seuil", '
-            '"valeur_max": "100", "valeur_differente": "2147483647", "nombre_valeurs_seuil": 2, '
-            '"logic_operator": "ET"}]')
-    ev = Evaluator(rules({"name": "phase haute", "hosts": ["ups"], "seed": seed}), {}, SOURCE)
+def test_legacy_rule_end_to_end():
+    conditions = ('[{"metrique": "phase_1_courant ; phase_2_courant", "type_condition": "seuil", '
+                  '"valeur_max": "100", "valeur_differente": "2147483647", "nombre_valeurs_seuil": 2, '
+                  '"logic_operator": "ET"}]')
+    ev = Evaluator(rules({"name": "phase haute", "hosts": ["ups"], "seed": conditions}), {}, SOURCE)
     assert ev.evaluate(perf("ups", 1, ("phase_1_courant", 120), ("phase_2_courant", 2147483647))) == []
     assert ev.evaluate(perf("ups", 2, ("phase_1_courant", 120), ("phase_2_courant", 110))) == []
     out = ev.evaluate(perf("ups", 3, ("phase_1_courant", 120), ("phase_2_courant", 110)))

@@ -15,7 +15,7 @@ from connector_alerter.rules import (
 from centaure.shipped import example_path
 
 
-SEED_EXAMPLE = """[
+LEGACY_EXAMPLE = """[
     {
         "metrique":"phase_1_courant ; phase_2_courant ; phase_3_courant",
         "type_condition":"seuil",
@@ -123,8 +123,8 @@ def test_selectors():
     assert Selector().matches("anything")
 
 
-def test_seed_selector_is_machines_or_construct():
-    rule = one({"name": "r", "hosts": "ups-1, ups-2", "constructs": ["Socomec SA"], "seed": SEED_EXAMPLE})
+def test_legacy_selector_is_machines_or_construct():
+    rule = one({"name": "r", "hosts": "ups-1, ups-2", "constructs": ["Socomec SA"], "seed": LEGACY_EXAMPLE})
     assert rule.selector.matches("ups-1", "apc")
     assert rule.selector.matches("other", "socomec")
     assert not rule.selector.matches("other", "apc")
@@ -148,11 +148,11 @@ def test_valid_until_and_schedule():
     assert not rule.schedule.active(sunday_1am_paris + 3600)      # Sunday 02:00: over
 
 
-# --- the seed's JSON --------------------------------------------------------
+# --- legacy JSON conditions (key seed) ------------------------------------
 
-def test_seed_example_rule():
+def test_legacy_example_rule():
     found: list[str] = []
-    cond = parse_seed_conditions(SEED_EXAMPLE, found, "r")
+    cond = parse_seed_conditions(LEGACY_EXAMPLE, found, "r")
     assert found == []
     # ET between metrics: every phase above 100, and not the 2147483647 sentinel.
     assert isinstance(cond, Group) and cond.op == "all" and len(cond.items) == 3
@@ -162,7 +162,7 @@ def test_seed_example_rule():
         Leaf("phase_1_courant", "!=", 2147483647.0, path="seed[0].metrique[0].differente")))
 
 
-def test_seed_types_windows_and_operators():
+def test_legacy_types_windows_and_operators():
     cond = parse_seed_conditions([
         {"metrique": "a", "type_condition": "min", "valeur_min": "3", "valeur_max": "9",
          "nombre_valeurs_seuil": "2", "logic_operator": "OU"},
@@ -172,7 +172,7 @@ def test_seed_types_windows_and_operators():
         Leaf("b", "==", 1.0, path="seed[1].metrique[0].egale")))
 
 
-def test_seed_errors_name_rule_and_field():
+def test_legacy_errors_name_rule_and_field():
     found = problems({"name": "phase", "seed": '[{"metrique": "", "valeur_max": "abc", '
                                                '"logic_operator": "XOR"}]'},
                      {"name": "bad json", "seed": "[{"})
@@ -253,7 +253,7 @@ def test_yaml_file_errors_name_the_line(tmp_path):
     assert load_rules_file(str(path)) == ()
 
 
-def test_seed_style_sql_table(tmp_path):
+def test_legacy_style_sql_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'rules.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -264,7 +264,7 @@ def test_seed_style_sql_table(tmp_path):
         conn.execute(sa.text(
             "INSERT INTO ALERTEURS (nom, constructeur, ae_specifiques, conditions, emails, "
             "semaines, jours, heures, active) VALUES (:n, :c, :m, :j, :e, 0, 1, 6, :a)"),
-            [dict(n="phase haute", c="Socomec", m="ups-1;ups-2", j=SEED_EXAMPLE,
+            [dict(n="phase haute", c="Socomec", m="ups-1;ups-2", j=LEGACY_EXAMPLE,
                   e="a@x.org, b@x.org", a=1),
              dict(n="off", c="", m="", j="not json", e="", a=0)])
     engine.dispose()

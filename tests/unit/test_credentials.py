@@ -48,7 +48,7 @@ def dev(device_type: str = "huawei", model: str = "SMU02C", port: int = 161, **f
                   id="134401", port=port, fields={"name": "134401-AE-HUA-1", **fields})
 
 
-SEED = """
+LEGACY = """
 default:
   version: v2c
   community: public
@@ -70,56 +70,56 @@ eltek:
 
 
 @pytest.fixture
-def seed(tmp_path: Path) -> Credentials:
+def legacy(tmp_path: Path) -> Credentials:
     priv = tmp_path / "priv.key"
     priv.write_text(PRIV + "\n")
-    return creds(tmp_path, SEED.format(priv=priv), {"AUTH_KEY": AUTH})
+    return creds(tmp_path, LEGACY.format(priv=priv), {"AUTH_KEY": AUTH})
 
 
 # --------------------------------------------------------------------------
 # Precedence
 
 
-def test_most_specific_entry_wins_setting_by_setting(seed: Credentials) -> None:
-    t = resolve_target(dev(username="1344011"), seed)
+def test_most_specific_entry_wins_setting_by_setting(legacy: Credentials) -> None:
+    t = resolve_target(dev(username="1344011"), legacy)
     assert (t.address, t.port, t.version, t.timeout, t.retries, t.max_repetitions) == (
         "10.90.0.2", 161, "v3", 3.0, 3, 25)
     assert t.v3 is not None
     assert (t.v3.user, t.v3.auth_protocol, t.v3.auth_key, t.v3.priv_protocol, t.v3.priv_key,
             t.v3.context_name, t.v3.level) == ("1344011", "SHA", AUTH, "AES", PRIV, "ctx-134401", "authPriv")
     # Another Huawei model: the huawei entry over default.
-    t = resolve_target(dev(model="SMU11B"), seed)
+    t = resolve_target(dev(model="SMU11B"), legacy)
     assert (t.version, t.community, t.timeout, t.retries, t.v3) == ("v2c", b"hua-ro", 3.0, 3, None)
     # Another type: default only.
-    t = resolve_target(dev("switch", ""), seed)
+    t = resolve_target(dev("switch", ""), legacy)
     assert (t.version, t.community, t.retries) == ("v2c", b"public", 1)
 
 
-def test_keys_compare_without_case(seed: Credentials) -> None:
-    assert [e.key for e in seed.chain(dev("HUAWEI", "smu02c"))] == ["default", "huawei", "huaweiSMU02C"]
+def test_keys_compare_without_case(legacy: Credentials) -> None:
+    assert [e.key for e in legacy.chain(dev("HUAWEI", "smu02c"))] == ["default", "huawei", "huaweiSMU02C"]
 
 
-def test_defaults_from_snmp_section(seed: Credentials) -> None:
+def test_defaults_from_snmp_section(legacy: Credentials) -> None:
     defaults = SnmpSettings(timeout=7.0, retries=4, max_repetitions=50)
-    t = resolve_target(dev("switch", ""), seed, defaults)
+    t = resolve_target(dev("switch", ""), legacy, defaults)
     assert (t.timeout, t.retries, t.max_repetitions) == (3.0, 4, 50)  # default entry's timeout wins
     t = resolve_target(dev("switch", ""), None, defaults)
     assert (t.version, t.community, t.timeout, t.retries, t.max_repetitions) == ("v2c", b"public", 7.0, 4, 50)
     assert resolve_target(dev(), load_credentials(None)) == SnmpTarget("10.90.0.2")
 
 
-def test_port_precedence(seed: Credentials) -> None:
-    assert resolve_target(dev("eltek", ""), seed).port == 1161
-    assert resolve_target(dev("eltek", "", port=16106), seed).port == 16106
-    assert resolve_target(dev("switch", "", port=16101), seed).port == 16101
+def test_port_precedence(legacy: Credentials) -> None:
+    assert resolve_target(dev("eltek", ""), legacy).port == 1161
+    assert resolve_target(dev("eltek", "", port=16106), legacy).port == 16106
+    assert resolve_target(dev("switch", "", port=16101), legacy).port == 16101
 
 
 # --------------------------------------------------------------------------
 # Substitution and secrets
 
 
-def test_unknown_field_names_device_and_field(seed: Credentials) -> None:
-    message = resolve_error(dev(), seed)
+def test_unknown_field_names_device_and_field(legacy: Credentials) -> None:
+    message = resolve_error(dev(), legacy)
     assert message == ("credentials.yaml: [huaweiSMU02C] user (device 134401-AE-HUA-1): device 134401-AE-HUA-1 "
                        "has no field 'username' (for __username__; its fields: name)")
 
@@ -146,9 +146,9 @@ def test_missing_env_names_device_and_variable_not_secret(tmp_path: Path) -> Non
                        "environment variable NOPE is not set")
 
 
-def test_secrets_never_shown(seed: Credentials, tmp_path: Path) -> None:
-    t = resolve_target(dev(username="1344011"), seed)
-    for text in (repr(t), str(t), repr(t.v3), repr(seed), str(seed)):
+def test_secrets_never_shown(legacy: Credentials, tmp_path: Path) -> None:
+    t = resolve_target(dev(username="1344011"), legacy)
+    for text in (repr(t), str(t), repr(t.v3), repr(legacy), str(legacy)):
         assert AUTH not in text and PRIV not in text and "hua-ro" not in text and "public" not in text
     # A bad literal community is never echoed.
     message = load_error(tmp_path, "default: {community: [s3cret]}\n")
@@ -169,9 +169,9 @@ def test_v3_checks(tmp_path: Path) -> None:
     assert t.v3 is not None and (t.v3.level, t.v3.auth_key) == ("noAuthNoPriv", "")
 
 
-def test_resolve_targets_collects_errors(seed: Credentials) -> None:
+def test_resolve_targets_collects_errors(legacy: Credentials) -> None:
     good = Device(name="sw", address="10.0.0.1", device_type="switch")
-    targets, errors = resolve_targets([good, dev()], seed)
+    targets, errors = resolve_targets([good, dev()], legacy)
     assert list(targets) == ["sw"] and list(errors) == ["134401-AE-HUA-1"]
     assert "has no field 'username'" in errors["134401-AE-HUA-1"]
 

@@ -1,4 +1,4 @@
-"""The per_device layout (seed 000's table per metric per device) on SQLite, via SqlWriter."""
+"""The per_device layout (the legacy table per metric per device) on SQLite, via SqlWriter."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter
 
 TS = 1_700_000_000.25
-SEED = DbSettings()  # the defaults: seed 000's table_struct and SQL_format
+LEGACY = DbSettings()  # the defaults: the legacy layout's columns and types
 
 
 def metric(name="ifInOctets", index="1", value=12, kind="counter", **kw) -> Metric:
@@ -68,7 +68,7 @@ def engine(tmp_path):
 def make_writer(engine):
     writers: list[SqlWriter] = []
 
-    def make(struct=SEED.table_struct, template="{metric}_{device}", device_ids=None,
+    def make(struct=LEGACY.table_struct, template="{metric}_{device}", device_ids=None,
              fallback=None, **kw) -> SqlWriter:
         store = PerDeviceStore(engine, struct, template,
                                device_ids={"r1.example.net": "42"} if device_ids is None
@@ -82,11 +82,11 @@ def make_writer(engine):
         w.stop_pool()
 
 
-# --- the seed's layout -----------------------------------------------------------------
+# --- the legacy layout -----------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
-async def test_seed_default_structure(engine, make_writer):
+async def test_legacy_default_structure(engine, make_writer):
     w = make_writer()
     await w.handle(perf(), delivery("p1"))
     assert tables(engine) == {"ifInOctets_42", "sysUpTime_42"}
@@ -96,7 +96,7 @@ async def test_seed_default_structure(engine, make_writer):
     assert isinstance(cols["metric_index"]["type"], sa.SmallInteger)
     assert isinstance(cols["value"]["type"], sa.String) and cols["value"]["type"].length == 63
     assert not cols["datetime"]["nullable"] and not cols["metric_index"]["nullable"]
-    # Whole UNIX seconds, the index as a number, the value as text (seed 000's VARCHAR).
+    # Whole UNIX seconds, the index as a number, the value as text (the legacy VARCHAR).
     assert rows(engine, "ifInOctets_42") == [(1_700_000_000, 1, "10"), (1_700_000_000, 2, "20"),
                                              (1_700_000_000, 3, "30")]
     assert rows(engine, "sysUpTime_42") == [(1_700_000_000, 0, "99.5")]  # a scalar: index 0
@@ -138,7 +138,7 @@ async def test_tables_and_missing_columns_created_on_demand_rows_kept(engine, ma
     await w.handle(perf(), delivery("p1"))
     before = rows(engine, "ifInOctets_42")
     # A new process with a wider structure: the column is added, the rows stay.
-    wider = (*SEED.table_struct, "unit:unit:varchar(16)", "at_ms:ts_ms:bigint")
+    wider = (*LEGACY.table_struct, "unit:unit:varchar(16)", "at_ms:ts_ms:bigint")
     w2 = make_writer(struct=wider)
     await w2.handle(perf(ts=TS + 60, metrics=[metric(unit="octets")]), delivery("p2"))
     cols = [c["name"] for c in sa.inspect(engine).get_columns("ifInOctets_42")]
@@ -172,7 +172,7 @@ def test_table_cache_is_filled_only_after_a_commit(engine):
         def health(self):
             return {}
 
-    store = PerDeviceStore(engine, SEED.table_struct, device_ids={"r1.example.net": "42"},
+    store = PerDeviceStore(engine, LEGACY.table_struct, device_ids={"r1.example.net": "42"},
                            fallback=Failing())
     items = [store.prepare(perf(), delivery()), store.prepare(event(), delivery())]
     with pytest.raises(RuntimeError, match="boom"):
@@ -205,7 +205,7 @@ async def test_same_perf_twice_writes_no_duplicates(engine, make_writer):
 
 @pytest_twisted.ensureDeferred
 async def test_pre_existing_table_without_unique_key_gets_no_duplicates(engine, make_writer):
-    # A seed-000 table: no unique key, an AUTO_INCREMENT-like id, a column we do not know.
+    # A legacy table: no unique key, an AUTO_INCREMENT-like id, a column we do not know.
     md = sa.MetaData()
     sa.Table("ifInOctets_42", md, sa.Column("id", sa.Integer, primary_key=True),
              sa.Column("datetime", sa.Integer, nullable=False, server_default="0"),
@@ -250,7 +250,7 @@ def test_pre_existing_column_unlike_table_struct_is_logged(engine):
              sa.Column("metric_index", sa.String(8), nullable=False),
              sa.Column("value", sa.String(4)))
     md.create_all(engine)
-    store = PerDeviceStore(engine, SEED.table_struct, device_ids={"r1.example.net": "42"})
+    store = PerDeviceStore(engine, LEGACY.table_struct, device_ids={"r1.example.net": "42"})
     seen: list[str] = []
 
     def observer(event) -> None:
@@ -269,7 +269,7 @@ def test_pre_existing_column_unlike_table_struct_is_logged(engine):
 
 
 def test_dropped_table_is_inspected_again(engine):
-    store = PerDeviceStore(engine, SEED.table_struct, device_ids={"r1.example.net": "42"})
+    store = PerDeviceStore(engine, LEGACY.table_struct, device_ids={"r1.example.net": "42"})
     item = store.prepare(perf([metric()]), delivery())
     store.write([item])
     sa.Table("ifInOctets_42", sa.MetaData()).drop(engine)
@@ -347,7 +347,7 @@ def test_values_checked_against_their_column(engine):
 
 
 def test_table_names_are_filled_in_one_pass_and_checked(engine):
-    store = PerDeviceStore(engine, SEED.table_struct, "pd_{device}_{metric}",
+    store = PerDeviceStore(engine, LEGACY.table_struct, "pd_{device}_{metric}",
                            device_ids={"r1": "42"})
     assert store.table_name("ifInOctets", "42") == "pd_42_ifInOctets"
     assert store.table_name("order", "42") == "pd_42_order"
@@ -355,7 +355,7 @@ def test_table_names_are_filled_in_one_pass_and_checked(engine):
         store.table_name("{device}", "42")  # stays literal, braces included
     with pytest.raises(UnstorableMessage, match="not an SQL identifier"):
         store.table_name("é", "42")  # ASCII only
-    first_digit = PerDeviceStore(engine, SEED.table_struct, "{device}_{metric}")
+    first_digit = PerDeviceStore(engine, LEGACY.table_struct, "{device}_{metric}")
     with pytest.raises(UnstorableMessage, match="'42_x' is not an SQL identifier"):
         first_digit.table_name("x", "42")
 
@@ -408,7 +408,7 @@ def test_fallback_must_share_the_transaction(engine):
             return {}
 
     with pytest.raises(TypeError, match="write_in"):
-        PerDeviceStore(engine, SEED.table_struct, fallback=OnlyIStore())
+        PerDeviceStore(engine, LEGACY.table_struct, fallback=OnlyIStore())
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def test_bad_table_struct_items_stop_start_up_with_a_clear_line():
         message = db_error(f"table_struct = {value}")
         assert message.startswith(f"{start}{value!r}: ") and detail in message, message
         assert message.endswith(allowed), message
-    # Type names are case-insensitive (seed 000 writes INT and VARCHAR(63)); spaces around ':'.
+    # Type names are case-insensitive (legacy settings write INT and VARCHAR(63)); spaces around ':'.
     s = settings_from_string("[db]\ntable_struct = d : ts : INT,\n  i:index:VarChar(8)\n")
     assert [str(c) for c in s.section("db").table_struct] == ["d:ts:int", "i:index:varchar(8)"]
 
@@ -472,14 +472,14 @@ def test_bad_table_template_stops_start_up_with_a_clear_line():
         message = db_error(f"table_template = {value}")
         assert message.startswith(f"settings.ini: [db] table_template = {value!r}: {detail}")
         assert message.endswith(allowed), message
-    assert parse_template("seed_{metric}_{device}") == "seed_{metric}_{device}"
+    assert parse_template("pd_{metric}_{device}") == "pd_{metric}_{device}"
 
 
 def test_store_refuses_bad_struct_and_template_too(engine):
     with pytest.raises(ValueError, match="item 'v:value:blob' has unknown type 'blob'"):
         PerDeviceStore(engine, ["t:ts:int", "i:index:int", "v:value:blob"])
     with pytest.raises(ValueError, match="table_template '{metric}' has no {device}"):
-        PerDeviceStore(engine, SEED.table_struct, "{metric}")
+        PerDeviceStore(engine, LEGACY.table_struct, "{metric}")
 
 
 def test_from_settings(engine):

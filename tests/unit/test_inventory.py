@@ -131,7 +131,7 @@ def test_csv_errors_name_rows(tmp_path: Path) -> None:
 # Mapping
 
 
-def test_seed_style_column_mapping(tmp_path: Path) -> None:
+def test_legacy_style_column_mapping(tmp_path: Path) -> None:
     inv = load_yaml(tmp_path, """
 - {NAME: 134401-AE-HUA-1, AE_IP: 10.90.0.2, AE_CONSTRUCTEUR: Huawei, AE_TYPE: SMU02C, ID: 134401,
    AE_PORT: 1161, username: "1344011"}
