@@ -1,6 +1,6 @@
 """The correlator's StateStore against the real MariaDB: save of a batch of changed alarms.
 
-A batch at the issue's goal (10,000 events/s over 10,000 distinct alarms,
+A batch at the correlator's goal (10,000 events/s over 10,000 distinct alarms,
 committed every ``[correlator] batch_size``) upserts up to ~2,000 alarm rows.
 This builds ``--alarms`` alarms over ``--hosts`` hosts in a fresh layout,
 saves them once (inserts), then ``--runs`` times changes every alarm (count,

@@ -1,6 +1,6 @@
 """The alerter end to end: metric values evaluated per second from RabbitMQ by ``centaure-alerter``.
 
-Issue 8's benchmark "end to end from real RabbitMQ including JSON decoding":
+End to end from the real RabbitMQ, JSON decoding included:
 1,000 rules over 10,000 devices (the rules and the fleet of
 ``bench_evaluator.py``: 10 device types, 50 gauges per poll, a warning and a
 critical rule per type and metric, ~1% of values spiking over the

@@ -1,6 +1,6 @@
 """The alerter's start-up replay: the stored samples of the watched metrics read back.
 
-Issue 8: the alerter rebuilds its windows at start-up from the samples the
+The alerter rebuilds its windows at start-up from the samples the
 SQL writer stored (``centaure_shared.storage.query``). Fresh tables of a unique prefix
 on MariaDB (dropped afterwards) hold ``--hosts`` devices x ``--metrics``
 gauges x ``--polls`` polls of the last hour; every metric is watched, as by

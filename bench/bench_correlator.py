@@ -1,6 +1,6 @@
 """The alarm correlator (``twistd centaure-correlator``) against the real RabbitMQ and MariaDB.
 
-Issue 7's benchmark: events correlated per second with the state persisted in
+Events correlated per second with the state persisted in
 MariaDB, through the real RabbitMQ, for 100,000 events over 10,000 distinct
 alarms; and the latency from a trap sent to its ``alarm`` published, at
 1,000 traps/s. Goal: >= 10,000 events/s; p99 trap -> alarm < 100 ms.

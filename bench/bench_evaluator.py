@@ -1,6 +1,6 @@
 """The threshold-rule evaluator alone: metric values evaluated per second.
 
-Issue 8's benchmark, in-process on decoded values (``Perf`` structs built
+In-process, on decoded values (``Perf`` structs built
 beforehand; no bus, no JSON): 1,000 rules over 10,000 devices. Goal:
 >= 1,000,000 values/s on one core.
 

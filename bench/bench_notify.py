@@ -1,7 +1,7 @@
 """Alerter notifications: throughput into a real SMTP server, and breach -> email latency.
 
-Issue 8's benchmark "notification throughput into the test SMTP server" and
-its goal "breach -> email received p99 < 2 s plus group_wait". The SMTP
+Notification throughput into the test SMTP server, and the latency from a
+breach to its email received (goal: p99 < 2 s plus group_wait). The SMTP
 server is the tests' (:mod:`tests.smtpserver`: Twisted's ESMTP, in this
 process); it stamps each mail as it is received.
 
