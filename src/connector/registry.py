@@ -32,15 +32,19 @@ class ConnectorSpec:
     ``build`` is ``"module:function"``: the function takes the process's
     runtime and returns the connector's service. ``consumes`` lists the
     message types its queue ``<prefix>.<name>`` receives (none: it has no
-    queue). ``commands`` is ``"module:function"`` or None: the function takes
-    the ``centaure`` command's subparsers and a ``with_config`` helper and
-    returns ``{command: handler(settings, args) -> exit code}``. Processes that
-    run several connectors start them in ``start_order`` (lower first).
+    queue). ``publishes`` lists the message types it sends (besides the
+    ``status`` heartbeat every connector sends): the broker permissions of its
+    user are computed from both lists. ``commands`` is ``"module:function"``
+    or None: the function takes the ``centaure`` command's subparsers and a
+    ``with_config`` helper and returns ``{command: handler(settings, args) ->
+    exit code}``. Processes that run several connectors start them in
+    ``start_order`` (lower first).
     """
 
     name: str
     build: str
     consumes: tuple[str, ...] = ()
+    publishes: tuple[str, ...] = ()
     commands: str | None = None
     start_order: int = 100
 

@@ -10,6 +10,7 @@ CONNECTOR = ConnectorSpec(
     name="correlator",
     build="connector_alarms.service:build",
     consumes=("event", "alarm_snapshot", "threshold", "alarm_command"),
+    publishes=("alarm",),
     commands="connector_alarms.cli:add_commands",
     start_order=40,
 )

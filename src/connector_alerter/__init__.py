@@ -10,6 +10,7 @@ CONNECTOR = ConnectorSpec(
     name="alerter",
     build="connector_alerter.service:build",
     consumes=("perf", "alarm"),
+    publishes=("threshold", "notification"),
     commands="connector_alerter.cli:add_commands",
     start_order=50,
 )

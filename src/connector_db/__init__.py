@@ -10,6 +10,7 @@ CONNECTOR = ConnectorSpec(
     name="db",
     build="connector_db.service:build",
     consumes=("perf", "event", "alarm", "threshold", "notification"),
+    publishes=(),
     commands="connector_db.cli:add_commands",
     start_order=30,
 )

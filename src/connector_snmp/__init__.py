@@ -10,6 +10,7 @@ CONNECTOR = ConnectorSpec(
     name="snmp",
     build="connector_snmp.service:build",
     consumes=(),
+    publishes=("perf", "alarm_snapshot"),
     commands="connector_snmp.cli:add_commands",
     start_order=10,
 )

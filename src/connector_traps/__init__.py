@@ -10,6 +10,7 @@ CONNECTOR = ConnectorSpec(
     name="traps",
     build="connector_traps.service:build",
     consumes=(),
+    publishes=("event",),
     commands=None,
     start_order=20,
 )

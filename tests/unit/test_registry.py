@@ -27,6 +27,19 @@ def test_every_shipped_connector_is_declared_in_start_order():
         assert spec.consumes == SHIPPED[name]
         assert callable(load_target(spec.build))
 
+#: What each shipped connector publishes besides its status heartbeat (docs/design.md's table).
+PUBLISHES = {
+    "snmp": ("perf", "alarm_snapshot"),
+    "traps": ("event",),
+    "db": (),
+    "correlator": ("alarm",),
+    "alerter": ("threshold", "notification"),
+}
+
+
+def test_each_connector_declares_what_it_publishes():
+    assert {name: spec.publishes for name, spec in installed().items()} == PUBLISHES
+
 
 def test_queues_come_from_the_declarations():
     assert consumers() == {n: c for n, c in SHIPPED.items() if c}
