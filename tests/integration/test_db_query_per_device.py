@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -29,11 +27,11 @@ from centaure_shared.storage.query import QueryError
 from connector_db.per_device_query import per_device_metrics, per_device_samples
 from connector_db.settings import DbSettings
 from connector_db.writer import SqlWriter
+from tests.integration.test_db_query_cli import centaure_query, failed, ok
 
 pytestmark = pytest.mark.integration
 
 URL = os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 R1, R2 = "r1.example.net", "r2.example.net"
 IDS = {R1: "42"}  # r2 has no id: its tables are named after its host name... which has dots
 LEGACY = ",".join(str(c) for c in DbSettings().table_struct)
@@ -108,25 +106,6 @@ def db():
         left = d.tables()
         d.engine.dispose()
         assert not left, left
-
-
-def centaure_query(settings: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "centaure.cli", "query", "-c", settings,
-                           *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
-    return r.stdout
-
-
-def failed(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    assert r.stdout == ""
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 @pytest_twisted.ensureDeferred
