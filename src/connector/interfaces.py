@@ -102,3 +102,57 @@ class IStore(Interface):
 
     def health():
         """Return a dict of details for /health (may be empty)."""
+
+
+class IBatchStore(Interface):
+    """The connector-specific steps of a batch that a ``BatchCommitter`` runs.
+
+    The committer queues items, takes them in batches and calls, for each
+    batch: ``apply`` (reactor thread, as soon as the batch is taken; it may
+    overlap the previous batch's commit), ``snapshot`` (reactor thread, once
+    the previous commit has ended), ``commit`` (worker thread, retried while
+    the database is away), then ``committed`` (reactor thread) before the
+    batch's items are acked. ``failed`` is called instead once the batch
+    will not be committed.
+    """
+
+    def apply(values):
+        """
+        Work the batch's queued values (a list, possibly empty for a forced
+        batch) in memory; returns what ``snapshot`` and ``committed`` are given.
+        """
+
+    def snapshot(applied):
+        """
+        What ``commit`` writes, taken at the batch's turn to commit; None when
+        there is nothing to write (no transaction is run).
+        """
+
+    def commit(work):
+        """
+        Write ``work`` in ONE transaction (worker thread); returns a result
+        for ``committed``. Raises the database's errors as they come.
+        """
+
+    def committed(applied, result):
+        """
+        The batch is committed (``result`` is None when ``snapshot`` gave
+        nothing to write): publish what it produced. Returns, or a Deferred
+        fires with, None or one outcome per value: an exception fails that
+        value's Deferred, anything else is what it fires with.
+        """
+
+    def failed(applied, work, failure):
+        """
+        The batch is not committed and will not be retried: undo or keep
+        back what ``apply`` and ``snapshot`` took (either may be None).
+        """
+
+    def outage(error, attempt, delay, size):
+        """
+        The commit of ``size`` values failed because the database is away;
+        retry ``attempt`` follows in ``delay`` seconds (log it, count it).
+        """
+
+    def recovered(attempts):
+        """A commit succeeded after ``attempts`` outage retries."""
