@@ -409,88 +409,121 @@ def build_inventory(records: Iterable[Record], section: InventorySettings, sourc
     where_of: dict[str, str] = {}
     problems: list[str] = []
     for where, record in records:
-        columns = list(record)
-        col = {k: _match_column(getattr(section, k), columns) if getattr(section, k) else None
-               for k in (*_REQUIRED_KEYS, *_OPTIONAL_KEYS)}
-        extra = {x: _match_column(x, columns) for x in _EXTRA_COLUMNS}
-
-        def value(key: str) -> str:
-            c = col[key]
-            return _text(record[c]) if c is not None else ""
-
-        row_problems: list[str] = []
-        name = value("name_column")
-        label = f"{where}" + (f" ({name})" if name else "")
-        if not name:
-            row_problems.append(f"{where}: {section.name_column}: missing device name")
-        elif not _NAME_RE.fullmatch(name):
-            row_problems.append(f"{label}: {section.name_column} = {name!r}: expected a name of "
-                                "1 to 240 characters without spaces")
-        raw_address = value("address_column")
-        address = ""
-        if not raw_address:
-            row_problems.append(f"{label}: {section.address_column}: missing address")
-        else:
-            address = _check_address(raw_address)
-            if not address:
-                row_problems.append(f"{label}: {section.address_column} = {raw_address!r}: "
-                                    "expected an IPv4 or IPv6 address or a host name")
-        port = 161
-        raw_port = value("port_column") if section.port_column else ""
-        if raw_port:
-            try:
-                port = int(raw_port)
-                if not 1 <= port <= 65535:
-                    raise ValueError
-            except ValueError:
-                row_problems.append(f"{label}: {section.port_column} = {raw_port!r}: "
-                                    "expected a port number from 1 to 65535")
-        interval = None
-        if extra["interval"] is not None:
-            raw_interval = _text(record[extra["interval"]])
-            if raw_interval:
-                try:
-                    interval = _INTERVAL.parse(raw_interval, ParseContext({}))
-                except InvalidValue as e:
-                    row_problems.append(f"{label}: interval = {raw_interval!r}: {e.allowed}")
-        tags: tuple[str, ...] = ()
-        if extra["tags"] is not None:
-            tags = tuple(t.strip() for t in _text(record[extra["tags"]]).split(",") if t.strip())
-        parent = value("parent_column") or None
-        if parent is not None and parent == name:
-            row_problems.append(f"{label}: {section.parent_column} = {parent!r}: a device cannot be its own "
-                                f"parent (cycle {name} -> {name})")
-        if name and name in first_seen:
-            row_problems.append(f"{label}: {section.name_column}: duplicate device name {name!r} "
-                                f"(first in {first_seen[name]})")
-        if name and name not in first_seen:
-            first_seen[name] = where
-        if row_problems:
+        device, label, row_problems = _device_of(where, record, section, first_seen)
+        if device is None:
             problems.extend(row_problems)
             continue
-        if section.fields:
-            keep = {c for c in col.values() if c} | {c for c in extra.values() if c}
-            keep |= {c for c in (_match_column(f, columns) for f in section.fields) if c}
-            fields = {c: _text(record[c]) for c in columns if c in keep}
-        else:
-            fields = {c: _text(record[c]) for c in columns}
-        devices[name] = Device(
-            name=name,
-            address=address,
-            device_type=normalize_device_type(value("type_column")),
-            model=value("model_column"),
-            id=value("id_column"),
-            port=port,
-            parent=parent,
-            interval=interval,
-            tags=tags,
-            fields=fields,
-        )
-        where_of[name] = label
+        devices[device.name] = device
+        where_of[device.name] = label
     problems.extend(_check_parents(devices, where_of, section.parent_column))
     if problems:
         raise InventoryError(source, problems)
     return Inventory(devices, source)
+
+
+def _device_of(where: str, record: Mapping[str, Any], section: InventorySettings,
+               first_seen: dict[str, str]) -> tuple[Device | None, str, list[str]]:
+    """(the Device, its label, []) for a good record, or (None, label, its problems).
+
+    ``first_seen`` (name -> where) is updated, to find names given twice.
+    """
+    columns = list(record)
+    col = {k: _match_column(getattr(section, k), columns) if getattr(section, k) else None
+           for k in (*_REQUIRED_KEYS, *_OPTIONAL_KEYS)}
+    extra = {x: _match_column(x, columns) for x in _EXTRA_COLUMNS}
+
+    def value(key: str) -> str:
+        c = col[key]
+        return _text(record[c]) if c is not None else ""
+
+    problems: list[str] = []
+    name = value("name_column")
+    label = f"{where}" + (f" ({name})" if name else "")
+    if not name:
+        problems.append(f"{where}: {section.name_column}: missing device name")
+    elif not _NAME_RE.fullmatch(name):
+        problems.append(f"{label}: {section.name_column} = {name!r}: expected a name of "
+                        "1 to 240 characters without spaces")
+    address = _address_of(value("address_column"), label, section, problems)
+    port = _port_of(value("port_column") if section.port_column else "", label, section, problems)
+    interval = None
+    if extra["interval"] is not None:
+        interval = _interval_of(_text(record[extra["interval"]]), label, problems)
+    tags: tuple[str, ...] = ()
+    if extra["tags"] is not None:
+        tags = tuple(t.strip() for t in _text(record[extra["tags"]]).split(",") if t.strip())
+    parent = value("parent_column") or None
+    if parent is not None and parent == name:
+        problems.append(f"{label}: {section.parent_column} = {parent!r}: a device cannot be its own "
+                        f"parent (cycle {name} -> {name})")
+    if name and name in first_seen:
+        problems.append(f"{label}: {section.name_column}: duplicate device name {name!r} "
+                        f"(first in {first_seen[name]})")
+    if name and name not in first_seen:
+        first_seen[name] = where
+    if problems:
+        return None, label, problems
+    device = Device(
+        name=name,
+        address=address,
+        device_type=normalize_device_type(value("type_column")),
+        model=value("model_column"),
+        id=value("id_column"),
+        port=port,
+        parent=parent,
+        interval=interval,
+        tags=tags,
+        fields=_fields_of(record, columns, [*col.values(), *extra.values()], section),
+    )
+    return device, label, []
+
+
+def _address_of(raw: str, label: str, section: InventorySettings, problems: list[str]) -> str:
+    """The record's canonical address; '' (and a problem noted) when missing or invalid."""
+    if not raw:
+        problems.append(f"{label}: {section.address_column}: missing address")
+        return ""
+    address = _check_address(raw)
+    if not address:
+        problems.append(f"{label}: {section.address_column} = {raw!r}: "
+                        "expected an IPv4 or IPv6 address or a host name")
+    return address
+
+
+def _port_of(raw: str, label: str, section: InventorySettings, problems: list[str]) -> int:
+    """The record's SNMP port: 161 when it gives none; a problem noted when it is not a port."""
+    if not raw:
+        return 161
+    try:
+        port = int(raw)
+        if 1 <= port <= 65535:
+            return port
+    except ValueError:
+        pass
+    problems.append(f"{label}: {section.port_column} = {raw!r}: "
+                    "expected a port number from 1 to 65535")
+    return 161
+
+
+def _interval_of(raw: str, label: str, problems: list[str]) -> float | None:
+    """The record's own poll interval, None when it gives none; a problem noted when invalid."""
+    if not raw:
+        return None
+    try:
+        return _INTERVAL.parse(raw, ParseContext({}))
+    except InvalidValue as e:
+        problems.append(f"{label}: interval = {raw!r}: {e.allowed}")
+        return None
+
+
+def _fields_of(record: Mapping[str, Any], columns: list[str], mapped: list[str | None],
+               section: InventorySettings) -> dict[str, str]:
+    """The columns kept in ``Device.fields``: all, or the mapped ones plus ``[inventory] fields``."""
+    if not section.fields:
+        return {c: _text(record[c]) for c in columns}
+    keep = {c for c in mapped if c}
+    keep |= {c for c in (_match_column(f, columns) for f in section.fields) if c}
+    return {c: _text(record[c]) for c in columns if c in keep}
 
 
 def _check_address(raw: str) -> str:
