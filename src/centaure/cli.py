@@ -19,27 +19,63 @@ def _load(path: str):
 
 
 async def bus_config(reactor, settings) -> int:
-    """Declare exchanges, queues and bindings; print each step."""
+    """Declare exchanges, queues and bindings; print each step.
+
+    A queue that exists with other arguments is named with what to do, the
+    others are still declared, and the exit code is 1.
+    """
     from connector.amqp import oneshot
-    from connector.amqp.subscriber import declare_queue
+    from connector.amqp.subscriber import QueueMismatch, declare_queue
     from connector.topology import all_queues, dead_letter_exchange, exchange_names
 
     prefix = settings.bus.exchange_prefix
     protocol, channel = await oneshot.connect(reactor, settings.bus)
     print(f"connected to {protocol.broker}")
+    mismatched = []
     try:
         for name in exchange_names(prefix) + (dead_letter_exchange(prefix),):
             await channel.exchange_declare(exchange=name, type="topic", durable=True)
             print(f"exchange {name} (topic, durable)")
         for spec in all_queues(prefix, settings.bus.queue_type):
-            await declare_queue(channel, spec)
+            try:
+                await declare_queue(channel, spec)
+            except QueueMismatch as e:
+                print(f"ERROR: {e}")
+                mismatched.append(spec.name)
+                # The broker closed the channel: go on with a new one.
+                channel = await protocol.channel(channel.id + 1)
+                await channel.channel_open()
+                continue
             args = ", ".join(f"{k}={v}" for k, v in sorted(spec.arguments.items()))
             print(f"queue {spec.name} (durable{', ' + args if args else ''})")
             for b in spec.bindings:
                 print(f"  bound to {b.exchange} with {b.pattern!r}")
     finally:
         await oneshot.close(protocol)
+    if mismatched:
+        print(f"bus NOT fully configured: {len(mismatched)} queue(s) differ: {', '.join(mismatched)}")
+        return 1
     print("bus configured")
+    return 0
+
+
+def write_definitions(settings, path: str, user_prefix: str) -> int:
+    """Write the RabbitMQ definitions (topology, users, permissions) to ``path``."""
+    import json
+
+    from connector.amqp.connection import BrokerURL
+    from connector.permissions import definitions
+
+    vhost = BrokerURL.parse(settings.bus.urls[0].reveal()).vhost
+    doc = definitions(settings.bus.exchange_prefix, vhost, settings.bus.queue_type, user_prefix)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    users = ", ".join(u["name"] for u in doc["users"])
+    print(f"wrote {path}: users {users} (no passwords), {len(doc['exchanges'])} exchanges, "
+          f"{len(doc['queues'])} queues")
+    print(f"import it with: rabbitmqctl import_definitions {path}")
+    print("then set each password: rabbitmqctl change_password USER PASSWORD")
     return 0
 
 
@@ -53,10 +89,10 @@ async def read_status(reactor, settings) -> list:
     protocol, channel = await oneshot.connect(reactor, settings.bus)
     found = []
     try:
-        await declare_queue(channel, status_queue(settings.bus.exchange_prefix))
+        queue = status_queue(settings.bus.exchange_prefix, settings.bus.queue_type)
+        await declare_queue(channel, queue)
         while True:
-            reply = await channel.basic_get(queue=status_queue(settings.bus.exchange_prefix).name,
-                                            no_ack=False)
+            reply = await channel.basic_get(queue=queue.name, no_ack=False)
             if reply.method.name != "get-ok":
                 break
             body = reply.content.body
@@ -92,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-c", "--config", default="settings.ini", help="settings file (INI)")
         return p
 
-    with_config(sub.add_parser("bus-config", help="declare exchanges, queues, bindings"))
+    bus = with_config(sub.add_parser("bus-config", help="declare exchanges, queues, bindings"))
+    bus.add_argument("--definitions", metavar="FILE",
+                     help="do not connect: write a RabbitMQ definitions file (exchanges, queues, "
+                          "bindings, one user per connector with its permissions) to FILE")
+    bus.add_argument("--user-prefix", default="centaure",
+                     help="user names in --definitions: PREFIX (the centaure command) and "
+                          "PREFIX-<connector> (default: %(default)s)")
     with_config(sub.add_parser("status", help="connectors seen on the bus"))
     # Each installed connector adds its own commands (poll, db, query, alarms...).
     handlers = {}
@@ -118,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return init_command(args)
     settings = _load(args.config)
+    if args.command == "bus-config" and args.definitions:
+        require_broker(settings)
+        return write_definitions(settings, args.definitions, args.user_prefix)
     if args.command in ("bus-config", "status"):
         require_broker(settings)
         fn = bus_config if args.command == "bus-config" else status

@@ -1192,6 +1192,16 @@ class BusSettings:
         # A certificate file may hold its key too, but a key needs a certificate.
         if self.tls_key is not None and self.tls_cert is None:
             raise InvalidValue("expected tls_cert to be set too, or tls_key empty", key="tls_key")
+        if self.queue_type == "quorum":
+            # Quorum queues dead-letter a message by themselves past a delivery
+            # limit; the consumer must give up (with its reason) well before.
+            from connector.topology import DELIVERY_LIMIT, QUORUM_MAX_RETRY_LIMIT
+
+            if self.retry_limit > QUORUM_MAX_RETRY_LIMIT:
+                raise InvalidValue(
+                    f"expected at most {QUORUM_MAX_RETRY_LIMIT} with queue_type = quorum (the "
+                    f"queues dead-letter a message after {DELIVERY_LIMIT} deliveries)",
+                    key="retry_limit")
 
     @property
     def embedded(self) -> bool:

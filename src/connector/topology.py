@@ -26,6 +26,24 @@ def consumers() -> dict[str, tuple[str, ...]]:
 STATUS_TTL_MS = 15 * 60 * 1000
 STATUS_MAX_LENGTH = 10_000
 
+#: Deliveries after which a quorum queue dead-letters a message by itself.
+#: The consumer dead-letters a failing message after ``[bus] retry_limit``
+#: requeues, with the reason; every requeue, and every unacked message handed
+#: back when a connection drops, counts as a delivery here too. This limit is
+#: the safety net for what the consumer never gets to judge (a message that
+#: kills the process each time it is handled), so it is well above the highest
+#: ``retry_limit`` allowed with quorum queues (:data:`QUORUM_MAX_RETRY_LIMIT`).
+DELIVERY_LIMIT = 100
+#: Highest ``[bus] retry_limit`` with quorum queues: the other half of
+#: :data:`DELIVERY_LIMIT` is left for redeliveries after lost connections.
+QUORUM_MAX_RETRY_LIMIT = DELIVERY_LIMIT // 2
+
+# Arguments every quorum queue gets. RabbitMQ 3.10 accepts 'client-local' and
+# 'balanced' for x-queue-leader-locator; 'balanced' puts each new queue's
+# leader on the node with the fewest leaders, so the load spreads over the
+# cluster instead of landing on whichever node bus-config connected to.
+_QUORUM = {"x-queue-type": "quorum", "x-queue-leader-locator": "balanced"}
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -59,14 +77,41 @@ def dead_letter_exchange(prefix: str) -> str:
     return f"{prefix}.dead"
 
 
+def published_exchanges(prefix: str, process: str) -> tuple[str, ...]:
+    """The exchanges a process's connection declares on connecting.
+
+    A connector's own process declares only the exchanges it publishes to,
+    ``status`` and the dead-letter exchange, so its broker user needs no right
+    on the others (:mod:`connector.permissions`); any other process
+    (``centaure-all``, tools) declares them all.
+    """
+    from connector.registry import installed
+
+    spec = installed().get(process)
+    if spec is None:
+        return exchange_names(prefix) + (dead_letter_exchange(prefix),)
+    return tuple(f"{prefix}.{t}" for t in (*spec.publishes, "status")) + (
+        dead_letter_exchange(prefix),)
+
+
 def connector_queue(prefix: str, connector: str, queue_type: str = "classic") -> QueueSpec:
     """The queue a consuming connector reads: ``<prefix>.<connector>``."""
     consumes = consumers()
     if connector not in consumes:
         raise KeyError(f"connector {connector!r} consumes nothing (known: {', '.join(consumes)})")
-    arguments = {"x-dead-letter-exchange": dead_letter_exchange(prefix)}
+    arguments: dict = {"x-dead-letter-exchange": dead_letter_exchange(prefix)}
     if queue_type == "quorum":
-        arguments["x-queue-type"] = "quorum"
+        arguments.update(_QUORUM)
+        arguments.update({
+            # What the broker dead-letters itself (past the delivery limit) is
+            # kept until <prefix>.dead confirms it, instead of being dropped
+            # when that queue's node is down (at-most-once, the default).
+            "x-dead-letter-strategy": "at-least-once",
+            # at-least-once dead-lettering requires reject-publish; with no
+            # x-max-length the queue never refuses a message because of it.
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        })
     return QueueSpec(
         name=f"{prefix}.{connector}",
         bindings=tuple(Binding(f"{prefix}.{t}") for t in consumes[connector]),
@@ -74,24 +119,32 @@ def connector_queue(prefix: str, connector: str, queue_type: str = "classic") ->
     )
 
 
-def dead_letter_queue(prefix: str) -> QueueSpec:
-    """The queue that keeps dead letters for an operator to look at."""
-    return QueueSpec(name=f"{prefix}.dead", bindings=(Binding(dead_letter_exchange(prefix)),))
+def dead_letter_queue(prefix: str, queue_type: str = "classic") -> QueueSpec:
+    """The queue that keeps dead letters for an operator to look at (unbounded)."""
+    return QueueSpec(name=f"{prefix}.dead", bindings=(Binding(dead_letter_exchange(prefix)),),
+                     arguments=dict(_QUORUM) if queue_type == "quorum" else {})
 
 
-def status_queue(prefix: str) -> QueueSpec:
-    """Recent heartbeats, read (and left in place) by ``centaure status``."""
-    return QueueSpec(
-        name=f"{prefix}.status",
-        bindings=(Binding(f"{prefix}.status"),),
-        arguments={"x-message-ttl": STATUS_TTL_MS, "x-max-length": STATUS_MAX_LENGTH},
-    )
+def status_queue(prefix: str, queue_type: str = "classic") -> QueueSpec:
+    """Recent heartbeats, read (and left in place) by ``centaure status``.
+
+    Bounded by age and length. As a quorum queue (RabbitMQ 3.10 supports
+    message TTL and drop-head for them) it survives the loss of a node, and
+    drop-head removes the oldest heartbeats when it is full; it has no delivery
+    limit, since every ``centaure status`` hands every heartbeat back.
+    """
+    arguments: dict = {"x-message-ttl": STATUS_TTL_MS, "x-max-length": STATUS_MAX_LENGTH}
+    if queue_type == "quorum":
+        arguments.update(_QUORUM)
+        arguments["x-overflow"] = "drop-head"
+    return QueueSpec(name=f"{prefix}.status", bindings=(Binding(f"{prefix}.status"),),
+                     arguments=arguments)
 
 
 def all_queues(prefix: str, queue_type: str = "classic") -> list[QueueSpec]:
     """Every queue ``bus-config`` declares."""
     queues = [connector_queue(prefix, c, queue_type) for c in consumers()]
-    return queues + [dead_letter_queue(prefix), status_queue(prefix)]
+    return queues + [dead_letter_queue(prefix, queue_type), status_queue(prefix, queue_type)]
 
 
 def _match_words(pattern: tuple[str, ...], key: tuple[str, ...]) -> bool:

@@ -11,7 +11,9 @@ from connector.consumer import REASON_HEADER
 from connector.embedded import EmbeddedBus
 from connector.metrics import Counters, render_prometheus
 from connector.status import latest_by_connector, status_table
-from connector.topology import all_queues, connector_queue, topic_matches
+from connector.topology import (
+    DELIVERY_LIMIT, STATUS_MAX_LENGTH, STATUS_TTL_MS, all_queues, connector_queue, dead_letter_queue,
+    published_exchanges, status_queue, topic_matches)
 
 
 @pytest.mark.parametrize("pattern,key,expected", [
@@ -36,7 +38,16 @@ def test_queues_follow_the_design():
     q = connector_queue("centaure", "correlator", "quorum")
     assert q.name == "centaure.correlator"
     assert q.message_types == ("event", "alarm_snapshot", "threshold", "alarm_command")
-    assert q.arguments == {"x-dead-letter-exchange": "centaure.dead", "x-queue-type": "quorum"}
+    assert q.arguments == {
+        "x-dead-letter-exchange": "centaure.dead", "x-queue-type": "quorum",
+        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+        "x-delivery-limit": DELIVERY_LIMIT, "x-queue-leader-locator": "balanced"}
+    # Classic queues keep the arguments existing brokers already hold.
+    assert connector_queue("centaure", "db").arguments == {"x-dead-letter-exchange": "centaure.dead"}
+    assert status_queue("centaure").arguments == {"x-message-ttl": STATUS_TTL_MS,
+                                                  "x-max-length": STATUS_MAX_LENGTH}
+    assert dead_letter_queue("centaure").arguments == {}
+    assert {q.arguments.get("x-queue-type") for q in all_queues("centaure", "quorum")} == {"quorum"}
     assert {x.name for x in all_queues("centaure")} == {
         "centaure.db", "centaure.correlator", "centaure.alerter", "centaure.dead",
         "centaure.status"}
@@ -140,3 +151,19 @@ def test_log_level_filters_below_the_setting():
     log.info("hidden")
     log.warn("shown")
     assert [e["log_format"] for e in seen] == ["shown"]
+
+
+def test_a_connector_process_declares_only_the_exchanges_it_publishes_to():
+    assert published_exchanges("p", "snmp") == ("p.perf", "p.alarm_snapshot", "p.status", "p.dead")
+    assert published_exchanges("p", "db") == ("p.status", "p.dead")
+    # centaure-all and tools declare every exchange.
+    assert len(published_exchanges("p", "all")) == 9
+
+
+def test_quorum_queues_need_a_retry_limit_below_the_delivery_limit():
+    from connector.settings import SettingsError, settings_from_string
+
+    with pytest.raises(SettingsError, match=r"retry_limit = '60': expected at most 50 with "
+                                            r"queue_type = quorum"):
+        settings_from_string("[bus]\nqueue_type = quorum\nretry_limit = 60\n")
+    assert settings_from_string("[bus]\nretry_limit = 60\n").bus.retry_limit == 60

@@ -63,3 +63,20 @@ def test_each_connector_adds_its_own_commands():
     assert all(callable(h) for h in handlers.values())
     args = parser.parse_args(["poll", "router01", "--json"])
     assert (args.command, args.host, args.json) == ("poll", "router01", True)
+
+
+def test_definitions_give_each_user_what_its_connector_publishes_and_consumes():
+    from connector.permissions import definitions
+
+    doc = definitions("p", "/", "quorum", "c")
+    rights = {p["user"]: p for p in doc["permissions"]}
+    assert set(rights) == {"c", "c-snmp", "c-traps", "c-db", "c-correlator", "c-alerter"}
+    assert rights["c-snmp"]["write"] == r"^(p\.alarm_snapshot|p\.perf|p\.status)$"
+    assert rights["c-snmp"]["read"] == "^$"
+    assert rights["c-correlator"]["write"] == r"^(p\.alarm|p\.correlator|p\.dead|p\.status)$"
+    assert rights["c"]["write"] == r"^(p\.alarm_command|p\.status)$"
+    assert all(u["password_hash"] == "" and u["tags"] == [] for u in doc["users"])
+    assert {q["name"] for q in doc["queues"]} == {"p.db", "p.correlator", "p.alerter", "p.dead",
+                                                 "p.status"}
+    assert {"source": "p.perf", "vhost": "/", "destination": "p.db", "destination_type": "queue",
+            "routing_key": "#", "arguments": {}} in doc["bindings"]

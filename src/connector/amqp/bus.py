@@ -15,7 +15,7 @@ from connector.consumer import Consumer
 from connector.interfaces import IBus, ISubscriber
 from connector.metrics import Counters
 from connector.publisher import ReliablePublisher
-from connector.topology import QueueSpec, dead_letter_exchange, exchange_names
+from connector.topology import QueueSpec, dead_letter_exchange, published_exchanges
 
 
 #: Longest wait on a clean stop for queued messages to be confirmed.
@@ -54,7 +54,7 @@ class AMQPBus(service.Service):
             backoff_initial=bus_settings.backoff_initial, backoff_max=bus_settings.backoff_max,
             tls=TLSSettings(ca=bus_settings.tls_ca or "", cert=bus_settings.tls_cert or "",
                             key=bus_settings.tls_key or "", verify=bus_settings.tls_verify),
-            exchanges=exchange_names(prefix) + (dead_letter_exchange(prefix),))
+            exchanges=published_exchanges(prefix, app_id))
 
     @property
     def connected(self) -> bool:

@@ -317,7 +317,14 @@ class BusConnection(service.Service):
             sub.attach(protocol).addErrback(self._attach_failed, protocol)
 
     def _attach_failed(self, failure, protocol):
-        self.log.failure("could not start consuming; reconnecting", failure)
+        from connector.amqp.subscriber import QueueMismatch
+
+        if failure.check(QueueMismatch):
+            # An operator's decision, not a bug: one line, no traceback.
+            self.log.error("could not start consuming: {error}; reconnecting",
+                           error=failure.getErrorMessage())
+        else:
+            self.log.failure("could not start consuming; reconnecting", failure)
         protocol.abort()
 
     # -- listener of BusProtocol -----------------------------------------

@@ -14,6 +14,7 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from txamqp.client import Closed
 from zope.interface import implementer
 
 from connector.amqp import fastpath
@@ -23,12 +24,55 @@ from connector.topology import QueueSpec
 
 _channel_ids = itertools.count(2)  # channel 1 is the publisher's
 
+#: AMQP reply code of a declaration that contradicts what exists.
+PRECONDITION_FAILED = 406
+
+
+class QueueMismatch(Exception):
+    """A queue exists on the broker with other arguments than the ones declared.
+
+    RabbitMQ never changes an existing queue's arguments: it refuses the
+    declaration (PRECONDITION_FAILED) and closes the channel. ``str()`` names
+    the queue, the broker's reason and what the operator can do.
+    """
+
+    def __init__(self, queue: str, reason: str) -> None:
+        self.queue = queue
+        self.reason = reason
+        super().__init__(
+            f"queue {queue} exists on the broker with other arguments than Centaure declares "
+            f"(broker: {reason}). RabbitMQ cannot change a queue's arguments: either set "
+            f"[bus] queue_type back to the type the queue has, or stop its consumers, let "
+            f"the queue empty, delete it (rabbitmqctl delete_queue {queue}) and run "
+            f"'centaure bus-config' again")
+
+
+def broker_refusal(error: BaseException) -> tuple[int, str] | None:
+    """``(reply code, reply text)`` when ``error`` is a channel the broker closed."""
+    if not isinstance(error, Closed) or not error.args:
+        return None
+    fields = getattr(error.args[0], "fields", None)
+    if not fields or len(fields) < 2 or not isinstance(fields[0], int):
+        return None
+    text = fields[1].decode() if isinstance(fields[1], bytes) else str(fields[1])
+    return fields[0], text
+
 
 async def declare_queue(channel, spec: QueueSpec) -> None:
-    """Declare ``spec``'s queue, its exchanges and bindings (idempotent)."""
+    """Declare ``spec``'s queue, its exchanges and bindings (idempotent).
+
+    Raises :class:`QueueMismatch` (the channel is then closed) when the queue
+    exists with other arguments.
+    """
     for binding in spec.bindings:
         await channel.exchange_declare(exchange=binding.exchange, type="topic", durable=True)
-    await channel.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
+    try:
+        await channel.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
+    except Closed as e:
+        refusal = broker_refusal(e)
+        if refusal is None or refusal[0] != PRECONDITION_FAILED:
+            raise
+        raise QueueMismatch(spec.name, refusal[1]) from None
     for binding in spec.bindings:
         await channel.queue_bind(queue=spec.name, exchange=binding.exchange,
                                  routing_key=binding.pattern)

@@ -1,0 +1,191 @@
+"""Quorum topology and least-privilege users, as an operator sets them up on a real RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pika
+import pytest
+
+from tests.conftest import AMQP_URL, ROOT, rabbitmqctl
+from connector.topology import DELIVERY_LIMIT, connector_queue
+
+pytestmark = pytest.mark.integration
+CENTAURE = os.path.join(os.path.dirname(sys.executable), "centaure")
+
+
+def _centaure(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CENTAURE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def _queues(prefix: str) -> dict[str, tuple[str, dict]]:
+    """name -> (type, arguments), as ``rabbitmqctl list_queues`` shows the prefix's queues."""
+    out = rabbitmqctl("list_queues", "name", "type", "arguments", "--no-table-headers")
+    found = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if parts[0].startswith(prefix + "."):
+            # Arguments print as [{"x-key","text"},{"x-key",123}].
+            args = {k: text if text else int(number)
+                    for k, text, number in re.findall(r'\{"([^"]+)",(?:"([^"]*)"|(-?\d+))\}', parts[2])}
+            found[parts[0]] = (parts[1], args)
+    return found
+
+
+def test_bus_config_quorum_declares_every_queue_quorum_with_its_arguments(write_settings, prefix):
+    settings = write_settings(bus={"queue_type": "quorum"})
+    out = _centaure("bus-config", "-c", settings)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().endswith("bus configured")
+
+    queues = _queues(prefix)
+    assert set(queues) == {f"{prefix}.{n}" for n in ("db", "correlator", "alerter", "dead", "status")}
+    assert all(kind == "quorum" for kind, _ in queues.values()), queues
+    for name in ("db", "correlator", "alerter"):
+        assert queues[f"{prefix}.{name}"][1] == {
+            "x-queue-type": "quorum", "x-dead-letter-exchange": f"{prefix}.dead",
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT, "x-queue-leader-locator": "balanced"}
+    assert queues[f"{prefix}.status"][1] == {
+        "x-queue-type": "quorum", "x-queue-leader-locator": "balanced", "x-overflow": "drop-head",
+        "x-max-length": 10000, "x-message-ttl": 15 * 60 * 1000}
+    assert queues[f"{prefix}.dead"][1] == {"x-queue-type": "quorum",
+                                           "x-queue-leader-locator": "balanced"}
+
+    # Declaring again with the same arguments (as the daemons do) is accepted.
+    again = _centaure("bus-config", "-c", settings)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_message_dead_lettered_by_a_quorum_queue_lands_in_dead(write_settings, prefix):
+    settings = write_settings(bus={"queue_type": "quorum"})
+    assert _centaure("bus-config", "-c", settings).returncode == 0
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(f"{prefix}.perf", "perf.poison", b'{"poison": 1}',
+                         pika.BasicProperties(delivery_mode=2, message_id="poison-1"))
+        # Handed back DELIVERY_LIMIT times (a crash loop, say): the broker gives up.
+        for _ in range(DELIVERY_LIMIT + 1):
+            method, _props, _body = ch.basic_get(f"{prefix}.db")
+            assert method is not None, "the message left the queue too early"
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        assert ch.basic_get(f"{prefix}.db")[0] is None
+        for _ in range(100):
+            method, props, body = ch.basic_get(f"{prefix}.dead", auto_ack=True)
+            if method is not None:
+                break
+            conn.sleep(0.05)
+        assert method is not None, "nothing reached the dead-letter queue"
+        assert body == b'{"poison": 1}' and props.message_id == "poison-1"
+        death = props.headers["x-death"][0]
+        assert death["queue"] == f"{prefix}.db" and death["reason"] == "delivery_limit"
+    finally:
+        conn.close()
+
+
+def test_bus_config_names_a_queue_declared_with_other_arguments(write_settings, prefix):
+    assert _centaure("bus-config", "-c", write_settings()).returncode == 0
+    out = _centaure("bus-config", "-c", write_settings(bus={"queue_type": "quorum"}))
+    assert out.returncode == 1
+    assert f"ERROR: queue {prefix}.db exists on the broker with other arguments" in out.stdout
+    assert f"rabbitmqctl delete_queue {prefix}.db" in out.stdout
+    assert "x-queue-type" in out.stdout  # the broker's own reason
+    assert "bus NOT fully configured: 5 queue(s) differ" in out.stdout
+    # Nothing was changed: the queues are still classic.
+    assert {kind for kind, _ in _queues(prefix).values()} == {"classic"}
+
+
+@pytest.fixture
+def users():
+    """A unique user-name prefix; its users are deleted afterwards."""
+    p = f"u{uuid.uuid4().hex[:8]}"
+    yield p
+    for line in rabbitmqctl("list_users", "--no-table-headers").splitlines():
+        name = line.split("\t")[0]
+        if name == p or name.startswith(p + "-"):
+            rabbitmqctl("delete_user", name)
+
+
+def _url(user: str, password: str) -> pika.URLParameters:
+    return pika.URLParameters(f"amqp://{user}:{password}@127.0.0.1:5672/%2F")
+
+
+def _refused(action) -> str:
+    """Run ``action``; return the broker's reason when it refuses with ACCESS_REFUSED."""
+    try:
+        action()
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 403, e
+        return e.reply_text
+    raise AssertionError("the broker allowed it")
+
+
+@pytest.fixture
+def definitions_path():
+    """A file rabbitmqctl can read (it runs as the broker's user, not as the test's)."""
+    path = pathlib.Path(tempfile.gettempdir()) / f"centaure-definitions-{uuid.uuid4().hex}.json"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_definitions_give_each_connector_only_its_rights(write_settings, prefix, users,
+                                                          definitions_path):
+    settings = write_settings(bus={"queue_type": "quorum"})
+    path = definitions_path
+    out = _centaure("bus-config", "-c", settings, "--definitions", str(path),
+                    "--user-prefix", users)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(path.read_text())
+    assert all(not u.get("password_hash") for u in doc["users"])
+    path.chmod(0o644)
+    rabbitmqctl("import_definitions", str(path))
+    assert {kind for kind, _ in _queues(prefix).values()} == {"quorum"}
+
+    # Imported users cannot log in until the operator sets a password.
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(_url(f"{users}-snmp", "anything"))
+    rabbitmqctl("change_password", f"{users}-snmp", "poller-pw")
+    rabbitmqctl("change_password", f"{users}-db", "writer-pw")
+
+    poller = pika.BlockingConnection(_url(f"{users}-snmp", "poller-pw"))
+    try:
+        ch = poller.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(f"{prefix}.perf", "perf.r1", b"{}", pika.BasicProperties(delivery_mode=2))
+        # What its connection declares at start is allowed too.
+        ch.exchange_declare(f"{prefix}.alarm_snapshot", "topic", durable=True)
+        reason = _refused(lambda: ch.basic_publish(f"{prefix}.alarm_command", "alarm_command.x", b"{}"))
+        assert f"exchange '{prefix}.alarm_command'" in reason
+        ch = poller.channel()
+        assert "access to queue" in _refused(lambda: ch.basic_get(f"{prefix}.db"))
+    finally:
+        if poller.is_open:
+            poller.close()
+
+    writer = pika.BlockingConnection(_url(f"{users}-db", "writer-pw"))
+    try:
+        ch = writer.channel()
+        # What the SQL writer declares at start: its queue and bindings.
+        queue = connector_queue(prefix, "db", "quorum")
+        ch.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+        for binding in queue.bindings:
+            ch.exchange_declare(binding.exchange, "topic", durable=True)
+            ch.queue_bind(queue.name, binding.exchange, binding.pattern)
+        method, _props, body = ch.basic_get(f"{prefix}.db", auto_ack=True)
+        assert method is not None and body == b"{}"  # the poller's message
+        reason = _refused(lambda: ch.basic_get(f"{prefix}.correlator"))
+        assert f"queue '{prefix}.correlator'" in reason
+        ch = writer.channel()
+        assert "access to queue" in _refused(lambda: ch.queue_delete(f"{prefix}.alerter"))
+    finally:
+        if writer.is_open:
+            writer.close()
