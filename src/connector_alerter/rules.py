@@ -732,91 +732,24 @@ def _seed_value(cond: Mapping[str, Any], key: str) -> float | None:
 
 def parse_seed_conditions(raw: Any, problems: list[str], label: str, path: str = "seed"
                           ) -> Condition | None:
-    """A legacy JSON condition list (a JSON text or already decoded) as a condition."""
-    def bad(msg: str) -> None:
-        problems.append(f"{label}: {path}: {msg}")
+    """A legacy JSON condition list (a JSON text or already decoded) as a condition.
 
+    Each condition is joined to the next by its own ``logic_operator``, left to right.
+    """
     if isinstance(raw, (str, bytes)):
         try:
             raw = json.loads(raw)
         except ValueError as e:
-            bad(f"not valid JSON ({e})")
+            problems.append(f"{label}: {path}: not valid JSON ({e})")
             return None
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        bad("expected a JSON list of conditions [{\"metrique\": ..., ...}]")
+        problems.append(f"{label}: {path}: expected a JSON list of conditions [{{\"metrique\": ..., ...}}]")
         return None
-    parts: list[tuple[Condition, str]] = []
     before = len(problems)
-    for i, cond in enumerate(raw):
-        where = f"{path}[{i}]"
-        if not isinstance(cond, dict):
-            problems.append(f"{label}: {where}: expected an object")
-            continue
-        unknown = set(cond) - _SEED_KEYS
-        if unknown:
-            problems.append(f"{label}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
-        metrics = [m.strip() for m in re.split(r"[;,]", str(cond.get("metrique") or "")) if m.strip()]
-        if not metrics:
-            problems.append(f"{label}: {where}.metrique: missing (metric names separated by ;)")
-        ctype = str(cond.get("type_condition") or "seuil").strip().lower()
-        if ctype not in _SEED_TYPES:
-            problems.append(f"{label}: {where}.type_condition: expected one of "
-                            f"{', '.join(_SEED_TYPES)}, got {ctype!r}")
-            continue
-        values: dict[str, float | None] = {}
-        for key in ("valeur_max", "valeur_min", "valeur_egale", "valeur_differente"):
-            try:
-                values[key] = _seed_value(cond, key)
-            except ValueError as e:
-                problems.append(f"{label}: {where}.{key}: {e}")
-                values[key] = None
-        only = _SEED_TYPES[ctype]
-        if only is not None:
-            values = {k: (v if k == only else None) for k, v in values.items()}
-            if values[only] is None:
-                problems.append(f"{label}: {where}.{only}: missing (type_condition is {ctype})")
-        elif all(v is None for v in values.values()):
-            problems.append(f"{label}: {where}: no threshold (valeur_max, valeur_min, "
-                            "valeur_egale or valeur_differente)")
-        n = cond.get("nombre_valeurs_seuil", 1)
-        try:
-            n = int(str(n).strip() or "1") if not isinstance(n, bool) else None
-            if n is None or not 1 <= n <= 10000:
-                raise ValueError
-        except (ValueError, TypeError):
-            problems.append(f"{label}: {where}.nombre_valeurs_seuil: expected a whole number "
-                            f"from 1 to 10000, got {cond.get('nombre_valeurs_seuil')!r}")
-            n = 1
-        logic = str(cond.get("logic_operator") or "ET").strip().upper()
-        if logic not in ("ET", "OU", "AND", "OR"):
-            problems.append(f"{label}: {where}.logic_operator: expected ET or OU, got {logic!r}")
-            logic = "ET"
-        gop = "all" if logic in ("ET", "AND") else "any"
-        if len(problems) > before:
-            continue
-        window = Window(n, n)
-        per_metric: list[Condition] = []
-        for j, metric in enumerate(metrics):
-            lpath = f"{where}.metrique[{j}]"
-            bounds: list[Condition] = []
-            if values["valeur_max"] is not None:
-                bounds.append(Leaf(metric, ">", values["valeur_max"], window=window, path=lpath + ".max"))
-            if values["valeur_min"] is not None:
-                bounds.append(Leaf(metric, "<", values["valeur_min"], window=window, path=lpath + ".min"))
-            if values["valeur_egale"] is not None:
-                bounds.append(Leaf(metric, "==", values["valeur_egale"], window=window,
-                                   path=lpath + ".egale"))
-            node: Condition | None = None
-            if bounds:
-                node = bounds[0] if len(bounds) == 1 else Group("any", tuple(bounds))
-            if values["valeur_differente"] is not None:
-                ne = Leaf(metric, "!=", values["valeur_differente"], window=window,
-                          path=lpath + ".differente")
-                node = ne if node is None else Group("all", (node, ne))
-            per_metric.append(node)  # type: ignore[arg-type]
-        parts.append((per_metric[0] if len(per_metric) == 1 else Group(gop, tuple(per_metric)), gop))
+    parts = [part for i, cond in enumerate(raw)
+             if (part := _seed_condition(cond, f"{path}[{i}]", label, problems)) is not None]
     if len(problems) > before or not parts:
         return None
     result, op = parts[0]
@@ -824,6 +757,96 @@ def parse_seed_conditions(raw: Any, problems: list[str], label: str, path: str =
         result = Group(op, (result, node))
         op = next_op
     return result
+
+
+def _seed_condition(cond: Any, where: str, label: str, problems: list[str]
+                    ) -> tuple[Condition, str] | None:
+    """One legacy condition object as (condition, its join operator); None (problems noted) when bad."""
+    if not isinstance(cond, dict):
+        problems.append(f"{label}: {where}: expected an object")
+        return None
+    before = len(problems)
+    unknown = set(cond) - _SEED_KEYS
+    if unknown:
+        problems.append(f"{label}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    metrics = [m.strip() for m in re.split(r"[;,]", str(cond.get("metrique") or "")) if m.strip()]
+    if not metrics:
+        problems.append(f"{label}: {where}.metrique: missing (metric names separated by ;)")
+    ctype = str(cond.get("type_condition") or "seuil").strip().lower()
+    if ctype not in _SEED_TYPES:
+        problems.append(f"{label}: {where}.type_condition: expected one of "
+                        f"{', '.join(_SEED_TYPES)}, got {ctype!r}")
+        return None
+    values = _seed_thresholds(cond, ctype, where, label, problems)
+    n = _seed_count(cond, where, label, problems)
+    logic = str(cond.get("logic_operator") or "ET").strip().upper()
+    if logic not in ("ET", "OU", "AND", "OR"):
+        problems.append(f"{label}: {where}.logic_operator: expected ET or OU, got {logic!r}")
+        logic = "ET"
+    gop = "all" if logic in ("ET", "AND") else "any"
+    if len(problems) > before:
+        return None
+    window = Window(n, n)
+    per_metric = [_seed_metric_condition(metric, values, window, f"{where}.metrique[{j}]")
+                  for j, metric in enumerate(metrics)]
+    return (per_metric[0] if len(per_metric) == 1 else Group(gop, tuple(per_metric))), gop
+
+
+def _seed_thresholds(cond: dict, ctype: str, where: str, label: str, problems: list[str]
+                     ) -> dict[str, float | None]:
+    """The condition's bounds by key; a typed condition keeps only its own bound."""
+    values: dict[str, float | None] = {}
+    for key in ("valeur_max", "valeur_min", "valeur_egale", "valeur_differente"):
+        try:
+            values[key] = _seed_value(cond, key)
+        except ValueError as e:
+            problems.append(f"{label}: {where}.{key}: {e}")
+            values[key] = None
+    only = _SEED_TYPES[ctype]
+    if only is not None:
+        values = {k: (v if k == only else None) for k, v in values.items()}
+        if values[only] is None:
+            problems.append(f"{label}: {where}.{only}: missing (type_condition is {ctype})")
+    elif all(v is None for v in values.values()):
+        problems.append(f"{label}: {where}: no threshold (valeur_max, valeur_min, "
+                        "valeur_egale or valeur_differente)")
+    return values
+
+
+def _seed_count(cond: dict, where: str, label: str, problems: list[str]) -> int:
+    """``nombre_valeurs_seuil``: how many values in a row must breach (1 when absent or bad)."""
+    raw = cond.get("nombre_valeurs_seuil", 1)
+    try:
+        n = int(str(raw).strip() or "1") if not isinstance(raw, bool) else None
+        if n is None or not 1 <= n <= 10000:
+            raise ValueError
+    except (ValueError, TypeError):
+        problems.append(f"{label}: {where}.nombre_valeurs_seuil: expected a whole number "
+                        f"from 1 to 10000, got {raw!r}")
+        return 1
+    return n
+
+
+def _seed_metric_condition(metric: str, values: dict[str, float | None], window: Window,
+                           lpath: str) -> Condition:
+    """One metric's test: above max, below min or equal (any), and not the forbidden value."""
+    bounds: list[Condition] = []
+    if values["valeur_max"] is not None:
+        bounds.append(Leaf(metric, ">", values["valeur_max"], window=window, path=lpath + ".max"))
+    if values["valeur_min"] is not None:
+        bounds.append(Leaf(metric, "<", values["valeur_min"], window=window, path=lpath + ".min"))
+    if values["valeur_egale"] is not None:
+        bounds.append(Leaf(metric, "==", values["valeur_egale"], window=window,
+                           path=lpath + ".egale"))
+    node: Condition | None = None
+    if bounds:
+        node = bounds[0] if len(bounds) == 1 else Group("any", tuple(bounds))
+    if values["valeur_differente"] is not None:
+        ne = Leaf(metric, "!=", values["valeur_differente"], window=window,
+                  path=lpath + ".differente")
+        node = ne if node is None else Group("all", (node, ne))
+    assert node is not None  # _seed_thresholds noted a problem when there is no bound
+    return node
 
 
 # --------------------------------------------------------------------------
