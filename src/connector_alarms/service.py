@@ -59,12 +59,12 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from connector import messages, startup
-from connector.interfaces import IMessageHandler
-from connector.retry import backoff_delay, retry_in_thread
+from connector.batching import BatchCommitter
+from connector.interfaces import IBatchStore, IMessageHandler
+from connector.retry import retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
 from centaure_shared.sql import error_summary, is_outage, make_engine
@@ -86,20 +86,19 @@ class ReloadError(Exception):
     """The settings file or the inventory cannot be used; the message is one line."""
 
 
-class _Waiting:
-    """One input message waiting for its batch to be committed and published."""
+class _Applied:
+    """What a batch's apply step produced: the alarms to publish, and how many inputs."""
 
-    __slots__ = ("message", "message_id", "deferred", "arrived")
+    __slots__ = ("out", "encoded", "inputs")
 
-    def __init__(self, message, message_id: str | None, arrived: float) -> None:
-        self.message = message
-        self.message_id = message_id
-        self.deferred: defer.Deferred = defer.Deferred()
-        #: Reactor time of its arrival: batch_interval is counted from here.
-        self.arrived = arrived
+    def __init__(self, out: list[tuple[str, messages.Alarm]], encoded: list[tuple[str, bytes]],
+                 inputs: int) -> None:
+        self.out = out
+        self.encoded = encoded
+        self.inputs = inputs
 
 
-@implementer(IMessageHandler)
+@implementer(IMessageHandler, IBatchStore)
 class CorrelatorService(service.Service):
     """Loads the state, then correlates the ``correlator`` queue in committed batches."""
 
@@ -122,26 +121,20 @@ class CorrelatorService(service.Service):
         self.store = None
         self.state = "starting"
         self.last_error: str | None = None
-        self._pending: list[_Waiting] = []
+        self._prefetch = self.settings.bus.prefetch
         # A batch is full at batch_size, or at its share of the bus's prefetch when
         # smaller: the broker sends no more than prefetch unacked messages, so
         # waiting for more is waste, and PIPELINE batches must fit.
-        self._full = max(1, min(self.conf.batch_size, self.settings.bus.prefetch // PIPELINE))
-        self._prefetch = self.settings.bus.prefetch
-        self._inflight = 0
-        self._unacked = 0  # input messages in the batches in flight
-        # The pending messages were a full batch while the pipeline was full:
-        # start them as soon as a batch ends, not after batch_interval.
-        self._sealed = False
-        # Held from snapshot to the end of the commit: commits in order, one at a time.
-        self._commit_lock = defer.DeferredLock()
-        self._timer = None
+        self.batches = BatchCommitter(
+            self.reactor, self, name="correlator-sql", batch_size=self._full(self.conf),
+            batch_interval=self.conf.batch_interval, pipeline=PIPELINE,
+            prefetch=self._prefetch, is_outage=is_outage,
+            retry_initial=self.db.retry_initial, retry_max=self.db.retry_max,
+            describe=error_summary)
         self._tick_due = False
         self._confirmed: list[str] = []
         self._stopping = False
         self._ticker: task.LoopingCall | None = None
-        self._pool = ThreadPool(1, 1, name="correlator-sql")
-        self._idle: list[defer.Deferred] = []
         #: A reloaded configuration waiting for the next batch: (settings, parents).
         self._new_config: tuple[Any, dict[str, str | None]] | None = None
         self._reloading: defer.Deferred | None = None
@@ -149,9 +142,11 @@ class CorrelatorService(service.Service):
 
     # --- start and stop -----------------------------------------------------------
 
+    def _full(self, conf) -> int:
+        return max(1, min(conf.batch_size, self._prefetch // PIPELINE))
+
     def startService(self) -> None:
         super().startService()
-        self._pool.start()
         try:
             previous = signal.getsignal(signal.SIGHUP)
 
@@ -229,17 +224,8 @@ class CorrelatorService(service.Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        while self._inflight:
-            d = defer.Deferred()
-            self._idle.append(d)
-            yield d
-        for w in self._pending:  # not applied: the broker gives them back
-            w.deferred.errback(Failure(RuntimeError("correlator stopping")))
-        self._pending = []
-        if not self._pool.joined:
-            self._pool.stop()
+        # The batches in flight end; the queued ones fail (the broker gives them back).
+        yield self.batches.close(drain=False)
         yield threads.deferToThread(self.engine.dispose)
 
     # --- reload (SIGHUP) ------------------------------------------------------------
@@ -275,7 +261,7 @@ class CorrelatorService(service.Service):
             return
         self._new_config = (settings, parents)
         self._tick_due = True  # a batch now, even without input
-        self._kick()
+        self.batches.flush()
 
     def _use_config(self, settings, parents: dict[str, str | None],
                     now: float) -> list[tuple[str, messages.Alarm]]:
@@ -294,7 +280,8 @@ class CorrelatorService(service.Service):
         masked, unmasked = self.correlator.counters["masked"], self.correlator.counters["unmasked"]
         out = self.correlator.reconfigure(conf, parents, now)
         self.conf = conf
-        self._full = max(1, min(conf.batch_size, self._prefetch // PIPELINE))
+        self.batches.batch_size = self._full(conf)
+        self.batches.batch_interval = conf.batch_interval
         if conf.tick_interval != old.tick_interval and self._ticker is not None \
                 and self._ticker.running:
             self._ticker.stop()
@@ -317,153 +304,78 @@ class CorrelatorService(service.Service):
         """Queue ``message``; fires once its batch is committed and its alarms published."""
         if self._stopping or self.correlator is None:
             return defer.fail(RuntimeError("correlator not running"))
-        w = _Waiting(message, delivery.message_id, self.reactor.seconds())
-        self._pending.append(w)
         self.counters.inc("received")
-        if self._ready():
-            self._kick()
-        elif self._timer is None:
-            self._timer = self.reactor.callLater(self.conf.batch_interval, self._kick)
-        return w.deferred
+        return self.batches.add((message, delivery.message_id))
 
     def health(self) -> dict:
         """State, backlog and the state machine's counters, for /health and heartbeats."""
-        body = {"state": self.state, "last_error": self.last_error,
-                "degraded": self.state != "ready", "pending": len(self._pending)}
+        state = "database unavailable" if self.batches.degraded else self.state
+        last_error = self.batches.last_error if self.batches.degraded else self.last_error
+        body = {"state": state, "last_error": last_error,
+                "degraded": state != "ready", "pending": self.batches.pending}
         if self.correlator is not None:
             body["alarms"] = dict(self.correlator.counters)
         if self.states is not None:
             body["hosts"] = len(self.states)
         return body
 
-    # --- batches --------------------------------------------------------------------
-
-    def _ready(self) -> bool:
-        """Whether a batch should start now rather than wait for batch_interval."""
-        pending = len(self._pending)
-        # The last clause: nothing more can arrive before something is acked.
-        return (pending >= self._full or self._tick_due
-                or (pending > 0 and pending + self._unacked >= self._prefetch))
+    # --- batches (IBatchStore) ------------------------------------------------------
 
     def _on_tick(self) -> None:
         self._tick_due = True
-        self._kick()
+        self.batches.flush()
 
-    def _kick(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if not self._pending and not self._tick_due:
-            return
-        if self._inflight >= PIPELINE:
-            self._sealed = self._sealed or self._ready()
-            return
-        self._sealed = False
-        self._inflight += 1
-        d = defer.ensureDeferred(self._run_batch())
-        d.addErrback(lambda f: self.log.failure("correlator batch failed", f))
-        d.addBoth(self._batch_finished)
-
-    def _batch_finished(self, _result) -> None:
-        self._inflight -= 1
-        if not self._inflight:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
-        if self._stopping:
-            return
-        if self._sealed or self._ready():
-            self._kick()
-        elif self._pending:
-            # batch_interval is the longest wait of a message, counted from its
-            # arrival: what came in during the batch just ended may be due now.
-            due = self._pending[0].arrived + self.conf.batch_interval - self.reactor.seconds()
-            if due <= 0:
-                self._kick()
-                return
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer = self.reactor.callLater(due, self._kick)
-
-    async def _run_batch(self) -> None:
-        batch = self._pending[:self._full]
-        del self._pending[:len(batch)]
-        self._unacked += len(batch)
-        try:
-            await self._apply_commit_publish(batch)
-        finally:
-            self._unacked -= len(batch)
-
-    async def _apply_commit_publish(self, batch: list[_Waiting]) -> None:
+    def apply(self, values: list[tuple[Any, str | None]]) -> _Applied:
+        """Step 1 (reactor thread, pure): a reload first, as an input, then the inputs, the tick."""
         now = time.time()
         out: list[tuple[str, messages.Alarm]] = []
-        try:
-            # 1. apply (reactor thread, pure); a reload first, as an input
-            if self._new_config is not None:
-                (settings, parents), self._new_config = self._new_config, None
-                out.extend(self._use_config(settings, parents, now))
-            for w in batch:
-                out.extend(self.correlator.apply(w.message, w.message_id, now))
-            if self._tick_due:
-                self._tick_due = False
-                out.extend(self.correlator.tick(now))
-            encoded = [(mid, messages.encode(alarm)) for mid, alarm in out]
-            # The next batch may apply meanwhile: its changes wait for its own
-            # snapshot, taken once this commit has ended.
-            if self._inflight < PIPELINE and self._ready():
-                self.reactor.callLater(0, self._kick)
-            await self._commit_lock.acquire()
-            try:
-                snapshot = self.store.snapshot(self.states.dirty(),
-                                               self.states.take_forgotten())
-                done, self._confirmed = self._confirmed, []
-                # 2. commit (thread), retried while the database is away; an idle
-                # tick with nothing to write costs no transaction.
-                if snapshot or encoded or done:
-                    await self._commit(snapshot, encoded, done)
-            finally:
-                self._commit_lock.release()
-        except Exception:
-            for w in batch:
-                w.deferred.errback(Failure())
-            raise
-        # 3. publish, each confirmed (or in the on-disk buffer) before 4.
-        try:
-            await defer.gatherResults([self._publish(mid, body, alarm.host)
-                                       for (mid, body), (_, alarm) in zip(encoded, out)])
-        except Exception:
-            # Committed, so in the outbox (published again at the next start);
-            # the inputs go back to the broker and come back as duplicates.
-            for w in batch:
-                w.deferred.errback(Failure())
-            raise
-        self._confirmed.extend(mid for mid, _ in encoded)
-        self.counters.inc("alarms_published", len(out))
-        self.counters.inc("applied", len(batch))
-        # 4. ack
-        for w in batch:
-            w.deferred.callback(None)
+        if self._new_config is not None:
+            (settings, parents), self._new_config = self._new_config, None
+            out.extend(self._use_config(settings, parents, now))
+        for message, message_id in values:
+            out.extend(self.correlator.apply(message, message_id, now))
+        if self._tick_due:
+            self._tick_due = False
+            out.extend(self.correlator.tick(now))
+        return _Applied(out, [(mid, messages.encode(alarm)) for mid, alarm in out], len(values))
 
-    async def _commit(self, snapshot, outbox_add, outbox_done) -> None:
-        attempt = 0
-        while True:
-            try:
-                await threads.deferToThreadPool(self.reactor, self._pool, self.store.save,
-                                                snapshot, outbox_add, outbox_done)
-                if self.state != "ready":
-                    self.log.info("database writable again")
-                self.state, self.last_error = "ready", None
-                return
-            except Exception as exc:
-                if not is_outage(exc) or self._stopping:
-                    raise
-                attempt += 1
-                self.state, self.last_error = "database unavailable", error_summary(exc)
-                delay = backoff_delay(attempt, self.db.retry_initial, self.db.retry_max)
-                self.log.warn("correlator state not saved ({error}); retry {n} in {delay:.1f}s",
-                              error=self.last_error, n=attempt, delay=delay)
-                self.counters.inc("commit_retries")
-                await task.deferLater(self.reactor, delay, lambda: None)
+    def snapshot(self, applied: _Applied) -> tuple | None:
+        """What changed since the previous commit, the alarms to add and the confirmed ids.
+
+        An idle tick with nothing to write costs no transaction.
+        """
+        snapshot = self.store.snapshot(self.states.dirty(), self.states.take_forgotten())
+        done, self._confirmed = self._confirmed, []
+        if snapshot or applied.encoded or done:
+            return snapshot, applied.encoded, done
+        return None
+
+    def commit(self, work: tuple) -> None:
+        """Step 2 (thread): the state and the outbox in one transaction."""
+        self.store.save(*work)
+
+    async def committed(self, applied: _Applied, _result: None) -> None:
+        """Step 3: publish, each confirmed (or in the on-disk buffer) before the acks."""
+        await defer.gatherResults([self._publish(mid, body, alarm.host)
+                                   for (mid, body), (_, alarm)
+                                   in zip(applied.encoded, applied.out)])
+        self._confirmed.extend(mid for mid, _ in applied.encoded)
+        self.counters.inc("alarms_published", len(applied.out))
+        self.counters.inc("applied", applied.inputs)
+
+    def failed(self, applied: _Applied | None, work: tuple | None, failure: Failure) -> None:
+        """Not committed: the inputs go back to the broker and are applied again."""
+        self.log.failure("correlator batch failed", failure)
+
+    def outage(self, error: BaseException, attempt: int, delay: float, size: int) -> None:
+        """The database is away: the batch's state is kept and saved again."""
+        self.log.warn("correlator state not saved ({error}); retry {n} in {delay:.1f}s",
+                      error=error_summary(error), n=attempt, delay=delay)
+        self.counters.inc("commit_retries")
+
+    def recovered(self, attempts: int) -> None:
+        """The database took the state again."""
+        self.log.info("database writable again")
 
     def _publish(self, message_id: str, body: bytes, host: str) -> defer.Deferred:
         return self.publisher.publish_raw(self.alarm_exchange, f"alarm.{host}", body,
