@@ -883,22 +883,7 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
     if not isinstance(message, str):
         bad("message", "expected a text")
         message = ""
-    sel: dict[str, tuple[str, ...]] = {}
-    for key in ("hosts", "device_types", "models", "tags", "constructs", "emails"):
-        try:
-            sel[key] = _names(record.get(key), key)
-        except ValueError as e:
-            bad(key, str(e))
-            sel[key] = ()
-    bad_emails = [e for e in sel["emails"] if not _EMAIL.fullmatch(e)]
-    if bad_emails:
-        bad("emails", f"not an email address: {', '.join(map(repr, bad_emails))}")
-    seed_types = ()
-    if sel["constructs"]:
-        from centaure_shared.inventory import normalize_device_type
-        seed_types = tuple(normalize_device_type(c) for c in sel["constructs"])
-    selector = Selector(hosts=sel["hosts"], device_types=sel["device_types"] + seed_types,
-                        models=sel["models"], tags=sel["tags"], any_of=bool(seed_types))
+    selector, emails = _rule_selector(record, bad)
     when: Condition | None = None
     if ("when" in record) == ("seed" in record):
         bad("when", "give exactly one of when (native condition) or seed (legacy JSON conditions)")
@@ -909,6 +894,48 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
     recovery = None
     if record.get("recovery") is not None:
         recovery = parse_condition(record["recovery"], "recovery", problems, label)
+    for_, valid_until, schedule, lookback = _rule_times(record, bad)
+    if when is not None:
+        for leaf in leaves(when) + leaves(recovery):
+            if leaf.kind == "absent" and for_:
+                bad(leaf.path, "absent already is a duration; do not combine it with for")
+                break
+    if len(problems) > before or when is None:
+        return None
+    return Rule(name=name, when=when, selector=selector, recovery=recovery, for_=for_,
+                valid_until=valid_until, schedule=schedule, severity=severity, message=message,
+                emails=emails, lookback=lookback, where=where)
+
+
+def _rule_selector(record: Mapping[str, Any], bad: Callable[[str, str], None]
+                   ) -> tuple[Selector, tuple[str, ...]]:
+    """Which hosts a rule applies to, and its own email recipients.
+
+    Legacy ``constructs`` (constructor labels) select device types too, as
+    alternatives (any of them) rather than all at once.
+    """
+    sel: dict[str, tuple[str, ...]] = {}
+    for key in ("hosts", "device_types", "models", "tags", "constructs", "emails"):
+        try:
+            sel[key] = _names(record.get(key), key)
+        except ValueError as e:
+            bad(key, str(e))
+            sel[key] = ()
+    bad_emails = [e for e in sel["emails"] if not _EMAIL.fullmatch(e)]
+    if bad_emails:
+        bad("emails", f"not an email address: {', '.join(map(repr, bad_emails))}")
+    seed_types: tuple[str, ...] = ()
+    if sel["constructs"]:
+        from centaure_shared.inventory import normalize_device_type
+        seed_types = tuple(normalize_device_type(c) for c in sel["constructs"])
+    selector = Selector(hosts=sel["hosts"], device_types=sel["device_types"] + seed_types,
+                        models=sel["models"], tags=sel["tags"], any_of=bool(seed_types))
+    return selector, sel["emails"]
+
+
+def _rule_times(record: Mapping[str, Any], bad: Callable[[str, str], None]
+                ) -> tuple[float, float | None, Any, float | None]:
+    """(for, valid_until, schedule, lookback) of a rule, each checked; defaults when absent or bad."""
     for_ = 0.0
     if record.get("for") is not None:
         try:
@@ -936,16 +963,7 @@ def _rule(where: str, record: Mapping[str, Any], problems: list[str]) -> Rule | 
             lookback = parse_duration(record["lookback"])
         except ValueError as e:
             bad("lookback", str(e))
-    if when is not None:
-        for leaf in leaves(when) + leaves(recovery):
-            if leaf.kind == "absent" and for_:
-                bad(leaf.path, "absent already is a duration; do not combine it with for")
-                break
-    if len(problems) > before or when is None:
-        return None
-    return Rule(name=name, when=when, selector=selector, recovery=recovery, for_=for_,
-                valid_until=valid_until, schedule=schedule, severity=severity, message=message,
-                emails=sel["emails"], lookback=lookback, where=where)
+    return for_, valid_until, schedule, lookback
 
 
 def build_rules(records: Iterable[tuple[str, Mapping[str, Any]]], source: str) -> tuple[Rule, ...]:
