@@ -295,6 +295,11 @@ class Status(MessageBase, tag="status", kw_only=True):
     state: Literal["ok", "degraded", "stopping"]
     uptime: Seconds
     counters: dict[str, float]
+    #: ``host:port`` of the broker the connector's process is connected to
+    #: (absent: the embedded bus, disconnected, or an older sender).
+    broker: str | None = None
+    #: The broker's cluster name (its ``cluster_name`` server property).
+    broker_cluster: str | None = None
 
 
 Message = Union[Perf, AlarmSnapshot, Event, Threshold, Alarm, AlarmCommand, Notification, Status]

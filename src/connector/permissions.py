@@ -23,7 +23,7 @@ queue, so a right on one is a right on the other.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from connector.registry import installed
 from connector.topology import all_queues, dead_letter_exchange, exchange_names

@@ -43,13 +43,15 @@ class StatusService(service.Service):
 
     def message(self, state: str | None = None) -> messages.Status:
         """The heartbeat as it would be published now."""
+        health = self.health()
         if state is None:
-            state = "degraded" if self.health().get("degraded") else "ok"
+            state = "degraded" if health.get("degraded") else "ok"
         return messages.Status(
             source=f"{self.connector}@{self.node}",
             connector=self.connector, node=self.node, pid=os.getpid(), version=__version__,
             state=state, uptime=round(time.time() - self.started, 3),
-            counters=self.counters.snapshot())
+            counters=self.counters.snapshot(), broker=health.get("broker_address"),
+            broker_cluster=health.get("broker_cluster"))
 
     def beat(self, state: str | None = None):
         """Publish one heartbeat; a failure is logged, never fatal."""
@@ -87,6 +89,15 @@ class SeenConnector:
     version: str
     uptime: float
     counters: dict
+    broker: str | None = None
+    broker_cluster: str | None = None
+
+    @property
+    def broker_shown(self) -> str:
+        """The broker node as the table shows it: ``host:port (cluster)``, ``-`` when unknown."""
+        if not self.broker:
+            return "-"
+        return f"{self.broker} ({self.broker_cluster})" if self.broker_cluster else self.broker
 
 
 def latest_by_connector(statuses: Iterable[messages.Status]) -> list[SeenConnector]:
@@ -97,7 +108,7 @@ def latest_by_connector(statuses: Iterable[messages.Status]) -> list[SeenConnect
         if key not in latest or latest[key].ts < s.ts:
             latest[key] = s
     return [SeenConnector(s.connector, s.node, s.state, s.ts, s.pid, s.version, s.uptime,
-                          dict(s.counters))
+                          dict(s.counters), s.broker, s.broker_cluster)
             for _, s in sorted(latest.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
@@ -106,7 +117,7 @@ KEY_COUNTERS = ("published", "received", "handled", "buffered", "dead_lettered",
 
 def status_table(seen: list[SeenConnector], now: float, interval: float, lost_after: int) -> str:
     """The table ``centaure status`` prints; silent for ``lost_after`` intervals = lost."""
-    header = ("NODE", "CONNECTOR", "STATE", "LAST SEEN", "UPTIME", "PID") + tuple(
+    header = ("NODE", "CONNECTOR", "STATE", "LAST SEEN", "UPTIME", "PID", "BROKER") + tuple(
         k.upper() for k in KEY_COUNTERS)
     rows = [header]
     for s in seen:
@@ -115,7 +126,7 @@ def status_table(seen: list[SeenConnector], now: float, interval: float, lost_af
         if s.state == "stopping":
             state = "stopped"
         rows.append((s.node, s.connector, state, f"{age:.0f}s ago", f"{s.uptime:.0f}s",
-                     str(s.pid)) + tuple(_fmt(s.counters.get(k, 0)) for k in KEY_COUNTERS))
+                     str(s.pid), s.broker_shown) + tuple(_fmt(s.counters.get(k, 0)) for k in KEY_COUNTERS))
     if len(rows) == 1:
         return "no connector heartbeat seen on the bus"
     return format_table(rows)

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -189,3 +190,51 @@ def test_definitions_give_each_connector_only_its_rights(write_settings, prefix,
     finally:
         if writer.is_open:
             writer.close()
+
+
+def test_status_and_health_name_the_broker_node_of_daemons_on_quorum_queues(tmp_path, write_settings,
+                                                                            prefix):
+    """centaure-all on quorum queues declared by bus-config: the same arguments, accepted."""
+    from tests.integration.test_daemon import TWISTD, _free_port, _free_udp_port, _get, _wait
+    from centaure.shipped import example_path
+    from connector_snmp.profiles import SHIPPED_PROFILES_DIR
+
+    port = _free_port()
+    (tmp_path / "inventory.yaml").write_text("devices: []\n")
+    settings = write_settings(bus={"queue_type": "quorum"}, connector={"http_port": str(port)},
+                              snmp={"profiles": SHIPPED_PROFILES_DIR},
+                              traps={"listen": f"127.0.0.1:{_free_udp_port()}",
+                                     "definitions": example_path("traps.yaml")})
+    assert _centaure("bus-config", "-c", settings).returncode == 0
+    cluster = rabbitmqctl("eval", "rabbit_nodes:cluster_name().").strip().strip('<>"')
+    with open(tmp_path / "twistd.log", "w") as log:
+        proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "centaure-all", "-c", settings],
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONPATH=ROOT))
+        try:
+            status, body = _wait(lambda: (lambda r: r if r[0] == 200 else None)(
+                _get(f"http://127.0.0.1:{port}/health")), 30, "/health to answer 200")
+            health = json.loads(body)
+            assert health["broker_address"] == "127.0.0.1:5672"
+            assert health["broker_cluster"] == cluster
+
+            def status_lists_all():
+                out = _centaure("status", "-c", settings)
+                assert out.returncode == 0, out.stderr
+                lines = [l for l in out.stdout.splitlines() if l.startswith("testnode")]
+                return lines if len(lines) >= 5 and all(" ok " in l for l in lines) else None
+
+            lines = _wait(status_lists_all, 60, "centaure status to list the connectors")
+            assert all(f"  127.0.0.1:5672 ({cluster})  " in l for l in lines), lines
+            # Heartbeats carry the user that published them, checked by the broker.
+            conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+            try:
+                method, props, _body = conn.channel().basic_get(f"{prefix}.status")
+                assert method is not None and props.user_id == "guest"
+            finally:
+                conn.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    text = (tmp_path / "twistd.log").read_text()
+    assert "PRECONDITION_FAILED" not in text and "could not start consuming" not in text

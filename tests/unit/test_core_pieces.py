@@ -167,3 +167,34 @@ def test_quorum_queues_need_a_retry_limit_below_the_delivery_limit():
                                             r"queue_type = quorum"):
         settings_from_string("[bus]\nqueue_type = quorum\nretry_limit = 60\n")
     assert settings_from_string("[bus]\nretry_limit = 60\n").bus.retry_limit == 60
+
+
+def test_status_shows_the_broker_node_and_old_heartbeats_still_decode():
+    old = (b'{"type":"status","v":1,"ts":190,"source":"db@n1","connector":"db","node":"n1",'
+           b'"pid":7,"version":"0.1","state":"ok","uptime":3,"counters":{}}')
+    decoded = messages.decode(old, expected_type="status")
+    assert decoded.broker is None and decoded.broker_cluster is None
+    new = messages.Status(source="snmp@n1", ts=195, connector="snmp", node="n1", pid=1,
+                          version="0.1", state="ok", uptime=5, counters={},
+                          broker="10.0.0.2:5672", broker_cluster="rabbit@mq2")
+    assert messages.decode(messages.encode(new)) == new
+    table = status_table(latest_by_connector([decoded, new]), now=200, interval=10, lost_after=3)
+    header, *rows = table.splitlines()
+    assert header.split()[7] == "BROKER"  # after NODE CONNECTOR STATE LAST SEEN UPTIME PID
+    by_connector = {r.split()[1]: r for r in rows}
+    assert "  10.0.0.2:5672 (rabbit@mq2)  " in by_connector["snmp"]
+    assert by_connector["db"].split()[7] == "-"
+
+
+def test_heartbeat_and_health_name_the_broker_node():
+    from twisted.internet import task
+
+    from connector.metrics import Counters
+    from connector.status import StatusService
+
+    health = {"connected": True, "degraded": False, "broker": "amqp://u@mq1:5672/%2F",
+              "broker_address": "mq1:5672", "broker_cluster": "rabbit@mq1"}
+    service = StatusService(None, "snmp", "n1", Counters("snmp"), 10, lambda: health, task.Clock())
+    beat = service.message()
+    assert (beat.state, beat.broker, beat.broker_cluster) == ("ok", "mq1:5672", "rabbit@mq1")
+    assert service.message("stopping").broker == "mq1:5672"

@@ -99,9 +99,13 @@ class AMQPBus(service.Service):
     def health(self) -> dict:
         blocked = self.connection.blocked_reason
         backlog = self._publisher.backlog
+        broker = self.connection.broker if self.connected else None
         return {
             "connected": self.connected,
-            "broker": str(self.connection.broker) if self.connected else None,
+            "broker": str(broker) if broker is not None else None,
+            # Which cluster node: host:port of the URL in use and its cluster name.
+            "broker_address": broker.address if broker is not None else None,
+            "broker_cluster": self.connection.cluster_name if broker is not None else None,
             "blocked": blocked is not None,
             "blocked_reason": blocked,
             "buffered": backlog,

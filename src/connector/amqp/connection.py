@@ -73,6 +73,12 @@ class BrokerURL:
             password=urllib.parse.unquote(parts.password or "guest"),
         )
 
+    @property
+    def address(self) -> str:
+        """``host:port`` (``[v6]:port``): which broker node, without user or vhost."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
     def __str__(self) -> str:
         scheme = "amqps" if self.tls else "amqp"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -182,11 +188,16 @@ class AMQPPublishLink:
 
     log = Logger()
 
-    def __init__(self, protocol: BusProtocol, channel, app_id: str) -> None:
+    def __init__(self, protocol: BusProtocol, channel, app_id: str, user_id: str = "") -> None:
         self.protocol = protocol
         self.channel = channel
         self.app_id = app_id
-        self._app_id = fastpath.shortstr(app_id)
+        # user-id is the user this connection logged in as: RabbitMQ refuses a
+        # message whose user-id is another's, so consumers can trust who sent it.
+        self.user_id = user_id
+        # In a content header user-id comes just before app-id: encoded together.
+        self._app_id = (fastpath.shortstr(user_id) if user_id else b"") + fastpath.shortstr(app_id)
+        self._user_flag = fastpath.USER_ID_FLAG if user_id else 0
         self.tag = 0
 
     def send(self, record: BufferedMessage) -> int:
@@ -205,11 +216,14 @@ class AMQPPublishLink:
                 "app-id": self.app_id,
                 "headers": record.headers,
             }
+            if self.user_id:
+                properties["user-id"] = self.user_id
             self.protocol.fast_publish(PUBLISH_CHANNEL, record.exchange, record.routing_key,
                                        properties, record.body)
         else:
-            encoded = fastpath.encode_standard_properties(
+            flags, encoded_properties = fastpath.encode_standard_properties(
                 record.message_id, int(record.timestamp), record.msg_type, self._app_id)
+            encoded = (flags | self._user_flag, encoded_properties)
             self.protocol.fast_publish(PUBLISH_CHANNEL, record.exchange, record.routing_key,
                                        None, record.body, encoded)
         return self.tag
@@ -273,6 +287,16 @@ class BusConnection(service.Service):
         """The broker we are connected to (None when disconnected)."""
         return self.protocol.broker if self.protocol is not None else None
 
+    @property
+    def cluster_name(self) -> str | None:
+        """The ``cluster_name`` the broker announced on connecting (None when unknown)."""
+        if self.protocol is None:
+            return None
+        value = getattr(self.protocol, "server_properties", {}).get("cluster_name")
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return value or None
+
     def add_subscriber(self, subscriber) -> None:
         """Attach ``subscriber`` now if connected, and after every reconnection."""
         self.subscribers.append(subscriber)
@@ -312,7 +336,7 @@ class BusConnection(service.Service):
         self.connections += 1
         self.blocked_reason = None
         self.log.info("connected to {broker}", broker=str(broker))
-        self.publisher.link_up(AMQPPublishLink(protocol, channel, self.app_id))
+        self.publisher.link_up(AMQPPublishLink(protocol, channel, self.app_id, broker.username))
         for sub in self.subscribers:
             sub.attach(protocol).addErrback(self._attach_failed, protocol)
 

@@ -100,6 +100,8 @@ def encode_properties(properties: dict) -> tuple[int, bytes]:
 
 _JSON_PERSISTENT = shortstr("application/json") + b"\x02"
 _STANDARD_FLAGS = (1 << 15) | (1 << 12) | (1 << 7) | (1 << 6) | (1 << 5) | (1 << 3)
+#: The user-id property's flag, added to the standard ones when a user is set.
+USER_ID_FLAG = 1 << 4
 
 
 def encode_standard_properties(message_id: str, timestamp: int, msg_type: str,

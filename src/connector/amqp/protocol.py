@@ -27,6 +27,8 @@ class BusDelegate(TwistedDelegate):
     log = Logger()
 
     def connection_start(self, ch, msg):
+        # The broker's server properties name its cluster (cluster_name).
+        self.client.server_properties = dict(msg.server_properties or {})
         ch.connection_start_ok(
             client_properties=fieldtable.client_properties("centaure", __version__),
             mechanism=self.client.mechanism,
