@@ -55,7 +55,11 @@ import msgspec
 import sqlalchemy as sa
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from connector.batching import BatchCommitter
+from connector.interfaces import IBatchStore
 from connector.messages import Threshold
 
 from .schema import AlerterSchema, make_schema
@@ -133,6 +137,7 @@ class EvalStateStore:
                 conn.execute(t.delete().where(t.c.host.in_(hosts[i:i + _CHUNK])))
 
 
+@implementer(IBatchStore)
 class StateSaver:
     """Saves the evaluator's changed hosts every ``interval`` seconds, off the reactor thread.
 
@@ -160,8 +165,10 @@ class StateSaver:
         self.errors = 0
         self.last_error: str | None = None
         self._loop: task.LoopingCall | None = None
-        self._running: defer.Deferred | None = None
         self._soon = None
+        # Input-less batches (flush), one at a time; a failed save waits for the next flush.
+        self._batches = BatchCommitter(reactor, self, name="alerter-state",
+                                       run=threads.deferToThread)
 
     def remember(self, saved: Mapping[str, tuple[dict, float | None]]) -> None:
         """What is in the table already (from :meth:`EvalStateStore.load`)."""
@@ -194,31 +201,54 @@ class StateSaver:
             n += 1
         return n
 
-    @defer.inlineCallbacks
-    def flush(self):
+    def flush(self) -> defer.Deferred:
         """Collect and save; fires when this save (and any running) is done. Never fails."""
         self.collect()
-        while self._running is not None:
-            yield self._running
+        return self._batches.flush()
+
+    # --- IBatchStore (the saves) ------------------------------------------------
+
+    def apply(self, values: list) -> None:
+        """Nothing is queued: a save takes what :meth:`collect` gathered."""
+
+    def snapshot(self, applied: None) -> tuple | None:
+        """The hosts waiting to be saved (None: none)."""
         if not self.waiting:
-            return
+            return None
         rows, self.waiting = self.waiting, {}
-        self._running = d = threads.deferToThread(self.store.save, rows, time.time())
-        try:
-            yield d
-        except Exception as e:  # noqa: BLE001 - a database error must not stop the alerter
-            self.errors += 1
-            self.last_error = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self.log.warn("alerter state not saved ({n} hosts), retrying: {error}",
-                          n=len(rows), error=self.last_error)
-            # Keep them, unless a newer state of the host was taken meanwhile.
-            for host, row in rows.items():
-                self.waiting.setdefault(host, row)
-        else:
+        return rows, time.time()
+
+    def commit(self, work: tuple) -> dict[str, tuple[str, float | None]]:
+        """Write the rows (thread); the rows."""
+        rows, now = work
+        self.store.save(rows, now)
+        return rows
+
+    def committed(self, applied: None, rows: dict[str, tuple[str, float | None]] | None) -> None:
+        """Saved (``rows`` None: nothing was waiting): these rows are the checkpoint now."""
+        if rows is not None:
             self.saves += 1
             self.saved.update(rows)
-        finally:
-            self._running = None
+
+    def failed(self, applied: None, work: tuple | None, failure: Failure) -> None:
+        """A database error must not stop the alerter: the rows wait for the next save."""
+        if work is None:
+            return
+        rows, _ = work
+        e = failure.value
+        self.errors += 1
+        self.last_error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        self.log.warn("alerter state not saved ({n} hosts), retrying: {error}",
+                      n=len(rows), error=self.last_error)
+        # Keep them, unless a newer state of the host was taken meanwhile.
+        for host, row in rows.items():
+            self.waiting.setdefault(host, row)
+
+    def outage(self, error: BaseException, attempt: int, delay: float, size: int) -> None:
+        """Not retried in place (no ``is_outage``): the next flush saves again."""
+
+    def recovered(self, attempts: int) -> None:
+        """Not retried in place: nothing to tell."""
 
     @defer.inlineCallbacks
     def stop(self):
