@@ -51,6 +51,35 @@ def drain(queue: str, idle: float = 1.0) -> list[tuple[bytes, dict]]:
     return out
 
 
+def collect(queue: str, want: int, timeout: float = 30, settle: float = 1.0) -> list[tuple]:
+    """(properties, body) of ``queue``'s messages: ``want`` of them, then ``settle`` s for extras.
+
+    Returns what came by ``timeout`` if fewer did: the caller asserts on it.
+    """
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    ch = conn.channel()
+    got: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    extra_until = None
+    try:
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is not None:
+                got.append((props, body))
+                continue
+            now = time.monotonic()
+            if len(got) >= want:
+                extra_until = extra_until or now + settle
+                if now >= extra_until:
+                    break
+            elif now > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        conn.close()
+    return got
+
+
 def assert_all_in_order(seqs: list[int], n: int) -> None:
     """Every 0..n-1 arrived, and first arrivals are in publish order.
 

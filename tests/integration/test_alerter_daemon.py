@@ -26,6 +26,7 @@ from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
+    collect,
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables,
 )
 
@@ -74,27 +75,8 @@ class Thresholds:
 
     def read(self, want: int, timeout: float = 20, settle: float = 0.0) -> list[tuple]:
         """Wait for ``want`` messages in all, then ``settle`` seconds more for extras."""
-        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        ch = conn.channel()
-        deadline = time.monotonic() + timeout
-        extra_until = None
-        try:
-            while True:
-                method, props, body = ch.basic_get(self.queue, auto_ack=True)
-                if method is not None:
-                    self.got.append((props.message_id,
-                                     messages.decode(body, expected_type="threshold")))
-                    continue
-                now = time.monotonic()
-                if len(self.got) >= want:
-                    extra_until = extra_until or now + settle
-                    if now >= extra_until:
-                        break
-                elif now > deadline:
-                    break
-                time.sleep(0.05)
-        finally:
-            conn.close()
+        self.got += [(props.message_id, messages.decode(body, expected_type="threshold"))
+                     for props, body in collect(self.queue, want - len(self.got), timeout, settle)]
         return [(t.host, t.state, round(t.ts - T)) for _, t in self.got]
 
 

@@ -31,6 +31,7 @@ from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
+    collect,
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables, sleep,
 )
 from tests.smtpserver import SmtpServer
@@ -101,29 +102,8 @@ def poll(**values: float) -> messages.Perf:
 
 def thresholds(queue: str, want: int, timeout: float = 30, settle: float = 1.0) -> list[tuple]:
     """(rule, state) of the ``threshold`` messages: ``want`` of them, then ``settle`` s for extras."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    got: list[tuple] = []
-    deadline = time.monotonic() + timeout
-    extra_until = None
-    try:
-        while True:
-            method, _props, body = ch.basic_get(queue, auto_ack=True)
-            if method is not None:
-                t = messages.decode(body, expected_type="threshold")
-                got.append((t.rule, t.state))
-                continue
-            now = time.monotonic()
-            if len(got) >= want:
-                extra_until = extra_until or now + settle
-                if now >= extra_until:
-                    break
-            elif now > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        conn.close()
-    return got
+    return [(t.rule, t.state) for t in (messages.decode(body, expected_type="threshold")
+                                        for _, body in collect(queue, want, timeout, settle))]
 
 
 def log_lines(daemon: TwistdDaemon, text: str) -> list[str]:

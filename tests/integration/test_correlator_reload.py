@@ -31,6 +31,7 @@ from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
+    collect,
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables,
 )
 
@@ -87,28 +88,8 @@ def publish(prefix: str, items: list[messages.AlarmSnapshot]) -> None:
 def read_alarms(queue: str, want: int, timeout: float = 30,
                 settle: float = 1.0) -> list[messages.Alarm]:
     """``want`` alarm messages, then ``settle`` seconds more for any extra."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    got: list[messages.Alarm] = []
-    deadline = time.monotonic() + timeout
-    extra_until = None
-    try:
-        while True:
-            method, _props, body = ch.basic_get(queue, auto_ack=True)
-            if method is not None:
-                got.append(messages.decode(body, expected_type="alarm"))
-                continue
-            now = time.monotonic()
-            if len(got) >= want:
-                extra_until = extra_until or now + settle
-                if now >= extra_until:
-                    break
-            elif now > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        conn.close()
-    return got
+    return [messages.decode(body, expected_type="alarm")
+            for _, body in collect(queue, want, timeout, settle)]
 
 
 def hup_and_wait(daemon: TwistdDaemon, text: str) -> str:
