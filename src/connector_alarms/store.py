@@ -57,6 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from zope.interface import Interface, implementer
 
 from .model import SEEN_IDS_PER_HOST, AlarmRecord, HostState, SeenIds
 from .schema import AlarmSchema, make_schema
@@ -170,6 +171,20 @@ def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
         yield items[i:i + size]
 
 
+class IAlarmStateStore(Interface):
+    """Where the correlator's host states and outbox survive restarts."""
+
+    def snapshot(states, forgotten=()):
+        """Copy what the commit writes (reactor thread, no I/O): a ``Snapshot``."""
+
+    def save(snapshot, outbox_add=(), outbox_done=()):
+        """Write a snapshot, add alarm messages to the outbox and drop published ones (ONE transaction, a thread)."""
+
+    def load(keep_cleared_since):
+        """The saved host states and the outbox left to publish (a thread)."""
+
+
+@implementer(IAlarmStateStore)
 class StateStore:
     """Loads and saves the correlator's host states and outbox in ``engine``.
 

@@ -26,6 +26,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
+from zope.interface import Interface, implementer
 
 from .schema import AlerterSchema, make_schema
 from .silences import Silence, _row as _silence_row
@@ -61,6 +62,32 @@ class OutboxRow:
     last_error: str | None = None
 
 
+class IOutboxStore(Interface):
+    """The alerter's notification state: groups, last-told records, outbox rows, silences."""
+
+    def load():
+        """The grouper's state and the last-told records."""
+
+    def save(rows, groups, last, now):
+        """Queue outbox rows and write the changed groups and records (ONE transaction); the row ids."""
+
+    def due(now, limit=100, exclude=()):
+        """Pending rows due at ``now`` (at most ``limit``, none of ``exclude``)."""
+
+    def next_due():
+        """When the next pending row is due (None: none)."""
+
+    def mark_many(marks):
+        """Record delivery outcomes (ONE transaction)."""
+
+    def purge(before):
+        """Forget rows done before ``before``; how many."""
+
+    def silences(now):
+        """The silences active at ``now`` or later."""
+
+
+@implementer(IOutboxStore)
 class OutboxStore:
     """The alerter's notification state in one database (``engine``), tables ``prefix``."""
 
