@@ -30,8 +30,10 @@ from typing import Any, Mapping, Sequence
 from twisted.internet import defer, error as net_error, protocol
 from twisted.mail import smtp
 from twisted.python import failure
+from zope.interface import Attribute, Interface, implementer
 
-__all__ = ["DeliveryError", "Mailer", "send_email", "build_email", "post_webhook", "run_command", "sign",
+__all__ = ["INotifierChannel", "EmailChannel", "WebhookChannel", "CommandChannel",
+           "DeliveryError", "Mailer", "send_email", "build_email", "post_webhook", "run_command", "sign",
            "verify_signature", "SIGNATURE_HEADER", "KEY_HEADERS"]
 
 SIGNATURE_HEADER = "X-Centaure-Signature"
@@ -497,3 +499,77 @@ class Mailer:
                         break
                     _settle(self.reactor, job, error)
         self._spawn()
+
+
+# --- channels: what the notifier dispatches an outbox row to ---------------------------
+
+
+class INotifierChannel(Interface):
+    """One way of delivering an outbox row (``[[routes]] receivers`` channel)."""
+
+    name = Attribute("The channel's name in the routes file and the outbox (``email``...).")
+    needs_receiver = Attribute(
+        "True when the route's receiver is needed (its secret or argv live in the routes "
+        "file only, never in the outbox).")
+
+    def send(row, receiver, route):
+        """
+        Deliver ``row`` (an ``OutboxRow``); ``receiver`` and ``route`` are the
+        route's current ones (None when gone). Returns a Deferred that fails
+        with ``DeliveryError``.
+        """
+
+
+@implementer(INotifierChannel)
+class EmailChannel:
+    """Emails through a shared :class:`Mailer` (made on first use)."""
+
+    name = "email"
+    needs_receiver = False
+
+    def __init__(self, mailer: Any, sender: str, clock: Any) -> None:
+        #: A callable giving the Mailer: SMTP sessions are opened only when mail is sent.
+        self.mailer = mailer
+        self.sender = sender
+        self.clock = clock
+
+    def send(self, row: Any, receiver: Any, route: Any) -> defer.Deferred:
+        """Build the email from the row's payload and queue it on the mailer."""
+        message = build_email(self.sender, [row.recipient], row.payload["subject"],
+                              row.payload["text"], row.payload["html"], row.idem_key,
+                              self.clock())
+        return self.mailer().send(self.sender, [row.recipient], message)
+
+
+@implementer(INotifierChannel)
+class WebhookChannel:
+    """POSTs the rendered body, signed with the receiver's secret."""
+
+    name = "webhook"
+    needs_receiver = True
+
+    def __init__(self, reactor: Any, timeout: float) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+
+    def send(self, row: Any, receiver: Any, route: Any) -> defer.Deferred:
+        """POST the row's body to its URL."""
+        return post_webhook(self.reactor, row.recipient, row.payload["body"].encode("utf-8"),
+                            idempotency_key=row.idem_key, secret=receiver.secret,
+                            timeout=self.timeout)
+
+
+@implementer(INotifierChannel)
+class CommandChannel:
+    """Runs the receiver's command with the notification on its standard input."""
+
+    name = "command"
+    needs_receiver = True
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def send(self, row: Any, receiver: Any, route: Any) -> defer.Deferred:
+        """Run the command, bounded by the route's command timeout."""
+        return run_command(self.reactor, receiver.argv, dict(row.payload["notification"]),
+                           timeout=route.command_timeout)

@@ -180,6 +180,11 @@ class Notifier:
         self._recording = False
         self._limit = defer.DeferredSemaphore(max(1, options.max_concurrent))
         self._mailer: channels.Mailer | None = None
+        #: Channel name -> how an outbox row of it is delivered.
+        self.channels: dict[str, channels.INotifierChannel] = {c.name: c for c in (
+            channels.EmailChannel(self._mail, options.sender, lambda: self.clock()),
+            channels.WebhookChannel(reactor, options.webhook_timeout),
+            channels.CommandChannel(reactor))}
         self._loop: task.LoopingCall | None = None
         #: Live (started with a tick): flushes and deliveries also run when due.
         self._live = False
@@ -577,24 +582,15 @@ class Notifier:
         if route is not None:
             rec = next((r for r in route.receivers
                         if r.channel == row.channel and r.target == row.recipient), None)
-        o = self.options
-        if row.channel == "email":
-            message = channels.build_email(o.sender, [row.recipient], row.payload["subject"],
-                                           row.payload["text"], row.payload["html"],
-                                           row.idem_key, self.clock())
-            return self._mail().send(o.sender, [row.recipient], message)
-        if rec is None:
+        channel = self.channels.get(row.channel)
+        if channel is None:
+            return defer.fail(channels.DeliveryError(f"unknown channel {row.channel!r}", False))
+        if rec is None and channel.needs_receiver:
             # The secret or argv lives in the routes file only, never in the outbox.
             return defer.fail(channels.DeliveryError(
                 f"receiver {row.channel} {row.recipient} is no longer in route "
                 f"{row.route!r}", False))
-        if row.channel == "webhook":
-            return channels.post_webhook(self.reactor, row.recipient,
-                                         row.payload["body"].encode("utf-8"),
-                                         idempotency_key=row.idem_key, secret=rec.secret,
-                                         timeout=o.webhook_timeout)
-        return channels.run_command(self.reactor, rec.argv, dict(
-            row.payload["notification"]), timeout=route.command_timeout)
+        return channel.send(row, rec, route)
 
     async def _deliver_one(self, row: OutboxRow) -> None:
         """Send ``row``; fires once its outcome is recorded."""
