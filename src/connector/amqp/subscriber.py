@@ -15,11 +15,9 @@ from collections import deque
 from twisted.internet import defer
 from twisted.logger import Logger
 from txamqp.client import Closed
-from zope.interface import implementer
 
 from connector.amqp import fastpath
 from connector.consumer import Consumer, Delivery
-from connector.interfaces import ISubscriber
 from connector.topology import QueueSpec
 
 _channel_ids = itertools.count(2)  # channel 1 is the publisher's
@@ -78,9 +76,12 @@ async def declare_queue(channel, spec: QueueSpec) -> None:
                                  routing_key=binding.pattern)
 
 
-@implementer(ISubscriber)
 class AMQPSubscriber:
-    """Consumes one queue on its own channel, across reconnections."""
+    """Consumes one queue on its own channel, across reconnections.
+
+    Not an ``ISubscriber``: the bus's subscriber (``connector.amqp.bus``)
+    provides that and makes one of these per subscribed queue.
+    """
 
     log = Logger()
 
