@@ -224,7 +224,7 @@ def wait_drained(daemon: TwistdDaemon, queue: str, timeout: float = 60) -> None:
 
 
 def test_kill_9_mid_stream_resumes_with_exact_counts(tmp_path, prefix, tables):
-    n = 3000
+    n = 10000
     declare_consumer_queues(prefix, "correlator")
     alarm_queue = declare_check_queue(prefix, "alarm")
     publish_events(prefix, [(f"e{i}", raise_event(i)) for i in range(n)])
