@@ -42,7 +42,10 @@ from typing import Any, Callable, Mapping, Sequence
 from twisted.internet import defer, task, threads
 from twisted.python import failure
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from connector.batching import BatchCommitter
+from connector.interfaces import IBatchStore
 from connector.messages import Alarm, Notification
 from connector.retry import backoff_delay
 
@@ -133,15 +136,51 @@ def _alarm_dict(alarm: Alarm | Mapping[str, Any]) -> dict[str, Any]:
     return {f: getattr(alarm, f) for f in alarm.__struct_fields__}
 
 
-class _Stage:
-    """What waits for one commit: outbox rows, the earliest ``now`` given, who waits."""
+@implementer(IBatchStore)
+class _GroupCommit:
+    """The notifier's state saving as batches: the outbox rows given and the grouper's changes.
 
-    __slots__ = ("rows", "now", "waiters")
+    Every ``(rows, now)`` queued while a commit runs goes into the next one
+    (one transaction for many alarms). A failed commit rolls the grouper's
+    changes back; the committer then fails its callers and every queued one
+    (their changes were built on it): nothing is acked that is not stored.
+    """
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.now: float | None = None
-        self.waiters: list[defer.Deferred] = []
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def apply(self, values: list[tuple[list[dict[str, Any]], float]]) -> tuple[list, float | None, int]:
+        rows = [row for given, _ in values for row in given]
+        now = min((t for _, t in values), default=None)
+        return rows, now, len(values)
+
+    def snapshot(self, applied: tuple[list, float | None, int]) -> Any:
+        rows, now, _ = applied
+        grouper = self.notifier.grouper
+        journal = grouper.take_journal()
+        groups, last = journal.changes(grouper)
+        # Nothing to write still hands the journal over: a failure could not undo it otherwise.
+        return rows, groups, last, now, journal
+
+    def commit(self, work: Any) -> list[int]:
+        rows, groups, last, now, _journal = work
+        if not (rows or groups or last):
+            return []
+        return self.notifier.store.save(rows, groups, last, now)
+
+    def committed(self, applied: tuple[list, float | None, int], ids: list[int]) -> list[list[int]]:
+        return [ids] * applied[2]
+
+    def failed(self, applied: Any, work: Any, failure: Any) -> None:
+        if work is not None:
+            # Nothing was stored: forget what was decided, it will be decided again.
+            self.notifier.grouper.rollback(work[4])
+
+    def outage(self, error: BaseException, attempt: int, delay: float, size: int) -> None:
+        """Not retried here (no outage check): a failed save fails its callers."""
+
+    def recovered(self, attempts: int) -> None:
+        """Not retried here."""
 
 
 class Notifier:
@@ -171,8 +210,10 @@ class Notifier:
         self.silences = SilenceSet()
         self._templates: dict[str, Templates] = {}
         self._use(routes, rule_emails or {})
-        self._stage = _Stage()
-        self._committing = False
+        # run_blocking is looked up at each commit: tests replace it after construction.
+        self._saving = BatchCommitter(reactor, _GroupCommit(self), name="alerter notifier",
+                                      batch_size=None, fail_pending=True,
+                                      run=lambda fn, *a: self.run_blocking(fn, *a))
         self._inflight: set[int] = set()
         # Outcomes of ended sends waiting to be recorded: (row, error, fired when recorded).
         self._outcomes: list[tuple[OutboxRow, channels.DeliveryError | None,
@@ -356,39 +397,7 @@ class Notifier:
         them) are rolled back and all their callers fail: nothing is acked
         that is not stored, and what was undone is decided again.
         """
-        stage = self._stage
-        stage.rows.extend(rows)
-        stage.now = now if stage.now is None else min(stage.now, now)
-        d: defer.Deferred = defer.Deferred()
-        stage.waiters.append(d)
-        if not self._committing:
-            self._committing = True
-            defer.ensureDeferred(self._commit_loop())
-        return d
-
-    async def _commit_loop(self) -> None:
-        try:
-            while self._stage.waiters:
-                stage, self._stage = self._stage, _Stage()
-                journal = self.grouper.take_journal()
-                groups, last = journal.changes(self.grouper)
-                try:
-                    ids: list[int] = []
-                    if stage.rows or groups or last:
-                        ids = await self.run_blocking(self.store.save, stage.rows, groups, last,
-                                                      stage.now)
-                except BaseException:
-                    # Nothing was stored: forget what was decided, it will be decided again.
-                    f = failure.Failure()
-                    later, self._stage = self._stage, _Stage()
-                    self.grouper.rollback(journal)
-                    for d in stage.waiters + later.waiters:
-                        d.errback(f)
-                    continue
-                for d in stage.waiters:
-                    d.callback(ids)
-        finally:
-            self._committing = False
+        return self._saving.add((rows, now))
 
     # --- input --------------------------------------------------------------------
 
