@@ -142,6 +142,7 @@ class Consumer:
             self.queue,
             delivery.body,
             {"message_id": delivery.message_id, "type": delivery.msg_type or "", "headers": headers},
+            durable=True,
         )
 
         def _done(_):

@@ -13,20 +13,27 @@ from zope.interface import Attribute, Interface
 class IPublisher(Interface):
     """Publishes messages on the bus without ever losing an accepted one."""
 
-    def publish(message, headers=None):
+    def publish(message, headers=None, durable=False):
         """
         Publish one message (a ``connector.messages`` struct).
 
-        Returns a Deferred that fires with ``None`` once the message is safe:
-        confirmed by the broker, or committed to the on-disk buffer from which
-        it will be replayed. It fails with ``BufferFull`` when the buffer is
-        full and its policy is ``refuse_newest``.
+        Returns a Deferred that fires with ``None`` once the publisher holds
+        the message, never later because the broker is blocked, hung or slow
+        to confirm: sent and kept in memory until confirmed (within the
+        in-flight window; gone if this process is killed before the broker
+        got it), or committed to the on-disk buffer from which it will be
+        replayed. With ``durable=True`` it fires once the message survives a
+        kill -9 of this process: confirmed by the broker or committed to the
+        buffer (at most about ``[bus] confirm_timeout`` after it was sent);
+        for callers that drop their own copy once told (outboxes, acks).
+        It fails with ``BufferFull`` when the buffer is full and its policy is
+        ``refuse_newest``.
         """
 
-    def publish_raw(exchange, routing_key, body, properties):
+    def publish_raw(exchange, routing_key, body, properties, durable=False):
         """
         Publish an already encoded body (dead letters, replays, tools) with
-        the same guarantee as ``publish``.
+        the same guarantees as ``publish``.
         """
 
 

@@ -1,8 +1,21 @@
 """The reliable publisher: publisher confirms in memory, SQLite on disk.
 
-A message is *accepted* when the Deferred returned by ``publish`` fires: it
-has then been confirmed by the broker or committed to the on-disk buffer.
-Nothing accepted is ever lost, even by a kill -9; a message may be delivered
+``publish`` never waits on the broker. Its Deferred fires once the message is
+*held* by the publisher:
+
+- in memory, inside the in-flight window: sent on the channel and kept until
+  the broker confirms it; whatever the broker then does (blocks, hangs, nacks,
+  drops the connection) the message goes to the disk buffer and is replayed.
+  Held in memory is lost by a kill -9 of this process unless the broker got it
+  first; so was an unconfirmed message before ``publish`` stopped waiting for
+  its confirm (the caller simply was not told about it yet);
+- or on disk, committed to the SQLite buffer: it survives a kill -9.
+
+A caller that drops its own copy of the message once told (an outbox row, an
+acked input, a dead letter's original) passes ``durable=True``: its Deferred
+fires once the broker confirmed the message or it is committed to the buffer,
+which is at most about ``confirm_timeout`` after it was sent (see below).
+Nothing *durable* is ever lost, even by a kill -9; a message may be delivered
 twice after a failure (at-least-once), never zero times.
 
 How a message travels:
@@ -13,6 +26,19 @@ How a message travels:
 - Buffered: when the link is down, blocked or not confirming, it is appended
   to the SQLite buffer, and replayed from there, in order, when the link is
   usable again; a buffered row is deleted only once the broker confirmed it.
+
+A message in flight for more than ``confirm_timeout``: when the broker is not
+blocked, the connection is dropped and every unconfirmed message goes to the
+buffer, to be replayed on the next one. When it is blocked (a memory or disk
+alarm: a broker confirms nothing it has not read yet), the connection is kept
+and the unconfirmed messages are *also* written to the buffer, staying in
+flight: once unblocked, the broker confirms them and their rows are deleted
+(delivered once); if the connection is lost first, their rows are replayed.
+Replaying a message the broker had taken but not confirmed delivers it twice.
+Downstream tolerates it: the SQL writer inserts with insert-ignore on natural
+keys and message ids, the correlator drops ids its host has seen, the
+alerter's evaluator publishes transitions only (but a window leaf counts a
+repeated sample again); see ``docs/design.md``, "Delivery guarantees".
 
 Every message gets a sequence number when it is published and keeps it in the
 buffer, so that messages that were in flight when the link dropped go back to
@@ -58,15 +84,19 @@ class IPublishLink(Interface):
 class _Pending:
     """A message sent and not yet confirmed, or waiting to be buffered."""
 
-    __slots__ = ("seq", "record", "deferred", "buffered", "sent_at")
+    __slots__ = ("seq", "record", "deferred", "buffered", "sent_at", "durable", "saving",
+                 "left")
 
     def __init__(self, seq: int, record: BufferedMessage, deferred: defer.Deferred | None,
-                 buffered: bool) -> None:
+                 buffered: bool, durable: bool = True) -> None:
         self.seq = seq
         self.record = record
-        self.deferred = deferred
+        self.deferred = deferred  # None once the caller was told
         self.buffered = buffered  # True: the row is in SQLite and must be deleted on ack
         self.sent_at = 0.0
+        self.durable = durable  # tell the caller on confirm or disk, not on send
+        self.saving = False  # its row is being written while it stays in flight
+        self.left: str | None = None  # while saving, how it left the window: "acked", "requeued"
 
 
 @implementer(IPublisher)
@@ -103,6 +133,7 @@ class ReliablePublisher:
         self.max_waiting = max(10 * max_in_flight, 10_000)
         self._to_buffer: list[_Pending] = []
         self._to_delete: list[int] = []
+        self._deleting_ids: list[int] = []
         self._flushing = False
         self._deleting = False
         self._reading = False
@@ -225,8 +256,11 @@ class ReliablePublisher:
             for entry in entries:
                 if entry.buffered:
                     self._to_delete.append(entry.seq)
-                else:
-                    entry.deferred.callback(None)
+                elif entry.saving:
+                    entry.left = "acked"  # its row is deleted once written
+                if entry.deferred is not None:
+                    d, entry.deferred = entry.deferred, None
+                    d.callback(None)
             self.counters.inc("published", len(entries))
             if self._to_delete:
                 self._schedule_delete()
@@ -238,7 +272,7 @@ class ReliablePublisher:
 
     # -- IPublisher -----------------------------------------------------
 
-    def publish(self, message, headers=None) -> defer.Deferred:
+    def publish(self, message, headers=None, durable: bool = False) -> defer.Deferred:
         """Publish a message struct; see ``IPublisher.publish``."""
         record = BufferedMessage(
             exchange=messages.exchange_name(self.exchange_prefix, message.msg_type),
@@ -249,9 +283,10 @@ class ReliablePublisher:
             timestamp=message.ts,
             headers=headers,
         )
-        return self._accept(record)
+        return self._accept(record, durable)
 
-    def publish_raw(self, exchange, routing_key, body, properties) -> defer.Deferred:
+    def publish_raw(self, exchange, routing_key, body, properties,
+                    durable: bool = False) -> defer.Deferred:
         """Publish an encoded body; ``properties`` may hold message_id, type, timestamp, headers."""
         record = BufferedMessage(
             exchange=exchange,
@@ -262,7 +297,7 @@ class ReliablePublisher:
             timestamp=properties.get("timestamp") or time.time(),
             headers=properties.get("headers"),
         )
-        return self._accept(record)
+        return self._accept(record, durable)
 
     @property
     def backlog(self) -> int:
@@ -286,20 +321,21 @@ class ReliablePublisher:
         # and the message's sequence number.
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    def _accept(self, record: BufferedMessage) -> defer.Deferred:
+    def _accept(self, record: BufferedMessage, durable: bool) -> defer.Deferred:
         if self._start_error is not None:
             return defer.fail(PublisherClosed(
                 f"the backup buffer did not open ({self._start_error})"))
         d = defer.Deferred()
         if not self._started:
             # Numbered by start(), once the buffer's last id is known.
-            self._to_buffer.append(_Pending(0, record, d, buffered=False))
+            self._to_buffer.append(_Pending(0, record, d, buffered=False, durable=durable))
             return d
         self._seq += 1
-        pending = _Pending(self._seq, record, d, buffered=False)
+        pending = _Pending(self._seq, record, d, buffered=False, durable=durable)
         if self.usable and not self._has_backlog():
             if not self._waiting and len(self._in_flight) < self.max_in_flight:
-                self._send(pending)
+                if self._send(pending):
+                    _held(pending)
                 return d
             if len(self._waiting) < self.max_waiting:
                 self._waiting.append(pending)
@@ -313,8 +349,10 @@ class ReliablePublisher:
         """Send what waits in memory while there is room in flight."""
         waiting, room = self._waiting, self.max_in_flight - len(self._in_flight)
         while waiting and room > 0 and self.usable:
-            if not self._send(waiting.popleft()):
+            pending = waiting.popleft()
+            if not self._send(pending):
                 return
+            _held(pending)
             room -= 1
 
     def _spill_waiting(self) -> None:
@@ -360,9 +398,12 @@ class ReliablePublisher:
         self._spill_waiting()
 
     def _requeue(self, entries: list[_Pending]) -> None:
-        direct = [e for e in entries if not e.buffered]
-        if any(e.buffered for e in entries):
-            # Their rows are still on disk, behind the replay cursor.
+        for e in entries:
+            if e.saving:
+                e.left = "requeued"  # its row, being written, is replayed like any other
+        direct = [e for e in entries if not e.buffered and not e.saving]
+        if any(e.buffered or e.saving for e in entries):
+            # Their rows are (or are about to be) on disk, behind the replay cursor.
             self._rewind = True
         if direct:
             self._to_buffer[:0] = direct
@@ -394,17 +435,33 @@ class ReliablePublisher:
         else:
             stored, refused = batch[lost:], batch[:lost]
         for pending in stored:
+            if pending.saving:
+                self._saved(pending)
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
                 d.callback(None)
         for pending in refused:
+            if pending.saving:
+                pending.saving = False
+                if pending.left is None:
+                    continue  # still in flight: the next check tries to save it again
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
                 d.errback(BufferFull(
                     f"publisher buffer is full ({result.limit}, policy {self.buffer.buffer.policy})"))
+        if self._to_delete:
+            self._schedule_delete()
         if self._to_buffer:
             self._flush()
         self._pump()
+
+    def _saved(self, pending: _Pending) -> None:
+        """The row of a message still in flight (or just out of it) is on disk."""
+        pending.saving = False
+        if pending.left == "acked":
+            self._to_delete.append(pending.seq)
+        elif pending.left is None:
+            pending.buffered = True  # deleted on its ack, replayed if the link drops
 
     def _flush_failed(self, failure, batch: list[_Pending]) -> None:
         # The disk failed: keep the messages in memory and try again shortly,
@@ -412,7 +469,15 @@ class ReliablePublisher:
         self._flushing = False
         self.log.failure("could not write {n} message(s) to the buffer; retrying", failure, n=len(batch))
         self.counters.inc("errors")
-        self._to_buffer[:0] = batch
+        retry = []
+        for pending in batch:
+            if pending.saving and pending.left is not None:
+                acked, pending.saving, pending.left = pending.left == "acked", False, None
+                if acked:
+                    continue  # confirmed meanwhile: nothing left to keep
+                # Out of the window: now a plain message on its way to disk.
+            retry.append(pending)
+        self._to_buffer = sorted(retry + self._to_buffer, key=lambda p: p.seq)
         self.clock.callLater(1.0, self._retry_flush)
 
     def _retry_flush(self) -> None:
@@ -440,7 +505,15 @@ class ReliablePublisher:
         self._reading = False
         if not self.usable:
             return
+        # Rows of messages still in flight (saved while the broker was blocked)
+        # await their confirm, and confirmed rows await their delete: sending
+        # them again would deliver them twice.
+        flying = {p.seq for p in self._in_flight.values() if p.buffered or p.saving}
+        flying.update(self._to_delete, self._deleting_ids)
         for row_id, record in rows:
+            if row_id in flying:
+                self._replay_cursor = row_id
+                continue
             if not self._send(_Pending(row_id, record, None, buffered=True)):
                 return
             self._replay_cursor = row_id
@@ -464,12 +537,14 @@ class ReliablePublisher:
             return
         ids, self._to_delete = self._to_delete, []
         self._deleting = True
+        self._deleting_ids = ids
         d = self.buffer.delete(ids)
         d.addCallback(self._deleted)
         d.addErrback(self._delete_failed, ids)
 
     def _deleted(self, _count) -> None:
         self._deleting = False
+        self._deleting_ids = []
         self.counters.set("buffered", self.buffer.count())
         if self._to_delete:
             self._schedule_delete()
@@ -478,22 +553,51 @@ class ReliablePublisher:
     def _delete_failed(self, failure, ids) -> None:
         # The rows stay: they will be sent again (a duplicate, never a loss).
         self._deleting = False
+        self._deleting_ids = []
         self.log.failure("could not delete {n} confirmed row(s) from the buffer", failure, n=len(ids))
         self.counters.inc("errors")
 
     def _check_confirms(self) -> None:
         """A broker that takes messages and never confirms them is down too."""
-        if self._link is None or self._blocked or not self._in_flight:
+        if self._link is None or not self._in_flight:
             return
         oldest = next(iter(self._in_flight.values()))
         age = self.clock.seconds() - oldest.sent_at
-        if age > self.confirm_timeout:
+        if age > self.confirm_timeout and self._blocked:
+            self._save_in_flight()
+        elif age > self.confirm_timeout:
             self.log.warn(
                 "no publisher confirm for {age:.1f}s: dropping the connection", age=age)
             self.counters.inc("confirm_timeouts")
             link = self._link
             self.link_down("confirm timeout")
             link.abort("confirm timeout")
+
+    def _save_in_flight(self) -> None:
+        """Write the unconfirmed messages to the buffer, keeping them in flight.
+
+        A blocked broker confirms what it has read once the alarm ends: the
+        connection is kept, and each row is deleted on its message's ack. Its
+        durable callers are told once the rows are on disk.
+        """
+        entries = [e for e in self._in_flight.values() if not e.buffered and not e.saving]
+        if not entries:
+            return
+        for e in entries:
+            e.saving = True
+        self.log.warn("no publisher confirm while blocked: {n} message(s) in flight saved "
+                      "to the buffer", n=len(entries))
+        self.counters.inc("saved_in_flight", len(entries))
+        self._to_buffer = sorted(self._to_buffer + entries, key=lambda p: p.seq)
+        if not self._flushing:
+            self._flush()
+
+
+def _held(pending: _Pending) -> None:
+    """Sent, in the in-flight window: tell a caller who does not wait for durability."""
+    if not pending.durable and pending.deferred is not None:
+        d, pending.deferred = pending.deferred, None
+        d.callback(None)
 
 
 def _sleep(clock: IReactorTime, seconds: float) -> defer.Deferred:

@@ -378,8 +378,10 @@ class CorrelatorService(service.Service):
         self.log.info("database writable again")
 
     def _publish(self, message_id: str, body: bytes, host: str) -> defer.Deferred:
+        # Durable: the outbox row is deleted once this fires.
         return self.publisher.publish_raw(self.alarm_exchange, f"alarm.{host}", body,
-                                          {"message_id": message_id, "type": "alarm"})
+                                          {"message_id": message_id, "type": "alarm"},
+                                          durable=True)
 
 
 def _outbox_items(outbox: list[tuple[str, bytes]]):

@@ -382,9 +382,10 @@ class AlerterService(service.Service):
             base = threshold_message_id(t)
             n = occurrences[base] = occurrences.get(base, -1) + 1
             mid = base if n == 0 else threshold_message_id(t, n)
+            # Durable: the perf that gave it is acked once this fires.
             sent.append(self.publisher.publish_raw(
                 exchange, messages.routing_key(t), messages.encode(t),
-                {"message_id": mid, "type": "threshold", "timestamp": t.ts}))
+                {"message_id": mid, "type": "threshold", "timestamp": t.ts}, durable=True))
         if self.saver is not None:
             self.saver.soon()   # the state recording these transitions, soon
         return defer.gatherResults(sent, consumeErrors=True)

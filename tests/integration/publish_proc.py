@@ -4,7 +4,7 @@ Usage: publish_proc.py SETTINGS N ACCEPTED_FILE RATE
 
 Publishes every sequence number in 0..N-1 not already listed in
 ACCEPTED_FILE, at about RATE messages/s, and appends each number to that
-file (flushed at once) when the publisher accepts it. Exits 0 once
+file (flushed at once) when the publisher accepts it as durable. Exits 0 once
 everything it published is confirmed by the broker.
 """
 
@@ -33,7 +33,7 @@ async def main(reactor, settings, n, accepted_path, rate):
     ds = []
     chunk = max(1, int(rate / 50))
     for k, i in enumerate(todo):
-        d = publisher.publish(perf(i))
+        d = publisher.publish(perf(i), durable=True)
         d.addCallback(lambda _, i=i: out.write(f"{i}\n"))
         ds.append(d)
         if k % chunk == chunk - 1:

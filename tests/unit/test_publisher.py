@@ -57,14 +57,17 @@ async def until(pred, timeout=5.0):
 
 
 @pytest_twisted.ensureDeferred
-async def test_direct_publish_fires_on_ack_only(tmp_path):
+async def test_direct_publish_is_held_once_sent(tmp_path):
+    """A publish does not wait for the broker's confirm; a durable one does."""
     p = await make(tmp_path)
     link = FakeLink()
     p.link_up(link)
-    d = p.publish(perf(0))
-    assert not d.called and link.sent == [(1, 0)]
-    p.confirmed(1, multiple=False, ack=True)
-    assert d.called
+    held = p.publish(perf(0))
+    assert held.called and link.sent == [(1, 0)] and p.in_flight == 1
+    durable = p.publish(perf(1), durable=True)
+    assert not durable.called and link.sent[1] == (2, 1)
+    p.confirmed(2, multiple=True, ack=True)
+    assert durable.called and p.in_flight == 0
     await p.stop(grace=0)
 
 
@@ -72,7 +75,7 @@ async def test_direct_publish_fires_on_ack_only(tmp_path):
 async def test_multiple_ack_confirms_all_before(tmp_path):
     p = await make(tmp_path)
     p.link_up(FakeLink())
-    ds = [p.publish(perf(i)) for i in range(5)]
+    ds = [p.publish(perf(i), durable=True) for i in range(5)]
     p.confirmed(3, multiple=True, ack=True)
     assert [d.called for d in ds] == [True, True, True, False, False]
     assert p.in_flight == 2
@@ -178,8 +181,10 @@ async def test_in_flight_window_holds_the_rest_in_memory(tmp_path):
     p.link_up(link)
     ds = [p.publish(perf(i)) for i in range(10)]
     assert len(link.sent) == 4 and p.buffer.count() == 0
+    # Held once in the window; the others wait for room.
+    assert [d.called for d in ds] == [True] * 4 + [False] * 6
     p.confirmed(4, multiple=True, ack=True)
-    assert len(link.sent) == 8
+    assert len(link.sent) == 8 and [d.called for d in ds] == [True] * 8 + [False] * 2
     p.confirmed(8, multiple=True, ack=True)
     p.confirmed(10, multiple=True, ack=True)
     assert all(d.called for d in ds)
@@ -231,3 +236,68 @@ async def test_messages_published_before_start_follow_the_buffered_rows(tmp_path
     assert [s for _, s in link.sent] == [0, 1, 2, 3, 4]
     assert p2.counters.get("errors") == 0
     await p2.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocked_broker_in_flight_goes_to_disk_and_is_sent_once(tmp_path):
+    """Unconfirmed when the broker blocks: on disk after confirm_timeout, link kept;
+    the broker's late ack deletes the rows, nothing is sent twice."""
+    p = await make(tmp_path, confirm_timeout=0.2)
+    link = FakeLink()
+    p.link_up(link)
+    durable = [p.publish(perf(i), durable=True) for i in range(3)]
+    p.blocked("low on memory")
+    later = [p.publish(perf(i)) for i in range(3, 5)]
+    await defer.gatherResults(later)  # blocked: straight to disk
+    assert p.buffer.count() == 2 and not any(d.called for d in durable)
+    await until(lambda: all(d.called for d in durable))  # saved after confirm_timeout
+    assert p.buffer.count() == 5 and p.in_flight == 3
+    assert link.aborted is None and p.counters.get("saved_in_flight") == 3
+    p.unblocked()
+    await until(lambda: len(link.sent) == 5)
+    await turn()
+    # The rows of the messages still in flight are not sent again.
+    assert [seq for _, seq in link.sent] == [0, 1, 2, 3, 4]
+    p.confirmed(5, multiple=True, ack=True)
+    await until(lambda: p.buffer.count() == 0)
+    assert p.in_flight == 0 and len(link.sent) == 5
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_saved_in_flight_replayed_first_when_the_link_drops(tmp_path):
+    """Saved while blocked, then the connection is lost: replayed in publish order."""
+    p = await make(tmp_path, confirm_timeout=0.2)
+    link = FakeLink()
+    p.link_up(link)
+    for i in range(3):
+        p.publish(perf(i))
+    p.blocked("low on memory")
+    await defer.gatherResults([p.publish(perf(i)) for i in range(3, 5)])
+    await until(lambda: p.buffer.count() == 5)
+    p.link_down("lost")
+    link2 = FakeLink()
+    p.link_up(link2)
+    await until(lambda: len(link2.sent) == 5)
+    assert [seq for _, seq in link2.sent] == [0, 1, 2, 3, 4]
+    p.confirmed(5, multiple=True, ack=True)
+    await until(lambda: p.buffer.count() == 0)
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ack_while_saving_deletes_the_row(tmp_path):
+    """Confirmed while its row is being written: the row goes once written."""
+    p = await make(tmp_path, confirm_timeout=0.2)
+    link = FakeLink()
+    p.link_up(link)
+    d = p.publish(perf(0), durable=True)
+    p.blocked("low on memory")
+    await until(lambda: p.counters.get("saved_in_flight") == 1)
+    p.unblocked()
+    p.confirmed(1, multiple=False, ack=True)  # the write is still on its thread
+    assert d.called
+    await until(lambda: p.buffer.count() == 0 and not p._flushing and not p._deleting)
+    await turn()
+    assert p.buffer.count() == 0 and link.sent == [(1, 0)]
+    await p.stop(grace=0)
