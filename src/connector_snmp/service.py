@@ -185,6 +185,8 @@ class PollerService(service.Service):
             self.counters.inc("timeouts")
         elif outcome.error:
             self.counters.inc("poll_errors")
+        # Fires once the publisher holds the messages (sent, or on disk): a blocked or
+        # slow broker never holds the poll up, so the device's next tick is not skipped.
         ds = [self.publisher.publish(m) for m in (outcome.perf, outcome.snapshot) if m is not None]
         if ds:
             results = await defer.DeferredList(ds, consumeErrors=True)
