@@ -237,6 +237,11 @@ class ReliablePublisher:
         """The broker accepts messages again."""
         self.log.info("broker unblocked publishing")
         self._blocked = False
+        # What was sent before the alarm gets a whole confirm_timeout from now:
+        # the broker could not confirm it while blocked.
+        now = self.clock.seconds()
+        for pending in self._in_flight.values():
+            pending.sent_at = now
         self._pump()
 
     def confirmed(self, tag: int, multiple: bool, ack: bool) -> None:

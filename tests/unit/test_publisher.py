@@ -139,7 +139,7 @@ async def test_nack_sends_again(tmp_path):
     p = await make(tmp_path)
     link = FakeLink()
     p.link_up(link)
-    d = p.publish(perf(7))
+    d = p.publish(perf(7), durable=True)
     p.confirmed(1, multiple=False, ack=False)
     await d  # safe on disk
     await until(lambda: len(link.sent) == 2)
@@ -167,9 +167,9 @@ async def test_confirm_timeout_drops_the_link(tmp_path):
     p = await make(tmp_path, confirm_timeout=0.2)
     link = FakeLink()
     p.link_up(link)
-    d = p.publish(perf(1))
+    d = p.publish(perf(1), durable=True)
     await until(lambda: link.aborted is not None, timeout=3)
-    await d  # spilled to disk: accepted
+    await d  # spilled to disk: durable
     assert p.counters.get("confirm_timeouts") == 1 and p.buffer.count() == 1
     await p.stop(grace=0)
 
@@ -255,9 +255,10 @@ async def test_blocked_broker_in_flight_goes_to_disk_and_is_sent_once(tmp_path):
     assert link.aborted is None and p.counters.get("saved_in_flight") == 3
     p.unblocked()
     await until(lambda: len(link.sent) == 5)
-    await turn()
-    # The rows of the messages still in flight are not sent again.
-    assert [seq for _, seq in link.sent] == [0, 1, 2, 3, 4]
+    await turn(10)
+    # The rows of the messages still in flight are not sent again, and the broker
+    # has a whole confirm_timeout after the alarm to confirm them.
+    assert [seq for _, seq in link.sent] == [0, 1, 2, 3, 4] and link.aborted is None
     p.confirmed(5, multiple=True, ack=True)
     await until(lambda: p.buffer.count() == 0)
     assert p.in_flight == 0 and len(link.sent) == 5
