@@ -129,3 +129,27 @@ def sql_database(request, tmp_path):
     finally:
         sa.Table(name, sa.MetaData()).drop(engine, checkfirst=True)
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster():
+    """A 3-node RabbitMQ cluster on free ports, started once per run for the tests that ask.
+
+    Its nodes and folder are removed at the end. If it cannot start, the
+    tests that use it error with the reason.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from tests.cluster import Cluster
+
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="centaure-cluster-")))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

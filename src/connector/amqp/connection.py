@@ -1,21 +1,24 @@
 """The connection to RabbitMQ: failover over a list of brokers, backoff, TLS.
 
-``BusConnection`` is a Twisted service built on ``ClientService``: it keeps
-one AMQP connection open, trying each broker URL in turn, with exponential
-backoff and jitter between rounds. Once the AMQP handshake is done it opens
-the publishing channel (confirm mode) and lets each subscriber open its own;
-when the connection is lost it tells them all, and ``ClientService``
-reconnects.
+``BusConnection`` is a Twisted service that keeps one AMQP connection open.
+Each attempt (TCP connect, AMQP handshake, publishing channel in confirm
+mode) must finish within ``connect_timeout``. A broker whose attempt fails
+or times out, or whose connection is lost (dead peer, missed heartbeats,
+publisher confirms that never come), becomes *suspect*: the next attempt
+goes to the next URL of the list at once, and the suspect one is tried again
+only after its own exponential backoff (with jitter). So a hung node, which
+accepts TCP connections and never answers, is skipped instead of retried.
+Once connected it lets each subscriber open its own channel; when the
+connection is lost it tells the publisher and the subscribers.
 """
 
 from __future__ import annotations
 
 import random
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.application import service
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, ssl
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -229,7 +232,28 @@ class AMQPPublishLink:
         return self.tag
 
     def abort(self, reason: str) -> None:
-        self.protocol.abort()
+        self.protocol.abort(reason)
+
+
+class _OneProtocol(Factory):
+    """Builds the one ``BusProtocol`` of a connection attempt."""
+
+    def __init__(self, build) -> None:
+        self.build = build
+        self.built: BusProtocol | None = None
+
+    def buildProtocol(self, addr):
+        self.built = self.build()
+        return self.built
+
+
+@dataclass
+class BrokerState:
+    """What the connection knows of one broker of the list."""
+
+    failures: int = 0          # consecutive failures (attempts or short-lived connections)
+    retry_at: float = 0.0      # no attempt before this time (reactor seconds)
+    last_fault: str = ""       # why it became suspect last
 
 
 class BusConnection(service.Service):
@@ -251,31 +275,32 @@ class BusConnection(service.Service):
         tls: TLSSettings = TLSSettings(),
         exchanges: tuple[str, ...] = (),
     ) -> None:
+        if not brokers:
+            raise BrokerURLError("no broker URL given")
         self.reactor = reactor
         self.brokers = brokers
         self.publisher = publisher
         self.app_id = app_id
         self.spec = load_spec(spec_path)
         self.heartbeat = int(heartbeat)
+        self.connect_timeout = connect_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.tls = tls
         self.exchanges = exchanges
         self.subscribers: list = []
         self.protocol: BusProtocol | None = None
         self.blocked_reason: str | None = None
+        #: Connections made since start, and the reactor time of the last one.
         self.connections = 0
-        self._endpoint = FailoverEndpoint(reactor, brokers, connect_timeout, tls)
-        self._factory = BusProtocolFactory(self._endpoint, self.spec, self.heartbeat, self, reactor)
-        self._client = ClientService(
-            self._endpoint,
-            self._factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=backoff_initial,
-                maxDelay=backoff_max,
-                factor=2.0,
-                jitter=lambda: random.uniform(0, backoff_initial),
-            ),
-            clock=reactor,
-            prepareConnection=self._prepare,
-        )
+        self.connected_at: float | None = None
+        #: Times a broker became suspect (failed attempt or lost connection).
+        self.suspected = 0
+        self.states = [BrokerState() for _ in brokers]
+        self._next = 0
+        self._loop: defer.Deferred | None = None
+        self._waiting: defer.Deferred | None = None
+        self._lost: defer.Deferred | None = None
 
     @property
     def connected(self) -> bool:
@@ -305,11 +330,14 @@ class BusConnection(service.Service):
 
     def startService(self):
         super().startService()
-        self._client.startService()
+        self._loop = defer.ensureDeferred(self._run())
+        self._loop.addErrback(lambda f: self.log.failure("the reconnection loop stopped", f))
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        if self._waiting is not None:
+            self._waiting.cancel()
         protocol = self.protocol
         if protocol is not None:
             for sub in self.subscribers:
@@ -318,25 +346,140 @@ class BusConnection(service.Service):
                 yield protocol.close(within=2)
             except Exception:
                 pass
-        yield self._client.stopService()
+            protocol.abort()
+        if self._loop is not None:
+            yield self._loop
 
-    @defer.inlineCallbacks
-    def _prepare(self, proxy):
-        # ClientService hands us a proxy of the protocol; the listener
-        # callbacks come from the protocol itself, so keep that one.
-        protocol: BusProtocol = self._factory.built
-        broker = protocol.broker
-        yield protocol.authenticate(broker.username, broker.password, mechanism="PLAIN")
-        channel = yield protocol.channel(PUBLISH_CHANNEL)
-        yield channel.channel_open()
-        yield channel.confirm_select()
+    # -- the reconnection loop ---------------------------------------------
+
+    async def _run(self) -> None:
+        while self.running:
+            index, delay = self._choose()
+            if delay > 0 and not await self._sleep(delay):
+                return
+            broker = self.brokers[index]
+            started = self.reactor.seconds()
+            try:
+                protocol = await self._open(broker)
+            except Exception as e:
+                if not self.running:
+                    return
+                why = (f"no answer within connect_timeout ({self.connect_timeout:g}s)"
+                       if isinstance(e, (defer.TimeoutError, defer.CancelledError))
+                       else _describe(e))
+                self._suspect(index, started, why)
+                continue
+            if not self.running:
+                protocol.abort()
+                return
+            self._lost = defer.Deferred()
+            self._connected(index, protocol)
+            reason = await self._lost
+            self._lost = None
+            if not self.running:
+                return
+            self._suspect(index, self.connected_at or started, reason)
+
+    def _choose(self) -> tuple[int, float]:
+        """The broker to try next, and how long to wait before trying it.
+
+        The first broker from the rotation point that is not suspect (or whose
+        backoff is over); if all are waiting, the one whose backoff ends first.
+        """
+        now = self.reactor.seconds()
+        n = len(self.brokers)
+        order = [(self._next + i) % n for i in range(n)]
+        for i in order:
+            if self.states[i].retry_at <= now:
+                return i, 0.0
+        i = min(order, key=lambda k: self.states[k].retry_at)
+        return i, self.states[i].retry_at - now
+
+    def _suspect(self, index: int, since: float, why: str) -> None:
+        """Back off ``index`` and move the rotation past it."""
+        state = self.states[index]
+        now = self.reactor.seconds()
+        if now - since >= self.backoff_max:
+            state.failures = 0  # it served well for a while: a fresh start
+        state.failures += 1
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (state.failures - 1))
+        delay += random.uniform(0, self.backoff_initial)
+        state.retry_at = now + delay
+        state.last_fault = why
+        self.suspected += 1
+        self._next = (index + 1) % len(self.brokers)
+        if len(self.brokers) > 1:
+            self.log.warn("broker {broker} suspect ({why}): trying {next} next, "
+                          "{broker} again in {delay:.1f}s at the earliest",
+                          broker=str(self.brokers[index]), why=why,
+                          next=str(self.brokers[self._choose()[0]]), delay=delay)
+        else:
+            self.log.warn("broker {broker} unavailable ({why}): retrying in {delay:.1f}s",
+                          broker=str(self.brokers[index]), why=why, delay=delay)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds``; False if the service stopped meanwhile."""
+        self._waiting = d = defer.Deferred()
+        call = self.reactor.callLater(seconds, d.callback, None)
+        try:
+            await d
+        except defer.CancelledError:
+            if call.active():
+                call.cancel()
+            return False
+        finally:
+            self._waiting = None
+        return self.running
+
+    def _endpoint(self, broker: BrokerURL):
+        ep = endpoints.HostnameEndpoint(self.reactor, broker.host, broker.port,
+                                        timeout=self.connect_timeout)
+        if broker.tls:
+            ep = endpoints.wrapClientTLS(self.tls.options(broker.host), ep)
+        return ep
+
+    async def _open(self, broker: BrokerURL) -> BusProtocol:
+        """One attempt on ``broker``, bounded by ``connect_timeout`` as a whole."""
+        factory = _OneProtocol(lambda: self._build(broker))
+        attempt = defer.ensureDeferred(self._handshake(broker, factory))
+        attempt.addTimeout(self.connect_timeout, self.reactor)
+        self._waiting = attempt
+        try:
+            return await attempt
+        except BaseException:
+            if factory.built is not None:
+                factory.built.abort()
+            raise
+        finally:
+            self._waiting = None
+
+    def _build(self, broker: BrokerURL) -> BusProtocol:
+        p = BusProtocol(BusDelegate(), broker.vhost, self.spec, self.heartbeat, self,
+                        clock=self.reactor)
+        p.broker = broker
+        return p
+
+    async def _handshake(self, broker: BrokerURL, factory: _OneProtocol) -> BusProtocol:
+        protocol: BusProtocol = await self._endpoint(broker).connect(factory)
+        await protocol.authenticate(broker.username, broker.password, mechanism="PLAIN")
+        channel = await protocol.channel(PUBLISH_CHANNEL)
+        await channel.channel_open()
+        await channel.confirm_select()
         for exchange in self.exchanges:
-            yield channel.exchange_declare(exchange=exchange, type="topic", durable=True)
+            await channel.exchange_declare(exchange=exchange, type="topic", durable=True)
+        protocol.publish_channel = channel
+        return protocol
+
+    def _connected(self, index: int, protocol: BusProtocol) -> None:
+        broker = protocol.broker
         self.protocol = protocol
         self.connections += 1
+        self.connected_at = self.reactor.seconds()
         self.blocked_reason = None
+        self._next = index  # reconnect here first if this connection drops cleanly
         self.log.info("connected to {broker}", broker=str(broker))
-        self.publisher.link_up(AMQPPublishLink(protocol, channel, self.app_id, broker.username))
+        self.publisher.link_up(AMQPPublishLink(protocol, protocol.publish_channel, self.app_id,
+                                               broker.username))
         for sub in self.subscribers:
             sub.attach(protocol).addErrback(self._attach_failed, protocol)
 
@@ -349,19 +492,23 @@ class BusConnection(service.Service):
                            error=failure.getErrorMessage())
         else:
             self.log.failure("could not start consuming; reconnecting", failure)
-        protocol.abort()
+        protocol.abort("could not start consuming")
 
     # -- listener of BusProtocol -----------------------------------------
 
     def connection_lost(self, protocol, reason) -> None:
         if protocol is not self.protocol:
-            return
+            return  # an attempt that failed: the loop already knows
         self.protocol = None
+        why = protocol.fault or (reason.getErrorMessage() if hasattr(reason, "getErrorMessage")
+                                 else str(reason))
         self.log.warn("connection to {broker} lost: {reason}", broker=str(protocol.broker),
-                      reason=reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason)
+                      reason=why)
         self.publisher.link_down(reason)
         for sub in self.subscribers:
             sub.detach(protocol, clean=False)
+        if self._lost is not None and not self._lost.called:
+            self._lost.callback(why)
 
     def confirmed(self, channel_id: int, tag: int, multiple: bool, ack: bool) -> None:
         if channel_id == PUBLISH_CHANNEL:
@@ -378,4 +525,10 @@ class BusConnection(service.Service):
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.log.warn("broker cancelled consumer {tag}: reconnecting to consume again", tag=consumer_tag)
         if self.protocol is not None:
-            self.protocol.abort()
+            self.protocol.abort("broker cancelled a consumer")
+
+
+def _describe(error: BaseException) -> str:
+    """One line on why an attempt failed (never the password: URLs print without it)."""
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200]

@@ -64,9 +64,18 @@ class BusProtocol(AMQClient):
 
     log = Logger()
 
+    #: Heartbeat intervals without any frame from the broker before the
+    #: connection is declared dead (txamqp's default is 3). The broker sends
+    #: a heartbeat every interval / 2 when it has nothing else to send, so
+    #: 1.5 leaves room for one late heartbeat and lets a failover complete
+    #: within two intervals of a broker hanging.
+    MAX_UNSEEN_HEARTBEAT = 1.5
+
     def __init__(self, delegate, vhost, spec, heartbeat, listener, clock=None):
         super().__init__(delegate, vhost, spec, heartbeat=heartbeat, clock=clock)
         self.listener = listener
+        #: Why we dropped the connection ourselves (None: the peer or the network did).
+        self.fault: str | None = None
         # consumer tag -> callback(channel id, fastpath.Deliver)
         self.consumers: dict[str, Callable[[int, fastpath.Deliver], None]] = {}
         self._inbuf = bytearray()
@@ -168,7 +177,19 @@ class BusProtocol(AMQClient):
         finally:
             self.listener.connection_lost(self, reason)
 
-    def abort(self) -> None:
-        """Drop the TCP connection now, without the closing handshake."""
+    def check_heartbeat(self) -> None:
+        # txamqp's timer: nothing received for MAX_UNSEEN_HEARTBEAT intervals.
+        if self.checkHB.active():
+            self.checkHB.cancel()
+        self.abort(f"no frame from the broker for "
+                   f"{self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT:g}s (heartbeat timeout)")
+
+    def abort(self, reason: str | None = None) -> None:
+        """Drop the TCP connection now, without the closing handshake.
+
+        ``reason`` says why, for the log line and the failover decision.
+        """
+        if reason and self.fault is None:
+            self.fault = reason
         if self.transport is not None:
             self.transport.abortConnection()
