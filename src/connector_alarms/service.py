@@ -50,7 +50,6 @@ not applied.
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from typing import Any
 
@@ -64,6 +63,7 @@ from zope.interface import implementer
 from connector import messages, startup
 from connector.batching import BatchCommitter
 from connector.interfaces import IBatchStore, IMessageHandler
+from connector.reload import reload_on_sighup
 from connector.retry import retry_in_thread
 from connector.settings import mask_url
 from connector.topology import connector_queue
@@ -147,16 +147,7 @@ class CorrelatorService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        try:
-            previous = signal.getsignal(signal.SIGHUP)
-
-            def on_hup(signum: int, frame: Any) -> None:
-                self.reactor.callFromThread(self.reload)
-                if callable(previous):  # other connectors of the process reload too
-                    previous(signum, frame)
-            signal.signal(signal.SIGHUP, on_hup)
-        except ValueError:  # not the main thread (tests): no signal
-            pass
+        reload_on_sighup(self.reactor, self.reload)
         d = defer.ensureDeferred(self._start())
         d.addErrback(self._start_failed)
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import time
 from typing import Any
 
@@ -57,6 +56,7 @@ from zope.interface import implementer
 
 from connector import messages, startup
 from connector.interfaces import IMessageHandler
+from connector.reload import reload_on_sighup
 from connector.retry import retry_in_thread
 from connector.settings import settings_dir
 from connector.topology import connector_queue
@@ -101,16 +101,7 @@ class AlerterService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        try:
-            previous = signal.getsignal(signal.SIGHUP)
-
-            def on_hup(signum: int, frame: Any) -> None:
-                self.reactor.callFromThread(self.reload)
-                if callable(previous):  # other connectors of the process reload too
-                    previous(signum, frame)
-            signal.signal(signal.SIGHUP, on_hup)
-        except ValueError:  # not the main thread (tests): no signal
-            pass
+        reload_on_sighup(self.reactor, self.reload)
         d = defer.ensureDeferred(self._start())
         d.addErrback(self._start_failed)
 
