@@ -1,8 +1,8 @@
 """The seams of the core, as ``zope.interface`` interfaces.
 
 Connectors depend on these and never on txamqp, SQLite or a particular bus:
-the AMQP adapter and the embedded bus both provide them, and a later issue can
-put a sharded or replicated implementation behind the same names.
+the AMQP adapter and the embedded bus both provide them, and a sharded or
+replicated implementation can stand behind the same names.
 """
 
 from __future__ import annotations
@@ -76,10 +76,7 @@ class IBus(Interface):
 
 
 class IMembership(Interface):
-    """Answers which live nodes run a given connector (one node by default)."""
-
-    def live_nodes(connector):
-        """Return the sorted list of node names that run ``connector`` now."""
+    """Answers which hosts this node is in charge of, per connector (all of them by default)."""
 
     def owns(connector, host):
         """Return True when this node is in charge of ``host`` for ``connector``."""

@@ -1,4 +1,4 @@
-"""Which live nodes run a connector, and which hosts this node owns.
+"""Which hosts this node owns, per connector.
 
 Every connector runs on one node, which owns every host. Connectors ask
 this object rather than assume it, so that a multi-node membership (answering
@@ -19,9 +19,6 @@ class SingleNodeMembership:
 
     def __init__(self, node: str) -> None:
         self.node = node
-
-    def live_nodes(self, connector: str) -> list[str]:
-        return [self.node]
 
     def owns(self, connector: str, host: str) -> bool:
         return True
