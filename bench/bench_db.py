@@ -96,20 +96,27 @@ def bench_raw(rows: int, batch: int, metrics: int) -> float:
 
 # --- helpers for the daemon parts ----------------------------------------------------
 
+def write_db_settings(d: str, bus_prefix: str, http_port: int, table_prefix: str, batch: int,
+                      extra: str = "") -> str:
+    """The settings file of a bench's ``centaure-db`` (real RabbitMQ and MariaDB); its path."""
+    path = os.path.join(d, "settings.ini")
+    with open(path, "w") as f:
+        f.write(f"[bus]\nurl = {AMQP_URL}\nexchange_prefix = {bus_prefix}\nprefetch = 2000\n\n"
+                f"[buffer]\npath = {d}/buffer-{{connector}}.sqlite3\n\n"
+                f"[connector]\nhttp_port = {http_port}\nnode = bench\n\n"
+                f"[database]\nurl = {MARIADB_URL}\n\n"
+                f"[db]\ntable_prefix = {table_prefix}\nbatch_size = {batch}\n"
+                f"batch_interval = 100ms\n\n{extra}")
+    return path
+
+
 class DbDaemon:
     """``twistd centaure-db`` in a folder of its own."""
 
     def __init__(self, d: str, bus_prefix: str, table_prefix: str, batch: int,
                  extra: str = "") -> None:
         self.port = free_tcp_port()
-        path = os.path.join(d, "settings.ini")
-        with open(path, "w") as f:
-            f.write(f"[bus]\nurl = {AMQP_URL}\nexchange_prefix = {bus_prefix}\nprefetch = 2000\n\n"
-                    f"[buffer]\npath = {d}/buffer-{{connector}}.sqlite3\n\n"
-                    f"[connector]\nhttp_port = {self.port}\nnode = bench\n\n"
-                    f"[database]\nurl = {MARIADB_URL}\n\n"
-                    f"[db]\ntable_prefix = {table_prefix}\nbatch_size = {batch}\n"
-                    f"batch_interval = 100ms\n\n{extra}")
+        path = write_db_settings(d, bus_prefix, self.port, table_prefix, batch, extra)
         self.log = open(os.path.join(d, f"db-{self.port}.log"), "w")
         self.proc = subprocess.Popen([f"{BIN}/twistd", "-n", "--pidfile=", "centaure-db", "-c",
                                       path], cwd=d, stdout=self.log, stderr=subprocess.STDOUT,

@@ -31,8 +31,8 @@ from bench.bench_db import (  # noqa: E402
     AMQP_URL, BIN, MARIADB_URL, DbDaemon, delete_prefixed_bus, drop_prefixed, free_tcp_port)
 
 
-def write_poller_settings(d: str, bus_prefix: str, devices: int, ports: list[int],
-                          interval: int) -> str:
+def write_fleet_files(d: str, devices: int, ports: list[int]) -> None:
+    """inventory.yaml (``devices`` switches spread over the agents' ports) and v2c credentials."""
     with open(os.path.join(d, "inventory.yaml"), "w") as f:
         f.write("devices:\n")
         for i in range(devices):
@@ -40,6 +40,11 @@ def write_poller_settings(d: str, bus_prefix: str, devices: int, ports: list[int
                     f"device_type: switch, id: \"{i}\"}}\n")
     with open(os.path.join(d, "credentials.yaml"), "w") as f:
         f.write("default:\n  version: v2c\n  community: public\n")
+
+
+def write_poller_settings(d: str, bus_prefix: str, devices: int, ports: list[int],
+                          interval: int) -> str:
+    write_fleet_files(d, devices, ports)
     path = os.path.join(d, "snmp.ini")
     with open(path, "w") as f:
         f.write(f"[bus]\nurl = {AMQP_URL}\nexchange_prefix = {bus_prefix}\n\n"

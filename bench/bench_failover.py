@@ -15,7 +15,6 @@ Usage: .venv/bin/python bench/bench_failover.py
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import sys
 import tempfile

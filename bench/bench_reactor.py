@@ -50,7 +50,8 @@ import pika  # noqa: E402
 
 from bench.bench_db import (  # noqa: E402
     AMQP_URL, BIN, MARIADB_URL, DbDaemon, delete_prefixed_bus, drop_prefixed, free_tcp_port,
-    prefill, sustained_rate, watch_rows)
+    prefill, sustained_rate, watch_rows, write_db_settings)
+from bench.bench_db_e2e import write_fleet_files  # noqa: E402
 from bench.bench_traps import build_datagrams, send  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -202,13 +203,7 @@ def run_poller(reactor: str, devices: int, interval: int, window: float, agents:
     d = tempfile.mkdtemp(prefix="bench-reactor-")
     http_port = free_tcp_port()
     ports = [a.port for a in agents]
-    with open(os.path.join(d, "inventory.yaml"), "w") as f:
-        f.write("devices:\n")
-        for i in range(devices):
-            f.write(f"  - {{name: dev{i:05d}, address: 127.0.0.1, port: {ports[i % len(ports)]}, "
-                    f"device_type: switch, id: \"{i}\"}}\n")
-    with open(os.path.join(d, "credentials.yaml"), "w") as f:
-        f.write("default:\n  version: v2c\n  community: public\n")
+    write_fleet_files(d, devices, ports)
     path = os.path.join(d, "settings.ini")
     with open(path, "w") as f:
         f.write(common_settings(d, prefix, http_port)
@@ -249,14 +244,7 @@ class ReactorDbDaemon(DbDaemon):
     def __init__(self, d: str, bus_prefix: str, table_prefix: str, batch: int,
                  reactor: str) -> None:
         self.port = free_tcp_port()
-        path = os.path.join(d, "settings.ini")
-        with open(path, "w") as f:
-            f.write(f"[bus]\nurl = {AMQP_URL}\nexchange_prefix = {bus_prefix}\nprefetch = 2000\n\n"
-                    f"[buffer]\npath = {d}/buffer-{{connector}}.sqlite3\n\n"
-                    f"[connector]\nhttp_port = {self.port}\nnode = bench\n\n"
-                    f"[database]\nurl = {MARIADB_URL}\n\n"
-                    f"[db]\ntable_prefix = {table_prefix}\nbatch_size = {batch}\n"
-                    f"batch_interval = 100ms\n")
+        path = write_db_settings(d, bus_prefix, self.port, table_prefix, batch)
         log = os.path.join(d, f"db-{self.port}.log")
         self.proc = twistd(reactor, "centaure-db", path, d, log)
         self.log = open(log)
