@@ -43,7 +43,17 @@ repeated sample again); see ``docs/design.md``, "Delivery guarantees".
 Every message gets a sequence number when it is published and keeps it in the
 buffer, so that messages that were in flight when the link dropped go back to
 the buffer *before* the ones published after them: replay order is publish
-order.
+order. The replay reads the buffer in id order from a cursor; a row written
+behind the cursor (a message nacked or spilled after the replay passed its
+place) starts the replay over from the beginning, once the rows in flight are
+settled, and a read begun before that (or before a new link) is discarded.
+
+A nack (a quorum queue without a leader, just after a failover, nacks every
+message for a while) puts the publisher in probing mode: new messages go to
+the buffer, and the replay sends one message at a time, each once the
+previous one is confirmed, until the broker acks one; then the rest follow at
+full speed. Messages pipelined behind a nacked one would otherwise be
+accepted ahead of it as soon as the broker accepts again.
 
 The publisher does not know AMQP: it drives an ``IPublishLink`` (the AMQP
 adapter, or a fake in unit tests) and is told of acks, nacks, link up/down and
@@ -137,8 +147,11 @@ class ReliablePublisher:
         self._flushing = False
         self._deleting = False
         self._reading = False
-        self._replay_cursor = 0
-        self._rewind = False
+        self._replay_cursor = 0  # every row up to this id was sent on the current link
+        self._rewind = False  # a row behind the cursor awaits replay
+        self._epoch = 0  # changes when the replay starts over: a read begun before is stale
+        self._probing = False  # after a nack: one message in flight until one is acked
+        self._probe_tag: int | None = None  # the delivery tag of the message probing
         self._delete_call = None
         self._watchdog = None
         self._stopped = False
@@ -215,8 +228,7 @@ class ReliablePublisher:
         """A channel in confirm mode is ready: replay the backlog first."""
         self._link = link
         self._blocked = False
-        self._replay_cursor = 0
-        self._rewind = False
+        self._restart_replay()
         self._pump()
 
     def link_down(self, reason: object = None) -> None:
@@ -224,6 +236,7 @@ class ReliablePublisher:
         if self._link is None:
             return
         self._link = None
+        self._probe_tag = None
         self._spill_in_flight()
 
     def blocked(self, reason: str) -> None:
@@ -257,6 +270,9 @@ class ReliablePublisher:
             entry = self._in_flight.pop(tag, None)
             entries = [entry] if entry is not None else []
         if ack:
+            if self._probe_tag is not None and tag >= self._probe_tag:
+                # The broker accepts again: back to a full in-flight window.
+                self._probing, self._probe_tag = False, None
             self._send_waiting()
             for entry in entries:
                 if entry.buffered:
@@ -272,6 +288,12 @@ class ReliablePublisher:
         else:
             self.counters.inc("nacked", len(entries))
             self.log.warn("broker nacked {n} message(s): they go back to the buffer", n=len(entries))
+            if entries:
+                self._probing = True
+                if self._probe_tag is not None and tag >= self._probe_tag:
+                    self._probe_tag = None  # the probe was refused: another one follows
+                # What waits for room would overtake the nacked messages: to disk, behind them.
+                self._spill_waiting()
             self._requeue(entries)
         self._pump()
 
@@ -368,7 +390,7 @@ class ReliablePublisher:
 
     def _has_backlog(self) -> bool:
         """Whether a new message must queue behind older ones (on disk) to keep the order."""
-        if self._flushing or self._to_buffer:
+        if self._flushing or self._to_buffer or self._probing:
             return True
         if not self.buffer.count():
             return False
@@ -391,6 +413,8 @@ class ReliablePublisher:
             return False
         pending.sent_at = self.clock.seconds()
         self._in_flight[tag] = pending
+        if self._probing and self._probe_tag is None:
+            self._probe_tag = tag
         return True
 
     def _spill_in_flight(self) -> None:
@@ -409,11 +433,23 @@ class ReliablePublisher:
         direct = [e for e in entries if not e.buffered and not e.saving]
         if any(e.buffered or e.saving for e in entries):
             # Their rows are (or are about to be) on disk, behind the replay cursor.
-            self._rewind = True
+            self._start_over()
         if direct:
-            self._to_buffer[:0] = direct
+            # Kept in seq order: the buffer's limits drop or refuse by age within a batch.
+            self._to_buffer = sorted(direct + self._to_buffer, key=lambda p: p.seq)
             if not self._flushing:
                 self._flush()
+
+    def _start_over(self) -> None:
+        """Rows behind the replay cursor await replay: start again from the first row."""
+        self._rewind = True
+        self._epoch += 1
+
+    def _restart_replay(self) -> None:
+        """A new link: the replay starts from the first row, any read under way is stale."""
+        self._replay_cursor = 0
+        self._rewind = False
+        self._epoch += 1
 
     def _flush(self) -> None:
         """Append everything waiting to the buffer, in one transaction."""
@@ -440,6 +476,12 @@ class ReliablePublisher:
         else:
             stored, refused = batch[lost:], batch[:lost]
         for pending in stored:
+            # A message out of the window whose row lands behind the replay cursor
+            # (nacked or spilled after the replay passed its place) is replayed
+            # before anything newer is sent.
+            replay = not pending.saving or pending.left == "requeued"
+            if replay and pending.seq <= self._replay_cursor and self._link is not None:
+                self._start_over()
             if pending.saving:
                 self._saved(pending)
             if pending.deferred is not None:
@@ -493,6 +535,8 @@ class ReliablePublisher:
         """Replay buffered rows while the link is usable and there is room."""
         if not self.usable or self._reading or self._stopped:
             return
+        if self._probing and self._in_flight:
+            return  # one message at a time until the broker acks one
         if self._rewind:
             if any(p.buffered for p in self._in_flight.values()):
                 return  # wait until the replayed window is settled
@@ -503,11 +547,15 @@ class ReliablePublisher:
             return
         self._reading = True
         d = self.buffer.read(after_id=self._replay_cursor, limit=min(room, self.batch_size))
-        d.addCallback(self._replay)
+        d.addCallback(self._replay, self._epoch)
         d.addErrback(self._replay_failed)
 
-    def _replay(self, rows) -> None:
+    def _replay(self, rows, epoch: int) -> None:
         self._reading = False
+        if epoch != self._epoch:
+            # Read for an earlier link or before the replay had to start over.
+            self._pump()
+            return
         if not self.usable:
             return
         # Rows of messages still in flight (saved while the broker was blocked)
@@ -515,15 +563,20 @@ class ReliablePublisher:
         # them again would deliver them twice.
         flying = {p.seq for p in self._in_flight.values() if p.buffered or p.saving}
         flying.update(self._to_delete, self._deleting_ids)
+        handled = 0
         for row_id, record in rows:
             if row_id in flying:
                 self._replay_cursor = row_id
+                handled += 1
                 continue
             if not self._send(_Pending(row_id, record, None, buffered=True)):
                 return
             self._replay_cursor = row_id
+            handled += 1
+            if self._probing:
+                break  # the rest is read again once this one is acked
         if rows:
-            self.counters.inc("replayed", len(rows))
+            self.counters.inc("replayed", handled)
             self._pump()
 
     def _replay_failed(self, failure) -> None:

@@ -302,3 +302,131 @@ async def test_ack_while_saving_deletes_the_row(tmp_path):
     await turn()
     assert p.buffer.count() == 0 and link.sent == [(1, 0)]
     await p.stop(grace=0)
+
+
+class BrokerLink(FakeLink):
+    """Confirms every message 2 ms after it is sent: nacks while ``accepting`` is
+    False (a quorum queue without a leader), acks otherwise; records what it accepted."""
+
+    def __init__(self, publisher: ReliablePublisher) -> None:
+        super().__init__()
+        self.publisher = publisher
+        self.accepting = False
+        self.accepted: list[int] = []
+        self.up = True
+
+    def send(self, record):
+        tag = super().send(record)
+        reactor.callLater(0.002, self._confirm, tag, self.sent[-1][1])
+        return tag
+
+    def _confirm(self, tag: int, seq: int) -> None:
+        if not self.up:
+            return
+        ack = self.accepting
+        if ack:
+            self.accepted.append(seq)
+        self.publisher.confirmed(tag, multiple=False, ack=ack)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nacked_after_the_replay_moved_on_is_sent_again_on_the_same_link(tmp_path):
+    """A message nacked once the replay has passed its place is not left on disk
+    until the next connection."""
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    p.publish(perf(0))  # direct: tag 1
+    p.publish(perf(1))  # direct: tag 2
+    p.blocked("low on memory")
+    await p.publish(perf(2))  # on disk
+    p.unblocked()
+    await until(lambda: [s for _, s in link.sent] == [0, 1, 2])  # the replay sent 2
+    p.confirmed(1, multiple=False, ack=True)
+    p.confirmed(3, multiple=False, ack=True)
+    p.confirmed(2, multiple=False, ack=False)  # 1, nacked after the replay passed it
+    await until(lambda: [s for _, s in link.sent][3:] == [1], timeout=3)
+    p.confirmed(4, multiple=False, ack=True)
+    await until(lambda: p.buffer.count() == 0 and p.in_flight == 0)
+    assert p.counters.get("nacked") == 1
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_read_begun_on_the_old_link_is_not_sent_first_on_the_new_one(tmp_path):
+    """The link drops while the replay reads the next rows: the new link starts over
+    with the unconfirmed rows, in publish order."""
+    p = await make(tmp_path, max_in_flight=4, batch_size=4)
+    await defer.gatherResults([p.publish(perf(i)) for i in range(10)])  # no link: on disk
+    link = FakeLink()
+    p.link_up(link)
+    await until(lambda: len(link.sent) == 4)
+    p.confirmed(2, multiple=True, ack=True)  # room: the next rows are being read
+    assert p._reading
+    p.link_down("lost")
+    link2 = FakeLink()
+    p.link_up(link2)
+    await until(lambda: len(link2.sent) >= 4)
+    sent = [s for _, s in link2.sent]
+    assert sent[:4] == [2, 3, 4, 5]
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failover_to_a_node_that_nacks_for_a_while_keeps_publish_order(tmp_path):
+    """After a failover the new node nacks everything until its queue has a leader
+    again: every message is accepted once, first arrivals in publish order."""
+    p = await make(tmp_path, batch_size=20)
+    old = BrokerLink(p)
+    old.accepting = True
+    p.link_up(old)
+    n, seq = 1000, 0
+    for _ in range(10):
+        for _ in range(10):
+            p.publish(perf(seq))
+            seq += 1
+        await turn(1)
+    old.up = False  # killed: what it had not confirmed is lost with it
+    p.link_down("lost")
+    new = BrokerLink(p)
+    p.link_up(new)
+    while seq < n:
+        for _ in range(10):
+            p.publish(perf(seq))
+            seq += 1
+        await turn(1)
+        if seq == 500:
+            new.accepting = True  # the queue has a leader again
+    await until(lambda: p.backlog == 0 and p.in_flight == 0, timeout=30)
+    first = list(dict.fromkeys(old.accepted + new.accepted))
+    assert sorted(first) == list(range(n)), "some messages were never accepted"
+    assert first == list(range(n)), f"out of order, e.g. {[(a, b) for a, b in zip(first, first[1:]) if b < a][:3]}"
+    assert p.counters.get("nacked") > 0
+    await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_nack_one_message_probes_the_broker_before_the_rest(tmp_path):
+    """The broker nacked: the next messages are not pipelined behind one it may nack
+    again, else those it accepts meanwhile would overtake the ones it refused."""
+    p = await make(tmp_path)
+    link = FakeLink()
+    p.link_up(link)
+    for i in range(5):
+        p.publish(perf(i))  # tags 1..5
+    for tag in range(1, 6):
+        p.confirmed(tag, multiple=False, ack=False)
+    await defer.gatherResults([p.publish(perf(i)) for i in range(5, 10)])
+    await until(lambda: len(link.sent) == 6)
+    await turn(10)
+    assert [s for _, s in link.sent][5:] == [0] and p.in_flight == 1
+    p.confirmed(6, multiple=False, ack=False)  # refused again: probe again
+    await until(lambda: len(link.sent) == 7)
+    await turn(10)
+    assert [s for _, s in link.sent][6:] == [0] and p.in_flight == 1
+    p.confirmed(7, multiple=False, ack=True)  # accepted: the rest follow, in order
+    await until(lambda: len(link.sent) == 16)
+    assert [s for _, s in link.sent][7:] == list(range(1, 10))
+    p.confirmed(16, multiple=True, ack=True)
+    await until(lambda: p.buffer.count() == 0)
+    await p.stop(grace=0)
