@@ -127,15 +127,10 @@ def _first_arrivals_out_of_order(seqs: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(first, first[1:]) if b < a]
 
 
-def _expect_publish_order(seqs: list[int]) -> None:
-    """First arrivals in publish order, checked last (after the failover figures).
-
-    For the faults not yet held to strict order, reported as an expected
-    failure rather than hidden (the kill case asserts it).
-    """
+def _assert_publish_order(seqs: list[int]) -> None:
+    """First arrivals in publish order (copies sent again after a fault aside)."""
     out_of_order = _first_arrivals_out_of_order(seqs)
-    if out_of_order:
-        pytest.xfail(f"first arrivals out of order after failover, e.g. {out_of_order[:3]}")
+    assert not out_of_order, f"first arrivals out of order, e.g. {out_of_order[:3]}"
 
 
 async def _failed_over_from(bus, node, t0: float | None = None) -> float:
@@ -172,8 +167,7 @@ async def test_connected_node_killed(rabbit_cluster, tmp_path, prefix):
     # Every copy beyond the first is a message in flight at the kill, sent again.
     assert len(seqs) - N <= bus.publisher("test").max_in_flight * bus.connection.suspected
     # The new node nacks until the queue has a leader again: still publish order.
-    out_of_order = _first_arrivals_out_of_order(seqs)
-    assert not out_of_order, f"first arrivals out of order, e.g. {out_of_order[:3]}"
+    _assert_publish_order(seqs)
 
 
 @pytest_twisted.ensureDeferred
@@ -196,7 +190,7 @@ async def test_connected_node_frozen_for_30_seconds(rabbit_cluster, tmp_path, pr
     print(f"failover {took[0]:.2f}s, {len(seqs) - N} duplicate(s)")
     assert took[0] <= 2 * HEARTBEAT, f"failover took {took[0]:.1f}s"
     assert len(seqs) - N <= bus.publisher("test").max_in_flight * bus.connection.suspected
-    _expect_publish_order(seqs)
+    _assert_publish_order(seqs)
 
 
 @pytest_twisted.ensureDeferred
@@ -219,7 +213,7 @@ async def test_rolling_restart_of_every_node(rabbit_cluster, tmp_path, prefix):
     assert took, "the bus was never on a node being restarted"
     assert max(took) <= 2 * HEARTBEAT, f"failovers took {took}"
     assert len(seqs) - N <= bus.publisher("test").max_in_flight * bus.connection.suspected
-    _expect_publish_order(seqs)
+    _assert_publish_order(seqs)
 
 
 def _wait_not_quorum_critical(node, timeout: float = 120) -> None:
