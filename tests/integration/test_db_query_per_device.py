@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from twisted.internet import defer, reactor
 
 from connector.consumer import Delivery
-from connector.messages import Metric, Perf
+from connector.messages import Perf
 from connector_db.per_device import PerDeviceLayout, PerDeviceStore
 from centaure_shared.storage.query import QueryError
 from connector_db.per_device_query import per_device_metrics, per_device_samples
 from connector_db.settings import DbSettings
 from connector_db.writer import SqlWriter
-from tests.integration.test_db_query_cli import centaure_query, failed, ok
+from tests.integration.test_db_query_cli import centaure_query, failed, ok, poll
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +45,6 @@ def iso(ts: float) -> str:
     ms = round(ts * 1000)
     return datetime.fromtimestamp(ms // 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") \
         + f".{ms % 1000:03d}Z"
-
-
-def poll(ts: float, k: int, host: str = R1) -> Perf:
-    return Perf(ts=ts, source="centaure-snmp@n1", host=host, address="10.0.0.1",
-                device_type="router", metrics=[
-                    Metric(name="cpu", value=10.0 + k, kind="gauge", unit="%", oid="1.1"),
-                    Metric(name="ifInOctets", index="1", value=1000 * k, kind="counter",
-                           unit="octets", oid="1.2.1"),
-                    Metric(name="ifInOctets", index="2", value=2000 * k + 0.5, kind="counter",
-                           unit="octets", oid="1.2.2"),
-                    Metric(name="sysDescr", value=f"IOS, v{k}", kind="text", oid="1.3")])
 
 
 class Db:
@@ -110,7 +99,7 @@ def db():
 
 @pytest_twisted.ensureDeferred
 async def test_table_and_json_from_legacy_struct(db, tmp_path):
-    await db.fill(LEGACY, [poll(NOW - 7200, 0), poll(NOW - 1800, 1), poll(NOW - 60, 2)])
+    await db.fill(LEGACY, [poll(R1, NOW - 7200, 0), poll(R1, NOW - 1800, 1), poll(R1, NOW - 60, 2)])
     assert f"{db.prefix}cpu_42" in db.tables()  # the writer named them after the inventory id
     cfg = db.settings(tmp_path, LEGACY)
     # The legacy struct keeps whole seconds ('datetime:ts:int'): times lose their 250 ms.
@@ -142,7 +131,7 @@ async def test_table_and_json_from_legacy_struct(db, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_json_from_rich_struct_keeps_kind_unit_and_milliseconds(db, tmp_path):
-    await db.fill(RICH, [poll(NOW - 1800, 1), poll(NOW - 60, 2)])
+    await db.fill(RICH, [poll(R1, NOW - 1800, 1), poll(R1, NOW - 60, 2)])
     cfg = db.settings(tmp_path, RICH)
     start = iso(NOW - 1800)
     out = ok(centaure_query(cfg, R1, "--from", start, "--to", repr(NOW - 60), "--json"))
@@ -165,7 +154,7 @@ async def test_json_from_rich_struct_keeps_kind_unit_and_milliseconds(db, tmp_pa
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_host_and_metric(db, tmp_path):
-    await db.fill(LEGACY, [poll(NOW - 60, 2)])
+    await db.fill(LEGACY, [poll(R1, NOW - 60, 2)])
     cfg = db.settings(tmp_path, LEGACY)
     assert failed(centaure_query(cfg, R1, "ifInOctet")) == (
         f"centaure query: device '{R1}' has no metric 'ifInOctet' (did you mean "
@@ -181,7 +170,7 @@ async def test_unknown_host_and_metric(db, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_python_api(db):
-    await db.fill(LEGACY, [poll(NOW - 60, 2), poll(NOW - 60, 7, host="r3")])
+    await db.fill(LEGACY, [poll(R1, NOW - 60, 2), poll("r3", NOW - 60, 7)])
     layout = PerDeviceLayout(DbSettings().table_struct, db.template, IDS)
     assert per_device_metrics(db.engine, layout, R1) == ["cpu", "ifInOctets", "sysDescr"]
     assert per_device_metrics(db.engine, layout, "r3") == ["cpu", "ifInOctets", "sysDescr"]
