@@ -238,3 +238,67 @@ def test_status_and_health_name_the_broker_node_of_daemons_on_quorum_queues(tmp_
             proc.wait(20)
     text = (tmp_path / "twistd.log").read_text()
     assert "PRECONDITION_FAILED" not in text and "could not start consuming" not in text
+
+
+def _cluster_cleanup(cluster, prefix: str, users: str) -> None:
+    """Delete the prefix's queues and exchanges and the users' accounts from the cluster."""
+    from tests.cluster import ctl
+
+    node = cluster.nodes[0].name
+    for line in ctl(node, "list_users", "--no-table-headers").splitlines():
+        name = line.split("\t")[0]
+        if name == users or name.startswith(users + "-"):
+            ctl(node, "delete_user", name)
+    conn = pika.BlockingConnection(pika.URLParameters(cluster.nodes[0].url))
+    try:
+        ch = conn.channel()
+        for name in ctl(node, "list_queues", "name", "--no-table-headers").split():
+            if name.startswith(prefix + "."):
+                ch.queue_delete(queue=name)
+        for name in ctl(node, "list_exchanges", "name", "--no-table-headers").split():
+            if name.startswith(prefix + "."):
+                ch.exchange_delete(exchange=name)
+    finally:
+        conn.close()
+
+
+def test_definitions_imported_on_one_cluster_node_hold_on_another(rabbit_cluster, write_settings,
+                                                                  prefix, definitions_path):
+    """Users and permissions imported through node 1 are enforced by node 2: they replicate."""
+    from tests.cluster import ctl
+
+    cluster = rabbit_cluster
+    users = f"u{uuid.uuid4().hex[:8]}"
+    settings = write_settings(url=",".join(cluster.urls), bus={"queue_type": "quorum"})
+    out = _centaure("bus-config", "-c", settings, "--definitions", str(definitions_path),
+                    "--user-prefix", users)
+    assert out.returncode == 0, out.stdout + out.stderr
+    definitions_path.chmod(0o644)
+    first, other = cluster.nodes[0], cluster.nodes[1]
+    try:
+        ctl(first.name, "import_definitions", str(definitions_path))
+        ctl(first.name, "change_password", f"{users}-snmp", "poller-pw")
+
+        poller = pika.BlockingConnection(pika.URLParameters(
+            f"amqp://{users}-snmp:poller-pw@127.0.0.1:{other.port}/%2F"))
+        try:
+            ch = poller.channel()
+            ch.confirm_delivery()
+            ch.basic_publish(f"{prefix}.perf", "perf.r1", b'{"cluster": 1}',
+                             pika.BasicProperties(delivery_mode=2))
+            reason = _refused(lambda: ch.basic_publish(f"{prefix}.alarm_command",
+                                                       "alarm_command.x", b"{}"))
+            assert f"exchange '{prefix}.alarm_command'" in reason
+        finally:
+            if poller.is_open:
+                poller.close()
+
+        # The confirmed message sits in the quorum queue the import declared, read on node 3.
+        reader = pika.BlockingConnection(pika.URLParameters(cluster.nodes[2].url))
+        try:
+            method, _props, body = reader.channel().basic_get(f"{prefix}.db", auto_ack=True)
+            assert method is not None and body == b'{"cluster": 1}'
+        finally:
+            reader.close()
+    finally:
+        _cluster_cleanup(cluster, prefix, users)
