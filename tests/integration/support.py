@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pika
 from twisted.internet import defer, reactor, task, threads
@@ -108,6 +109,18 @@ async def wait_until(predicate, timeout: float, what: str, step: float = 0.05) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await sleep(step)
+
+
+async def until_while_alive(daemons, predicate, what: str, timeout: float,
+                            seen: Callable[[], object] = lambda: "") -> None:
+    """Poll ``predicate`` while every daemon runs; fail naming ``what``, ``seen()`` and the last logs."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for d in daemons:
+            assert d.alive(), d.logs()[-3000:]
+        assert time.monotonic() < deadline, \
+            f"timed out waiting for {what}: {seen()}\n{daemons[-1].logs()[-3000:]}"
+        await sleep(0.05)
 
 
 async def ctl(*args: str) -> str:

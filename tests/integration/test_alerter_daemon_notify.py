@@ -49,7 +49,12 @@ from connector import messages
 from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
-from tests.integration.support import declare_consumer_queues, drop_prefixed_tables, sleep
+from tests.integration.support import (
+    declare_consumer_queues,
+    drop_prefixed_tables,
+    sleep,
+    until_while_alive,
+)
 from tests.smtpserver import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -162,13 +167,8 @@ async def test_kill_9_mid_delivery_every_transition_mailed_once_per_key(tmp_path
     alerter = TwistdDaemon("centaure-alerter", tmp_path / "alerter.ini", port)
 
     async def until(predicate, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert alerter.alive(), alerter.logs()[-3000:]
-            assert time.monotonic() < deadline, \
-                f"timed out waiting for {what}: got {sorted(set(keys(smtp)))}\n" \
-                f"{alerter.logs()[-3000:]}"
-            await sleep(0.02)
+        await until_while_alive([alerter], predicate, what, timeout,
+                                lambda: f"got {sorted(set(keys(smtp)))}")
 
     try:
         await threads.deferToThread(alerter.wait_health, ready)

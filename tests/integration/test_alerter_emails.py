@@ -27,7 +27,12 @@ from connector import messages
 from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
-from tests.integration.support import declare_consumer_queues, drop_prefixed_tables, sleep
+from tests.integration.support import (
+    declare_consumer_queues,
+    drop_prefixed_tables,
+    sleep,
+    until_while_alive,
+)
 from tests.smtpserver import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -125,13 +130,7 @@ async def test_rule_emails_get_breach_and_recovery_once(tmp_path, prefix, tables
         for state in ("raised", "cleared")})
 
     async def until(predicate, what: str, timeout: float = 40.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            for d in daemons:
-                assert d.alive(), d.logs()[-3000:]
-            assert time.monotonic() < deadline, \
-                f"timed out waiting for {what}: {received()}\n{daemons[1].logs()[-3000:]}"
-            await sleep(0.05)
+        await until_while_alive(daemons, predicate, what, timeout, received)
 
     try:
         for d in daemons:

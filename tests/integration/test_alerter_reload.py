@@ -31,6 +31,7 @@ from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
+    until_while_alive,
     collect,
     declare_check_queue, declare_consumer_queues, drop_prefixed_tables, sleep,
 )
@@ -200,13 +201,8 @@ async def test_sighup_reloads_routes_and_refuses_a_broken_file(tmp_path, prefix,
         return [m["Subject"] for m in smtp.inbox if m["To"] == address]
 
     async def until(predicate, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert alerter.alive(), alerter.logs()[-3000:]
-            assert time.monotonic() < deadline, \
-                f"timed out waiting for {what}: {[(m['To'], m['Subject']) for m in smtp.inbox]}" \
-                f"\n{alerter.logs()[-3000:]}"
-            await sleep(0.05)
+        await until_while_alive([alerter], predicate, what, timeout,
+                                lambda: [(m["To"], m["Subject"]) for m in smtp.inbox])
 
     try:
         await threads.deferToThread(alerter.wait_health, ready)
