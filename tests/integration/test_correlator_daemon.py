@@ -96,6 +96,15 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
     trap_port = free_udp_port()
     declare_consumer_queues(prefix, "correlator", "db")
     alarm_queue = declare_check_queue(prefix, "alarm")
+    # A second copy of every alarm command, to read what the CLI itself sent.
+    seen = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = seen.channel()
+        ch.exchange_declare(f"{prefix}.alarm_command", "topic", durable=True)
+        ch.queue_declare(f"{prefix}.commands_seen", durable=True)
+        ch.queue_bind(f"{prefix}.commands_seen", f"{prefix}.alarm_command", "#")
+    finally:
+        seen.close()
     corr_ini, corr_port = correlator_settings(tmp_path, prefix, tables, update_interval="4s")
     others = tmp_path / "settings.ini"
     others.write_text(settings_text(
@@ -141,6 +150,17 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
         assert ack.returncode == 0, ack.stderr
         (acked,) = read_alarms(alarm_queue, 1)
         assert (acked.state, acked.ref, acked.acked_by) == ("updated", raised.ref, "alice")
+        # The command carries the user the CLI logged in as, checked by the broker.
+        seen = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        try:
+            method, props, body = seen.channel().basic_get(f"{prefix}.commands_seen",
+                                                           auto_ack=True)
+        finally:
+            seen.close()
+        assert method is not None, "the ack command never reached the alarm_command exchange"
+        command = messages.decode(body, expected_type="alarm_command")
+        assert (command.action, command.ref, command.user) == ("ack", raised.ref, "alice")
+        assert (props.user_id, props.app_id) == ("guest", "cli")
 
         snmptrap(LINK_UP, 103)
         (cleared,) = read_alarms(alarm_queue, 1)

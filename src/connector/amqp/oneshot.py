@@ -62,9 +62,9 @@ async def publish_confirmed(reactor, bus_settings, message, message_id: str, app
     ``require_queue``: refuse (``LookupError``) unless that queue exists, so
     a command is not silently dropped on a bus that ``bus-config`` never set up.
     """
-    from txamqp.content import Content
-
     from connector import messages
+    from connector.amqp.connection import AMQPPublishLink
+    from connector.buffer import BufferedMessage
 
     protocol, channel = await connect(reactor, bus_settings)
     try:
@@ -80,13 +80,13 @@ async def publish_confirmed(reactor, bus_settings, message, message_id: str, app
         confirms = _Confirms()
         protocol.listener = confirms
         await channel.confirm_select()
-        channel.basic_publish(
+        # The daemons' publishing link: the same properties, user-id included
+        # (the user this connection logged in as, checked by the broker).
+        link = AMQPPublishLink(protocol, channel, app_id, protocol.broker.username)
+        link.send(BufferedMessage(
             exchange=messages.exchange_name(bus_settings.exchange_prefix, message.msg_type),
-            routing_key=messages.routing_key(message),
-            content=Content(messages.encode(message), properties={
-                "delivery-mode": 2, "content-type": "application/json",
-                "message-id": message_id, "type": message.msg_type, "app-id": app_id,
-                "timestamp": int(message.ts)}))
+            routing_key=messages.routing_key(message), body=messages.encode(message),
+            message_id=message_id, msg_type=message.msg_type, timestamp=message.ts))
         waited = 0.0
         from twisted.internet import task
 
