@@ -7,13 +7,18 @@ Starts a throw-away 3-node cluster (``tests/cluster.py``), then:
   connected to another node, median of 3 of each (the node is brought back
   between runs);
 - publish rate with confirms of the product's publisher: 20,000 messages into
-  a quorum queue on the cluster and into a classic queue on one node of it.
+  a quorum queue on the cluster and into a classic queue on one node of it;
+  beside it, raw pika (``BlockingConnection``, ``confirm_delivery()``, one
+  confirm awaited per message) publishing the same messages, with the same
+  properties, into the same kind of queue on the same node; median of
+  ``--runs`` of each (a fresh queue every run, deleted afterwards).
 
-Usage: .venv/bin/python bench/bench_failover.py
+Usage: .venv/bin/python bench/bench_failover.py [--runs 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -29,6 +34,8 @@ install_asyncio_reactor()
 
 import pika  # noqa: E402
 from twisted.internet import defer, task, threads  # noqa: E402
+
+from connector import messages  # noqa: E402
 
 from tests.cluster import Cluster  # noqa: E402
 from tests.conftest import settings_text  # noqa: E402
@@ -83,8 +90,17 @@ async def failover(reactor, cluster: Cluster, tmp: Path, how: str, run: int) -> 
     return took
 
 
-async def rate(cluster: Cluster, tmp: Path, kind: str) -> float:
-    prefix = f"rate{kind}"
+def _delete_queue(url: str, prefix: str) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_delete(queue=f"{prefix}.q")
+    ch.exchange_delete(exchange=f"{prefix}.perf")
+    conn.close()
+
+
+async def rate(cluster: Cluster, tmp: Path, kind: str, run: int) -> float:
+    """The product's publisher: msg/s with confirms, ``N`` messages published at once."""
+    prefix = f"rate{kind}{run}"
     _queue(cluster.nodes[0].url, prefix, kind)
     urls = cluster.urls if kind == "quorum" else cluster.urls[:1]
     bus = await start_bus(_settings(tmp, prefix, urls), app_id=prefix)
@@ -95,10 +111,31 @@ async def rate(cluster: Cluster, tmp: Path, kind: str) -> float:
     await settle(bus, timeout=120)
     took = time.perf_counter() - t0
     await bus.stopService()
+    _delete_queue(cluster.nodes[0].url, prefix)
     return N / took
 
 
-async def main(reactor) -> None:
+def raw_pika_rate(cluster: Cluster, kind: str, run: int) -> float:
+    """Raw pika to node 1: msg/s with confirms, each ``basic_publish`` awaiting its confirm."""
+    prefix = f"raw{kind}{run}"
+    url = cluster.nodes[0].url
+    _queue(url, prefix, kind)
+    bodies = [(messages.encode(m), m) for m in (perf(i) for i in range(N))]
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    t0 = time.perf_counter()
+    for i, (body, m) in enumerate(bodies):
+        ch.basic_publish(f"{prefix}.perf", messages.routing_key(m), body, pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id=f"{prefix}-{i}",
+            timestamp=int(m.ts), type=m.msg_type, app_id=prefix, user_id="guest"))
+    took = time.perf_counter() - t0
+    conn.close()
+    _delete_queue(url, prefix)
+    return N / took
+
+
+async def main(reactor, runs: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="centaure-cluster-")))
     try:
@@ -110,11 +147,21 @@ async def main(reactor) -> None:
             print(f"failover, {how} node (heartbeat {HEARTBEAT}s): median "
                   f"{statistics.median(times):.2f}s of {[round(t, 2) for t in times]}", flush=True)
         for kind in ("quorum", "classic"):
-            print(f"publish with confirms, {N} messages, {kind} queue: "
-                  f"{await rate(cluster, tmp, kind):,.0f} msg/s", flush=True)
+            ours, raw = [], []
+            for run in range(runs):
+                ours.append(await rate(cluster, tmp, kind, run))
+                raw.append(await threads.deferToThread(raw_pika_rate, cluster, kind, run))
+            for who, rates in (("Centaure publisher", ours), ("raw pika", raw)):
+                print(f"publish with confirms, {N} messages, {kind} queue, {who}: median "
+                      f"{statistics.median(rates):,.0f} msg/s of {[round(r) for r in rates]}",
+                      flush=True)
     finally:
         cluster.destroy()
 
 
 if __name__ == "__main__":
-    task.react(lambda r: defer.ensureDeferred(main(r)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1,
+                        help="publish-rate runs of each kind; the median is printed")
+    options = parser.parse_args()
+    task.react(lambda r: defer.ensureDeferred(main(r, options.runs)))
