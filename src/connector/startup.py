@@ -21,10 +21,11 @@ import atexit
 import logging
 import os
 import sys
+from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["StartupError", "exit_code", "fail", "startup_line"]
+__all__ = ["StartupError", "exit_code", "fail", "fail_start", "startup_line"]
 
 _log = Logger(namespace="connector.startup")
 
@@ -70,6 +71,17 @@ def fail(process: str, reason: object, reactor=None, code: int = 1) -> None:
     else:
         # Before the reactor runs (a synchronous startService): stop it as it starts.
         reactor.callWhenRunning(reactor.stop)
+
+
+def fail_start(process: str, failure: Any, reason: str, reactor=None) -> None:
+    """A service's asynchronous start-up step failed for good: :func:`fail` with ``reason``.
+
+    The traceback helps a developer, not an operator: it is logged at debug
+    level only, before the one line.
+    """
+    _log.debug("centaure-{process} start failed: {tb}", process=process,
+               tb=failure.getTraceback())
+    fail(process, reason, reactor)
 
 
 def _apply_exit_code() -> None:

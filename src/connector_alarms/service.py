@@ -155,9 +155,7 @@ class CorrelatorService(service.Service):
         """A start-up step failed for good: the process stops with one line saying why."""
         if self._stopping:
             return
-        # The traceback helps a developer, not an operator: debug level only.
-        self.log.debug("centaure-correlator start failed: {tb}", tb=failure.getTraceback())
-        startup.fail(CONNECTOR, _first_line(failure.value), self.reactor)
+        startup.fail_start(CONNECTOR, failure, error_summary(failure.value), self.reactor)
 
     async def _start(self) -> None:
         from . import migrate
@@ -418,7 +416,3 @@ def build(runtime) -> CorrelatorService:
         raise ValueError(f"inventory: {e}") from None
     return CorrelatorService(runtime, engine, parents)
 
-
-def _first_line(exc: BaseException) -> str:
-    """An error's first line: SQLAlchemy puts the statement and its parameters after it."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

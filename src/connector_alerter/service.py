@@ -109,9 +109,9 @@ class AlerterService(service.Service):
         """A start-up step failed for good: the process stops with one line saying why."""
         if self._stopping:
             return
-        # The traceback helps a developer, not an operator: debug level only.
-        self.log.debug("centaure-alerter start failed: {tb}", tb=failure.getTraceback())
-        startup.fail(CONNECTOR, _first_line(failure.value), self.reactor)
+        from centaure_shared.sql import error_summary
+
+        startup.fail_start(CONNECTOR, failure, error_summary(failure.value), self.reactor)
 
     async def _start(self) -> None:
         if self.missing_rules:
@@ -454,7 +454,3 @@ def build(runtime) -> AlerterService:
     alerter.missing_rules = missing_rules
     return alerter
 
-
-def _first_line(exc: BaseException) -> str:
-    """An error's first line: SQLAlchemy puts the statement and its parameters after it."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]

@@ -77,9 +77,7 @@ class DbService(service.Service):
         if self._stopping:
             return
         self.schema_state, self.schema_error = "failed", error_summary(failure.value)
-        # The traceback helps a developer, not an operator: debug level only.
-        self.log.debug("centaure-db start failed: {tb}", tb=failure.getTraceback())
-        startup.fail(CONNECTOR, self.schema_error, self.runtime.reactor)
+        startup.fail_start(CONNECTOR, failure, self.schema_error, self.runtime.reactor)
 
     async def _start(self) -> None:
         revision = await self._schema_ready()
