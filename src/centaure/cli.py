@@ -36,7 +36,7 @@ async def bus_config(reactor, settings) -> int:
         for name in exchange_names(prefix) + (dead_letter_exchange(prefix),):
             await channel.exchange_declare(exchange=name, type="topic", durable=True)
             print(f"exchange {name} (topic, durable)")
-        for spec in all_queues(prefix, settings.bus.queue_type):
+        for spec in all_queues(prefix, settings.bus.queue_type, settings.bus.partitions):
             try:
                 await declare_queue(channel, spec)
             except QueueMismatch as e:

@@ -82,6 +82,29 @@ class IMembership(Interface):
         """Return True when this node is in charge of ``host`` for ``connector``."""
 
 
+class IOwnership(IMembership):
+    """Which partitions of a role this node owns, decided by the broker."""
+
+    partitions = Attribute("How many partitions the hosts are shared over.")
+    owned = Attribute("frozenset of the partitions owned here now.")
+
+    def add_listener(listener):
+        """Tell ``listener`` (an ``IOwnershipListener``) about every change from now on."""
+
+
+class IOwnershipListener(Interface):
+    """What a service does when partitions of its role come and go."""
+
+    def gained(partitions):
+        """``partitions`` (a frozenset) are owned here now; may return a Deferred."""
+
+    def releasing(partitions):
+        """``partitions`` are about to be handed on: finish with them; may return a Deferred."""
+
+    def lost(partitions):
+        """``partitions`` are no longer owned here (handed on, or the connection dropped)."""
+
+
 class IStore(Interface):
     """One table layout of the SQL writer: messages to rows, batches to SQL."""
 

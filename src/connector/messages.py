@@ -32,6 +32,8 @@ from typing import Annotated, Any, Final, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, Struct, field
 
+from connector.partitions import partition_of
+
 __all__ = [
     "SCHEMA_VERSION",
     "SEVERITIES",
@@ -41,6 +43,7 @@ __all__ = [
     "DEAD_LETTER",
     "Severity",
     "MessageError",
+    "host_routing_key",
     "MessageBase",
     "Metric",
     "SnapshotAlarm",
@@ -159,6 +162,15 @@ class ThresholdValue(Struct, kw_only=True, frozen=True, gc=False):
     metric: NonEmpty
     index: str = ""
     value: Scalar
+
+
+class Ownership(Struct, kw_only=True, frozen=True, gc=False):
+    """The partitions of one role a node owns (``[bus] partitions``, several nodes)."""
+
+    partitions: Annotated[int, Meta(ge=1)]
+    owned: list[Annotated[int, Meta(ge=0)]]
+    #: Nodes of that role the broker counted last (consumers of a token queue).
+    members: Count = 0
 
 
 # --- messages -----------------------------------------------------------------
@@ -300,6 +312,8 @@ class Status(MessageBase, tag="status", kw_only=True):
     broker: str | None = None
     #: The broker's cluster name (its ``cluster_name`` server property).
     broker_cluster: str | None = None
+    #: Role -> the partitions its node owns (``[bus] partitions``; absent: one node owns all).
+    ownership: dict[str, Ownership] | None = None
 
 
 Message = Union[Perf, AlarmSnapshot, Event, Threshold, Alarm, AlarmCommand, Notification, Status]
@@ -423,7 +437,7 @@ def _unknown_type(msg_type: str) -> str:
     return f"unknown message type {msg_type!r} (known: {', '.join(MESSAGE_TYPES)})"
 
 
-def routing_key(msg: MessageBase) -> str:
+def routing_key(msg: MessageBase, partitions: int = 0) -> str:
     """
     The topic routing key ``<type>.<host>`` of a message.
 
@@ -431,15 +445,29 @@ def routing_key(msg: MessageBase) -> str:
     without a host use ``<type>._``. Host names are FQDNs, so the key has more
     than two dot-separated words: bind with ``perf.#`` (all hosts) or
     ``perf.router1.example.net`` (one host), not with ``perf.*``.
+
+    With ``partitions`` (``[bus] partitions``, several nodes), a message with
+    a host carries its host's partition as second word,
+    ``<type>.<partition>.<host>`` (``perf.17.router1.example.net``), so that
+    each partition's queue binds ``perf.17.#``.
     """
     if isinstance(msg, Status):
         word = msg.node
+        partitions = 0
     else:
         # `is None`, not `or`: an (invalid) empty host must not pass as "_".
         word = msg.host  # type: ignore[attr-defined]
         if word is None:
-            word = "_"
-    key = f"{msg.msg_type}.{word}"
+            word, partitions = "_", 0
+    return host_routing_key(msg.msg_type, word, partitions)
+
+
+def host_routing_key(msg_type: str, host: str, partitions: int = 0) -> str:
+    """The routing key of a ``msg_type`` message about ``host`` (see :func:`routing_key`)."""
+    if partitions:
+        key = f"{msg_type}.{partition_of(host, partitions)}.{host}"
+    else:
+        key = f"{msg_type}.{host}"
     if len(key.encode("utf-8")) > _MAX_ROUTING_KEY:
         raise MessageError(f"routing key longer than {_MAX_ROUTING_KEY} bytes: {key[:60]!r}...")
     return key

@@ -125,8 +125,11 @@ class ReliablePublisher:
         max_in_flight: int = 2000,
         batch_size: int = 500,
         confirm_timeout: float = 5.0,
+        partitions: int = 0,
     ) -> None:
         self.buffer = buffer
+        #: ``[bus] partitions``: routing keys carry the host's partition when set.
+        self.partitions = partitions
         self.app_id = app_id
         self.exchange_prefix = exchange_prefix
         self.counters = counters
@@ -303,7 +306,7 @@ class ReliablePublisher:
         """Publish a message struct; see ``IPublisher.publish``."""
         record = BufferedMessage(
             exchange=messages.exchange_name(self.exchange_prefix, message.msg_type),
-            routing_key=messages.routing_key(message),
+            routing_key=messages.routing_key(message, self.partitions),
             body=messages.encode(message),
             message_id=self._new_message_id(),
             msg_type=message.msg_type,

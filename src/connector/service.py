@@ -56,6 +56,8 @@ class Runtime:
         self._counters: dict[str, Counters] = {}
         self.bus = make_bus(settings, process_name, reactor, self.counters("bus"))
         self.health_checks: dict[str, object] = {}
+        #: role -> its ownership tokens (``connector.ownership``), with ``[bus] partitions``.
+        self.ownerships: dict[str, object] = {}
 
     def counters(self, name: str) -> Counters:
         """The counters of ``name`` (created once; all are served on /metrics)."""
@@ -73,6 +75,9 @@ class Runtime:
         body = dict(self.bus.health())
         body["node"] = self.node
         body["process"] = self.process_name
+        if self.ownerships:
+            body["ownership"] = {role: holder.describe()
+                                 for role, holder in self.ownerships.items()}
         for name, check in self.health_checks.items():
             status = check()
             body.setdefault("connectors", {})[name] = status

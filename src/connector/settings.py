@@ -1180,8 +1180,25 @@ class BusSettings:
         Duration(0.01, 3600), "500ms", "First wait before reconnecting; doubles at each failure."
     )
     backoff_max: float = setting(Duration(0.01, 86400), "30s", "Longest wait between reconnections.")
+    partitions: int = setting(
+        Int(0, 4096), "0",
+        "Partitions the hosts are shared over by several nodes (the same on every node); "
+        "0: one node owns every host.",
+    )
+    token_refresh: float = setting(
+        Duration(1, 1700), "5m",
+        "How often a node hands an ownership token back to itself (below the broker's "
+        "consumer_timeout, 30 min by default).",
+    )
+    balance_interval: float = setting(
+        Duration(0.5, 3600), "10s",
+        "How often a node compares the partitions it owns with its fair share.",
+    )
 
     def __post_init__(self) -> None:
+        if self.partitions and self.embedded:
+            raise InvalidValue("expected 0 with url = embedded (partitions need RabbitMQ)",
+                               key="partitions")
         if self.backoff_max < self.backoff_initial:
             raise InvalidValue(
                 f"expected at least backoff_initial ({format_duration(self.backoff_initial)})",

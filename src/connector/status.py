@@ -51,7 +51,10 @@ class StatusService(service.Service):
             connector=self.connector, node=self.node, pid=os.getpid(), version=__version__,
             state=state, uptime=round(time.time() - self.started, 3),
             counters=self.counters.snapshot(), broker=health.get("broker_address"),
-            broker_cluster=health.get("broker_cluster"))
+            broker_cluster=health.get("broker_cluster"),
+            ownership={role: messages.Ownership(**owned)
+                       for role, owned in health["ownership"].items()}
+            if health.get("ownership") else None)
 
     def beat(self, state: str | None = None):
         """Publish one heartbeat; a failure is logged, never fatal."""

@@ -141,9 +141,74 @@ def status_queue(prefix: str, queue_type: str = "classic") -> QueueSpec:
                      arguments=arguments)
 
 
-def all_queues(prefix: str, queue_type: str = "classic") -> list[QueueSpec]:
-    """Every queue ``bus-config`` declares."""
-    queues = [connector_queue(prefix, c, queue_type) for c in consumers()]
+#: Connectors whose hosts are shared over partitions when ``[bus] partitions``
+#: is set: each partition has its own queue, read by the node owning it. The
+#: other consuming connectors (the SQL writer) share one queue.
+PARTITIONED = ("correlator", "alerter")
+
+
+def partition_queue(prefix: str, connector: str, partition: int,
+                    queue_type: str = "quorum") -> QueueSpec:
+    """Partition ``partition``'s queue of ``connector``: ``<prefix>.<connector>.p<N>``.
+
+    It receives the messages whose routing key carries that partition
+    (``<type>.<partition>.<host>``); partition 0 also receives the host-less
+    ``alarm_command`` and ``notification`` messages, so that none is dropped
+    unrouted. Single active consumer: even two nodes that both believed they
+    owned the partition would not both receive its messages.
+    """
+    base = connector_queue(prefix, connector, queue_type)
+    bindings = [Binding(b.exchange, f"{t}.{partition}.#")
+                for b, t in zip(base.bindings, base.message_types)]
+    if partition == 0:
+        bindings += [Binding(b.exchange, f"{t}._") for b, t in zip(base.bindings, base.message_types)
+                     if t in ("alarm_command", "notification")]
+    arguments = dict(base.arguments)
+    arguments["x-single-active-consumer"] = True
+    return QueueSpec(name=f"{base.name}.p{partition}", bindings=tuple(bindings),
+                     arguments=arguments)
+
+
+def token_exchange(prefix: str) -> str:
+    """The exchange ownership tokens are put back through (direct, by queue name)."""
+    return f"{prefix}.token"
+
+
+def token_queue(prefix: str, role: str, partition: int) -> QueueSpec:
+    """The queue holding the one ownership token of ``role``'s ``partition``.
+
+    Always a quorum queue (a token must survive the loss of a broker node),
+    with a single active consumer (the owner) and no delivery limit: the
+    owner hands the token back to itself regularly, each time a delivery.
+    """
+    name = f"{prefix}.token.{role}.{partition}"
+    return QueueSpec(name=name, bindings=(Binding(token_exchange(prefix), name),),
+                     arguments={**_QUORUM, "x-single-active-consumer": True})
+
+
+def members_queue(prefix: str, role: str) -> QueueSpec:
+    """An always empty queue every live node of ``role`` consumes.
+
+    The broker's count of its consumers is the number of live nodes of the
+    role (a token queue's count would not do: with a single active consumer
+    RabbitMQ counts only the active one).
+    """
+    name = f"{prefix}.members.{role}"
+    return QueueSpec(name=name, bindings=(), arguments=dict(_QUORUM))
+
+
+def all_queues(prefix: str, queue_type: str = "classic", partitions: int = 0) -> list[QueueSpec]:
+    """Every queue ``bus-config`` declares.
+
+    With ``partitions``, the partitioned connectors' queues are their
+    partition queues (always quorum), and every role's token queues follow.
+    """
+    queues = []
+    for c in consumers():
+        if partitions and c in PARTITIONED:
+            queues += [partition_queue(prefix, c, p) for p in range(partitions)]
+        else:
+            queues.append(connector_queue(prefix, c, queue_type))
     return queues + [dead_letter_queue(prefix, queue_type), status_queue(prefix, queue_type)]
 
 

@@ -109,6 +109,9 @@ EXPECTED = {
         "retry_delay": 1.0,
         "backoff_initial": 0.5,
         "backoff_max": 30.0,
+        "partitions": 0,
+        "token_refresh": 300.0,
+        "balance_interval": 10.0,
     },
     "buffer": {
         "path": "var/buffer-{connector}.sqlite3",

@@ -46,7 +46,7 @@ class AMQPBus(service.Service):
             buffer, app_id, prefix, self.counters, reactor,
             max_in_flight=bus_settings.max_in_flight,
             batch_size=buffer_settings.batch_size,
-            confirm_timeout=bus_settings.confirm_timeout)
+            confirm_timeout=bus_settings.confirm_timeout, partitions=bus_settings.partitions)
         brokers = [BrokerURL.parse(u.reveal()) for u in bus_settings.urls]
         self.connection = BusConnection(
             reactor, brokers, self._publisher, app_id, bus_settings.spec,

@@ -328,6 +328,13 @@ class BusConnection(service.Service):
         if self.protocol is not None:
             subscriber.attach(self.protocol).addErrback(self._attach_failed, self.protocol)
 
+    def remove_subscriber(self, subscriber) -> None:
+        """No longer attach ``subscriber`` after reconnections (it closes itself)."""
+        try:
+            self.subscribers.remove(subscriber)
+        except ValueError:
+            pass
+
     def startService(self):
         super().startService()
         self._loop = defer.ensureDeferred(self._run())
@@ -340,7 +347,7 @@ class BusConnection(service.Service):
             self._waiting.cancel()
         protocol = self.protocol
         if protocol is not None:
-            for sub in self.subscribers:
+            for sub in list(self.subscribers):
                 yield sub.detach(protocol, clean=True)
             try:
                 yield protocol.close(within=2)
@@ -480,7 +487,7 @@ class BusConnection(service.Service):
         self.log.info("connected to {broker}", broker=str(broker))
         self.publisher.link_up(AMQPPublishLink(protocol, protocol.publish_channel, self.app_id,
                                                broker.username))
-        for sub in self.subscribers:
+        for sub in list(self.subscribers):
             sub.attach(protocol).addErrback(self._attach_failed, protocol)
 
     def _attach_failed(self, failure, protocol):
@@ -505,7 +512,7 @@ class BusConnection(service.Service):
         self.log.warn("connection to {broker} lost: {reason}", broker=str(protocol.broker),
                       reason=why)
         self.publisher.link_down(reason)
-        for sub in self.subscribers:
+        for sub in list(self.subscribers):
             sub.detach(protocol, clean=False)
         if self._lost is not None and not self._lost.called:
             self._lost.callback(why)

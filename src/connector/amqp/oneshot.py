@@ -85,7 +85,7 @@ async def publish_confirmed(reactor, bus_settings, message, message_id: str, app
         link = AMQPPublishLink(protocol, channel, app_id, protocol.broker.username)
         link.send(BufferedMessage(
             exchange=messages.exchange_name(bus_settings.exchange_prefix, message.msg_type),
-            routing_key=messages.routing_key(message), body=messages.encode(message),
+            routing_key=messages.routing_key(message, bus_settings.partitions), body=messages.encode(message),
             message_id=message_id, msg_type=message.msg_type, timestamp=message.ts))
         waited = 0.0
         from twisted.internet import task

@@ -160,6 +160,35 @@ class AMQPSubscriber:
             return d
         return defer.succeed(None)
 
+    def cancel(self) -> defer.Deferred:
+        """Ask for no more deliveries; those already here are still handled and acked."""
+        channel = self._channel
+        if channel is None or channel.closed:
+            return defer.succeed(None)
+        d = channel.basic_cancel(consumer_tag=self.consumer_tag)
+        d.addErrback(lambda f: None)
+        return d
+
+    def close(self) -> defer.Deferred:
+        """Ack what is done and close the channel: the broker takes back what is not.
+
+        After :meth:`cancel` and once the handler has finished what it could,
+        this lets the queue go without leaving a delivery unacked for ever.
+        """
+        channel, protocol = self._channel, self._protocol
+        if channel is None:
+            return defer.succeed(None)
+        self._flush(channel, protocol)
+        protocol.consumers.pop(self.consumer_tag, None)
+        self._protocol = self._channel = None
+        if channel.closed:
+            return defer.succeed(None)
+        # The connection may be gone already (a lost connection closes it all).
+        d = defer.maybeDeferred(channel.channel_close, reply_code=200,
+                                reply_text="partition handed on", class_id=0, method_id=0)
+        d.addErrback(lambda f: None)
+        return d
+
     def _ack(self, channel, tag: int) -> None:
         if channel is not self._channel:
             return  # that channel is gone: the broker will redeliver

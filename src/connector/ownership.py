@@ -1,0 +1,112 @@
+"""Who owns which hosts when several nodes run the same connector.
+
+With ``[bus] partitions = 0`` (the default) one node owns every host: the
+services get a :class:`~connector.membership.SingleNodeMembership` and read
+their connector's one queue, as on a single node. With ``partitions = P``
+the broker decides (:mod:`connector.amqp.tokens`): each role (``snmp``,
+``correlator``, ``alerter``, ``notifier``) has P ownership tokens, and a
+node owns the partitions whose tokens it holds.
+
+:class:`PartitionQueues` turns a role's ownership into consumption: the
+partition queues of the partitions owned here are consumed, each only after
+the service has prepared for it (loaded its hosts' state from SQL), and
+let go (the service finishes, then forgets those hosts) when the partition
+is handed on or the connection drops.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from connector.interfaces import IMembership, IOwnershipListener
+from connector.membership import SingleNodeMembership
+from connector.topology import partition_queue
+
+__all__ = ["IPartitionOwner", "PartitionQueues", "ownership"]
+
+
+def ownership(runtime, role: str, partitions: int | None = None) -> IMembership:
+    """The ownership of ``role`` in ``runtime``'s process (one per role and process).
+
+    ``partitions``: how many tokens the role has; default ``[bus] partitions``
+    (0: one node owns everything). The notifier asks for 1 (active/standby).
+    """
+    bus_settings = runtime.settings.bus
+    count = bus_settings.partitions if partitions is None else partitions
+    if not bus_settings.partitions or not count:
+        return SingleNodeMembership(runtime.node)
+    holders = runtime.ownerships
+    holder = holders.get(role)
+    if holder is None:
+        from connector.amqp.tokens import TokenHolder
+
+        holder = TokenHolder(role, count, bus_settings.exchange_prefix, runtime.counters(role),
+                             runtime.reactor, token_refresh=bus_settings.token_refresh,
+                             balance_interval=bus_settings.balance_interval, node=runtime.node)
+        holders[role] = holder
+        runtime.bus.connection.add_subscriber(holder)
+    return holder
+
+
+class IPartitionOwner(Interface):
+    """A service whose per-host state follows the partitions it owns."""
+
+    def prepare(partitions):
+        """Load the state of the hosts of ``partitions`` before their messages come (Deferred)."""
+
+    def finish(partitions):
+        """Fires once what was received for ``partitions`` is handled (handing them on)."""
+
+    def forget(partitions):
+        """Drop the cached state of the hosts of ``partitions``."""
+
+
+@implementer(IOwnershipListener)
+class PartitionQueues:
+    """Consumes the partition queues of the partitions ``ownership`` gives this node."""
+
+    log = Logger()
+
+    def __init__(self, runtime, connector: str, handler, owner, ownership_) -> None:
+        self.runtime = runtime
+        self.connector = connector
+        self.handler = handler
+        self.owner = owner
+        self.ownership = ownership_
+        self.prefix = runtime.settings.bus.exchange_prefix
+        self.subscribers: dict[int, object] = {}
+        ownership_.add_listener(self)
+
+    def gained(self, partitions) -> defer.Deferred:
+        d = defer.maybeDeferred(self.owner.prepare, partitions)
+        d.addCallback(lambda _: self._subscribe(partitions))
+        return d
+
+    def _subscribe(self, partitions) -> None:
+        subscriber = self.runtime.bus.subscriber(self.connector)
+        for p in sorted(partitions):
+            # Lost again while the state was loading: nothing to consume.
+            if p in self.ownership.owned and p not in self.subscribers:
+                self.subscribers[p] = subscriber.subscribe(
+                    partition_queue(self.prefix, self.connector, p), self.handler)
+
+    async def releasing(self, partitions) -> None:
+        subs = [(p, self.subscribers.pop(p)) for p in sorted(partitions) if p in self.subscribers]
+        connection = self.runtime.bus.connection
+        for _, sub in subs:
+            connection.remove_subscriber(sub)
+        await defer.gatherResults([sub.cancel() for _, sub in subs], consumeErrors=True)
+        await defer.maybeDeferred(self.owner.finish, partitions)
+        await defer.gatherResults([sub.close() for _, sub in subs], consumeErrors=True)
+        self.owner.forget(partitions)
+
+    def lost(self, partitions) -> None:
+        connection = self.runtime.bus.connection
+        for p in partitions:
+            sub = self.subscribers.pop(p, None)
+            if sub is not None:
+                connection.remove_subscriber(sub)
+                sub.close()
+        self.owner.forget(partitions)

@@ -1,0 +1,102 @@
+"""Ownership tokens on the real broker: shared, balanced, taken over, refreshed."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from connector.amqp.tokens import TokenHolder
+from connector.interfaces import IOwnership, IOwnershipListener
+from connector.metrics import Counters
+from connector.partitions import partition_of
+from tests.integration.support import sleep, start_bus, wait_until
+
+pytestmark = pytest.mark.integration
+
+P = 8
+
+
+@implementer(IOwnershipListener)
+class Journal:
+    """Records what a holder tells its listeners."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, frozenset]] = []
+
+    def gained(self, partitions):
+        self.events.append(("gained", partitions))
+
+    def releasing(self, partitions):
+        self.events.append(("releasing", partitions))
+
+    def lost(self, partitions):
+        self.events.append(("lost", partitions))
+
+
+async def _node(settings_path: str, name: str, prefix: str, **kw):
+    from twisted.internet import reactor
+
+    bus = await start_bus(settings_path, app_id=name)
+    holder = TokenHolder("snmp", P, prefix, Counters(name), reactor, node=name, **kw)
+    journal = Journal()
+    holder.add_listener(journal)
+    bus.connection.add_subscriber(holder)
+    return bus, holder, journal
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_share_the_partitions_and_one_takes_over(prefix, write_settings):
+    path = write_settings()
+    bus1, one, journal1 = await _node(path, "node1", prefix, balance_interval=0.5)
+    try:
+        verifyObject(IOwnership, one)
+        verifyObject(IOwnershipListener, journal1)
+        await wait_until(lambda: len(one.owned) == P, 15, "node1 to own every partition")
+        bus2, two, journal2 = await _node(path, "node2", prefix, balance_interval=0.5)
+        try:
+            await wait_until(lambda: len(one.owned) == len(two.owned) == P // 2, 30,
+                             "the partitions to be shared 4/4")
+            assert one.owned.isdisjoint(two.owned)
+            assert one.owned | two.owned == set(range(P))
+            # Hosts follow their partitions: each is owned by exactly one node.
+            hosts = [f"router{i}.example.net" for i in range(100)]
+            assert all(one.owns("snmp", h) != two.owns("snmp", h) for h in hosts)
+            assert {partition_of(h, P) for h in hosts if one.owns("snmp", h)} <= one.owned
+            # The node that handed partitions on was asked to finish first.
+            handed = [p for kind, ps in journal1.events if kind == "releasing" for p in ps]
+            assert sorted(handed) == sorted(two.owned)
+            # Stable once balanced: nothing moves in the next seconds.
+            owned1, owned2 = one.owned, two.owned
+            await sleep(2)
+            assert (one.owned, two.owned) == (owned1, owned2)
+        finally:
+            await bus2.stopService()
+        # node2 gone: its tokens come back to node1 at once.
+        await wait_until(lambda: len(one.owned) == P, 10, "node1 to take every partition back")
+        assert one.counters.get("takeovers") == P + P // 2
+        assert not two.owned
+        assert journal2.events[-1] == ("lost", owned2)
+    finally:
+        await bus1.stopService()
+    assert not one.owned
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_refreshed_stay_with_their_owner(prefix, write_settings):
+    path = write_settings()
+    bus1, one, journal1 = await _node(path, "node1", prefix, token_refresh=0.5,
+                                      balance_interval=3600)
+    await wait_until(lambda: len(one.owned) == P, 15, "node1 to own every partition")
+    bus2, two, journal2 = await _node(path, "node2", prefix, token_refresh=0.5,
+                                      balance_interval=3600)
+    try:
+        await sleep(3)  # six refreshes: each token goes back to the active consumer
+        assert len(one.owned) == P and not two.owned
+        assert one.counters.get("takeovers") == P
+        assert one.counters.get("partitions_lost") == 0
+        assert [kind for kind, _ in journal1.events] == ["gained"]
+    finally:
+        await bus2.stopService()
+        await bus1.stopService()
