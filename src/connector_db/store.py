@@ -326,26 +326,45 @@ class NormalizedStore:
         conn.execute(self._statements[t.name], list(missing.values()))
         names = sorted({k[0] for k in missing})
         found: dict[tuple[str, str], int] = {}
-        for i in range(0, len(names), 500):
-            for id_, name, kind in conn.execute(
-                    sa.select(t.c.id, t.c.name, t.c.kind).where(t.c.name.in_(names[i:i + 500]))):
-                if (name, kind) in missing:
-                    found[(name, kind)] = id_
-        lost = set(missing) - set(found)
-        if lost:
-            raise RuntimeError(f"metrics not found after insert: {sorted(lost)[:5]}")
-        return found
+        for locking in (False, True):
+            for i in range(0, len(names), 500):
+                query = sa.select(t.c.id, t.c.name, t.c.kind).where(t.c.name.in_(names[i:i + 500]))
+                for id_, name, kind in conn.execute(_latest(query) if locking else query):
+                    if (name, kind) in missing:
+                        found[(name, kind)] = id_
+            lost = set(missing) - set(found)
+            if not lost:
+                return found
+            names = sorted({k[0] for k in lost})
+        raise RuntimeError(f"metrics not found after insert: {sorted(lost)[:5]}")
 
     @staticmethod
     def _select_ids(conn, t, col, names, _key) -> dict:
         found = {}
-        for i in range(0, len(names), 500):
-            for id_, name in conn.execute(sa.select(t.c.id, col).where(col.in_(names[i:i + 500]))):
-                found[name] = id_
-        lost = set(names) - set(found)
-        if lost:
-            raise RuntimeError(f"devices not found after insert: {sorted(lost)[:5]}")
-        return found
+        for locking in (False, True):
+            for i in range(0, len(names), 500):
+                query = sa.select(t.c.id, col).where(col.in_(names[i:i + 500]))
+                for id_, name in conn.execute(_latest(query) if locking else query):
+                    found[name] = id_
+            lost = set(names) - set(found)
+            if not lost:
+                return found
+            names = sorted(lost)
+        raise RuntimeError(f"devices not found after insert: {sorted(lost)[:5]}")
+
+
+def _latest(query):
+    """``query`` as a locking read, which sees the latest committed rows.
+
+    Another writer (competing consumers on one queue) may have inserted the
+    same new device or metric in a transaction still open when ours ran its
+    insert-ignore: the insert waits for that commit and ignores the row, but
+    a plain SELECT then reads our transaction's REPEATABLE READ snapshot
+    (MariaDB/MySQL), taken before that commit, and misses it. A locking read
+    (``LOCK IN SHARE MODE`` / ``FOR SHARE``; nothing on SQLite) reads the
+    committed row.
+    """
+    return query.with_for_update(read=True)
 
 
 def _rowcount(result, default: int) -> int:

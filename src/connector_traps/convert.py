@@ -132,7 +132,8 @@ def trap_from_message(msg: SnmpMessage, source: tuple[str, int], received: float
         return Trap(
             source=src, version="v1", pdu="trap", trap_oid=trap_oid,
             uptime=msg.time_stamp, agent_address=agent, varbinds=tuple(varbinds),
-            received=received, community=msg.community,
+            received=received, community=msg.community, enterprise=enterprise,
+            generic=msg.generic_trap, specific=msg.specific_trap,
         )
     if version == ber.VERSION_2C:
         if pdu == ber.TRAP_V2:
@@ -145,7 +146,7 @@ def trap_from_message(msg: SnmpMessage, source: tuple[str, int], received: float
         return Trap(
             source=src, version="v2c", pdu=kind, trap_oid=trap_oid,  # type: ignore[arg-type]
             uptime=uptime, agent_address=host, varbinds=rest,
-            received=received, community=msg.community,
+            received=received, community=msg.community, request_id=msg.request_id,
         )
     raise WrongPDU(f"SNMP version {version} is not v1 or v2c")
 

@@ -27,7 +27,7 @@ from connector.settings import settings_dir
 from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
-from connector_traps.model import Trap
+from connector_traps.model import Trap, trap_message_id
 from connector_traps.receiver import TrapReceiver
 from connector_traps.settings import parse_endpoint
 from connector_traps.storm import Deduplicator, RateLimiter
@@ -123,6 +123,7 @@ class TrapService(service.Service):
         self.counters = runtime.counters(CONNECTOR)
         self.publisher = runtime.bus.publisher(CONNECTOR)
         self.source = f"{CONNECTOR}@{runtime.node}"
+        self.exchange = messages.exchange_name(runtime.settings.bus.exchange_prefix, "event")
         clock = runtime.reactor
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst, clock.seconds)
         self.dedup = Deduplicator(self.settings.dedup_window, clock.seconds)
@@ -237,8 +238,21 @@ class TrapService(service.Service):
                           (varbind_to_json(*vb) for vb in trap.varbinds), names)],
             unknown_sender=unknown, message=c.message, action=c.action, alarm=c.alarm,
             key=c.key)
-        d = self.publisher.publish(event)
+        # publish() gives every message a fresh id; a trap's event carries its
+        # deterministic id (model.trap_message_id), so that the same trap received
+        # by two receivers, or an inform retransmitted, is stored and counted once.
+        d = self.publisher.publish_raw(
+            self.exchange, self._routing_key(event), messages.encode(event),
+            {"message_id": trap_message_id(trap), "type": "event", "timestamp": event.ts})
         d.addCallbacks(lambda _: self.counters.inc("published_events"), self._publish_failed)
+
+    def _routing_key(self, event: messages.Event) -> str:
+        # The key publish() would give: with the host's partition when the
+        # publisher routes by partition ([bus] partitions), else <type>.<host>.
+        partitions = getattr(self.publisher, "partitions", 0)
+        if partitions:
+            return messages.routing_key(event, partitions)
+        return messages.routing_key(event)
 
     def _publish_failed(self, failure) -> None:
         self.counters.inc("publish_errors")

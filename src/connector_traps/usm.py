@@ -452,4 +452,5 @@ class V3Receiver:
             source=(host, source[1]), version="v3", pdu=kind, trap_oid=trap_oid,  # type: ignore[arg-type]
             uptime=uptime, agent_address=host, varbinds=rest, received=self.clock(),
             user=m.user.decode("utf-8", "backslashreplace"), engine_id=m.engine_id,
+            request_id=sp.request_id, context_engine_id=sp.context_engine_id,
         )
