@@ -127,12 +127,13 @@ class EmbeddedPublisher:
         self.app_id = app_id
         self.counters = bus.counters_for(app_id)
 
-    def publish(self, message, headers=None, durable: bool = False) -> defer.Deferred:
+    def publish(self, message, headers=None, durable: bool = False,
+                message_id: str | None = None) -> defer.Deferred:
         body = messages.encode(message)
         return self.publish_raw(
             messages.exchange_name(self.bus.prefix, message.msg_type),
             messages.routing_key(message), body,
-            {"message_id": uuid.uuid4().hex, "type": message.msg_type, "headers": headers,
+            {"message_id": message_id or uuid.uuid4().hex, "type": message.msg_type, "headers": headers,
              "timestamp": message.ts})
 
     def publish_raw(self, exchange, routing_key, body, properties,

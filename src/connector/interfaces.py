@@ -13,9 +13,11 @@ from zope.interface import Attribute, Interface
 class IPublisher(Interface):
     """Publishes messages on the bus without ever losing an accepted one."""
 
-    def publish(message, headers=None, durable=False):
+    def publish(message, headers=None, durable=False, message_id=None):
         """
-        Publish one message (a ``connector.messages`` struct).
+        Publish one message (a ``connector.messages`` struct), under
+        ``message_id`` when given (a deterministic id consumers deduplicate
+        on), else under a new unique id.
 
         Returns a Deferred that fires with ``None`` once the publisher holds
         the message, never later because the broker is blocked, hung or slow

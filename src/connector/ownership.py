@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from connector.interfaces import IMembership, IOwnershipListener
+from connector.interfaces import IMembership, IMessageHandler, IOwnershipListener
 from connector.membership import SingleNodeMembership
 from connector.topology import partition_queue
 
@@ -56,11 +56,32 @@ class IPartitionOwner(Interface):
     def prepare(partitions):
         """Load the state of the hosts of ``partitions`` before their messages come (Deferred)."""
 
-    def finish(partitions):
-        """Fires once what was received for ``partitions`` is handled (handing them on)."""
-
     def forget(partitions):
         """Drop the cached state of the hosts of ``partitions``."""
+
+
+@implementer(IMessageHandler)
+class _Tracked:
+    """A partition's handler: remembers what it is still handling, to hand it on cleanly."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.outstanding: set[defer.Deferred] = set()
+
+    def handle(self, message, delivery) -> defer.Deferred:
+        d = defer.maybeDeferred(self.handler.handle, message, delivery)
+        self.outstanding.add(d)
+
+        def done(result: object) -> object:
+            self.outstanding.discard(d)
+            return result
+        d.addBoth(done)
+        return d
+
+    def finished(self) -> defer.Deferred:
+        """Fires once everything received so far is handled (or failed)."""
+        pending = list(self.outstanding)
+        return defer.DeferredList(pending, consumeErrors=False) if pending else defer.succeed(None)
 
 
 @implementer(IOwnershipListener)
@@ -76,7 +97,8 @@ class PartitionQueues:
         self.owner = owner
         self.ownership = ownership_
         self.prefix = runtime.settings.bus.exchange_prefix
-        self.subscribers: dict[int, object] = {}
+        #: partition -> (its queue's subscriber, the handler tracking its messages)
+        self.subscribers: dict[int, tuple] = {}
         ownership_.add_listener(self)
 
     def gained(self, partitions) -> defer.Deferred:
@@ -89,24 +111,30 @@ class PartitionQueues:
         for p in sorted(partitions):
             # Lost again while the state was loading: nothing to consume.
             if p in self.ownership.owned and p not in self.subscribers:
-                self.subscribers[p] = subscriber.subscribe(
-                    partition_queue(self.prefix, self.connector, p), self.handler)
+                tracked = _Tracked(self.handler)
+                sub = subscriber.subscribe(partition_queue(self.prefix, self.connector, p),
+                                           tracked)
+                self.subscribers[p] = (sub, tracked)
 
     async def releasing(self, partitions) -> None:
-        subs = [(p, self.subscribers.pop(p)) for p in sorted(partitions) if p in self.subscribers]
+        """Stop taking ``partitions``' messages, finish those received, then forget them."""
+        subs = [self.subscribers.pop(p) for p in sorted(partitions) if p in self.subscribers]
         connection = self.runtime.bus.connection
-        for _, sub in subs:
+        for sub, _ in subs:
             connection.remove_subscriber(sub)
-        await defer.gatherResults([sub.cancel() for _, sub in subs], consumeErrors=True)
-        await defer.maybeDeferred(self.owner.finish, partitions)
-        await defer.gatherResults([sub.close() for _, sub in subs], consumeErrors=True)
+        await defer.gatherResults([sub.cancel() for sub, _ in subs], consumeErrors=True)
+        # Deliveries already sent before the cancel still arrive and are handled.
+        await defer.gatherResults([tracked.finished() for _, tracked in subs],
+                                  consumeErrors=True)
+        await defer.gatherResults([sub.close() for sub, _ in subs], consumeErrors=True)
         self.owner.forget(partitions)
 
     def lost(self, partitions) -> None:
+        """Gone without a goodbye: the broker gives back what was not acked."""
         connection = self.runtime.bus.connection
         for p in partitions:
-            sub = self.subscribers.pop(p, None)
-            if sub is not None:
-                connection.remove_subscriber(sub)
-                sub.close()
+            entry = self.subscribers.pop(p, None)
+            if entry is not None:
+                connection.remove_subscriber(entry[0])
+                entry[0].close()
         self.owner.forget(partitions)

@@ -302,13 +302,14 @@ class ReliablePublisher:
 
     # -- IPublisher -----------------------------------------------------
 
-    def publish(self, message, headers=None, durable: bool = False) -> defer.Deferred:
+    def publish(self, message, headers=None, durable: bool = False,
+                message_id: str | None = None) -> defer.Deferred:
         """Publish a message struct; see ``IPublisher.publish``."""
         record = BufferedMessage(
             exchange=messages.exchange_name(self.exchange_prefix, message.msg_type),
             routing_key=messages.routing_key(message, self.partitions),
             body=messages.encode(message),
-            message_id=self._new_message_id(),
+            message_id=message_id or self._new_message_id(),
             msg_type=message.msg_type,
             timestamp=message.ts,
             headers=headers,

@@ -238,21 +238,11 @@ class TrapService(service.Service):
                           (varbind_to_json(*vb) for vb in trap.varbinds), names)],
             unknown_sender=unknown, message=c.message, action=c.action, alarm=c.alarm,
             key=c.key)
-        # publish() gives every message a fresh id; a trap's event carries its
-        # deterministic id (model.trap_message_id), so that the same trap received
-        # by two receivers, or an inform retransmitted, is stored and counted once.
-        d = self.publisher.publish_raw(
-            self.exchange, self._routing_key(event), messages.encode(event),
-            {"message_id": trap_message_id(trap), "type": "event", "timestamp": event.ts})
+        # The event carries its trap's deterministic id (model.trap_message_id),
+        # so that the same trap received by two receivers, or an inform
+        # retransmitted, is stored and counted once.
+        d = self.publisher.publish(event, message_id=trap_message_id(trap))
         d.addCallbacks(lambda _: self.counters.inc("published_events"), self._publish_failed)
-
-    def _routing_key(self, event: messages.Event) -> str:
-        # The key publish() would give: with the host's partition when the
-        # publisher routes by partition ([bus] partitions), else <type>.<host>.
-        partitions = getattr(self.publisher, "partitions", 0)
-        if partitions:
-            return messages.routing_key(event, partitions)
-        return messages.routing_key(event)
 
     def _publish_failed(self, failure) -> None:
         self.counters.inc("publish_errors")

@@ -100,3 +100,99 @@ async def test_tokens_refreshed_stay_with_their_owner(prefix, write_settings):
     finally:
         await bus2.stopService()
         await bus1.stopService()
+
+
+class Owner:
+    """An owner (``IPartitionOwner``) recording what it prepares and forgets."""
+
+    def __init__(self) -> None:
+        self.prepared: set[int] = set()
+        self.forgotten: list[frozenset] = []
+
+    def prepare(self, partitions):
+        self.prepared |= partitions
+
+    def forget(self, partitions):
+        self.prepared -= partitions
+        self.forgotten.append(frozenset(partitions))
+
+
+class Handled:
+    """A handler noting which partitions it saw each host in, while prepared."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self.hosts: list[str] = []
+        self.unprepared: list[str] = []
+
+    def handle(self, message, delivery):
+        self.hosts.append(message.host)
+        if partition_of(message.host, P) not in self.owner.prepared:
+            self.unprepared.append(message.host)
+
+
+def _perf(host: str):
+    from connector import messages
+
+    return messages.Perf(source="test@testnode", host=host, address="127.0.0.1",
+                         device_type="test", metrics=[])
+
+
+async def _partitioned_node(path: str, name: str, prefix: str):
+    from types import SimpleNamespace
+
+    from twisted.internet import reactor
+
+    from connector.ownership import IPartitionOwner, PartitionQueues
+    from connector.settings import load_settings
+
+    bus = await start_bus(path, app_id=name)
+    runtime = SimpleNamespace(settings=load_settings(path), bus=bus)
+    holder = TokenHolder("alerter", P, prefix, Counters(name), reactor, node=name,
+                         balance_interval=0.5)
+    owner = Owner()
+    verifyObject(IPartitionOwner, owner, tentative=True)
+    handler = Handled(owner)
+    PartitionQueues(runtime, "alerter", handler, owner, holder)
+    bus.connection.add_subscriber(holder)
+    return bus, holder, owner, handler
+
+
+@pytest_twisted.ensureDeferred
+async def test_partition_queues_follow_ownership(prefix, write_settings):
+    from twisted.internet import defer
+
+    path = write_settings(bus={"partitions": str(P)})
+    bus1, one, owner1, handled1 = await _partitioned_node(path, "node1", prefix)
+    await wait_until(lambda: len(one.owned) == P, 15, "node1 to own every partition")
+    bus2, two, owner2, handled2 = await _partitioned_node(path, "node2", prefix)
+    hosts = [f"host{i}" for i in range(40)]
+    try:
+        await wait_until(lambda: len(one.owned) == len(two.owned) == P // 2, 30,
+                         "the partitions to be shared 4/4")
+        await sleep(1)  # node2's queues are consumed once prepared
+        await defer.gatherResults([bus1.publisher("t").publish(_perf(h))
+                                   for i, h in enumerate(hosts)])
+        await wait_until(lambda: len(handled1.hosts) + len(handled2.hosts) == len(hosts), 15,
+                         "every message handled")
+        assert sorted(handled1.hosts + handled2.hosts) == sorted(hosts)
+        assert all(one.owns("alerter", h) for h in handled1.hosts)
+        assert all(two.owns("alerter", h) for h in handled2.hosts)
+        assert handled1.unprepared == handled2.unprepared == []
+        assert handled2.hosts, "node2 handled none of its hosts"
+    finally:
+        await bus2.stopService()
+    # node2 stopped: node1 prepares its partitions again, then gets their messages.
+    await wait_until(lambda: len(one.owned) == P, 10, "node1 to take every partition back")
+    try:
+        await wait_until(lambda: owner1.prepared == set(range(P)), 10, "node1 to prepare")
+        before = len(handled1.hosts)
+        await defer.gatherResults([bus1.publisher("t").publish(_perf(h))
+                                   for i, h in enumerate(hosts)])
+        await wait_until(lambda: len(handled1.hosts) - before >= len(hosts), 15,
+                         "node1 to handle every host")
+        assert sorted(handled1.hosts[before:]) == sorted(hosts)
+        assert handled1.unprepared == []
+        assert owner2.forgotten and owner2.prepared == set()
+    finally:
+        await bus1.stopService()
