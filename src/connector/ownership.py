@@ -16,6 +16,9 @@ is handed on or the connection drops.
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
@@ -24,7 +27,7 @@ from connector.interfaces import IMembership, IMessageHandler, IOwnershipListene
 from connector.membership import SingleNodeMembership
 from connector.topology import partition_queue
 
-__all__ = ["IPartitionOwner", "PartitionQueues", "ownership"]
+__all__ = ["IPartitionOwner", "PartitionQueues", "drain_on_sigusr2", "ownership"]
 
 
 def ownership(runtime, role: str, partitions: int | None = None) -> IMembership:
@@ -48,6 +51,34 @@ def ownership(runtime, role: str, partitions: int | None = None) -> IMembership:
         holders[role] = holder
         runtime.bus.connection.add_subscriber(holder)
     return holder
+
+
+def drain(runtime) -> defer.Deferred:
+    """Hand every partition of every role of this process on; it keeps running, owning none."""
+    holders = list(runtime.ownerships.values())
+    return defer.gatherResults([defer.ensureDeferred(h.drain()) for h in holders],
+                               consumeErrors=True)
+
+
+def drain_on_sigusr2(runtime) -> None:
+    """At SIGUSR2, :func:`drain` (a node about to be stopped for maintenance).
+
+    Outside the main thread (a test's worker) signals cannot be handled:
+    nothing is installed.
+    """
+    log = Logger()
+
+    def on_usr2(signum: int, frame: Any) -> None:
+        def start() -> None:
+            log.info("SIGUSR2: handing every partition on (drain)")
+            d = drain(runtime)
+            d.addErrback(lambda f: log.failure("drain failed", f))
+        runtime.reactor.callFromThread(start)
+
+    try:
+        signal.signal(signal.SIGUSR2, on_usr2)
+    except ValueError:
+        pass
 
 
 class IPartitionOwner(Interface):

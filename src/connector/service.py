@@ -146,6 +146,10 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
             http_port, make_site(runtime.all_counters, runtime.health),
             settings.connector.http_host, process_name, runtime.reactor,
         ).setServiceParent(root)
+    if settings.bus.partitions:
+        from connector.ownership import drain_on_sigusr2
+
+        drain_on_sigusr2(runtime)
     root.runtime = runtime
     return root
 

@@ -196,3 +196,24 @@ async def test_partition_queues_follow_ownership(prefix, write_settings):
         assert owner2.forgotten and owner2.prepared == set()
     finally:
         await bus1.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_drained_node_hands_everything_on_and_takes_nothing(prefix, write_settings):
+    path = write_settings()
+    bus1, one, _ = await _node(path, "node1", prefix, balance_interval=0.5)
+    await wait_until(lambda: len(one.owned) == P, 15, "node1 to own every partition")
+    bus2, two, journal2 = await _node(path, "node2", prefix, balance_interval=0.5)
+    try:
+        await wait_until(lambda: len(two.owned) == P // 2, 30, "node2 to get its share")
+        handed = two.owned
+        await two.drain()
+        assert not two.owned
+        assert ("releasing", handed) in journal2.events
+        await wait_until(lambda: len(one.owned) == P, 10, "node1 to take the drained share")
+        await sleep(2)  # four balance rounds: node1 counts itself alone, node2 takes nothing
+        assert len(one.owned) == P and not two.owned
+        assert one.members == 1
+    finally:
+        await bus2.stopService()
+        await bus1.stopService()

@@ -86,7 +86,9 @@ class TokenHolder:
         self._balance_loop: task.LoopingCall | None = None
         self._refreshing: dict[int, object] = {}
         self._balancing = False
-        self._stopping = False
+        #: Drained for maintenance: owns nothing and takes nothing until restarted.
+        self.drained = False
+        self._members_tag: str | None = None
         #: Live nodes of this role last seen on the broker (consumers of a token queue).
         self.members = 0
         counters.set("partitions_owned", 0)
@@ -113,7 +115,8 @@ class TokenHolder:
 
     def attach(self, protocol) -> defer.Deferred:
         """Seed the token queues, then consume every one of them (a fresh connection)."""
-        self._stopping = False
+        if self.drained:
+            return defer.succeed(None)
         return defer.ensureDeferred(self._attach(protocol))
 
     async def _attach(self, protocol) -> None:
@@ -123,7 +126,7 @@ class TokenHolder:
         await channel.basic_qos(prefetch_count=1)
         members_spec = members_queue(self.prefix, self.role)
         await declare_queue(channel, members_spec)
-        members_tag = f"members.{self.role}.{self.channel_id}"
+        members_tag = self._members_tag = f"members.{self.role}.{self.channel_id}"
         protocol.consumers[members_tag] = lambda ch, deliver: None
         await channel.basic_consume(queue=members_spec.name, consumer_tag=members_tag,
                                          no_ack=True)
@@ -171,7 +174,7 @@ class TokenHolder:
         if self._protocol is not protocol:
             return defer.succeed(None)
         self._stop_loops()
-        for tag in self._tags.values():
+        for tag in [*self._tags.values(), self._members_tag]:
             protocol.consumers.pop(tag, None)
         self._protocol = self._channel = None
         self._tags.clear()
@@ -337,16 +340,24 @@ class TokenHolder:
                 await self._consume(p)
 
     async def drain(self) -> None:
-        """Hand every token on and stop consuming them (a node leaving for maintenance)."""
-        self._stopping = True
+        """Hand every token on and take none any more (a node leaving for maintenance).
+
+        The process keeps running; it takes part again after a restart.
+        """
+        if self.drained:
+            return
+        self.drained = True
         self._stop_loops()
         await self.hand_on(set(self._held), rejoin=False)
         channel, protocol = self._channel, self._protocol
         if channel is not None:
-            for p, consumer in list(self._tags.items()):
+            # No longer in line for any token, nor counted as a live node.
+            tags = list(self._tags.values()) + [self._members_tag]
+            self._tags.clear()
+            for consumer in tags:
                 protocol.consumers.pop(consumer, None)
                 await channel.basic_cancel(consumer_tag=consumer)
-            self._tags.clear()
+        self.log.info("{role}: drained: every partition handed on", role=self.role)
 
     def describe(self) -> dict:
         """For /health and heartbeats: partitions owned here, live nodes seen."""
