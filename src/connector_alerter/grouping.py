@@ -236,6 +236,9 @@ class Grouper:
         old = None if g is None else g["alarms"].get(ref)
         if old is not None and (
                 old["alarm"]["last_seen"] > alarm["last_seen"]
+                # a message of an earlier occurrence (a replayed clear may have the
+                # last_seen of the next raise, when it was raised again at once)
+                or old["alarm"]["first_seen"] > alarm["first_seen"]
                 or (old["alarm"]["state"] == "cleared" and alarm["state"] != "cleared"
                     and old["alarm"]["first_seen"] == alarm["first_seen"])):
             return gid  # a late or replayed message must not undo a newer state
