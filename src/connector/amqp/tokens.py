@@ -44,7 +44,8 @@ from connector.topology import members_queue, token_exchange, token_queue
 #: Seconds a refreshed token may take to come back before it counts as lost.
 REFRESH_GRACE = 10.0
 
-_channel_ids = itertools.count(1000)
+# Two channel ids per holder: the tokens' channel and the one counting members.
+_channel_ids = itertools.count(1000, 2)
 
 
 @implementer(IOwnership)
@@ -283,30 +284,67 @@ class TokenHolder:
             return
         self._balancing = True
         d = defer.ensureDeferred(self._balance())
-        d.addErrback(lambda f: self.log.failure("{role}: balancing failed", f, role=self.role))
+        d.addErrback(self._balance_failed, self._protocol)
 
         def done(_):
             self._balancing = False
         d.addBoth(done)
 
+    def _balance_failed(self, failure, protocol) -> None:
+        if protocol is not self._protocol:
+            return  # the connection went meanwhile: detach() said what matters
+        self.log.failure("{role}: balancing failed", failure, role=self.role)
+
     async def _balance(self) -> None:
-        channel = self._channel
-        ok = await channel.queue_declare(queue=members_queue(self.prefix, self.role).name,
-                                         passive=True)
-        if channel is not self._channel:
+        channel, protocol = self._channel, self._protocol
+        if channel.closed:
+            # The broker closed the tokens' channel (a refused method, or the
+            # queue's node going away): every token on it went back to the
+            # queues. Owning nothing, the connection starts over.
+            self.log.error("{role}: the broker closed the ownership tokens' channel: "
+                           "reconnecting", role=self.role)
+            self.detach(protocol, clean=False)
+            protocol.abort("ownership tokens' channel closed")
             return
-        self.members = max(1, ok.consumer_count)
+        members = await self._count_members(protocol)
+        if channel is not self._channel or members is None:
+            return
+        self.members = max(1, members)
         share = fair_share(self.partitions, self.members)
         extra = len(self._held) - share
         if extra <= 0:
             return
-        chosen = random.sample(sorted(p for p, tag in self._held.items() if tag is not None),
-                               min(extra, len(self._held)))
+        # Not one whose token is being refreshed: it is on its way back.
+        candidates = sorted(p for p, tag in self._held.items() if tag is not None)
+        chosen = random.sample(candidates, min(extra, len(candidates)))
         if chosen:
             self.log.info("{role}: owning {n} partitions, fair share {share} for {m} nodes: "
                           "handing on {parts}", role=self.role, n=len(self._held),
                           share=share, m=self.members, parts=_ranges(chosen))
             await self.hand_on(chosen)
+
+    async def _count_members(self, protocol) -> int | None:
+        """The broker's count of live nodes of the role, asked on a channel of its own.
+
+        A passive declaration the broker refuses (the queue's leader being
+        elected again after a node died) closes its channel: never the one
+        holding the tokens. That channel stays open between counts.
+        """
+        probe_id = self.channel_id + 1
+        try:
+            channel = await protocol.channel(probe_id)
+            if not getattr(channel, "opened", False):
+                await channel.channel_open()
+                channel.opened = True
+            ok = await channel.queue_declare(queue=members_queue(self.prefix, self.role).name,
+                                             passive=True)
+        except Exception as e:
+            # Closed by the broker: the next count opens it again.
+            protocol.channels.pop(probe_id, None)
+            self.log.info("{role}: live nodes not counted this time: {error}", role=self.role,
+                          error=str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            return None
+        return ok.consumer_count
 
     async def hand_on(self, partitions, rejoin: bool = True) -> None:
         """Let the listeners finish with ``partitions``, then pass their tokens on.
