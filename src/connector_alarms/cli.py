@@ -3,7 +3,9 @@
 Listing reads the correlator's own tables (its state, the source of truth)
 in ``[database]``; ``ack``, ``unack``, ``clear`` and ``note`` publish an
 ``alarm_command`` on the bus, confirmed by the broker, for the correlator to
-apply (it publishes the resulting ``alarm``).
+apply (it publishes the resulting ``alarm``). The command names the alarm's
+host, read from the same tables: with ``[bus] partitions`` its routing key
+carries the host's partition, so it reaches the node that owns the host.
 """
 
 from __future__ import annotations
@@ -164,7 +166,16 @@ def _send(settings, ref: int, host: str, action: str, user: str, note: str | Non
         from connector.amqp import oneshot
         from connector.topology import connector_queue
 
-        queue = connector_queue(settings.bus.exchange_prefix, "correlator").name
+        prefix, partitions = settings.bus.exchange_prefix, settings.bus.partitions
+        if partitions:
+            # Several nodes: the command goes (alarm_command.<p>.<host>) to the
+            # queue of the host's partition, read by the node that owns it.
+            from connector.partitions import partition_of
+            from connector.topology import partition_queue
+
+            queue = partition_queue(prefix, "correlator", partition_of(host, partitions)).name
+        else:
+            queue = connector_queue(prefix, "correlator").name
         await oneshot.publish_confirmed(reactor, settings.bus, command,
                                         f"cmd:{uuid.uuid4().hex}", "cli", require_queue=queue)
         print(f"{action} of alarm {ref} ({host}) sent by {user}; the correlator applies it")

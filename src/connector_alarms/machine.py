@@ -160,6 +160,7 @@ class MemoryHostStates:
         self._refs: dict[int, str] = {}
         # Refs dropped from memory since the last take_forgotten(): their rows go too.
         self._forgotten: list[int] = []
+        self._forgotten_hosts: dict[int, str] = {}
 
     def get(self, host: str) -> HostState:
         """The state of ``host``, created empty if unknown."""
@@ -182,13 +183,20 @@ class MemoryHostStates:
 
     def forget(self, ref: int) -> None:
         """Drop ``ref`` from the index (and from the store at the next save)."""
-        self._refs.pop(ref, None)
+        host = self._refs.pop(ref, None)
         self._forgotten.append(ref)
+        if host is not None:
+            self._forgotten_hosts[ref] = host
 
     def take_forgotten(self) -> list[int]:
         """The refs forgotten since the last call (for the store to delete)."""
+        return [ref for ref, _ in self.take_forgotten_hosts()]
+
+    def take_forgotten_hosts(self) -> list[tuple[int, str | None]]:
+        """The refs forgotten since the last call, each with its host (None if unknown)."""
         refs, self._forgotten = self._forgotten, []
-        return refs
+        hosts, self._forgotten_hosts = self._forgotten_hosts, {}
+        return [(ref, hosts.get(ref)) for ref in refs]
 
     def dirty(self) -> list[HostState]:
         """The host states changed since they were last saved."""
@@ -212,6 +220,24 @@ class MemoryHostStates:
                 if self._refs.get(ref) == host:
                     del self._refs[ref]
         return state
+
+    def drop(self, hosts: Iterable[str]) -> list[HostState]:
+        """Give up ``hosts`` (their partition went to another node): their states, unindexed.
+
+        Unlike :meth:`forget`, nothing is deleted from the store: the rows
+        belong to the next owner now. Refs of these hosts forgotten since
+        the last :meth:`take_forgotten` are dropped too (their deletion was a
+        change of a state that is no longer ours to save).
+        """
+        hosts = set(hosts)
+        dropped = [s for s in (self.remove(h) for h in hosts) if s is not None]
+        if self._forgotten_hosts:
+            gone = {ref for ref, host in self._forgotten_hosts.items() if host in hosts}
+            if gone:
+                self._forgotten = [ref for ref in self._forgotten if ref not in gone]
+                for ref in gone:
+                    del self._forgotten_hosts[ref]
+        return dropped
 
     def __len__(self) -> int:
         return len(self._states)
@@ -315,6 +341,27 @@ class Correlator:
         state = self.states.get(host)
         for record in state.alarms.values():
             self._schedule(record, now)
+
+    def adopt(self, states: Iterable[HostState], now: float | None = None) -> None:
+        """Take over whole host states (loaded from the store): each replaces the one here.
+
+        Their due times are scheduled; those of a replaced state are dropped.
+        """
+        now = self.clock_now() if now is None else now
+        states = list(states)
+        self.drop(s.host for s in states)
+        for state in states:
+            self.states.add(state)
+            self.track(state.host, now)
+
+    def drop(self, hosts: Iterable[str]) -> list[HostState]:
+        """Give up ``hosts``' states (see :meth:`MemoryHostStates.drop`) and their due times."""
+        dropped = self.states.drop(hosts)
+        for state in dropped:
+            for ref in state.alarms:
+                self._due.pop(ref, None)  # its heap entries are skipped when popped
+                self._flap_checked.pop(ref, None)
+        return dropped
 
     # --- inputs ----------------------------------------------------------------------
 

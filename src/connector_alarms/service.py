@@ -5,6 +5,7 @@ while the database is away), the state is loaded (active alarms and recently
 cleared ones, per host), the outbox left by the previous run is published
 again, and only then does it subscribe to its queue (``<prefix>.correlator``:
 ``event``, ``alarm_snapshot``, ``threshold``, ``alarm_command``).
+(With ``[bus] partitions``, see *Several nodes* below.)
 
 A batch of input messages goes through four steps:
 
@@ -36,6 +37,51 @@ come back; redelivered ids already applied change nothing.
 Expiry and held updates run on a timer as an input-less batch through the
 same steps.
 
+Several nodes (``[bus] partitions = P``): hosts are spread over P
+partitions (:func:`connector.partitions.partition_of`) and the broker's
+ownership tokens say which are ours. Nothing is loaded at start (the
+outbox is not republished as a whole either); the correlator consumes the
+partition queues ``<prefix>.correlator.p<N>`` of what it owns through
+:class:`~connector.ownership.PartitionQueues`. ``prepare`` loads the state
+of the partitions gained from SQL (in a thread, retried while the database
+is away; it first waits for our own commit in flight), replaces what memory
+held for those hosts, and publishes again the outbox rows of those hosts (a
+previous owner killed between its commit and its publish); only then are the
+partition's messages consumed. ``forget`` drops those hosts from memory.
+Alarm messages go out as ``alarm.<p>.<host>``. Ticks (expiry, held updates,
+forgetting) touch only the hosts in memory, hence owned. Topology masking
+sees only the parents owned here.
+
+The rule that keeps a partition's state with its owner: each partition has
+a *generation*, bumped by every ``forget``. Forget happens on a hand-on only
+after the partition's delivered inputs are handled (committed, published),
+and on a lost connection or token at once, when the inputs not acked yet go
+back to the broker for the next owner: in both cases dropping memory loses
+nothing committed, and what is not committed must not be written by us any
+more. So:
+
+* apply skips (does not ack: ``NotOwned``) an input whose host's partition
+  is not owned at that moment; a message is never applied to a host not in
+  memory, which would create an empty state and overwrite the real one;
+* a snapshot carries the generations when it was taken, a batch's alarm
+  messages those when it was applied; before each commit attempt (the first
+  and every retry while the database is away), rows of a host whose
+  partition's generation changed since its snapshot, and alarms since their
+  apply, are left out; so are the rows of a failed save taken again by a
+  later snapshot; the alarms left out are not published. The new owner
+  loaded SQL's state and gets the inputs again: it makes those changes
+  itself (the same input ids, seen by none).
+* what forget cannot stop: a commit attempt already running in a thread
+  when the partition goes. It lands within that transaction's time, while
+  the next owner first waits for the broker to give it the token; a
+  database slower than that could still write after the new owner's load
+  (no SQL fencing yet).
+
+An ``alarm_command`` without host is dead-lettered (the node owning the
+alarm cannot be known: ``centaure alarms`` fills the host), so is one whose
+ref is not an alarm of that host in memory, and any message whose routing
+key's partition is not its host's (a publisher with another P).
+
 SIGHUP reads the settings file and the inventory again (on a thread). A bad
 one is refused with one log line (file, line or key, problem) and the running
 configuration kept. Otherwise the topology (the inventory's parents) and the
@@ -62,9 +108,11 @@ from zope.interface import implementer
 
 from connector import messages, startup
 from connector.batching import BatchCommitter
+from connector.consumer import RejectedMessage
 from connector.interfaces import IBatchStore, IMessageHandler
 from connector.reload import reload_on_sighup
 from connector.retry import retry_in_thread
+from connector.partitions import partition_of
 from connector.settings import mask_url
 from connector.topology import connector_queue
 from centaure_shared.sql import error_summary, is_outage, make_engine
@@ -86,16 +134,50 @@ class ReloadError(Exception):
     """The settings file or the inventory cannot be used; the message is one line."""
 
 
-class _Applied:
-    """What a batch's apply step produced: the alarms to publish, and how many inputs."""
+class NotOwned(RuntimeError):
+    """An input of a partition no longer owned here: not applied, not acked (its owner takes it)."""
 
-    __slots__ = ("out", "encoded", "inputs")
+
+class _Applied:
+    """What a batch's apply step produced: the alarms to publish, and how many inputs.
+
+    ``generations``: the partitions' generations when it was applied (None on
+    a single node); ``skipped``: the positions of the inputs left to their
+    partition's owner.
+    """
+
+    __slots__ = ("out", "encoded", "inputs", "generations", "skipped", "commit_seq")
 
     def __init__(self, out: list[tuple[str, messages.Alarm]], encoded: list[tuple[str, bytes]],
-                 inputs: int) -> None:
+                 inputs: int, generations: tuple[int, ...] | None = None,
+                 skipped: frozenset[int] = frozenset()) -> None:
         self.out = out
         self.encoded = encoded
         self.inputs = inputs
+        self.generations = generations
+        self.skipped = skipped
+        #: The number of its commit (0: nothing to commit).
+        self.commit_seq = 0
+
+
+def stale_partitions(then: tuple[int, ...] | None, now: tuple[int, ...]) -> frozenset[int]:
+    """The partitions forgotten between two readings of the generations (pure)."""
+    if then is None:
+        return frozenset()
+    return frozenset(p for p, (a, b) in enumerate(zip(then, now)) if a != b)
+
+
+def fence_snapshot(snapshot, now: tuple[int, ...], partitions: int):
+    """``snapshot`` without the rows of the hosts whose partition was forgotten since it was taken.
+
+    ``snapshot.tag`` holds the generations when it was taken (None: kept whole).
+    """
+    from .store import fence
+
+    stale = stale_partitions(snapshot.tag, now)
+    if not stale:
+        return snapshot
+    return fence(snapshot, lambda host: partition_of(host, partitions) not in stale)
 
 
 @implementer(IMessageHandler, IBatchStore)
@@ -138,6 +220,18 @@ class CorrelatorService(service.Service):
         #: A reloaded configuration waiting for the next batch: (settings, parents).
         self._new_config: tuple[Any, dict[str, str | None]] | None = None
         self._reloading: defer.Deferred | None = None
+        #: ``[bus] partitions``: 0 on a single node (every host is ours).
+        self.partitions = self.settings.bus.partitions
+        #: Partitions whose hosts are in memory (prepared, not forgotten since).
+        self._owned: frozenset[int] = frozenset()
+        #: Per partition, how many times it was forgotten: what a snapshot or an
+        #: alarm was made under is compared with it before the commit writes it.
+        self._generation: list[int] = [0] * self.partitions
+        self._partition_queues = None
+        #: Commits taken (snapshots) and ended (committed or failed), in order.
+        self._commit_seq = 0
+        self._commit_ended_seq = 0
+        self._commit_waiters: list[tuple[int, defer.Deferred]] = []
         runtime.health_checks[CONNECTOR] = self.health
 
     # --- start and stop -----------------------------------------------------------
@@ -177,6 +271,22 @@ class CorrelatorService(service.Service):
         if revision is None:
             return
         self.store = StateStore(self.engine, prefix)
+        if self.partitions:
+            # Several nodes: each partition's state is loaded when it is ours (prepare).
+            self.states = MemoryHostStates()
+            self.correlator = Correlator(self.states, self.conf, self.source, self.parents)
+            self.state, self.last_error = "ready", None
+            if self._stopping:
+                return
+            self._start_ticker()
+            from connector.ownership import PartitionQueues, ownership
+
+            self.log.info("correlator ready: {n} partitions ([bus] partitions), each loaded "
+                          "from {url} when this node owns it", n=self.partitions,
+                          url=mask_url(self.settings.database.url.reveal()))
+            self._partition_queues = PartitionQueues(self.runtime, CONNECTOR, self, self,
+                                                     ownership(self.runtime, CONNECTOR))
+            return
         loaded = await retry_in_thread(
             self.reactor, lambda: self.store.load(time.time() - self.conf.keep_cleared),
             is_outage, self.db.retry_initial, self.db.retry_max, "correlator state",
@@ -200,12 +310,118 @@ class CorrelatorService(service.Service):
         self.state, self.last_error = "ready", None
         if self._stopping:
             return
-        self._ticker = task.LoopingCall(self._on_tick)
-        self._ticker.clock = self.reactor
-        self._ticker.start(self.conf.tick_interval, now=False)
+        self._start_ticker()
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
                                 self.settings.bus.queue_type)
         self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self)
+
+    def _start_ticker(self) -> None:
+        self._ticker = task.LoopingCall(self._on_tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.conf.tick_interval, now=False)
+
+    # --- partitions (IPartitionOwner, with [bus] partitions) ------------------------
+
+    def owns(self, host: str) -> bool:
+        """True when ``host``'s state is here (always on a single node)."""
+        return not self.partitions or partition_of(host, self.partitions) in self._owned
+
+    def prepare(self, partitions) -> defer.Deferred:
+        """Load the hosts of ``partitions`` from SQL, publish their outbox: then they are ours."""
+        return defer.ensureDeferred(self._prepare(frozenset(partitions)))
+
+    async def _prepare(self, partitions: frozenset[int]) -> None:
+        count = self.partitions
+        partitions = partitions - self._owned
+        if not partitions or self._stopping:
+            return
+        generations = {p: self._generation[p] for p in partitions}
+        # Our own commit in flight ends first: what it writes is then read back.
+        await self._until_committed()
+
+        def wanted(host: str) -> bool:
+            return partition_of(host, count) in partitions
+
+        def waiting(exc: BaseException) -> None:
+            self.state, self.last_error = "waiting for the database", error_summary(exc)
+
+        parts = _ranges(partitions)
+        loaded = await retry_in_thread(
+            self.reactor, lambda: self.store.load_hosts(time.time() - self.conf.keep_cleared,
+                                                        wanted),
+            is_outage, self.db.retry_initial, self.db.retry_max,
+            f"correlator state of partitions {parts}", lambda: self._stopping, waiting)
+        if loaded is None:
+            return
+        self.state, self.last_error = "ready", None
+        # Forgotten again while loading: not ours any more (its next prepare loads it).
+        kept = frozenset(p for p in partitions if self._generation[p] == generations[p])
+        if not kept:
+            return
+
+        def ours(host: str) -> bool:
+            return partition_of(host, count) in kept
+
+        loaded = loaded.only(ours)
+        states = list(loaded.states.values())
+        self.store.adopt(loaded, ours)
+        self.correlator.adopt(states)
+        self._owned = self._owned | kept
+        outbox = [(mid, body, host) for mid, body, host in _outbox_items(loaded.outbox)
+                  if ours(host)]
+        active = sum(len(s.active()) for s in states)
+        self.log.info("correlator partitions {parts} loaded: {hosts} hosts, {active} active "
+                      "alarms, {outbox} alarm messages to publish again",
+                      parts=_ranges(kept), hosts=len(states), active=active,
+                      outbox=len(outbox))
+        # What a previous owner committed but may not have seen confirmed.
+        await defer.gatherResults([self._publish(mid, body, host)
+                                   for mid, body, host in outbox])
+        self._confirmed.extend(mid for mid, _, _ in outbox)
+
+    def forget(self, partitions) -> defer.Deferred:
+        """Drop the hosts of ``partitions`` from memory (see the module's rules).
+
+        The Deferred fires once the commit in flight, if any, has ended.
+        """
+        count = self.partitions
+        partitions = frozenset(p for p in partitions if 0 <= p < count)
+        if not partitions or self.states is None:
+            return defer.succeed(None)
+        # Bumped even for a partition still being prepared: its load is then discarded.
+        for p in partitions:
+            self._generation[p] += 1
+        held = partitions & self._owned
+        self._owned = self._owned - partitions
+
+        def gone(host: str) -> bool:
+            return partition_of(host, count) in partitions
+
+        dropped = self.correlator.drop([h for h in self.states.hosts() if gone(h)])
+        self.store.drop_hosts(gone)
+        if held:  # told twice on a hand-on (releasing, then lost): said once
+            self.log.info("correlator partitions {parts} given up: {hosts} hosts dropped from "
+                          "memory", parts=_ranges(held), hosts=len(dropped))
+        return self._until_committed()
+
+    def _until_committed(self) -> defer.Deferred:
+        """Fires once the commits taken so far have ended (written or failed)."""
+        target = self._commit_seq
+        if self._commit_ended_seq >= target:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._commit_waiters.append((target, d))
+        return d
+
+    def _commit_ended(self, applied: _Applied | None) -> None:
+        if applied is None or not applied.commit_seq:
+            return
+        self._commit_ended_seq = max(self._commit_ended_seq, applied.commit_seq)
+        ready = [d for target, d in self._commit_waiters if target <= self._commit_ended_seq]
+        self._commit_waiters = [(t, d) for t, d in self._commit_waiters
+                                if t > self._commit_ended_seq]
+        for d in ready:
+            d.callback(None)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -293,8 +509,41 @@ class CorrelatorService(service.Service):
         """Queue ``message``; fires once its batch is committed and its alarms published."""
         if self._stopping or self.correlator is None:
             return defer.fail(RuntimeError("correlator not running"))
+        if self.partitions:
+            try:
+                self._check_partition(message, delivery)
+            except NotOwned as e:
+                return defer.fail(e)
         self.counters.inc("received")
         return self.batches.add((message, delivery.message_id))
+
+    def _check_partition(self, message, delivery) -> None:
+        """Several nodes: refuse what cannot be applied here (see the module's rules)."""
+        host = getattr(message, "host", None)
+        if host is None:
+            self.counters.inc("rejected_without_host")
+            raise RejectedMessage(
+                f"{getattr(message, 'msg_type', 'message')} without host: with [bus] partitions "
+                "it must name the alarm's host, which decides the node that owns it "
+                "('centaure alarms' fills it)")
+        p = partition_of(host, self.partitions)
+        words = delivery.routing_key.split(".", 2)
+        routed = int(words[1]) if len(words) == 3 and words[1].isdigit() else None
+        if routed is not None and routed not in self._owned:
+            # Delivered before this partition was let go: its next owner gets it again.
+            raise NotOwned(f"partition {routed} no longer owned here")
+        if routed != p:
+            self.counters.inc("rejected_misrouted")
+            raise RejectedMessage(
+                f"host {host!r} is in partition {p} of {self.partitions}, but the message "
+                f"came with routing key {delivery.routing_key!r} (a publisher with another "
+                "[bus] partitions?)")
+        if isinstance(message, messages.AlarmCommand):
+            state = self.states.peek(host)
+            if state is None or message.ref not in state.alarms:
+                self.counters.inc("rejected_unknown_ref")
+                raise RejectedMessage(f"alarm {message.ref} is not an alarm of host {host!r} "
+                                      "(unknown, or cleared and forgotten)")
 
     def health(self) -> dict:
         """State, backlog and the state machine's counters, for /health and heartbeats."""
@@ -306,6 +555,8 @@ class CorrelatorService(service.Service):
             body["alarms"] = dict(self.correlator.counters)
         if self.states is not None:
             body["hosts"] = len(self.states)
+        if self.partitions:
+            body["partitions"] = sorted(self._owned)
         return body
 
     # --- batches (IBatchStore) ------------------------------------------------------
@@ -321,39 +572,91 @@ class CorrelatorService(service.Service):
         if self._new_config is not None:
             (settings, parents), self._new_config = self._new_config, None
             out.extend(self._use_config(settings, parents, now))
-        for message, message_id in values:
+        skipped: set[int] = set()
+        owned = self._owned if self.partitions else None
+        for i, (message, message_id) in enumerate(values):
+            if owned is not None:
+                host = getattr(message, "host", None)
+                if host is None or partition_of(host, self.partitions) not in owned:
+                    # Let go since it arrived (connection lost): not ours to apply.
+                    skipped.add(i)
+                    continue
             out.extend(self.correlator.apply(message, message_id, now))
         if self._tick_due:
             self._tick_due = False
             out.extend(self.correlator.tick(now))
-        return _Applied(out, [(mid, messages.encode(alarm)) for mid, alarm in out], len(values))
+        return _Applied(out, [(mid, messages.encode(alarm)) for mid, alarm in out],
+                        len(values) - len(skipped),
+                        tuple(self._generation) if self.partitions else None,
+                        frozenset(skipped))
 
     def snapshot(self, applied: _Applied) -> tuple | None:
         """What changed since the previous commit, the alarms to add and the confirmed ids.
 
         An idle tick with nothing to write costs no transaction.
         """
-        snapshot = self.store.snapshot(self.states.dirty(), self.states.take_forgotten())
+        forgotten = self.states.take_forgotten_hosts()
+        refs = [ref for ref, _ in forgotten]
+        if self.partitions:
+            now = tuple(self._generation)
+            snapshot = self.store.snapshot(
+                self.states.dirty(), refs, forgotten_hosts={r: h for r, h in forgotten if h},
+                tag=now, again=lambda s: fence_snapshot(s, now, self.partitions))
+            stale = stale_partitions(applied.generations, now)
+            if stale:
+                # Made from a state given up since: not ours to save nor to publish.
+                keep = [i for i, (_, alarm) in enumerate(applied.out)
+                        if partition_of(alarm.host, self.partitions) not in stale]
+                applied.out = [applied.out[i] for i in keep]
+                applied.encoded = [applied.encoded[i] for i in keep]
+        else:
+            snapshot = self.store.snapshot(self.states.dirty(), refs)
         done, self._confirmed = self._confirmed, []
         if snapshot or applied.encoded or done:
-            return snapshot, applied.encoded, done
+            self._commit_seq += 1
+            applied.commit_seq = self._commit_seq
+            return (snapshot, [(mid, body, alarm.host) for (mid, body), (_, alarm)
+                               in zip(applied.encoded, applied.out)],
+                    done, applied.generations)
         return None
 
-    def commit(self, work: tuple) -> None:
-        """Step 2 (thread): the state and the outbox in one transaction."""
-        self.store.save(*work)
+    def commit(self, work: tuple) -> set[str] | None:
+        """Step 2 (thread): the state and the outbox in one transaction.
 
-    async def committed(self, applied: _Applied, _result: None) -> None:
+        Several nodes: rows and alarms of a partition forgotten since they were
+        made are left out (its next owner has loaded, or will load, what SQL
+        holds). Returns the ids of the alarms written to the outbox (None: all).
+        """
+        snapshot, encoded, done, generations = work
+        if self.partitions:
+            now = tuple(self._generation)
+            snapshot = fence_snapshot(snapshot, now, self.partitions)
+            stale = stale_partitions(generations, now)
+            if stale:
+                encoded = [item for item in encoded
+                           if partition_of(item[2], self.partitions) not in stale]
+        self.store.save(snapshot, [(mid, body) for mid, body, _ in encoded], done)
+        return {mid for mid, _, _ in encoded} if self.partitions else None
+
+    async def committed(self, applied: _Applied, result: set[str] | None) -> list | None:
         """Step 3: publish, each confirmed (or in the on-disk buffer) before the acks."""
-        await defer.gatherResults([self._publish(mid, body, alarm.host)
-                                   for (mid, body), (_, alarm)
-                                   in zip(applied.encoded, applied.out)])
-        self._confirmed.extend(mid for mid, _ in applied.encoded)
-        self.counters.inc("alarms_published", len(applied.out))
+        self._commit_ended(applied)
+        items = [(mid, body, alarm.host) for (mid, body), (_, alarm)
+                 in zip(applied.encoded, applied.out) if result is None or mid in result]
+        await defer.gatherResults([self._publish(mid, body, host) for mid, body, host in items])
+        self._confirmed.extend(mid for mid, _, _ in items)
+        self.counters.inc("alarms_published", len(items))
         self.counters.inc("applied", applied.inputs)
+        if not applied.skipped:
+            return None
+        self.counters.inc("inputs_not_owned", len(applied.skipped))
+        total = applied.inputs + len(applied.skipped)
+        return [NotOwned("its partition is no longer owned here") if i in applied.skipped
+                else None for i in range(total)]
 
     def failed(self, applied: _Applied | None, work: tuple | None, failure: Failure) -> None:
         """Not committed: the inputs go back to the broker and are applied again."""
+        self._commit_ended(applied)
         self.log.failure("correlator batch failed", failure)
 
     def outage(self, error: BaseException, attempt: int, delay: float, size: int) -> None:
@@ -368,7 +671,10 @@ class CorrelatorService(service.Service):
 
     def _publish(self, message_id: str, body: bytes, host: str) -> defer.Deferred:
         # Durable: the outbox row is deleted once this fires.
-        return self.publisher.publish_raw(self.alarm_exchange, f"alarm.{host}", body,
+        # With [bus] partitions the key carries the host's partition (alarm.<p>.<host>),
+        # which the alerter's partition queues are bound by.
+        key = messages.host_routing_key("alarm", host, self.partitions)
+        return self.publisher.publish_raw(self.alarm_exchange, key, body,
                                           {"message_id": message_id, "type": "alarm"},
                                           durable=True)
 
@@ -377,6 +683,20 @@ def _outbox_items(outbox: list[tuple[str, bytes]]):
     for mid, body in outbox:
         alarm = messages.decode(body, expected_type="alarm")
         yield mid, body, alarm.host
+
+
+def _ranges(parts) -> str:
+    """``0-3,7``: a short text for a set of partitions."""
+    items, out = sorted(parts), []
+    start = prev = None
+    for p in items + [None]:
+        if start is not None and p is not None and p == prev + 1:
+            prev = p
+            continue
+        if start is not None:
+            out.append(f"{start}-{prev}" if prev != start else f"{start}")
+        start = prev = p
+    return ",".join(out) or "none"
 
 
 def _parents(settings) -> dict[str, str | None]:

@@ -32,6 +32,14 @@ alarms nearly every host is dirty in every batch, but only the alarms the
 batch touched are looked at and rewritten. Snapshots are saved in order, one
 at a time; the rows of a failed save are taken again by the next snapshot.
 
+Several nodes (``[bus] partitions``): :meth:`StateStore.load_hosts` reads the
+states of some hosts only (a partition taken over, filtered by a predicate
+on the host name) without touching what the snapshots compare with, and
+:meth:`StateStore.adopt` (reactor thread) makes them the reference;
+:meth:`StateStore.drop_hosts` forgets the reference of hosts given up, and
+:func:`fence` takes the rows of given-up hosts out of a snapshot before it
+is saved (the service decides which, see :mod:`connector_alarms.service`).
+
 One :meth:`~StateStore.save` is one transaction: the state change and the
 ``alarm`` messages it produced (the outbox) are committed together, so a
 restart, even after kill -9, resumes with the state of the last commit and
@@ -48,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +70,8 @@ from zope.interface import Interface, implementer
 from .model import SEEN_IDS_PER_HOST, AlarmRecord, HostState, SeenIds
 from .schema import AlarmSchema, make_schema
 
-__all__ = ["StateStore", "Snapshot", "UnpersistedFields", "check_mapping", "ALARM_FIELDS",
+__all__ = ["StateStore", "Snapshot", "LoadedHosts", "fence", "UnpersistedFields",
+           "check_mapping", "ALARM_FIELDS",
            "ALARM_JSON_FIELDS", "HOST_FIELDS", "HOST_TABLE_FIELDS", "HOST_RUNTIME_FIELDS"]
 
 #: AlarmRecord fields, each stored in the ``alarms`` column of the same name.
@@ -147,10 +156,55 @@ class Snapshot:
     forgotten: list[int] = field(default_factory=list)
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_dropped: list[tuple[str, int]] = field(default_factory=list)
+    #: The host of each ``forgotten`` ref, when the caller said (for :func:`fence`).
+    forgotten_hosts: dict[int, str] = field(default_factory=dict)
+    #: The caller's mark (opaque here): the correlator puts its partitions'
+    #: generations when the snapshot was taken.
+    tag: Any = None
 
     def __bool__(self) -> bool:
         return bool(self.hosts or self.alarms or self.forgotten or self.seen
                     or self.seen_dropped)
+
+
+def fence(snapshot: Snapshot, keep: Callable[[str], bool]) -> Snapshot:
+    """``snapshot`` without the rows of the hosts ``keep`` refuses (pure).
+
+    A forgotten ref goes with its host (``forgotten_hosts``); one whose host is
+    unknown is kept. Returns ``snapshot`` itself when nothing is left out.
+    """
+    hosts = [r for r in snapshot.hosts if keep(r["host"])]
+    alarms = [r for r in snapshot.alarms if keep(r["host"])]
+    known = snapshot.forgotten_hosts
+    forgotten = [ref for ref in snapshot.forgotten if ref not in known or keep(known[ref])]
+    seen = [r for r in snapshot.seen if keep(r["host"])]
+    seen_dropped = [k for k in snapshot.seen_dropped if keep(k[0])]
+    if (len(hosts), len(alarms), len(forgotten), len(seen), len(seen_dropped)) == (
+            len(snapshot.hosts), len(snapshot.alarms), len(snapshot.forgotten),
+            len(snapshot.seen), len(snapshot.seen_dropped)):
+        return snapshot
+    left = set(forgotten)
+    return dataclasses.replace(
+        snapshot, hosts=hosts, alarms=alarms, forgotten=forgotten, seen=seen,
+        seen_dropped=seen_dropped, forgotten_hosts={ref: h for ref, h in known.items()
+                                                    if ref in left})
+
+
+@dataclass
+class LoadedHosts:
+    """Some hosts' states as :meth:`StateStore.load_hosts` read them (not adopted yet)."""
+
+    states: dict[str, HostState]
+    outbox: list[tuple[str, bytes]]
+    rows: dict[int, tuple]
+    host_rows: dict[str, float]
+
+    def only(self, keep: Callable[[str], bool]) -> LoadedHosts:
+        """The same, for the hosts ``keep`` accepts (the outbox whole)."""
+        host_index = _ROW_KEYS.index("host")
+        return LoadedHosts({h: s for h, s in self.states.items() if keep(h)}, self.outbox,
+                           {ref: row for ref, row in self.rows.items() if keep(row[host_index])},
+                           {h: ts for h, ts in self.host_rows.items() if keep(h)})
 
 
 def _alarm_values(record: AlarmRecord) -> tuple:
@@ -254,7 +308,9 @@ class StateStore:
 
     # --- reactor thread -------------------------------------------------------------
 
-    def snapshot(self, states: Iterable[HostState], forgotten: Iterable[int] = ()) -> Snapshot:
+    def snapshot(self, states: Iterable[HostState], forgotten: Iterable[int] = (), *,
+                 forgotten_hosts: dict[int, str] | None = None, tag: Any = None,
+                 again: Callable[[Snapshot], Snapshot] | None = None) -> Snapshot:
         """Copy ``states`` into plain rows; clear their ``dirty`` and ``touched`` marks.
 
         No I/O: for the thread that mutates the states. Each state's host row
@@ -266,6 +322,10 @@ class StateStore:
         time; if a save fails, save the same snapshot again before taking the
         next (its hosts are no longer marked dirty). A failed save that is not
         retried loses nothing either: the next snapshot takes its rows again.
+
+        ``forgotten_hosts`` (ref -> host of ``forgotten``) and ``tag`` are kept
+        in the snapshot for the caller; ``again`` filters each failed
+        snapshot before its rows are taken again (a host given up since).
         """
         rows = self._rows
         host_rows = self._hosts
@@ -276,8 +336,12 @@ class StateStore:
         seen: dict[tuple[str, int], dict[str, Any]] = {}
         dropped: list[tuple[str, int]] = []
         forgotten = list(forgotten)
+        again_filter, forgotten_of = again, dict(forgotten_hosts or {})
         while self._again:
             again = self._again.pop(0)
+            if again_filter is not None:
+                again = again_filter(again)
+            forgotten_of.update(again.forgotten_hosts)
             hosts.update((row["host"], row) for row in again.hosts)
             changed.update((row["ref"], row) for row in again.alarms)
             forgotten.extend(again.forgotten)
@@ -318,7 +382,28 @@ class StateStore:
             rows.pop(ref, None)
             changed.pop(ref, None)  # taken again from a failed save, gone since
         return Snapshot(list(hosts.values()), list(changed.values()), gone, list(seen.values()),
-                        sorted(set(dropped)))
+                        sorted(set(dropped)),
+                        {ref: forgotten_of[ref] for ref in gone if ref in forgotten_of}, tag)
+
+    def drop_hosts(self, gone: Callable[[str], bool]) -> None:
+        """Forget what the tables hold for the hosts ``gone`` accepts (reactor thread).
+
+        For hosts given up to another node: the next snapshots compare their
+        rows with nothing (they are written whole if they come back without a
+        :meth:`adopt`). Failed snapshots waiting to be taken again are
+        filtered by the caller (``snapshot(again=...)``), which knows when.
+        """
+        host_index = _ROW_KEYS.index("host")
+        for ref in [ref for ref, row in self._rows.items() if gone(row[host_index])]:
+            del self._rows[ref]
+        for host in [h for h in self._hosts if gone(h)]:
+            del self._hosts[host]
+
+    def adopt(self, loaded: LoadedHosts, wanted: Callable[[str], bool]) -> None:
+        """What :meth:`load_hosts` read is now what the snapshots compare with (reactor thread)."""
+        self.drop_hosts(wanted)
+        self._rows.update(loaded.rows)
+        self._hosts.update(loaded.host_rows)
 
     # --- blocking: call from a thread ----------------------------------------------
 
@@ -392,19 +477,40 @@ class StateStore:
         them at start-up, then confirm them with ``outbox_done``. Call it
         before taking snapshots (it resets what they compare with).
         """
+        loaded = self._read(keep_cleared_since, None)
+        # The next snapshots write only what differs from the tables.
+        self._rows, self._hosts, self._again = loaded.rows, loaded.host_rows, []
+        return loaded.states, loaded.outbox
+
+    def load_hosts(self, keep_cleared_since: float, wanted: Callable[[str], bool]) -> LoadedHosts:
+        """The saved states of the hosts ``wanted`` accepts, and the whole outbox (blocking).
+
+        As :meth:`load`, but for some hosts (a partition taken over) and
+        without touching what the snapshots compare with: hand the result
+        to :meth:`adopt` on the reactor thread. Every host is read and
+        filtered here (a host's partition is a hash SQL does not compute).
+        """
+        return self._read(keep_cleared_since, wanted)
+
+    def _read(self, keep_cleared_since: float,
+              wanted: Callable[[str], bool] | None) -> LoadedHosts:
         s = self.schema
         a = s.alarms
         states: dict[str, HostState] = {}
         rows: dict[int, tuple] = {}
+        take: Callable[[str], bool] = wanted if wanted is not None else (lambda host: True)
+        host_index = _ROW_KEYS.index("host")
         with self.engine.connect() as conn:
             for row in conn.execute(sa.select(s.hosts)):
-                states[row.host] = HostState(host=row.host, snapshot_ts=row.snapshot_ts)
+                if take(row.host):
+                    states[row.host] = HostState(host=row.host, snapshot_ts=row.snapshot_ts)
             host_rows = {host: state.snapshot_ts for host, state in states.items()}
             n = s.seen_ids
             chunks: dict[str, list[tuple[int, list[str]]]] = {}
             for host, number, ids in conn.execute(
                     sa.select(n.c.host, n.c.chunk, n.c.ids).order_by(n.c.host, n.c.chunk)):
-                chunks.setdefault(host, []).append((number, _decode(ids)))
+                if take(host):
+                    chunks.setdefault(host, []).append((number, _decode(ids)))
             for host, host_chunks in chunks.items():
                 state = states.get(host)
                 if state is None:  # not expected: a host's row is saved with its ids
@@ -415,6 +521,8 @@ class StateStore:
                      .order_by(a.c.host, a.c.first_seen, a.c.ref))
             for row in conn.execute(query):
                 values = tuple(row)
+                if not take(values[host_index]):
+                    continue
                 record = _alarm_record(values)
                 rows[record.ref] = values
                 state = states.get(record.host)
@@ -423,6 +531,4 @@ class StateStore:
                 state.alarms[record.ref] = record
             outbox = [(mid, bytes(body)) for mid, body in conn.execute(
                 sa.select(s.outbox.c.message_id, s.outbox.c.body).order_by(s.outbox.c.id))]
-        # The next snapshots write only what differs from the tables.
-        self._rows, self._hosts, self._again = rows, host_rows, []
-        return states, outbox
+        return LoadedHosts(states, outbox, rows, host_rows)
