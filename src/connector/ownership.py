@@ -88,7 +88,11 @@ class IPartitionOwner(Interface):
         """Load the state of the hosts of ``partitions`` before their messages come (Deferred)."""
 
     def forget(partitions):
-        """Drop the cached state of the hosts of ``partitions``."""
+        """Drop the cached state of the hosts of ``partitions``.
+
+        May return a Deferred (e.g. a commit in flight ending): when the
+        partitions are handed on, their tokens go only once it fired.
+        """
 
 
 @implementer(IMessageHandler)
@@ -130,6 +134,8 @@ class PartitionQueues:
         self.prefix = runtime.settings.bus.exchange_prefix
         #: partition -> (its queue's subscriber, the handler tracking its messages)
         self.subscribers: dict[int, tuple] = {}
+        #: Partitions prepared and not forgotten since.
+        self.prepared: set[int] = set()
         ownership_.add_listener(self)
 
     def gained(self, partitions) -> defer.Deferred:
@@ -137,15 +143,18 @@ class PartitionQueues:
         d.addCallback(lambda _: self._subscribe(partitions))
         return d
 
-    def _subscribe(self, partitions) -> None:
+    def _subscribe(self, partitions) -> defer.Deferred | None:
+        self.prepared |= partitions
+        # Lost again while the state was loading: nothing to consume, forget it.
+        gone = frozenset(p for p in partitions if p not in self.ownership.owned)
         subscriber = self.runtime.bus.subscriber(self.connector)
-        for p in sorted(partitions):
-            # Lost again while the state was loading: nothing to consume.
-            if p in self.ownership.owned and p not in self.subscribers:
+        for p in sorted(partitions - gone):
+            if p not in self.subscribers:
                 tracked = _Tracked(self.handler)
                 sub = subscriber.subscribe(partition_queue(self.prefix, self.connector, p),
                                            tracked)
                 self.subscribers[p] = (sub, tracked)
+        return self._forget(gone) if gone else None
 
     async def releasing(self, partitions) -> None:
         """Stop taking ``partitions``' messages, finish those received, then forget them."""
@@ -158,7 +167,7 @@ class PartitionQueues:
         await defer.gatherResults([tracked.finished() for _, tracked in subs],
                                   consumeErrors=True)
         await defer.gatherResults([sub.close() for sub, _ in subs], consumeErrors=True)
-        self.owner.forget(partitions)
+        await self._forget(partitions)
 
     def lost(self, partitions) -> None:
         """Gone without a goodbye: the broker gives back what was not acked."""
@@ -168,4 +177,13 @@ class PartitionQueues:
             if entry is not None:
                 connection.remove_subscriber(entry[0])
                 entry[0].close()
-        self.owner.forget(partitions)
+        d = self._forget(partitions)
+        d.addErrback(lambda f: self.log.failure("forgetting partitions failed", f))
+
+    def _forget(self, partitions) -> defer.Deferred:
+        """``owner.forget`` once per partition that was prepared (a hand-on tells lost too)."""
+        known = frozenset(p for p in partitions if p in self.prepared)
+        self.prepared -= known
+        if not known:
+            return defer.succeed(None)
+        return defer.maybeDeferred(self.owner.forget, known)
