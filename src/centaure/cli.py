@@ -18,6 +18,17 @@ def _load(path: str):
         raise SystemExit(f"centaure: {e}") from None
 
 
+def _partition_of_queue(prefix: str, name: str) -> tuple[str, int] | None:
+    """(connector, partition) of a partition queue ``<prefix>.<connector>.p<N>``, else None."""
+    from connector.topology import PARTITIONED
+
+    for connector in PARTITIONED:
+        head = f"{prefix}.{connector}.p"
+        if name.startswith(head) and name[len(head):].isdigit():
+            return connector, int(name[len(head):])
+    return None
+
+
 async def bus_config(reactor, settings) -> int:
     """Declare exchanges, queues and bindings; print each step.
 
@@ -32,6 +43,7 @@ async def bus_config(reactor, settings) -> int:
     protocol, channel = await oneshot.connect(reactor, settings.bus)
     print(f"connected to {protocol.broker}")
     mismatched = []
+    declared_partitions: dict[str, list[int]] = {}
     try:
         for name in exchange_names(prefix) + (dead_letter_exchange(prefix),):
             await channel.exchange_declare(exchange=name, type="topic", durable=True)
@@ -46,12 +58,25 @@ async def bus_config(reactor, settings) -> int:
                 channel = await protocol.channel(channel.id + 1)
                 await channel.channel_open()
                 continue
+            partition = _partition_of_queue(prefix, spec.name)
+            if partition is not None:
+                connector, number = partition
+                declared_partitions.setdefault(connector, []).append(number)
+                if number > 0:
+                    # Like p0 but for the partition in the routing keys: one line each.
+                    print(f"queue {spec.name} (as {prefix}.{connector}.p0, routing keys "
+                          f"'<type>.{number}.#')")
+                    continue
             args = ", ".join(f"{k}={v}" for k, v in sorted(spec.arguments.items()))
             print(f"queue {spec.name} (durable{', ' + args if args else ''})")
             for b in spec.bindings:
                 print(f"  bound to {b.exchange} with {b.pattern!r}")
     finally:
         await oneshot.close(protocol)
+    for connector, numbers in declared_partitions.items():
+        print(f"partition queues of {connector}: {prefix}.{connector}.p{min(numbers)} to "
+              f"{prefix}.{connector}.p{max(numbers)} ({len(numbers)} of "
+              f"{settings.bus.partitions}; the token queues are declared by the daemons)")
     if mismatched:
         print(f"bus NOT fully configured: {len(mismatched)} queue(s) differ: {', '.join(mismatched)}")
         return 1
@@ -67,13 +92,16 @@ def write_definitions(settings, path: str, user_prefix: str) -> int:
     from connector.permissions import definitions
 
     vhost = BrokerURL.parse(settings.bus.urls[0].reveal()).vhost
-    doc = definitions(settings.bus.exchange_prefix, vhost, settings.bus.queue_type, user_prefix)
+    partitions = settings.bus.partitions
+    doc = definitions(settings.bus.exchange_prefix, vhost, settings.bus.queue_type, user_prefix,
+                      partitions)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
     users = ", ".join(u["name"] for u in doc["users"])
     print(f"wrote {path}: users {users} (no passwords), {len(doc['exchanges'])} exchanges, "
-          f"{len(doc['queues'])} queues")
+          f"{len(doc['queues'])} queues"
+          + (f" ({partitions} partitions: partition queues and token rights)" if partitions else ""))
     print(f"import it with: rabbitmqctl import_definitions {path}")
     print("then set each password: rabbitmqctl change_password USER PASSWORD")
     return 0
@@ -108,12 +136,19 @@ async def read_status(reactor, settings) -> list:
 
 
 async def status(reactor, settings) -> int:
-    """Print the table of connectors seen on the bus."""
+    """Print the table of connectors seen on the bus, then the partitions each node owns."""
+    from centaure.ownership_view import ownership_report
     from connector.status import latest_by_connector, status_table
 
-    seen = latest_by_connector(await read_status(reactor, settings))
-    print(status_table(seen, time.time(), settings.connector.status_interval,
-                       settings.connector.lost_after))
+    heartbeats = await read_status(reactor, settings)
+    now = time.time()
+    interval, lost_after = settings.connector.status_interval, settings.connector.lost_after
+    print(status_table(latest_by_connector(heartbeats), now, interval, lost_after))
+    # Several nodes ([bus] partitions): who owns which partitions, and what nobody owns.
+    report = ownership_report(heartbeats, now, interval, lost_after)
+    if report:
+        print()
+        print(report)
     return 0
 
 

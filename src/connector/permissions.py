@@ -18,6 +18,16 @@ against exchange and queue names alike:
 
 ``<prefix>.status`` and ``<prefix>.dead`` each name both an exchange and a
 queue, so a right on one is a right on the other.
+
+With ``[bus] partitions = P`` (several nodes) a connector that owns
+partitions (:data:`ROLES`) also declares, consumes and binds its roles'
+token queues ``<prefix>.token.<role>.<N>`` and members queue
+``<prefix>.members.<role>``, and publishes tokens to the exchange
+``<prefix>.token``; the correlator and the alerter read their partition
+queues ``<prefix>.<connector>.p<N>`` instead of ``<prefix>.<connector>``,
+and the alerter (holding the notifier's token) ``<prefix>.alerter.notifier``.
+Those are matched by patterns (``[0-9]+``), not by P names each, so the
+rights do not change with P.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ import re
 from collections.abc import Iterable
 
 from connector.registry import installed
-from connector.topology import all_queues, dead_letter_exchange, exchange_names
+from connector.topology import (PARTITIONED, all_queues, dead_letter_exchange, exchange_names,
+                                members_queue, token_exchange)
 
 #: The message type the ``centaure`` command publishes (``centaure alarms``).
 CLI_PUBLISHES = ("alarm_command",)
@@ -36,28 +47,71 @@ CLI_PUBLISHES = ("alarm_command",)
 NOTHING = "^$"
 
 
-def names_regex(names: Iterable[str]) -> str:
-    """A regex matching exactly ``names`` (an anchored alternation), or nothing."""
-    unique = sorted(set(names))
-    if not unique:
+#: The ownership roles (``connector.ownership``) each connector's process holds
+#: tokens of with ``[bus] partitions``: the notifier runs in the alerter's.
+ROLES: dict[str, tuple[str, ...]] = {
+    "snmp": ("snmp",),
+    "correlator": ("correlator",),
+    "alerter": ("alerter", "notifier"),
+}
+
+#: Queues a role's holder reads besides the partition queues, declared by its
+#: daemons (``connector_alerter.service.notifier_queue``): the notifier token's
+#: holder reads every ``alarm`` from ``<prefix>.alerter.notifier``.
+ROLE_QUEUES: dict[str, tuple[str, ...]] = {"notifier": ("alerter.notifier",)}
+
+
+def names_regex(names: Iterable[str], patterns: Iterable[str] = ()) -> str:
+    """A regex matching exactly ``names`` and ``patterns`` (an anchored alternation), or nothing.
+
+    ``patterns`` are regexes already (unanchored: the alternation anchors them).
+    """
+    alternatives = [re.escape(n) for n in sorted(set(names))] + sorted(set(patterns))
+    if not alternatives:
         return NOTHING
-    return "^(" + "|".join(re.escape(n) for n in unique) + ")$"
+    return "^(" + "|".join(alternatives) + ")$"
 
 
-def connector_rights(prefix: str, name: str) -> dict[str, str]:
-    """configure / write / read regexes of connector ``name``'s user."""
+def partition_queues_pattern(prefix: str, connector: str) -> str:
+    """Every partition queue of ``connector``: ``<prefix>.<connector>.p<N>``, any N."""
+    return re.escape(f"{prefix}.{connector}.p") + "[0-9]+"
+
+
+def token_queues_pattern(prefix: str, role: str) -> str:
+    """Every token queue of ``role``: ``<prefix>.token.<role>.<N>``, any N."""
+    return re.escape(f"{prefix}.token.{role}.") + "[0-9]+"
+
+
+def connector_rights(prefix: str, name: str, partitions: int = 0) -> dict[str, str]:
+    """configure / write / read regexes of connector ``name``'s user.
+
+    ``partitions``: ``[bus] partitions`` (0: one node, no token, no partition queue).
+    """
     spec = installed()[name]
     published = [f"{prefix}.{t}" for t in (*spec.publishes, "status")]
     consumed = [f"{prefix}.{t}" for t in spec.consumes]
     queue = [f"{prefix}.{name}"] if spec.consumes else []
+    queue_patterns: list[str] = []
+    if partitions and name in PARTITIONED and spec.consumes:
+        # Its partition queues replace its one queue.
+        queue, queue_patterns = [], [partition_queues_pattern(prefix, name)]
     # A consumer dead-letters what it cannot use itself (connector.consumer).
     dead = [dead_letter_exchange(prefix)] if spec.consumes else []
+    # Ownership tokens (connector.amqp.tokens): each role's token queues are
+    # declared, bound to the token exchange (write on the queue, read on the
+    # exchange) and consumed; tokens are published to that exchange; the
+    # members queue is declared and consumed.
+    roles = ROLES.get(name, ()) if partitions else ()
+    tokens = [token_queues_pattern(prefix, r) for r in roles]
+    members = [members_queue(prefix, r).name for r in roles]
+    queue = queue + [f"{prefix}.{q}" for r in roles for q in ROLE_QUEUES.get(r, ())]
+    exchange = [token_exchange(prefix)] if roles else []
     # The connection declares the exchanges it publishes to (and the dead-letter one).
-    declared = published + [dead_letter_exchange(prefix)] + consumed + queue
+    declared = published + [dead_letter_exchange(prefix)] + consumed + queue + members + exchange
     return {
-        "configure": names_regex(declared),
-        "write": names_regex(published + dead + queue),
-        "read": names_regex(queue + consumed),
+        "configure": names_regex(declared, queue_patterns + tokens),
+        "write": names_regex(published + dead + queue + exchange, queue_patterns + tokens),
+        "read": names_regex(queue + consumed + members + exchange, queue_patterns + tokens),
     }
 
 
@@ -77,11 +131,17 @@ def cli_rights(prefix: str) -> dict[str, str]:
 
 
 def definitions(prefix: str, vhost: str = "/", queue_type: str = "classic",
-                user_prefix: str = "centaure") -> dict:
-    """The definitions document for ``rabbitmqctl import_definitions``."""
-    users = {f"{user_prefix}-{name}": connector_rights(prefix, name) for name in installed()}
+                user_prefix: str = "centaure", partitions: int = 0) -> dict:
+    """The definitions document for ``rabbitmqctl import_definitions``.
+
+    With ``partitions`` it declares the partition queues (as ``bus-config``
+    does); the token and members queues and the token exchange are declared
+    by the daemons themselves, with the rights given here.
+    """
+    users = {f"{user_prefix}-{name}": connector_rights(prefix, name, partitions)
+             for name in installed()}
     users[user_prefix] = cli_rights(prefix)
-    queues = all_queues(prefix, queue_type)
+    queues = all_queues(prefix, queue_type, partitions)
     exchanges = exchange_names(prefix) + (dead_letter_exchange(prefix),)
     return {
         # No password_hash: the user cannot log in until the operator sets one.
