@@ -105,6 +105,9 @@ class DevicePoller:
         self.source = source
         self.state = state
         self.unreachable: set[str] = set()
+        #: Devices whose next answered poll sends a snapshot even if this poller
+        #: saw them answer before (taken over: the previous owner may have seen otherwise).
+        self.confirm: set[str] = set()
 
     async def poll(self, device: Device, target: SnmpTarget, plan: PollPlan,
                    with_rows: bool = False) -> PollOutcome:
@@ -156,6 +159,7 @@ class DevicePoller:
                 source=self.source, ts=now, host=device.name,
                 alarms=[a for t in plan.alarm_tables for a in _alarm_rows(t, walked)])
             self.unreachable.discard(device.name)
+            self.confirm.discard(device.name)
         else:
             outcome.snapshot = self._reachability(device, True, None, plan)
         return outcome
@@ -186,8 +190,9 @@ class DevicePoller:
         """An ``unreachable`` entry when a device stops answering; a snapshot without it when back."""
         was_unreachable = device.name in self.unreachable
         if reachable:
-            if not was_unreachable:
+            if not was_unreachable and device.name not in self.confirm:
                 return None
+            self.confirm.discard(device.name)
             self.unreachable.discard(device.name)
             return messages.AlarmSnapshot(source=self.source, host=device.name, alarms=[])
         self.unreachable.add(device.name)

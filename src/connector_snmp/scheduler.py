@@ -10,16 +10,19 @@ returns to its interval as soon as a poll succeeds.
 
 The scheduler keeps one ``DeviceSchedule`` per host: all of a host's timing
 state is in one place, so that a host could be handed to another node whole.
+:meth:`Scheduler.release` lets hosts go for that: their polls still waiting
+for a slot are cancelled and the caller learns when the running ones are done.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from connector.metrics import Counters
 
@@ -40,6 +43,9 @@ class DeviceSchedule:
     failures: int = 0
     call: object = None
     last_start: float = 0.0  # when the last poll began: a recovered device's next tick is due from it
+    started: bool = False  # the running poll has its slot (not waiting on the semaphore)
+    pending: object = None  # the running poll's Deferred
+    waiters: list = field(default_factory=list)  # told when the running poll is done
 
 
 class Scheduler:
@@ -77,6 +83,26 @@ class Scheduler:
         if s is not None and s.call is not None and s.call.active():
             s.call.cancel()
 
+    def release(self, names) -> defer.Deferred:
+        """Stop polling ``names``; fires once their polls that had begun are done.
+
+        A poll still waiting for a slot (``max_concurrent``) is cancelled: it
+        never begins.
+        """
+        waits = []
+        for name in names:
+            s = self.schedules.get(name)
+            self.remove(name)
+            if s is None or not s.running:
+                continue
+            if not s.started:
+                s.pending.cancel()
+                continue
+            waiter = defer.Deferred()
+            s.waiters.append(waiter)
+            waits.append(waiter)
+        return defer.DeferredList(waits) if waits else defer.succeed(None)
+
     def stop(self) -> None:
         """Cancel every pending tick."""
         for name in list(self.schedules):
@@ -96,12 +122,24 @@ class Scheduler:
                           name=s.name, interval=s.interval)
             return
         s.running = True
+        s.started = False
         s.last_start = self.clock.seconds()
-        d = self.semaphore.run(lambda: defer.ensureDeferred(self.poll(s.name)))
+        d = s.pending = self.semaphore.run(self._begin, s)
         d.addBoth(self._done, s)
 
+    def _begin(self, s: DeviceSchedule) -> defer.Deferred:
+        s.started = True
+        return defer.ensureDeferred(self.poll(s.name))
+
     def _done(self, result, s: DeviceSchedule) -> None:
-        s.running = False
+        s.running = s.started = False
+        s.pending = None
+        waiters, s.waiters = s.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if isinstance(result, Failure) and result.check(defer.CancelledError) \
+                and self.schedules.get(s.name) is not s:
+            return  # released before it began
         now = self.clock.seconds()
         if isinstance(result, bool) and result:
             recovered = s.failures > 0

@@ -5,6 +5,30 @@ user operators) is loaded and checked when the service is built, so a bad
 file stops start-up with one clear line; later reloads (SIGHUP and every
 ``[inventory] reload_interval``) keep the running configuration when the
 new one is invalid, and never interrupt polls in flight.
+
+Several pollers (``[bus] partitions = P``, the same inventory on every node)
+share the fleet by the ``snmp`` ownership tokens (:mod:`connector.ownership`):
+each polls exactly the devices of the partitions it owns. When partitions
+are handed on (balance) it stops polling their devices and lets the polls of
+them already running finish before the tokens go; when its connection drops
+it stops polling every device at once (the broker gives the tokens to the
+other pollers). What a takeover costs:
+
+- one rate sample per counter: the rate operators keep the previous raw value
+  in this process's memory (``ops.StateStore``), which is not handed over, so
+  the new owner's first poll of a device only records the raw values and its
+  rates come from the second poll on (one interval later); the old owner
+  forgets the state of the devices it no longer polls;
+- a device's first poll on its new owner comes within one interval of the
+  takeover (its spread offset), so a device may go unpolled for up to about
+  two intervals plus the time the broker takes to hand the token on (at once
+  for a closed connection, up to two heartbeats for a silent one);
+- the new owner does not know whether the old one had raised ``unreachable``
+  for a device: its first answered poll of a device it takes over sends an
+  empty ``alarm_snapshot`` (for devices without an alarm table), which clears
+  one raised before.
+
+With ``partitions = 0`` (the default) this node owns and polls every device.
 """
 
 from __future__ import annotations
@@ -16,7 +40,11 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-from connector.membership import SingleNodeMembership
+from zope.interface import implementer
+
+from connector.interfaces import IOwnershipListener
+from connector.ownership import ownership
+from connector.partitions import partition_of
 from connector.settings import settings_dir
 from connector.reload import reload_on_sighup
 from centaure_shared import operators as ops
@@ -99,7 +127,11 @@ class PollerService(service.Service):
         self.registry = registry
         self.counters = runtime.counters(CONNECTOR)
         self.publisher = runtime.bus.publisher(CONNECTOR)
-        self.membership = SingleNodeMembership(runtime.node)
+        self.membership = ownership(runtime, CONNECTOR)
+        #: Ownership by tokens ([bus] partitions > 0): devices come and go with partitions.
+        self.partitioned = hasattr(self.membership, "add_listener")
+        #: Partitions being handed on: their devices are no longer polled.
+        self._releasing: set[int] = set()
         self.client = SnmpClient(runtime.reactor, self.snmp.max_in_flight_per_agent,
                                  self.snmp.recv_buffer)
         self.poller = DevicePoller(self.client, f"{CONNECTOR}@{runtime.node}", ops.StateStore())
@@ -118,6 +150,8 @@ class PollerService(service.Service):
         super().startService()
         self.client.start()
         self._apply(self.config)
+        if self.partitioned:
+            self.membership.add_listener(_PollerOwnership(self))
         inv = self.settings.section("inventory")
         if inv.reload_interval:
             self._reload_loop = task.LoopingCall(self.reload)
@@ -166,10 +200,41 @@ class PollerService(service.Service):
         self.config = config
         for name, why in config.skipped.items():
             self.log.warn("device {name} not polled: {why}", name=name, why=why)
+        if not self.partitioned:
+            owned = {name: interval for name, interval in config.intervals.items()
+                     if self.membership.owns(CONNECTOR, name)}
+            self.scheduler.set_devices(owned)
+            self.counters.set("devices", len(owned))
+            return defer.succeed(None)
+        return self._apply_owned(config)
+
+    def _apply_owned(self, config: PollerConfig) -> defer.Deferred:
+        """Schedule the devices of the partitions owned here (and not being handed on).
+
+        Fires once the polls of the devices no longer owned that had begun are done.
+        """
+        membership, partitions = self.membership, self.membership.partitions
         owned = {name: interval for name, interval in config.intervals.items()
-                 if self.membership.owns(CONNECTOR, name)}
+                 if membership.owns(CONNECTOR, name)
+                 and partition_of(name, partitions) not in self._releasing}
+        before = set(self.scheduler.schedules)
+        gone = before - set(owned)
+        released = self.scheduler.release(gone)
+        for name in gone:
+            # Its next owner starts afresh; if it comes back here, so do we.
+            self.poller.state.forget_device(name)
+            self.poller.unreachable.discard(name)
+        # A device taken over: its first answered poll clears an ``unreachable``
+        # the previous owner may have raised.
+        self.poller.confirm.update(set(owned) - before)
+        self.poller.confirm.difference_update(gone)
         self.scheduler.set_devices(owned)
         self.counters.set("devices", len(owned))
+        self.counters.set("devices_unreachable", len(self.poller.unreachable))
+        if gone or len(owned) != len(before):
+            self.log.info("polling {n} devices ({added} taken on, {removed} let go)",
+                          n=len(owned), added=len(set(owned) - before), removed=len(gone))
+        return released
 
     async def _poll(self, name: str) -> bool:
         config = self.config
@@ -180,6 +245,11 @@ class PollerService(service.Service):
         self.counters.inc("polls")
         self.latency.observe(outcome.seconds)
         self.counters.inc("varbinds", outcome.varbinds)
+        if self.partitioned and name not in self.scheduler.schedules:
+            # Let go while it was polled: keep no state of a device polled elsewhere now.
+            self.poller.state.forget_device(name)
+            self.poller.unreachable.discard(name)
+            self.poller.confirm.discard(name)
         self.counters.set("devices_unreachable", len(self.poller.unreachable))
         if not outcome.reachable:
             self.counters.inc("timeouts")
@@ -196,6 +266,32 @@ class PollerService(service.Service):
                     self.log.error("could not publish a poll of {name}: {error}", name=name,
                                    error=failure.getErrorMessage())
         return outcome.reachable
+
+
+@implementer(IOwnershipListener)
+class _PollerOwnership:
+    """Keeps the poller's schedule to the devices of the partitions owned here."""
+
+    def __init__(self, service: PollerService) -> None:
+        self.service = service
+
+    def gained(self, partitions) -> None:
+        self.service._releasing.difference_update(partitions)
+        if self.service.running:
+            self.service._apply(self.service.config)
+
+    def releasing(self, partitions) -> defer.Deferred | None:
+        """Stop polling their devices; fires once their polls already begun are done."""
+        self.service._releasing.update(partitions)
+        if not self.service.running:
+            return None
+        return self.service._apply(self.service.config)
+
+    def lost(self, partitions) -> None:
+        """Handed on, or the connection dropped: stop polling their devices at once."""
+        self.service._releasing.difference_update(partitions)
+        if self.service.running:
+            self.service._apply(self.service.config)
 
 
 def build(runtime) -> PollerService:
