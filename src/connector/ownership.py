@@ -50,6 +50,8 @@ def ownership(runtime, role: str, partitions: int | None = None) -> IMembership:
                              balance_interval=bus_settings.balance_interval, node=runtime.node)
         holders[role] = holder
         runtime.bus.connection.add_subscriber(holder)
+        # A clean stop hands the tokens on once the role's services have finished.
+        runtime.bus.before_stop(holder.drain)
     return holder
 
 

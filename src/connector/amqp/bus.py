@@ -34,6 +34,7 @@ class AMQPBus(service.Service):
         self.settings = bus_settings
         self.app_id = app_id
         self.counters = counters or Counters(app_id)
+        self._before_stop: list = []
         path = buffer_settings.path.replace("{connector}", app_id)
         self.buffer_path = path
         buffer = ThreadedBuffer(
@@ -76,9 +77,27 @@ class AMQPBus(service.Service):
         startup.fail(self.app_id, f"the bus could not start (buffer {self.buffer_path}): "
                                   f"{failure.getErrorMessage()}", self.reactor)
 
+    def before_stop(self, hook) -> None:
+        """Call ``hook()`` (may return a Deferred) first when the bus stops, while still connected.
+
+        Ownership tokens are handed on this way, so that the next owner takes
+        over as soon as this node has finished, not when its connection drops.
+        """
+        self._before_stop.append(hook)
+
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        if self._before_stop and self.connected:
+            hooks = defer.gatherResults([defer.maybeDeferred(h) for h in self._before_stop],
+                                        consumeErrors=True)
+            # Bounded: a hung broker must not hold the stop.
+            hooks.addTimeout(DRAIN_SECONDS, self.reactor)
+            try:
+                yield hooks
+            except Exception as e:
+                self.log.warn("stopping without handing everything on: {error}",
+                              error=str(e) or type(e).__name__)
         # A clean stop first gives what is queued (the connectors' last
         # messages, a replay in progress) a bounded time to be confirmed;
         # whatever remains stays in the on-disk buffer for the next start.

@@ -509,8 +509,10 @@ class BusConnection(service.Service):
         self.protocol = None
         why = protocol.fault or (reason.getErrorMessage() if hasattr(reason, "getErrorMessage")
                                  else str(reason))
-        self.log.warn("connection to {broker} lost: {reason}", broker=str(protocol.broker),
-                      reason=why)
+        # Closed by our own stop: expected, not a warning.
+        log = self.log.warn if self.running else self.log.info
+        log("connection to {broker} lost: {reason}", broker=str(protocol.broker),
+            reason=why)
         self.publisher.link_down(reason)
         for sub in list(self.subscribers):
             sub.detach(protocol, clean=False)

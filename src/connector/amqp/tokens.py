@@ -188,9 +188,9 @@ class TokenHolder:
         self._refreshing.clear()
         self._set_gauge()
         if lost:
-            self.log.warn("{role}: {reason}: no longer owning partitions {parts}",
-                          role=self.role, reason="stopping" if clean else "connection lost",
-                          parts=_ranges(lost))
+            log = self.log.info if clean else self.log.warn
+            log("{role}: {reason}: no longer owning partitions {parts}", role=self.role,
+                reason="stopping" if clean else "connection lost", parts=_ranges(lost))
             self.counters.inc("partitions_lost", len(lost))
             for listener in list(self.listeners):
                 listener.lost(frozenset(lost))
