@@ -659,6 +659,22 @@ class Evaluator:
                     self._seen_keys.setdefault(host, set()).add((lid, ik))
             self._plans.pop(host, None)
 
+    def drop_hosts(self, hosts: Iterable[str]) -> None:
+        """Forget these hosts' state (their partition went to another node)."""
+        for host in hosts:
+            for table in (self._truth, self._win, self._breached, self._pending, self._plans,
+                          self._touched, self._data_ts):
+                table.pop(host, None)
+            self._dirty.discard(host)
+            self._emitted.discard(host)
+            for lid, ik in self._seen_keys.pop(host, ()):
+                self._seen.get(lid, {}).pop((host, ik), None)
+
+    def hosts(self) -> set[str]:
+        """The hosts this evaluator holds a state of."""
+        out = set(self._truth) | set(self._win) | set(self._breached) | set(self._pending)
+        return out | set(self._seen_keys) | set(self._touched)
+
     def take_changes(self) -> dict[str, tuple[dict[str, list], float | None, bool]]:
         """The hosts whose state may have changed since the last call, and forget them.
 

@@ -234,6 +234,13 @@ class Notifier:
         self._flushing = self._flush_again = False
         self._pumping = self._pump_again = False
         self._retry_wake: Any = None
+        self._pump_d: defer.Deferred | None = None
+        #: Halted (the notifier token was lost): no send starts any more.
+        self.halted = False
+        #: Finishing (handing the notifier token on): the batch being sent ends, no other.
+        self._finishing = False
+        #: deliver_due calls running (finish waits for them).
+        self._delivering = 0
         self._housekept = 0.0
         #: Counters for the status heartbeat.
         self.counters = {"alarms": 0, "sent": 0, "failed": 0, "suppressed": 0, "retried": 0}
@@ -292,6 +299,31 @@ class Notifier:
             if call is not None and call.active():
                 call.cancel()
         self._wake = self._retry_wake = None
+
+    def halt(self) -> None:
+        """Stop at once (the notifier token was lost): no tick, no flush, no new send.
+
+        Sends already handed to a receiver end on their own; rows taken but
+        not yet sent stay pending in the outbox for the node that takes over.
+        """
+        self.halted = True
+        self.stop()
+
+    async def finish(self) -> None:
+        """Stop ticking, then wait for the current flush and deliveries to end (hand-over).
+
+        The batch of rows being sent is finished (and recorded); rows not taken
+        yet stay pending for the next holder.
+        """
+        self._finishing = True
+        self.stop()
+        while self._pumping or self._flushing or self._recording or self._delivering:
+            if self._pump_d is not None and not self._pump_d.called:
+                await self._pump_d
+            else:
+                d: defer.Deferred = defer.Deferred()
+                self.reactor.callLater(0.05, d.callback, None)
+                await d
 
     async def _tick_logged(self) -> None:
         try:
@@ -358,7 +390,7 @@ class Notifier:
             self._pump_again = True
             return
         self._pumping = True
-        defer.ensureDeferred(self._pump())
+        self._pump_d = defer.ensureDeferred(self._pump())
 
     async def _pump(self) -> None:
         try:
@@ -559,21 +591,26 @@ class Notifier:
         """
         now = self.clock() if now is None else now
         total = 0
-        while True:
-            rows = await self.run_blocking(self.store.due, now, DELIVER_BATCH,
-                                           list(self._inflight))
-            if not rows:
-                break
-            ids = [r.id for r in rows]
-            self._inflight.update(ids)
-            try:
-                await defer.gatherResults(
-                    [self._limit.run(self._deliver_one, r) for r in rows], consumeErrors=True)
-            finally:
-                self._inflight.difference_update(ids)
-            total += len(rows)
-            if len(rows) < DELIVER_BATCH:
-                break
+        self._delivering += 1
+        try:
+            while not (self.halted or self._finishing):
+                rows = await self.run_blocking(self.store.due, now, DELIVER_BATCH,
+                                               list(self._inflight))
+                if not rows:
+                    break
+                ids = [r.id for r in rows]
+                self._inflight.update(ids)
+                try:
+                    await defer.gatherResults(
+                        [self._limit.run(self._deliver_one, r) for r in rows],
+                        consumeErrors=True)
+                finally:
+                    self._inflight.difference_update(ids)
+                total += len(rows)
+                if len(rows) < DELIVER_BATCH:
+                    break
+        finally:
+            self._delivering -= 1
         return total
 
     def _mail(self) -> channels.Mailer:
@@ -603,6 +640,8 @@ class Notifier:
 
     async def _deliver_one(self, row: OutboxRow) -> None:
         """Send ``row``; fires once its outcome is recorded."""
+        if self.halted or self._finishing:
+            return  # not started: left pending for the next holder of the notifier token
         error = await self._attempt(row)
         recorded: defer.Deferred = defer.Deferred()
         self._outcomes.append((row, error, recorded))

@@ -42,13 +42,16 @@ class Replay:
     log = Logger()
 
     def __init__(self, evaluator: Evaluator, engine: sa.Engine, table_prefix: str,
-                 since: Mapping[str, float], now: float | None = None) -> None:
+                 since: Mapping[str, float], now: float | None = None,
+                 only: Callable[[str], bool] | None = None) -> None:
         from centaure_shared.storage.schema import make_schema
 
         self.evaluator = evaluator
         self.engine = engine
         self.schema = make_schema(table_prefix)
         self.since = dict(since)
+        #: Replay only the hosts it accepts (the partitions owned here); None: all.
+        self.only = only
         self.now = time.time() if now is None else now
         self.horizon = max([r.lookback or 0.0 for r in evaluator.rules] + [DEFAULT_HORIZON])
         #: host -> newest sample time (ms) fed or held by the saved state.
@@ -118,7 +121,8 @@ class Replay:
             self.log.warn("backfill skipped: {error}", error=str(e).splitlines()[0])
             stored = []
         self._metrics = metrics
-        self._hosts = [d.name for d in stored] if metrics else []
+        self._hosts = [d.name for d in stored
+                       if self.only is None or self.only(d.name)] if metrics else []
         self._types = {d.name: d.device_type for d in stored if d.device_type}
 
     def _feed(self, host: str, after: float | None, found: list) -> None:

@@ -39,11 +39,48 @@ removed or changed are published as recovered
 (:meth:`~connector_alerter.evaluator.Evaluator.with_rules`). Pending groups
 of removed routes are dropped. Other settings (``[alerter]`` options,
 ``[smtp]``, the database) need a restart.
+
+Several nodes (``[bus] partitions = P > 0``; with 0, the default, all of the
+above, one queue ``<prefix>.alerter``):
+
+* Evaluation is per host. The alerter owns the partitions whose ``alerter``
+  tokens it holds (:func:`connector.ownership.ownership`) and consumes their
+  queues ``<prefix>.alerter.p<N>`` (:class:`connector.ownership.PartitionQueues`).
+  Before consuming partition p it loads the saved evaluator state of p's
+  hosts from SQL (:class:`connector_alerter.state.EvalStateStore`), replays
+  their stored samples since then (``backfill``) and publishes the
+  transitions found, as a start-up does for every host on one node. Handing
+  p on: its messages received are finished, the state of its hosts is saved
+  (awaited before the token goes), then dropped. Lost (the connection
+  dropped): dropped at once, unsaved (another node may own them already).
+  Time-driven transitions (the timer) are published only for hosts owned.
+  ``threshold`` messages carry the partition in their routing key.
+* Notifying is not per host (a group spans hosts): it runs on one node, the
+  holder of the single ``notifier`` token (``ownership(runtime, "notifier",
+  partitions=1)``; active/standby). The holder consumes ``alarm`` messages
+  from ``<prefix>.alerter.notifier`` (bound to every ``alarm``, declared by
+  every alerter node at start; quorum, single active consumer), groups them
+  and delivers the outbox. Gained: the groups, last-told records, silences
+  and pending outbox rows are loaded from SQL, then the queue is consumed.
+  Releasing: the queue is cancelled, the alarms received are finished, the
+  current flush and sends end, then the token goes. Lost: the notifier
+  halts at once (no new send starts; what is in flight ends on its own).
+  ``alarm`` messages reaching the partition queues are acked unused.
+  Taking over is safe because everything the notifier decided is in SQL
+  before it is acked or sent (outbox rows with unique idempotency keys,
+  group state in the same transaction): the new holder re-reads it, an
+  ``alarm`` redelivered queues nothing twice (the outbox skips a key queued
+  already), and a row is marked sent only after the receiver took it, so
+  the one repeat possible is a row the old holder's SMTP server accepted
+  before it died and that it had not marked sent: sent again with the same
+  idempotency key (headers and ``Message-ID``). At least once, exactly once
+  per idempotency key for a receiver that deduplicates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from typing import Any
@@ -55,11 +92,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from connector import messages, startup
-from connector.interfaces import IMessageHandler
+from connector.interfaces import IMessageHandler, IOwnershipListener
+from connector.ownership import PartitionQueues, ownership
+from connector.partitions import partition_of
 from connector.reload import reload_on_sighup
 from connector.retry import retry_in_thread
 from connector.settings import settings_dir
-from connector.topology import connector_queue
+from connector.topology import Binding, QueueSpec, connector_queue, partition_queue
 
 from .replay import Replay
 from .state import EvalStateStore, StateSaver, ms, threshold_message_id
@@ -67,8 +106,18 @@ from .state import EvalStateStore, StateSaver, ms, threshold_message_id
 __all__ = ["CONNECTOR", "AlerterService", "build"]
 
 CONNECTOR = "alerter"
+#: The role of the notifier's one ownership token (several nodes).
+NOTIFIER_ROLE = "notifier"
 #: Seconds between saves of the evaluator's changed hosts.
 SAVE_INTERVAL = 1.0
+
+
+def notifier_queue(prefix: str) -> QueueSpec:
+    """``<prefix>.alerter.notifier``: every ``alarm``, read by the notifier token's holder."""
+    base = partition_queue(prefix, CONNECTOR, 0)
+    return QueueSpec(name=f"{prefix}.{CONNECTOR}.{NOTIFIER_ROLE}",
+                     bindings=(Binding(messages.exchange_name(prefix, "alarm"), "#"),),
+                     arguments=dict(base.arguments))
 
 
 @implementer(IMessageHandler)
@@ -97,6 +146,15 @@ class AlerterService(service.Service):
         self._replayed: dict[str, int] = {}
         self.last_error: str | None = None
         self._reloading: defer.Deferred | None = None
+        #: ``[bus] partitions`` (0: one node owns every host).
+        self.partitions = self.settings.bus.partitions
+        self.ownership = None
+        self.queues: PartitionQueues | None = None
+        self.notifier_role: NotifierRole | None = None
+        self.store: EvalStateStore | None = None
+        #: Partitions being handed on: their state is saved before it is dropped.
+        self._handing_on: set[int] = set()
+        self._saving_out: dict[frozenset, defer.Deferred] = {}
         runtime.health_checks[CONNECTOR] = self.health
 
     def startService(self) -> None:
@@ -117,6 +175,9 @@ class AlerterService(service.Service):
         if self.missing_rules:
             self.log.warn("no rules file {path}: the alerter evaluates nothing",
                           path=self.missing_rules)
+        if self.partitions:
+            await self._start_partitioned()
+            return
         if self.engine is not None:
             if not await self._restore():
                 return
@@ -134,6 +195,127 @@ class AlerterService(service.Service):
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
                                 self.settings.bus.queue_type)
         self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self)
+
+    # --- several nodes (see the module's docstring) ------------------------------------
+
+    async def _start_partitioned(self) -> None:
+        """Tables ready, then the partition queues and the notifier follow the tokens."""
+        from centaure_shared.sql import error_summary, is_outage
+
+        from . import migrate
+
+        db = self.settings.section("db")
+        prefix = self.conf.table_prefix
+        if self.engine is not None:
+            def waiting(exc: BaseException) -> None:
+                self.state, self.last_error = "waiting for the database", error_summary(exc)
+
+            ok = await retry_in_thread(
+                self.reactor, lambda: migrate.upgrade(self.engine, prefix) or True,
+                lambda exc: is_outage(exc) or isinstance(exc, migrate.MigrationLockTimeout),
+                db.retry_initial, db.retry_max, "alerter tables", lambda: self._stopping,
+                waiting)
+            if ok is None:
+                return
+            self.last_error = None
+            self.store = EvalStateStore(self.engine, prefix)
+            self.saver = StateSaver(self.reactor, self.store, self.evaluator.take_changes,
+                                    SAVE_INTERVAL)
+            self.saver.start()
+        if self._stopping:
+            return
+        routes = os.path.join(settings_dir(self.settings), self.conf.routes)
+        # Declared by every node, so that no alarm is dropped while no node holds the token.
+        self.runtime.bus.connection.add_subscriber(_Declare(notifier_queue(
+            self.settings.bus.exchange_prefix)))
+        if os.path.exists(routes) or self._rule_emails():
+            self.notifier_role = NotifierRole(
+                self, ownership(self.runtime, NOTIFIER_ROLE, partitions=1))
+        else:
+            self.log.warn("no routes file {path}: the alerter notifies nobody", path=routes)
+        self.state = "ready"
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(1.0, now=False)
+        self.ownership = ownership(self.runtime, CONNECTOR)
+        self.queues = _Queues(self.runtime, CONNECTOR, self, self, self.ownership)
+
+    def _hosts_of(self, partitions) -> list[str]:
+        return [h for h in self.evaluator.hosts()
+                if partition_of(h, self.partitions) in partitions]
+
+    async def prepare(self, partitions) -> None:
+        """Load the saved state of ``partitions``' hosts, replay their samples, publish."""
+        if self.store is None:
+            return
+        from centaure_shared.sql import error_summary, is_outage
+
+        db = self.settings.section("db")
+        parts, count = frozenset(partitions), self.partitions
+        mine = lambda host: partition_of(host, count) in parts  # noqa: E731
+
+        def load() -> dict:
+            return {h: v for h, v in self.store.load().items() if mine(h)}
+
+        def waiting(exc: BaseException) -> None:
+            self.last_error = error_summary(exc)
+
+        gone = lambda: self._stopping or not (parts & self.ownership.owned)  # noqa: E731
+        saved = await retry_in_thread(self.reactor, load, is_outage, db.retry_initial,
+                                      db.retry_max, "alerter state", gone, waiting)
+        if saved is None:
+            return
+        self.last_error = None
+        self.evaluator.import_state({host: state for host, (state, _ts) in saved.items()})
+        self.saver.remember(saved)
+        thresholds: list[messages.Threshold] = []
+        if self.conf.backfill and db.layout != "per_device":
+            replay = Replay(self.evaluator, self.engine, db.table_prefix,
+                            {host: ts for host, (_state, ts) in saved.items() if ts is not None},
+                            only=mine)
+            done = await retry_in_thread(
+                self.reactor, lambda: replay.run(gone), is_outage, db.retry_initial,
+                db.retry_max, "alerter replay", gone, waiting)
+            if done is not None:
+                self._replayed.update(replay.replayed)
+                thresholds = replay.thresholds
+        self.log.info("alerter partitions {parts}: state of {n} hosts loaded{t}",
+                      parts=",".join(map(str, sorted(parts))), n=len(saved),
+                      t=f", {len(thresholds)} transitions replayed" if thresholds else "")
+        d = self.saver.flush()
+        if thresholds:
+            await self._publish(thresholds)
+        await d
+
+    def forget(self, partitions) -> None:
+        """Drop the state of ``partitions``' hosts (saved first when handed on)."""
+        parts = frozenset(partitions)
+        handed = parts & self._handing_on
+        if handed and self.saver is not None:
+            self._saving_out[handed] = defer.ensureDeferred(self._save_and_drop(handed))
+        self._drop(parts - handed)
+
+    async def _save_and_drop(self, partitions: frozenset) -> None:
+        hosts = self._hosts_of(partitions)
+        for _ in range(3):
+            await self.saver.flush()
+            if not any(h in self.saver.waiting for h in hosts):
+                break
+        else:
+            self.log.warn("state of {n} hosts of partitions handed on not saved",
+                          n=len(hosts))
+        self._drop(partitions)
+
+    def _drop(self, partitions) -> None:
+        if not partitions:
+            return
+        hosts = self._hosts_of(partitions) + [h for h in self._replayed
+                                              if partition_of(h, self.partitions) in partitions]
+        self.evaluator.drop_hosts(hosts)
+        if self.saver is not None:
+            self.saver.forget(hosts)
+        for h in hosts:
+            self._replayed.pop(h, None)
 
     def _rule_emails(self) -> dict[str, tuple[str, ...]]:
         return {r.name: r.emails for r in self.evaluator.rules if r.emails}
@@ -202,7 +384,9 @@ class AlerterService(service.Service):
             self.log.error("routes reload refused, keeping the running routes: {error}",
                            error=_one_line(routes))
         elif routes is not None:
-            if self.notifier is None:
+            if self.notifier is None and self.partitions:
+                pass   # read by the notifier when this node gets the notifier token
+            elif self.notifier is None:
                 await self._open_notifier()
                 self.log.info("routes loaded from {path}: {n} routes",
                               path=self.conf.routes, n=len(routes.routes))
@@ -233,7 +417,7 @@ class AlerterService(service.Service):
         emails = self._rule_emails()
         if self.notifier is not None:
             await self.notifier.reconfigure(rule_emails=emails)
-        elif emails:
+        elif emails and not self.partitions:
             await self._open_notifier()
         if d is not None:
             await d
@@ -310,7 +494,9 @@ class AlerterService(service.Service):
         if self.saver is not None:
             # The last changes: a clean stop replays nothing at the next start.
             yield self.saver.stop()
-        if self.notifier is not None:
+        if self.notifier_role is not None:
+            yield self.notifier_role.stop()
+        elif self.notifier is not None:
             self.notifier.stop()
         if self.engine is not None:
             yield threads.deferToThread(self.engine.dispose)
@@ -328,6 +514,8 @@ class AlerterService(service.Service):
             # In the message's time, as a replay from the stored samples would.
             return self._publish(self.evaluator.evaluate(message))
         if isinstance(message, messages.Alarm):
+            if self.partitions:
+                return None   # the notifier token's holder reads them from its own queue
             self.counters.inc("alarms_received")
             if self.notifier is not None:
                 return defer.ensureDeferred(self.notifier.handle_alarm(message))
@@ -356,7 +544,12 @@ class AlerterService(service.Service):
                 "parent": device.parent, "tags": list(device.tags), **dict(device.fields)}
 
     def _tick(self) -> None:
-        d = self._publish(self.evaluator.tick(time.time()))
+        thresholds = self.evaluator.tick(time.time())
+        if self.ownership is not None:
+            owned = self.ownership.owned
+            thresholds = [t for t in thresholds
+                          if partition_of(t.host, self.partitions) in owned]
+        d = self._publish(thresholds)
         if d is not None:
             d.addErrback(lambda f: self.log.failure("threshold publish failed", f))
 
@@ -375,7 +568,7 @@ class AlerterService(service.Service):
             mid = base if n == 0 else threshold_message_id(t, n)
             # Durable: the perf that gave it is acked once this fires.
             sent.append(self.publisher.publish_raw(
-                exchange, messages.routing_key(t), messages.encode(t),
+                exchange, messages.routing_key(t, self.partitions), messages.encode(t),
                 {"message_id": mid, "type": "threshold", "timestamp": t.ts}, durable=True))
         if self.saver is not None:
             self.saver.soon()   # the state recording these transitions, soon
@@ -393,6 +586,11 @@ class AlerterService(service.Service):
             body["state_saves"] = self.saver.health()
         if self.notifier is not None:
             body["notifications"] = dict(self.notifier.counters)
+        if self.ownership is not None:
+            body["partitions"] = sorted(self.ownership.owned)
+        if self.notifier_role is not None:
+            body["notifier_active"] = self.notifier_role.active
+            body["notifier_activations"] = self.notifier_role.activations
         return body
 
 
@@ -454,3 +652,164 @@ def build(runtime) -> AlerterService:
     alerter.missing_rules = missing_rules
     return alerter
 
+
+
+class _Queues(PartitionQueues):
+    """Partition queues whose hand-over waits until the hosts' state is saved.
+
+    (The core's ``releasing`` calls ``owner.forget`` without waiting for it;
+    the next owner must load the state saved here.)
+    """
+
+    async def releasing(self, partitions) -> None:
+        owner = self.owner
+        parts = frozenset(partitions)
+        owner._handing_on |= parts
+        try:
+            await super().releasing(partitions)
+            d = owner._saving_out.pop(parts & owner._handing_on, None) \
+                or owner._saving_out.pop(parts, None)
+            if d is not None:
+                await d
+        finally:
+            owner._handing_on -= parts
+
+
+_declare_channel_ids = itertools.count(1900)
+
+
+class _Declare:
+    """A bus connection subscriber that declares one queue (and binds it) at each connection."""
+
+    log = Logger()
+
+    def __init__(self, spec: QueueSpec) -> None:
+        self.spec = spec
+        # Its own range: the core's subscribers count up from 2, its tokens from 1000.
+        self.channel_id = next(_declare_channel_ids)
+
+    def attach(self, protocol) -> defer.Deferred:
+        d = defer.ensureDeferred(self._attach(protocol))
+        d.addErrback(lambda f: self.log.failure("cannot declare {queue}", f,
+                                                queue=self.spec.name))
+        return d
+
+    async def _attach(self, protocol) -> None:
+        from connector.amqp.subscriber import declare_queue
+
+        channel = await protocol.channel(self.channel_id)
+        await channel.channel_open()
+        await declare_queue(channel, self.spec)
+        await channel.channel_close(reply_code=200, reply_text="declared", class_id=0,
+                                    method_id=0)
+
+    def detach(self, protocol, clean: bool) -> defer.Deferred:
+        return defer.succeed(None)
+
+
+@implementer(IOwnershipListener, IMessageHandler)
+class NotifierRole:
+    """The notifier, run by the node holding the one ``notifier`` token (module docstring)."""
+
+    log = Logger()
+
+    def __init__(self, service: AlerterService, ownership_) -> None:
+        self.service = service
+        self.ownership = ownership_
+        self.spec = notifier_queue(service.settings.bus.exchange_prefix)
+        self.sub = None
+        self.outstanding: set[defer.Deferred] = set()
+        self._starting: defer.Deferred | None = None
+        #: Times this node became the active notifier.
+        self.activations = 0
+        ownership_.add_listener(self)
+
+    @property
+    def active(self) -> bool:
+        return self.sub is not None
+
+    def gained(self, partitions) -> defer.Deferred:
+        if self._starting is None and self.sub is None:
+            self._starting = defer.ensureDeferred(self._activate())
+        return self._starting
+
+    async def _activate(self) -> None:
+        s = self.service
+        try:
+            while True:
+                if s._stopping or not self.ownership.owned:
+                    return
+                try:
+                    await s._open_notifier()   # groups, outbox, silences from SQL; ticking
+                    break
+                except Exception as e:
+                    s.last_error = str(e).splitlines()[0][:300] if str(e) else repr(e)
+                    self.log.warn("notifier: cannot start, retrying: {error}",
+                                  error=s.last_error)
+                    d: defer.Deferred = defer.Deferred()
+                    s.reactor.callLater(1.0, d.callback, None)
+                    await d
+            if s._stopping or not self.ownership.owned:
+                self._halt()
+                return
+            self.sub = s.runtime.bus.subscriber(CONNECTOR).subscribe(self.spec, self)
+            self.activations += 1
+            self.log.info("notifier: active on this node (the notifier token is held here)")
+        finally:
+            self._starting = None
+
+    def handle(self, message, delivery) -> defer.Deferred | None:
+        notifier = self.service.notifier
+        if not isinstance(message, messages.Alarm) or notifier is None:
+            return None
+        self.service.counters.inc("alarms_received")
+        d = defer.ensureDeferred(notifier.handle_alarm(message))
+        self.outstanding.add(d)
+
+        def done(result: object) -> object:
+            self.outstanding.discard(d)
+            return result
+        d.addBoth(done)
+        return d
+
+    async def releasing(self, partitions) -> None:
+        """Hand over: no more alarms, those received handled, current sends ended."""
+        if self._starting is not None:
+            await self._starting
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            self.service.runtime.bus.connection.remove_subscriber(sub)
+            await sub.cancel()
+            pending = list(self.outstanding)
+            if pending:
+                await defer.DeferredList(pending, consumeErrors=True)
+        notifier = self.service.notifier
+        if notifier is not None:
+            await notifier.finish()
+            notifier.halt()
+            self.service.notifier = None
+        if sub is not None:
+            await sub.close()
+        self.log.info("notifier: handed on")
+
+    def lost(self, partitions) -> None:
+        """Gone (the connection dropped): stop at once."""
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            self.service.runtime.bus.connection.remove_subscriber(sub)
+            sub.close()
+        if self._halt():
+            self.log.warn("notifier: token lost: stopped")
+
+    def _halt(self) -> bool:
+        notifier = self.service.notifier
+        if notifier is None:
+            return False
+        notifier.halt()
+        self.service.notifier = None
+        return True
+
+    def stop(self) -> defer.Deferred:
+        """A clean stop of the process: no new send (the token goes with the connection)."""
+        self._halt()
+        return defer.succeed(None)

@@ -175,6 +175,12 @@ class StateSaver:
         for host, (state, ts) in saved.items():
             self.saved[host] = (_text(state), ts)
 
+    def forget(self, hosts: Iterable[str]) -> None:
+        """Drop what is known or waiting of ``hosts`` (their partition is owned elsewhere now)."""
+        for host in hosts:
+            self.saved.pop(host, None)
+            self.waiting.pop(host, None)
+
     def start(self) -> None:
         """Save every ``interval`` seconds."""
         self._loop = task.LoopingCall(self.flush)
