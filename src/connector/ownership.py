@@ -89,10 +89,13 @@ class IPartitionOwner(Interface):
     def prepare(partitions):
         """Load the state of the hosts of ``partitions`` before their messages come (Deferred)."""
 
-    def forget(partitions):
+    def forget(partitions, handed_on):
         """Drop the cached state of the hosts of ``partitions``.
 
-        May return a Deferred (e.g. a commit in flight ending): when the
+        ``handed_on``: True when this node hands them on (their messages are
+        handled; state may still be saved for the next owner), False when
+        they were lost (another node may own them already: save nothing).
+        May return a Deferred (e.g. a commit or a save ending): when the
         partitions are handed on, their tokens go only once it fired.
         """
 
@@ -156,7 +159,7 @@ class PartitionQueues:
                 sub = subscriber.subscribe(partition_queue(self.prefix, self.connector, p),
                                            tracked)
                 self.subscribers[p] = (sub, tracked)
-        return self._forget(gone) if gone else None
+        return self._forget(gone, handed_on=False) if gone else None
 
     async def releasing(self, partitions) -> None:
         """Stop taking ``partitions``' messages, finish those received, then forget them."""
@@ -169,7 +172,7 @@ class PartitionQueues:
         await defer.gatherResults([tracked.finished() for _, tracked in subs],
                                   consumeErrors=True)
         await defer.gatherResults([sub.close() for sub, _ in subs], consumeErrors=True)
-        await self._forget(partitions)
+        await self._forget(partitions, handed_on=True)
 
     def lost(self, partitions) -> None:
         """Gone without a goodbye: the broker gives back what was not acked."""
@@ -179,13 +182,13 @@ class PartitionQueues:
             if entry is not None:
                 connection.remove_subscriber(entry[0])
                 entry[0].close()
-        d = self._forget(partitions)
+        d = self._forget(partitions, handed_on=False)
         d.addErrback(lambda f: self.log.failure("forgetting partitions failed", f))
 
-    def _forget(self, partitions) -> defer.Deferred:
+    def _forget(self, partitions, handed_on: bool) -> defer.Deferred:
         """``owner.forget`` once per partition that was prepared (a hand-on tells lost too)."""
         known = frozenset(p for p in partitions if p in self.prepared)
         self.prepared -= known
         if not known:
             return defer.succeed(None)
-        return defer.maybeDeferred(self.owner.forget, known)
+        return defer.maybeDeferred(self.owner.forget, known, handed_on)

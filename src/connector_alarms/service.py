@@ -379,10 +379,12 @@ class CorrelatorService(service.Service):
                                    for mid, body, host in outbox])
         self._confirmed.extend(mid for mid, _, _ in outbox)
 
-    def forget(self, partitions) -> defer.Deferred:
+    def forget(self, partitions, handed_on: bool = False) -> defer.Deferred:
         """Drop the hosts of ``partitions`` from memory (see the module's rules).
 
-        The Deferred fires once the commit in flight, if any, has ended.
+        Handed on or lost alike: what is committed is in SQL, the rest comes
+        back from the broker. The Deferred fires once the commit in flight,
+        if any, has ended.
         """
         count = self.partitions
         partitions = frozenset(p for p in partitions if 0 <= p < count)

@@ -80,7 +80,6 @@ above, one queue ``<prefix>.alerter``):
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import time
 from typing import Any
@@ -153,8 +152,6 @@ class AlerterService(service.Service):
         self.notifier_role: NotifierRole | None = None
         self.store: EvalStateStore | None = None
         #: Partitions being handed on: their state is saved before it is dropped.
-        self._handing_on: set[int] = set()
-        self._saving_out: dict[frozenset, defer.Deferred] = {}
         runtime.health_checks[CONNECTOR] = self.health
 
     def startService(self) -> None:
@@ -226,8 +223,7 @@ class AlerterService(service.Service):
             return
         routes = os.path.join(settings_dir(self.settings), self.conf.routes)
         # Declared by every node, so that no alarm is dropped while no node holds the token.
-        self.runtime.bus.connection.add_subscriber(_Declare(notifier_queue(
-            self.settings.bus.exchange_prefix)))
+        self.runtime.bus.declare(notifier_queue(self.settings.bus.exchange_prefix))
         if os.path.exists(routes) or self._rule_emails():
             self.notifier_role = NotifierRole(
                 self, ownership(self.runtime, NOTIFIER_ROLE, partitions=1))
@@ -238,7 +234,7 @@ class AlerterService(service.Service):
         self._ticker.clock = self.reactor
         self._ticker.start(1.0, now=False)
         self.ownership = ownership(self.runtime, CONNECTOR)
-        self.queues = _Queues(self.runtime, CONNECTOR, self, self, self.ownership)
+        self.queues = PartitionQueues(self.runtime, CONNECTOR, self, self, self.ownership)
 
     def _hosts_of(self, partitions) -> list[str]:
         return [h for h in self.evaluator.hosts()
@@ -287,13 +283,16 @@ class AlerterService(service.Service):
             await self._publish(thresholds)
         await d
 
-    def forget(self, partitions) -> None:
-        """Drop the state of ``partitions``' hosts (saved first when handed on)."""
+    def forget(self, partitions, handed_on: bool = False) -> defer.Deferred | None:
+        """Drop the state of ``partitions``' hosts, saved first when handed on.
+
+        Lost, another node may own them already: nothing is saved.
+        """
         parts = frozenset(partitions)
-        handed = parts & self._handing_on
-        if handed and self.saver is not None:
-            self._saving_out[handed] = defer.ensureDeferred(self._save_and_drop(handed))
-        self._drop(parts - handed)
+        if handed_on and self.saver is not None:
+            return defer.ensureDeferred(self._save_and_drop(parts))
+        self._drop(parts)
+        return None
 
     async def _save_and_drop(self, partitions: frozenset) -> None:
         hosts = self._hosts_of(partitions)
@@ -652,59 +651,6 @@ def build(runtime) -> AlerterService:
     alerter.missing_rules = missing_rules
     return alerter
 
-
-
-class _Queues(PartitionQueues):
-    """Partition queues whose hand-over waits until the hosts' state is saved.
-
-    (The core's ``releasing`` calls ``owner.forget`` without waiting for it;
-    the next owner must load the state saved here.)
-    """
-
-    async def releasing(self, partitions) -> None:
-        owner = self.owner
-        parts = frozenset(partitions)
-        owner._handing_on |= parts
-        try:
-            await super().releasing(partitions)
-            d = owner._saving_out.pop(parts & owner._handing_on, None) \
-                or owner._saving_out.pop(parts, None)
-            if d is not None:
-                await d
-        finally:
-            owner._handing_on -= parts
-
-
-_declare_channel_ids = itertools.count(1900)
-
-
-class _Declare:
-    """A bus connection subscriber that declares one queue (and binds it) at each connection."""
-
-    log = Logger()
-
-    def __init__(self, spec: QueueSpec) -> None:
-        self.spec = spec
-        # Its own range: the core's subscribers count up from 2, its tokens from 1000.
-        self.channel_id = next(_declare_channel_ids)
-
-    def attach(self, protocol) -> defer.Deferred:
-        d = defer.ensureDeferred(self._attach(protocol))
-        d.addErrback(lambda f: self.log.failure("cannot declare {queue}", f,
-                                                queue=self.spec.name))
-        return d
-
-    async def _attach(self, protocol) -> None:
-        from connector.amqp.subscriber import declare_queue
-
-        channel = await protocol.channel(self.channel_id)
-        await channel.channel_open()
-        await declare_queue(channel, self.spec)
-        await channel.channel_close(reply_code=200, reply_text="declared", class_id=0,
-                                    method_id=0)
-
-    def detach(self, protocol, clean: bool) -> defer.Deferred:
-        return defer.succeed(None)
 
 
 @implementer(IOwnershipListener, IMessageHandler)

@@ -115,7 +115,7 @@ class Owner:
     def prepare(self, partitions):
         self.prepared |= partitions
 
-    def forget(self, partitions):
+    def forget(self, partitions, handed_on):
         self.prepared -= partitions
         self.forgotten.append(frozenset(partitions))
 

@@ -92,3 +92,15 @@ def test_partition_and_token_queues_arguments() -> None:
 @pytest.mark.parametrize("parts,text", [([], "none"), ([3], "3"), ([0, 1, 2, 5, 7, 8], "0-2,5,7-8")])
 def test_ranges(parts: list[int], text: str) -> None:
     assert _ranges(parts) == text
+
+
+def test_channel_numbers_are_used_again_lowest_first() -> None:
+    from connector.amqp.subscriber import ChannelIds
+
+    ids = ChannelIds(first=2, last=5)
+    assert [ids.take() for _ in range(4)] == [2, 3, 4, 5]
+    with pytest.raises(RuntimeError, match="no AMQP channel left"):
+        ids.take()
+    ids.give_back(4)
+    ids.give_back(3)
+    assert ids.take() == 3 and ids.take() == 4

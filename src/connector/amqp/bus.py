@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from connector import startup
 from connector.amqp.connection import BrokerURL, BusConnection, TLSSettings
-from connector.amqp.subscriber import AMQPSubscriber
+from connector.amqp.subscriber import AMQPSubscriber, QueueDeclarer
 from connector.buffer import BufferOpenError, SQLiteBuffer, ThreadedBuffer
 from connector.consumer import Consumer
 from connector.interfaces import IBus, ISubscriber
@@ -107,6 +107,10 @@ class AMQPBus(service.Service):
             yield task.deferLater(self.reactor, 0.02, lambda: None)
         yield self.connection.stopService()
         yield self._publisher.stop()
+
+    def declare(self, spec: QueueSpec) -> None:
+        """Declare ``spec``'s queue at every connection (as ``bus-config`` would)."""
+        self.connection.add_subscriber(QueueDeclarer(spec))
 
     def publisher(self, app_id: str) -> ReliablePublisher:
         """The process's publisher (one confirm channel for every connector)."""

@@ -9,7 +9,7 @@ one is acked with ``multiple=True``, the rest one by one.
 
 from __future__ import annotations
 
-import itertools
+import heapq
 from collections import deque
 
 from twisted.internet import defer
@@ -20,7 +20,35 @@ from connector.amqp import fastpath
 from connector.consumer import Consumer, Delivery
 from connector.topology import QueueSpec
 
-_channel_ids = itertools.count(2)  # channel 1 is the publisher's
+class ChannelIds:
+    """Channel numbers of the process's bus connection, the lowest free one first.
+
+    RabbitMQ allows 2,047 channels per connection. Partition queues come and
+    go as ownership moves, so their numbers are given back and used again
+    instead of counting up for ever. Channel 1 is the publisher's.
+    """
+
+    def __init__(self, first: int = 2, last: int = 2047) -> None:
+        self._next = first
+        self._last = last
+        self._free: list[int] = []
+
+    def take(self) -> int:
+        """A channel number nobody in this process uses."""
+        if self._free:
+            return heapq.heappop(self._free)
+        if self._next > self._last:
+            raise RuntimeError(f"no AMQP channel left: all {self._last} in use")
+        self._next += 1
+        return self._next - 1
+
+    def give_back(self, channel_id: int) -> None:
+        """``channel_id``'s channel is closed for good: it may be used again."""
+        heapq.heappush(self._free, channel_id)
+
+
+#: The channel numbers of this process (one bus connection per process).
+channel_ids = ChannelIds()
 
 #: AMQP reply code of a declaration that contradicts what exists.
 PRECONDITION_FAILED = 406
@@ -54,6 +82,40 @@ def broker_refusal(error: BaseException) -> tuple[int, str] | None:
         return None
     text = fields[1].decode() if isinstance(fields[1], bytes) else str(fields[1])
     return fields[0], text
+
+
+class QueueDeclarer:
+    """Declares one queue and its bindings at every connection, consuming nothing.
+
+    For a queue that must exist before any node consumes it, so that what
+    is published to it meanwhile waits there.
+    """
+
+    log = Logger()
+
+    def __init__(self, spec: QueueSpec) -> None:
+        self.spec = spec
+
+    def attach(self, protocol) -> defer.Deferred:
+        d = defer.ensureDeferred(self._attach(protocol))
+        d.addErrback(lambda f: self.log.failure("cannot declare {queue}", f,
+                                                queue=self.spec.name))
+        return d
+
+    async def _attach(self, protocol) -> None:
+        channel_id = channel_ids.take()
+        try:
+            channel = await protocol.channel(channel_id)
+            await channel.channel_open()
+            await declare_queue(channel, self.spec)
+            await channel.channel_close(reply_code=200, reply_text="declared", class_id=0,
+                                        method_id=0)
+        finally:
+            protocol.channels.pop(channel_id, None)
+            channel_ids.give_back(channel_id)
+
+    def detach(self, protocol, clean: bool) -> defer.Deferred:
+        return defer.succeed(None)
 
 
 async def declare_queue(channel, spec: QueueSpec) -> None:
@@ -90,7 +152,7 @@ class AMQPSubscriber:
         self.consumer = consumer
         self.prefetch = prefetch
         self.clock = clock
-        self.channel_id = next(_channel_ids)
+        self.channel_id = channel_ids.take()
         self.consumer_tag = f"{spec.name}.{self.channel_id}"
         self._channel = None
         self._protocol = None
@@ -177,17 +239,27 @@ class AMQPSubscriber:
         """
         channel, protocol = self._channel, self._protocol
         if channel is None:
+            # Detached already (the connection went): nothing open to close.
+            channel_ids.give_back(self.channel_id)
             return defer.succeed(None)
         self._flush(channel, protocol)
         protocol.consumers.pop(self.consumer_tag, None)
         self._protocol = self._channel = None
         if channel.closed:
+            self._release(protocol)
             return defer.succeed(None)
         # The connection may be gone already (a lost connection closes it all).
         d = defer.maybeDeferred(channel.channel_close, reply_code=200,
                                 reply_text="partition handed on", class_id=0, method_id=0)
         d.addErrback(lambda f: None)
+        d.addCallback(lambda _: self._release(protocol))
         return d
+
+    def _release(self, protocol) -> None:
+        # txamqp keeps channel objects by number: a closed one must not be
+        # handed to the next user of the number.
+        protocol.channels.pop(self.channel_id, None)
+        channel_ids.give_back(self.channel_id)
 
     def _ack(self, channel, tag: int) -> None:
         if channel is not self._channel:

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from connector.amqp import fastpath
-from connector.amqp.subscriber import declare_queue
+from connector.amqp.subscriber import channel_ids, declare_queue
 from connector.interfaces import IOwnership
 from connector.metrics import Counters
 from connector.partitions import fair_share, partition_of
@@ -44,8 +44,6 @@ from connector.topology import members_queue, token_exchange, token_queue
 #: Seconds a refreshed token may take to come back before it counts as lost.
 REFRESH_GRACE = 10.0
 
-# Two channel ids per holder: the tokens' channel and the one counting members.
-_channel_ids = itertools.count(1000, 2)
 
 
 @implementer(IOwnership)
@@ -72,7 +70,9 @@ class TokenHolder:
         self.token_refresh = token_refresh
         self.balance_interval = balance_interval
         self.node = node
-        self.channel_id = next(_channel_ids)
+        # Its own two channels: the tokens', and the one counting members.
+        self.channel_id = channel_ids.take()
+        self.probe_channel_id = channel_ids.take()
         self.listeners: list = []
         #: partition -> delivery tag of the token we hold (None while it is refreshed).
         self._held: dict[int, int | None] = {}
@@ -330,7 +330,7 @@ class TokenHolder:
         elected again after a node died) closes its channel: never the one
         holding the tokens. That channel stays open between counts.
         """
-        probe_id = self.channel_id + 1
+        probe_id = self.probe_channel_id
         try:
             channel = await protocol.channel(probe_id)
             if not getattr(channel, "opened", False):
