@@ -145,6 +145,10 @@ def status_queue(prefix: str, queue_type: str = "classic") -> QueueSpec:
 #: is set: each partition has its own queue, read by the node owning it. The
 #: other consuming connectors (the SQL writer) share one queue.
 PARTITIONED = ("correlator", "alerter")
+#: The message types a partitioned connector reads by partition, when not all
+#: it consumes: the alerter evaluates ``perf`` per host, while its notifier
+#: reads every ``alarm`` from a queue of its own (grouping spans hosts).
+PARTITIONED_TYPES = {"alerter": ("perf",)}
 
 
 def partition_queue(prefix: str, connector: str, partition: int,
@@ -158,11 +162,12 @@ def partition_queue(prefix: str, connector: str, partition: int,
     owned the partition would not both receive its messages.
     """
     base = connector_queue(prefix, connector, queue_type)
+    types = PARTITIONED_TYPES.get(connector, base.message_types)
     bindings = [Binding(b.exchange, f"{t}.{partition}.#")
-                for b, t in zip(base.bindings, base.message_types)]
+                for b, t in zip(base.bindings, base.message_types) if t in types]
     if partition == 0:
         bindings += [Binding(b.exchange, f"{t}._") for b, t in zip(base.bindings, base.message_types)
-                     if t in ("alarm_command", "notification")]
+                     if t in ("alarm_command", "notification") and t in types]
     arguments = dict(base.arguments)
     arguments["x-single-active-consumer"] = True
     return QueueSpec(name=f"{base.name}.p{partition}", bindings=tuple(bindings),

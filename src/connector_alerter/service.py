@@ -514,7 +514,9 @@ class AlerterService(service.Service):
             return self._publish(self.evaluator.evaluate(message))
         if isinstance(message, messages.Alarm):
             if self.partitions:
-                return None   # the notifier token's holder reads them from its own queue
+                # Not bound to the partition queues (topology.PARTITIONED_TYPES): the
+                # notifier token's holder reads them from its own queue.
+                return None
             self.counters.inc("alarms_received")
             if self.notifier is not None:
                 return defer.ensureDeferred(self.notifier.handle_alarm(message))
