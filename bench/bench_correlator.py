@@ -121,7 +121,7 @@ class Daemon:
                 f.write(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n")
         self.log_path = os.path.join(d, f"{plugin}-{self.port}.log")
         self.log = open(self.log_path, "w")
-        options = [f"--profile={profile}", "--profiler=cprofile"] if profile else []
+        options = [f"--profile={profile}", "--profiler=cprofile", "--savestats"] if profile else []
         self.proc = subprocess.Popen([f"{BIN}/twistd", "-n", "--pidfile=", *options, plugin,
                                       "-c", path],
                                      cwd=d, stdout=self.log, stderr=subprocess.STDOUT,
@@ -415,6 +415,118 @@ def bench_daemon(events: list, args: argparse.Namespace) -> dict:
             "alarms_queued": alarms_queued}
 
 
+# --- the raw relay (reference) ---------------------------------------------------------
+
+def run_relay(args: argparse.Namespace) -> None:
+    """(Subprocess) the raw relay: consume, publish with confirms, ack, no work at all.
+
+    pika 1.4's asynchronous ``SelectConnection`` on one channel (a pure
+    Python client with no Deferreds, cheaper per message than Centaure's
+    Twisted core): ``basic.qos`` of ``--prefetch`` (the daemon's), every
+    delivery published at once (same body, properties and routing key,
+    persistent) to ``--relay-exchange`` on the same channel in confirm mode,
+    confirms pipelined (never waited for one by one), and each input acked
+    only once its copy is confirmed: the longest confirmed run from the
+    oldest delivery with ``multiple=True`` (what the broker's coalesced
+    confirms allow). Stops after ``--expect`` acks; prints one JSON object:
+    ``seen`` ((monotonic time, inputs acked) every 0.1 s) and ``cpu`` (user +
+    system seconds of this process while it relayed).
+    """
+    import collections
+    import resource
+
+    from pika.adapters.select_connection import SelectConnection
+
+    total = args.expect
+    exchange = args.relay_exchange
+    outstanding: collections.deque[int] = collections.deque()  # delivery tags, in order
+    by_seq: dict[int, int] = {}  # publish sequence number -> delivery tag
+    confirmed: set[int] = set()  # delivery tags whose copy is confirmed
+    st = {"seq": 0, "acked": 0, "t0": 0.0, "cpu0": 0.0}
+    seen: list[tuple[float, int]] = []
+    chan: list = []
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def on_message(ch, method, props, body) -> None:
+        ch.basic_publish(exchange, method.routing_key, body, pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id=props.message_id,
+            type=props.type))
+        st["seq"] += 1
+        by_seq[st["seq"]] = method.delivery_tag
+        outstanding.append(method.delivery_tag)
+
+    def on_confirm(frame) -> None:
+        m = frame.method
+        if isinstance(m, pika.spec.Basic.Nack):
+            raise SystemExit(f"relay: the broker nacked publish {m.delivery_tag}")
+        seqs = [s for s in by_seq if s <= m.delivery_tag] if m.multiple else [m.delivery_tag]
+        for s in seqs:
+            confirmed.add(by_seq.pop(s))
+        last = None
+        while outstanding and outstanding[0] in confirmed:
+            last = outstanding.popleft()
+            confirmed.discard(last)
+        if last is not None:
+            chan[0].basic_ack(last, multiple=True)
+            st["acked"] = last  # one channel, one consumer: tags count the deliveries
+
+    def sample() -> None:
+        seen.append((time.monotonic(), st["acked"]))
+        if st["acked"] >= total:
+            conn.close()
+            return
+        conn.ioloop.call_later(0.1, sample)
+
+    def on_channel(ch) -> None:
+        chan.append(ch)
+        ch.confirm_delivery(on_confirm)
+        ch.basic_qos(prefetch_count=args.prefetch, callback=lambda _f: start(ch))
+
+    def start(ch) -> None:
+        st["t0"], st["cpu0"] = time.monotonic(), cpu()
+        ch.basic_consume(args.relay_queue, on_message)
+        sample()
+
+    conn = SelectConnection(pika.URLParameters(AMQP_URL),
+                            on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+                            on_close_callback=lambda c, e: c.ioloop.stop())
+    conn.ioloop.start()
+    print(json.dumps({"seen": seen, "cpu": cpu() - st["cpu0"],
+                      "elapsed": seen[-1][0] - st["t0"] if seen else 0.0}), flush=True)
+
+
+def bench_relay(events: list, args: argparse.Namespace) -> dict:
+    """One drain of the same pre-filled queue by the raw relay (:func:`run_relay`)."""
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    sink = f"{prefix}.bench-alarms"
+    n = len(events)
+    exchange = messages.exchange_name(prefix, "alarm")
+    try:
+        conn = amqp()
+        declare(conn.channel(), sink, exchange)
+        conn.close()
+        queue = prefill(prefix, events)
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--role", "relay", "--relay-queue",
+             queue, "--relay-exchange", exchange, "--expect", str(n),
+             "--prefetch", str(args.prefetch)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=900, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        time.sleep(1.0)  # the last acks settle
+        left, queued = queue_count(queue), queue_count(sink)
+    finally:
+        try:
+            delete_bus(prefix, [sink])
+        except Exception as e:  # the broker went away: report, go on
+            print(f"  WARNING: could not delete the queues and exchanges {prefix}.*: {e!r}",
+                  flush=True)
+    return {"rate": sustained_rate([tuple(s) for s in r["seen"]], n), "cpu": r["cpu"],
+            "elapsed": r["elapsed"], "left": left, "queued": queued}
+
+
 def settings_for(args: argparse.Namespace):
     """The ``[correlator]`` settings the daemon runs with (same file contents)."""
     from connector.settings import settings_from_string
@@ -509,7 +621,7 @@ def run_throughput(args: argparse.Namespace) -> None:
           f"{conf.batch_interval * 1000:.0f} ms; [bus] prefetch {args.prefetch}"
           + (f"; every host starts with {args.seen_ids} seen message ids" if args.seen_ids
              else ""), flush=True)
-    applies, no_bus, daemon = [], [], []
+    applies, no_bus, daemon, relays = [], [], [], []
     for run in range(args.runs):
         if args.skip_references:
             applies.append(float("nan"))
@@ -522,6 +634,15 @@ def run_throughput(args: argparse.Namespace) -> None:
             print(f"no-bus run {run + 1}: {r['rate']:,.0f} events/s (decode+apply+snapshot+"
                   f"encode {r['reactor_s']:.2f} s, save {r['save_s']:.2f} s, {r['alarms']:,} "
                   f"alarms)", flush=True)
+        if not args.skip_relay:
+            relays.append(bench_relay(events, args))
+            r = relays[-1]
+            print(f"raw relay run {run + 1}: {r['rate']:,.0f} events/s sustained (10%-90%); "
+                  f"relay CPU {r['cpu']:.1f} s over {r['elapsed']:.1f} s "
+                  f"({100 * r['cpu'] / r['elapsed']:.0f}% of a core); left in queue "
+                  f"{r['left']}, copies queued {r['queued']:,}", flush=True)
+            if r["left"] or r["queued"] != len(events):
+                print("  WARNING: relay input left in the queue or copies missing", flush=True)
         daemon.append(bench_daemon(events, args))
         r = daemon[-1]
         m = r["machine"]
@@ -547,10 +668,22 @@ def run_throughput(args: argparse.Namespace) -> None:
               f"(median of {args.runs})")
         print(f"no bus (decode, apply, snapshot, encode, StateStore.save on MariaDB, batches "
               f"of {conf.batch_size}): {nb:,.0f} events/s (median of {args.runs})")
+    if relays:
+        rl = statistics.median(r["rate"] for r in relays)
+        rl_cpu = statistics.median(r["cpu"] / r["elapsed"] for r in relays)
+        print(f"raw relay (pika SelectConnection, prefetch {args.prefetch}: consume, one "
+              f"persistent publish per message with pipelined confirms, ack once confirmed, "
+              f"no work): {rl:,.0f} events/s (median of {args.runs}), {100 * rl_cpu:.0f}% of "
+              f"a core")
+        per_run = ", ".join(f"{d['rate'] / r['rate']:.2f}" for d, r in zip(daemon, relays))
     ratios = "" if args.skip_references else f"{dm / nb:.2f}x no bus, {dm / a:.3f}x apply; "
     print(f"twistd centaure-correlator, RabbitMQ -> MariaDB: {dm:,.0f} events/s "
-          f"(median of {args.runs}); {ratios}daemon at {100 * cpu:.0f}% of a core; "
+          f"(median of {args.runs}); {ratios}daemon at {100 * cpu:.0f}% of a core, "
+          f"{1e6 * statistics.median(r['cpu'] for r in daemon) / len(events):.0f} us/event; "
           f"goal 10,000: {'met' if dm >= 10_000 else 'NOT met'}", flush=True)
+    if relays:
+        print(f"daemon / raw relay: {dm / rl:.2f}x (medians; per run {per_run}); goal "
+              f">= 0.8x: {'met' if dm >= 0.8 * rl else 'NOT met'}", flush=True)
 
 
 # --- 2. latency ------------------------------------------------------------------------
@@ -793,8 +926,10 @@ ARGS: argparse.Namespace
 def main() -> None:
     global ARGS, DAEMON_ROOT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--role", choices=["bench", "consumer"], default="bench",
+    ap.add_argument("--role", choices=["bench", "consumer", "relay"], default="bench",
                     help=argparse.SUPPRESS)
+    ap.add_argument("--relay-queue", help=argparse.SUPPRESS)
+    ap.add_argument("--relay-exchange", help=argparse.SUPPRESS)
     ap.add_argument("--alarm-queue", help=argparse.SUPPRESS)
     ap.add_argument("--event-queue", help=argparse.SUPPRESS)
     ap.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
@@ -824,12 +959,17 @@ def main() -> None:
                     help="throughput of the daemon only (no in-process apply / no-bus runs)")
     ap.add_argument("--profile", default="",
                     help="cProfile the correlator daemons into FILE.<random> (twistd --profile)")
+    ap.add_argument("--skip-relay", action="store_true",
+                    help="throughput without the raw relay reference")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     args = ARGS = ap.parse_args()
     DAEMON_ROOT = os.path.abspath(args.code)
     if args.role == "consumer":
         run_consumer(args)
+        return
+    if args.role == "relay":
+        run_relay(args)
         return
     if DAEMON_ROOT != ROOT:
         print(f"daemons run from {DAEMON_ROOT}")
