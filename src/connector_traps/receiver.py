@@ -49,6 +49,8 @@ and kind, the next one saying how many were suppressed meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
+import marshal
 import socket
 import sys
 import time
@@ -56,12 +58,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from connector.metrics import Counters
 from snmpwire import ber
 from connector_traps.convert import ConvertError, normalize_address, trap_from_message
+from connector_traps.journal import KIND_ANSWERED, KIND_RAW, KIND_TRAP, Journal
 from connector_traps.model import Trap
 
 __all__ = [
@@ -73,9 +78,19 @@ __all__ = [
     "malformed_class",
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_RECV_BUFFER",
+    "DEFAULT_QUEUE_BYTES",
+    "DEFAULT_MAX_DATAGRAM",
+    "DropLog",
+    "JournalPump",
+    "trap_to_bytes",
+    "trap_from_bytes",
 ]
 
 DEFAULT_QUEUE_SIZE = 100_000
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_DATAGRAM = 16 * 1024
+DEFAULT_WINDOW = 5_000
+DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 DEFAULT_RECV_BUFFER = 16 * 1024 * 1024
 DEFAULT_SLICE_MAX = 2_000
 DEFAULT_SLICE_SECONDS = 0.020
@@ -199,6 +214,10 @@ class TrapReceiver(DatagramProtocol):
         slice_seconds: float = DEFAULT_SLICE_SECONDS,
         read_per_turn: int = DEFAULT_READ_PER_TURN,
         log_interval: float = LOG_INTERVAL,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_datagram: int = MAX_DATAGRAM,
+        pump: "JournalPump | None" = None,
+        drops: "DropLog | None" = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
@@ -220,6 +239,12 @@ class TrapReceiver(DatagramProtocol):
         self._pending = None  # the scheduled drain (IDelayedCall) or None
         self._limited = _RateLimitedLog(self.log, reactor.seconds, log_interval)
         self._time = time.time
+        self.queue_bytes = queue_bytes
+        self.max_datagram = max_datagram
+        self._queued_bytes = 0
+        self.pump = pump
+        self.drops = drops if drops is not None else DropLog(
+            reactor, self.counters, self.log, log_interval)
 
     # -- socket ----------------------------------------------------------------
 
@@ -252,17 +277,108 @@ class TrapReceiver(DatagramProtocol):
             self.log.warn("trap receiver stopped with {n} datagrams not decoded",
                           n=len(self.queue))
             self.queue.clear()
+            self._queued_bytes = 0
 
     # -- intake: the hot path, nothing but a bounded append ----------------------
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.counters.inc("datagrams_read")
+        if len(data) > self.max_datagram:
+            self.drops.drop("oversized")
+            return
+        pump = self.pump
+        if pump is not None:
+            self._journal(pump, data, addr)
+            return
         q = self.queue
-        if len(q) >= self.queue_size:
-            self.counters.inc("dropped_queue_full")
+        size = len(data)
+        if len(q) >= self.queue_size or self._queued_bytes + size > self.queue_bytes:
+            self.drops.drop("queue_full")
         else:
             q.append((data, addr, self._time()))
+            self._queued_bytes += size
         if self._pending is None:
             self._pending = self.reactor.callLater(0, self._drain_slice)
+
+    def _journal(self, pump: "JournalPump", data: bytes, addr: tuple[str, int]) -> None:
+        """The journaled intake: requests (informs, v3 discovery) answered now, the rest stored."""
+        kind = KIND_RAW
+        payload = data
+        if is_request(data):
+            if not pump.has_room(len(data) + 1024):
+                # Not answered: the agent sends it again later.
+                self.drops.drop("journal_full")
+                return
+            answered = self._answer_now(data, addr)
+            if answered is None:
+                return
+            kind, payload = answered
+        if not pump.append(kind, self._time(), addr[0], addr[1], payload):
+            self.drops.drop("journal_full")
+
+    def _answer_now(self, data: bytes, addr: tuple[str, int]) -> tuple[int, bytes] | None:
+        """Answer a request at once; (kind, payload) to journal, or None (nothing to keep)."""
+        try:
+            version = peek_version(data)
+        except ber.BERError:
+            return KIND_RAW, data
+        if version == _VERSION_3:
+            handler = self.v3_handler
+            if handler is None:
+                return KIND_RAW, data
+            src = (normalize_address(addr[0]), addr[1])
+            try:
+                result = handler(data, src)
+            except Exception:
+                return KIND_RAW, data  # counted when processed
+            items = result if isinstance(result, tuple) else (result,)
+            trap = None
+            for item in items:
+                if isinstance(item, (bytes, bytearray)):
+                    try:
+                        self.transport.write(bytes(item), addr)
+                    except Exception:
+                        self.counters.inc("v3_errors")
+                elif isinstance(item, Trap):
+                    trap = item
+            if trap is None:
+                return None
+            try:
+                return KIND_TRAP, trap_to_bytes(trap)
+            except ValueError:
+                self.counters.inc("internal_errors")
+                return None
+        try:
+            msg = ber.decode_message(data)
+        except ber.BERError:
+            return KIND_RAW, data
+        communities = self.communities
+        if communities and msg.community not in communities:
+            return KIND_RAW, data  # counted (bad_community) when processed
+        if msg.pdu_type != ber.INFORM_REQUEST:
+            return KIND_RAW, data
+        try:
+            response = ber.encode_response(
+                msg.version, msg.community, msg.request_id, 0, 0, msg.varbinds)
+            self.transport.write(response, addr)
+        except Exception:
+            return KIND_RAW, data  # answered (or counted) when processed
+        self.counters.inc("informs_answered")
+        return KIND_ANSWERED, data
+
+    def process_record(self, kind: int, received: float, host: str, port: int, data: bytes):
+        """Handle one journal record; the sink's result (a Deferred, or None)."""
+        addr = (host, port)
+        self.counters.inc("datagrams_received")
+        try:
+            if kind == KIND_TRAP:
+                return self._deliver(trap_from_bytes(data), addr)
+            return self.handle_datagram(data, addr, received, answer=kind == KIND_RAW)
+        except Exception:
+            self.counters.inc("internal_errors")
+            self.log.failure("trap receiver: unexpected error on a datagram from {addr}",
+                             addr=addr)
+            return None
 
     # -- decoding ---------------------------------------------------------------
 
@@ -291,6 +407,7 @@ class TrapReceiver(DatagramProtocol):
         try:
             while done < limit:
                 data, addr, received = popleft()
+                self._queued_bytes -= len(data)
                 done += 1
                 try:
                     handle(data, addr, received)
@@ -304,14 +421,15 @@ class TrapReceiver(DatagramProtocol):
             counters.inc("datagrams_received", done)
         return done
 
-    def handle_datagram(self, data: bytes, addr: tuple[str, int], received: float) -> None:
-        """Decode one datagram and deliver its trap (counting every failure)."""
+    def handle_datagram(self, data: bytes, addr: tuple[str, int], received: float,
+                        answer: bool = True):
+        """Decode one datagram and deliver its trap (counting every failure); the sink's
+        result.  ``answer=False``: an inform answered already by the reading loop."""
         counters = self.counters
         try:
             version = peek_version(data)
             if version == _VERSION_3:
-                self._v3(data, addr)
-                return
+                return self._v3(data, addr)
             if version != 0 and version != 1:
                 counters.inc("unsupported_version")
                 return
@@ -339,7 +457,7 @@ class TrapReceiver(DatagramProtocol):
         except ConvertError as err:
             counters.inc(err.reason)
             return
-        if msg.pdu_type == ber.INFORM_REQUEST:
+        if answer and msg.pdu_type == ber.INFORM_REQUEST:
             try:
                 response = ber.encode_response(
                     msg.version, msg.community, msg.request_id, 0, 0, msg.varbinds)
@@ -352,11 +470,11 @@ class TrapReceiver(DatagramProtocol):
                               error=repr(err))
             else:
                 counters.inc("informs_answered")
-        self._deliver(trap, addr)
+        return self._deliver(trap, addr)
 
-    def _deliver(self, trap: Trap, addr: tuple[str, int]) -> None:
+    def _deliver(self, trap: Trap, addr: tuple[str, int]):
         try:
-            self.sink(trap)
+            result = self.sink(trap)
         except Exception as err:
             self.counters.inc("sink_errors")
             self._limited("sink", addr[0], "trap sink failed on a trap from {source}: {error} "
@@ -364,8 +482,10 @@ class TrapReceiver(DatagramProtocol):
                           level="error", error=repr(err))
         else:
             self.counters.inc("traps_delivered")
+            return result
+        return None
 
-    def _v3(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _v3(self, data: bytes, addr: tuple[str, int]):
         handler = self.v3_handler
         if handler is None:
             self.counters.inc("v3_not_configured")
@@ -380,8 +500,9 @@ class TrapReceiver(DatagramProtocol):
                           error=repr(err))
             return
         if result is None:
-            return
+            return None
         items = result if isinstance(result, tuple) else (result,)
+        out = None
         for item in items:
             if isinstance(item, (bytes, bytearray)):
                 try:
@@ -389,9 +510,292 @@ class TrapReceiver(DatagramProtocol):
                 except Exception:
                     self.counters.inc("v3_errors")
             elif isinstance(item, Trap):
-                self._deliver(item, addr)
+                out = self._deliver(item, addr)
             elif item is not None:
                 self.counters.inc("v3_errors")
+        return out
+
+
+_TRAP_FIELDS = tuple(f.name for f in dataclasses.fields(Trap))
+
+
+def trap_to_bytes(trap: Trap) -> bytes:
+    """A decoded trap as bytes for the journal (``marshal``: plain values, tuples kept).
+
+    Raises ValueError if a field holds something marshal cannot write."""
+    return marshal.dumps(tuple(getattr(trap, f) for f in _TRAP_FIELDS))
+
+
+def trap_from_bytes(data: bytes) -> Trap:
+    """The :class:`Trap` :func:`trap_to_bytes` wrote."""
+    return Trap(*marshal.loads(data))
+
+
+def is_request(data: bytes) -> bool:
+    """Whether a datagram asks for an answer: a v1/v2c InformRequest, or an SNMPv3
+    message with the reportable flag (an inform, an engine discovery).  Reads a few
+    octets only; False when the start is not the usual shape (the processing side
+    then decodes it and answers, later)."""
+    try:
+        if len(data) < 8 or data[0] != 0x30:
+            return False
+        p = 2
+        ln = data[1]
+        if ln & 0x80:
+            p += ln & 0x7F
+        if data[p] != 0x02 or data[p + 1] != 1:
+            return False
+        version = data[p + 2]
+        p += 3
+        if version == _VERSION_3:
+            if data[p] != 0x30:
+                return False
+            ln = data[p + 1]
+            p += 2 + ((ln & 0x7F) if ln & 0x80 else 0)
+            for _ in range(2):  # msgID, msgMaxSize
+                if data[p] != 0x02 or data[p + 1] & 0x80:
+                    return False
+                p += 2 + data[p + 1]
+            if data[p] != 0x04 or data[p + 1] != 1:
+                return False
+            return bool(data[p + 2] & 0x04)
+        if version > 1 or data[p] != 0x04:
+            return False
+        ln = data[p + 1]
+        if ln & 0x80:
+            k = ln & 0x7F
+            ln = int.from_bytes(data[p + 2:p + 2 + k], "big")
+            p += 2 + k + ln
+        else:
+            p += 2 + ln
+        return data[p] == ber.INFORM_REQUEST
+    except IndexError:
+        return False
+
+
+class DropLog:
+    """Drops counted by reason (counter ``dropped_<reason>``) and logged: at most one
+    warning line per ``interval`` (10 s), with the counts since the previous line and
+    the totals; drops after a line are told by the next one, at most ``interval`` later."""
+
+    def __init__(self, reactor: Any, counters: Counters, log: Logger,
+                 interval: float = LOG_INTERVAL) -> None:
+        self.reactor = reactor
+        self.counters = counters
+        self.log = log
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self._next = 0.0
+        self._timer = None
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.counters.inc("dropped_" + reason, n)
+        counts = self.counts
+        counts[reason] = counts.get(reason, 0) + n
+        now = self.reactor.seconds()
+        if now >= self._next:
+            self._emit(now)
+        elif self._timer is None:
+            self._timer = self.reactor.callLater(self._next - now, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self.counts:
+            self._emit(self.reactor.seconds())
+
+    def _emit(self, now: float) -> None:
+        reasons = sorted(self.counts)
+        text = ", ".join(f"{self.counts[r]} {r.replace('_', ' ')}" for r in reasons)
+        totals = ", ".join(f"dropped_{r} {int(self.counters.get('dropped_' + r))}" for r in reasons)
+        self.log.warn("traps dropped: {counts} (totals: {totals}); next report in {interval:.0f} s "
+                      "at most", counts=text, totals=totals, interval=self.interval)
+        self.counts = {}
+        self._next = now + self.interval
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.counts:
+            self._emit(self.reactor.seconds())
+
+
+class JournalPump:
+    """Feeds the journal from the reading loop and the processing side from the journal.
+
+    ``append`` adds a record to the journal's batch; the batch is written at the end
+    of the reactor turn (or every ``flush_bytes``).  The processing reads written
+    records in slices (``slice_max`` records or ``slice_seconds`` per reactor turn) and
+    hands each to ``handle(kind, received, host, port, data)``, which returns a
+    Deferred firing once the record's event is accepted by the publisher (or None:
+    nothing to wait for).  At most ``window`` records (``window_bytes`` of datagrams)
+    wait for that; the journal's committed position advances over the records done,
+    in order.  A failed Deferred (the publisher refused the event) stops the
+    processing for ``retry_delay`` and reads again from the committed position: what
+    the journal holds is never given up (repeats carry the same message id).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, journal: Journal, counters: Counters, *,
+                 window: int = DEFAULT_WINDOW, window_bytes: int = DEFAULT_WINDOW_BYTES,
+                 slice_max: int = DEFAULT_SLICE_MAX, slice_seconds: float = DEFAULT_SLICE_SECONDS,
+                 retry_delay: float = 1.0) -> None:
+        self.reactor = reactor
+        self.journal = journal
+        self.counters = counters
+        self.window = window
+        self.window_bytes = window_bytes
+        self.slice_max = slice_max
+        self.slice_seconds = slice_seconds
+        self.retry_delay = retry_delay
+        self.handle: Callable[..., Any] | None = None
+        self._outstanding: deque[list] = deque()  # [segment, end offset, done, size, generation]
+        self._outstanding_bytes = 0
+        self._generation = 0
+        self._flush_call = None
+        self._process_call = None
+        self._retry_call = None
+        self._gauges = None
+        self._failed_logged = 0.0
+        self.running = False
+
+    def start(self) -> None:
+        from twisted.internet import task
+
+        self.running = True
+        recovered = self.journal.recovered_records
+        self.counters.set("journal_recovered", recovered)
+        if recovered:
+            self.log.info("trap journal {path}: {n} traps read before the last stop are "
+                          "processed again (repeats keep their message id)",
+                          path=self.journal.path, n=recovered)
+        self._gauges = task.LoopingCall(self._tick)
+        self._gauges.clock = self.reactor
+        self._gauges.start(0.5, now=True)
+        self._schedule()
+
+    def stop(self) -> None:
+        self.running = False
+        for call in (self._flush_call, self._process_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_call = self._process_call = self._retry_call = None
+        if self._gauges is not None and self._gauges.running:
+            self._gauges.stop()
+        self.journal.close()
+
+    # -- reading side ---------------------------------------------------------
+
+    def has_room(self, size: int) -> bool:
+        j = self.journal
+        return j.used_bytes + size <= j.max_bytes
+
+    def append(self, kind: int, received: float, host: str, port: int, data: bytes) -> bool:
+        if not self.journal.append(kind, received, host, port, data):
+            return False
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if not self.running:
+            return
+        try:
+            self.journal.flush()
+        except OSError as e:
+            # A full disk: the batch is gone; counted, and said (rate-limited by the caller's log).
+            self.counters.inc("journal_write_errors")
+            self.log.error("trap journal {path}: write failed: {error}",
+                           path=self.journal.path, error=e)
+        self._schedule()
+
+    # -- processing side ------------------------------------------------------
+
+    def _room(self) -> bool:
+        return len(self._outstanding) < self.window and self._outstanding_bytes < self.window_bytes
+
+    def _schedule(self) -> None:
+        if (self._process_call is None and self._retry_call is None and self.running
+                and self._room() and self.journal.unread()):
+            self._process_call = self.reactor.callLater(0, self._process)
+
+    def _process(self) -> None:
+        self._process_call = None
+        journal = self.journal
+        handle = self.handle
+        out = self._outstanding
+        gen = self._generation
+        deadline = time.perf_counter() + self.slice_seconds
+        done = 0
+        while done < self.slice_max and self._room() and self._retry_call is None:
+            records = journal.read(min(256, self.window - len(out), self.slice_max - done))
+            if not records:
+                break
+            for seg, off, kind, received, host, port, data in records:
+                entry = [seg, off, False, len(data), gen]
+                out.append(entry)
+                self._outstanding_bytes += len(data)
+                result = handle(kind, received, host, port, data)
+                if isinstance(result, defer.Deferred):
+                    result.addBoth(self._accepted, entry)
+                else:
+                    entry[2] = True
+            done += len(records)
+            if time.perf_counter() >= deadline:
+                break
+        self._advance()
+        self._schedule()
+
+    def _accepted(self, result: Any, entry: list) -> None:
+        if entry[4] != self._generation:
+            return None
+        if isinstance(result, Failure):
+            self.counters.inc("journal_retries")
+            now = self.reactor.seconds()
+            if now - self._failed_logged >= LOG_INTERVAL:
+                self._failed_logged = now
+                self.log.warn("the publisher refused an event ({error}): trap processing "
+                              "pauses {delay} s and reads the journal again from the last "
+                              "accepted trap", error=result.getErrorMessage(),
+                              delay=self.retry_delay)
+            if self._retry_call is None and self.running:
+                if self._process_call is not None and self._process_call.active():
+                    self._process_call.cancel()
+                self._process_call = None
+                self._retry_call = self.reactor.callLater(self.retry_delay, self._retry)
+            return None
+        entry[2] = True
+        out = self._outstanding
+        if out and out[0] is entry:
+            self._advance()
+            self._schedule()
+        return None
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._generation += 1
+        self._outstanding.clear()
+        self._outstanding_bytes = 0
+        self.journal.rewind()
+        self._schedule()
+
+    def _advance(self) -> None:
+        out = self._outstanding
+        last = None
+        while out and out[0][2]:
+            last = out.popleft()
+            self._outstanding_bytes -= last[3]
+        if last is not None and self.running:
+            self.journal.commit(last[0], last[1])
+
+    def _tick(self) -> None:
+        j = self.journal
+        self.counters.set("journal_bytes", j.used_bytes)
+        self.counters.set("journal_waiting", len(self._outstanding))
+        if self.running:
+            j.save()
 
 
 def set_recv_buffer(sock: socket.socket, size: int) -> int:

@@ -28,7 +28,8 @@ from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
 from connector_traps.model import Trap, trap_message_id
-from connector_traps.receiver import TrapReceiver
+from connector_traps.journal import Journal, JournalError
+from connector_traps.receiver import DropLog, JournalPump, TrapReceiver
 from connector_traps.settings import parse_endpoint
 from connector_traps.storm import Deduplicator, RateLimiter
 
@@ -129,6 +130,9 @@ class TrapService(service.Service):
         self.dedup = Deduplicator(self.settings.dedup_window, clock.seconds)
         self.receivers: list[TrapReceiver] = []
         self.ports = []
+        self.pump: JournalPump | None = None
+        self.drops = DropLog(clock, self.counters, self.log)
+        self._publish_errors_logged = 0.0
         self._summary_loop = task.LoopingCall(self._publish_storm_summaries)
         self._summary_loop.clock = clock
         self._reloading = None
@@ -137,13 +141,28 @@ class TrapService(service.Service):
 
     def startService(self):
         super().startService()
+        if self.settings.journal_size:
+            folder = self.settings.journal_folder(
+                self.runtime.settings.buffer.path_for(CONNECTOR))
+            journal = Journal(folder, self.settings.journal_size)
+            try:
+                journal.open()
+            except (JournalError, OSError) as e:
+                startup.fail(self.runtime.process_name,
+                             f"[traps] journal_path = {folder}: {e}", self.runtime.reactor)
+                return
+            self.pump = JournalPump(self.runtime.reactor, journal, self.counters,
+                                    window_bytes=min(self.settings.queue_bytes, 64 * 1024 * 1024))
+            self.log.info("trap journal {path}: {size} bytes at most, {used} used",
+                          path=folder, size=self.settings.journal_size, used=journal.used_bytes)
         for endpoint in self.settings.listen:
             address, port = parse_endpoint(endpoint)
             receiver = TrapReceiver(
                 self.runtime.reactor, self.handle, self.counters,
                 communities={c.encode() for c in self.settings.communities},
                 queue_size=self.settings.queue_size, recv_buffer=self.settings.recv_buffer,
-                v3_handler=self._v3)
+                v3_handler=self._v3, queue_bytes=self.settings.queue_bytes,
+                max_datagram=self.settings.max_datagram, pump=self.pump, drops=self.drops)
             try:
                 self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
             except (CannotListenError, OSError) as e:
@@ -159,6 +178,9 @@ class TrapService(service.Service):
             self.log.info("receiving traps on {address}:{port}",
                           address=f"[{address}]" if ":" in address else address,
                           port=self.ports[-1].getHost().port)
+        if self.pump is not None and self.receivers:
+            self.pump.handle = self.receivers[0].process_record
+            self.pump.start()
         self._summary_loop.start(10, now=False)
         reload_on_sighup(self.runtime.reactor, self.reload)
 
@@ -166,7 +188,16 @@ class TrapService(service.Service):
         super().stopService()
         if self._summary_loop.running:
             self._summary_loop.stop()
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        d = defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+
+        def stopped(result):
+            self.drops.stop()
+            if self.pump is not None and self.pump.running:
+                # What was read and not yet accepted stays in the journal for the next start.
+                self.pump.stop()
+            return result
+
+        return d.addBoth(stopped)
 
     def _v3(self, data: bytes, source: tuple[str, int]):
         """SNMPv3 datagrams: (response to send back, trap to publish), either may be None."""
@@ -205,8 +236,12 @@ class TrapService(service.Service):
 
     # -- the hot path -------------------------------------------------------
 
-    def handle(self, trap: Trap) -> None:
-        """Turn one received trap into an ``event`` (or count why not)."""
+    def handle(self, trap: Trap):
+        """Turn one received trap into an ``event`` (or count why not).
+
+        Returns the publisher's Deferred (fired once the publisher holds the event
+        durably: confirmed by the broker or on its disk buffer, so that the journal
+        may forget the trap), or None when nothing was published."""
         self.counters.inc("received")
         sender = trap.source[0]
         if not self.limiter.allow(sender):
@@ -241,12 +276,26 @@ class TrapService(service.Service):
         # The event carries its trap's deterministic id (model.trap_message_id),
         # so that the same trap received by two receivers, or an inform
         # retransmitted, is stored and counted once.
-        d = self.publisher.publish(event, message_id=trap_message_id(trap))
-        d.addCallbacks(lambda _: self.counters.inc("published_events"), self._publish_failed)
+        d = self.publisher.publish(event, message_id=trap_message_id(trap),
+                                   durable=self.pump is not None)
+        d.addCallbacks(self._published, self._publish_failed)
+        return d
 
-    def _publish_failed(self, failure) -> None:
+    def _published(self, result):
+        self.counters.inc("published_events")
+        return result
+
+    def _publish_failed(self, failure):
+        """Counted, logged at most every 10 s; the failure goes on to the journal pump
+        (which reads the trap again later)."""
         self.counters.inc("publish_errors")
-        self.log.error("could not publish a trap: {error}", error=failure.getErrorMessage())
+        now = self.runtime.reactor.seconds()
+        if now - self._publish_errors_logged >= 10:
+            self._publish_errors_logged = now
+            self.log.error("could not publish a trap: {error} ({n} publish errors so far)",
+                           error=failure.getErrorMessage(),
+                           n=int(self.counters.get("publish_errors")))
+        return failure if self.pump is not None else None
 
     def _host_of(self, trap: Trap) -> tuple[str | None, bool]:
         inventory = self.config.inventory
@@ -270,7 +319,7 @@ class TrapService(service.Service):
                 unknown_sender=unknown,
                 message=f"{dropped} traps dropped from {source} by the rate limit since "
                         f"{time.strftime('%H:%M:%S', time.localtime(since))}")
-            self.publisher.publish(event).addErrback(self._publish_failed)
+            self.publisher.publish(event).addErrback(self._publish_failed).addErrback(lambda _: None)
 
 
 def build(runtime) -> TrapService:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 
 from connector.settings import (
@@ -111,7 +112,35 @@ class TrapSettings:
         "public", "v1/v2c communities accepted; empty: any community.",
     )
     recv_buffer: int = setting(Size(64 * 1024, 1024**3), "8MiB", "UDP receive buffer of each listening socket.")
-    queue_size: int = setting(Int(1, 10_000_000), "100000", "Traps waiting to be handled before new ones are dropped.")
+    queue_size: int = setting(
+        Int(1, 10_000_000), "100000",
+        "Without a journal (journal_size = 0): traps waiting in memory to be handled before new "
+        "ones are dropped (dropped_queue_full).",
+    )
+    queue_bytes: int = setting(
+        Size(64 * 1024, 1024**3), "64MiB",
+        "Without a journal: bytes of datagrams waiting in memory before new ones are dropped; "
+        "with a journal, bytes of traps read from it and waiting for the publisher.",
+    )
+    max_datagram: int = setting(
+        Int(484, 65_535), "16384",
+        "Largest datagram kept, in bytes; a larger one is dropped before it is stored "
+        "(dropped_oversized). 16384: four times the largest traps real agents send (a few KiB "
+        "with long alarm texts; most fit one 1,500-byte frame), while a flood of 64 KiB junk "
+        "datagrams cannot fill the journal 470 times faster than real traps. 65535 keeps all.",
+    )
+    journal_path: str | None = setting(
+        FilePath(optional=True), "",
+        "Folder of the trap journal (raw datagrams on disk until their event is accepted by "
+        "the publisher; replayed after a crash); empty: journal-traps next to the [buffer] file.",
+    )
+    journal_size: int = setting(
+        Size(0, 1024**4), "256MiB",
+        "Largest size of the trap journal (about 1.5 million 136-byte traps, 30 s of a "
+        "50,000/s storm); when full, new traps are dropped (dropped_journal_full) and a "
+        "warning logged every 10 s. 0: no journal, traps wait in memory (queue_size, "
+        "queue_bytes) and a crash loses those not yet published.",
+    )
     definitions_source: str = setting(
         Choice("yaml", "sql"), "yaml", "Where trap definitions are read: yaml (a file) or sql (a table).",
     )
@@ -152,9 +181,18 @@ class TrapSettings:
         "Folder of the compiled MIBs (relative to the settings file), so a restart does not recompile.",
     )
 
+    def journal_folder(self, buffer_path: str) -> str:
+        """The journal's folder: ``journal_path``, or ``journal-traps`` beside ``buffer_path``."""
+        if self.journal_path:
+            return self.journal_path
+        return os.path.join(os.path.dirname(buffer_path), "journal-traps")
+
     def __post_init__(self) -> None:
         if self.definitions_source == "sql" and not self.definitions_url.reveal():
             raise InvalidValue("expected a SQLAlchemy URL when definitions_source = sql", "nothing given",
                                key="definitions_url")
+        if 0 < self.journal_size < 1024 * 1024:
+            raise InvalidValue("expected 0 (no journal) or at least 1MiB", f"{self.journal_size} bytes",
+                               key="journal_size")
         if len(set(self.listen)) != len(self.listen):
             raise InvalidValue("expected each endpoint once", "an endpoint is given twice", key="listen")
