@@ -270,6 +270,19 @@ class Journal:
             if n in self._sizes and n != self._wseg:
                 self._disk_bytes -= self._sizes.pop(n)
                 self._unlink(n)
+        w = self._wseg
+        if (segment == w and offset == self._sizes[w] and not self._pending
+                and offset >= min(self.segment_bytes // 4, 1024 * 1024)):
+            # Everything written is done: the next records go to a new segment and
+            # this one goes, so that done records do not count against max_bytes.
+            self._wseg = w + 1
+            self._sizes[w + 1] = 0
+            self._open_writer()
+            self._disk_bytes -= self._sizes.pop(w)
+            self._unlink(w)
+            self._cseg, self._coff = w + 1, 0
+            if (self._rseg, self._roff) <= (w + 1, 0):
+                self._rseg, self._roff = w + 1, 0
         self.save()
 
     def save(self, force: bool = False) -> None:

@@ -152,7 +152,7 @@ class TrapService(service.Service):
                              f"[traps] journal_path = {folder}: {e}", self.runtime.reactor)
                 return
             self.pump = JournalPump(self.runtime.reactor, journal, self.counters,
-                                    window_bytes=min(self.settings.queue_bytes, 64 * 1024 * 1024))
+                                    window_bytes=self.settings.queue_bytes // 4)
             self.log.info("trap journal {path}: {size} bytes at most, {used} used",
                           path=folder, size=self.settings.journal_size, used=journal.used_bytes)
         for endpoint in self.settings.listen:

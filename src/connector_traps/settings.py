@@ -118,9 +118,10 @@ class TrapSettings:
         "ones are dropped (dropped_queue_full).",
     )
     queue_bytes: int = setting(
-        Size(64 * 1024, 1024**3), "64MiB",
+        Size(64 * 1024, 1024**3), "16MiB",
         "Without a journal: bytes of datagrams waiting in memory before new ones are dropped; "
-        "with a journal, bytes of traps read from it and waiting for the publisher.",
+        "with a journal, memory for the traps read from it and waiting for the publisher (a "
+        "quarter of it in datagrams: each is also held decoded, as an event and encoded).",
     )
     max_datagram: int = setting(
         Int(484, 65_535), "16384",
