@@ -76,7 +76,40 @@ def _simple_feeder(lid: str, op: str, threshold: Any) -> Feeder:
         guard = f"try:\n        hit = value {op} thr\n    except TypeError:\n        return None"
     namespace: dict[str, Any] = {"lid": lid, "thr": threshold, "NUM": _NUM}
     exec(_SIMPLE_TEMPLATE.format(guard=guard), namespace)  # noqa: S102 - our own fixed template
-    return namespace["feed"]
+    feed = namespace["feed"]
+    if op in _ORDERED and threshold.__class__ in _NUM:
+        # What the metric's entry of a plan needs to skip it for quiet values (_quiet_range).
+        feed.ordered = (lid, op, threshold)
+    return feed
+
+
+_ORDERED = frozenset((">", ">=", "<", "<="))
+
+
+def _quiet_range(feeders: tuple) -> tuple | None:
+    """``(above, below, checks)`` when every feeder is a plain ordered comparison.
+
+    A numeric value (int or float, not bool) with ``above < value < below``
+    makes none of these leaves hold, so a feeder can only flip a leaf that
+    holds now for the value's index, by clearing it: ``checks`` lists
+    ``(lid, feed, rule)`` for that test, in the feeders' order. None: no
+    shortcut (a window, a glob, a text or equality test, a deadman leaf).
+    """
+    if not feeders:
+        return None
+    above, below = float("-inf"), float("inf")
+    checks = []
+    for feed, rt in feeders:
+        spec = getattr(feed, "ordered", None)
+        if spec is None:
+            return None
+        lid, op, thr = spec
+        if op in (">", ">="):
+            below = min(below, thr)
+        else:
+            above = max(above, thr)
+        checks.append((lid, feed, rt))
+    return above, below, tuple(checks)
 
 
 _WINDOW_TEMPLATE = """
@@ -356,11 +389,13 @@ class Evaluator:
         return plan
 
     def _resolve(self, plan: dict, name: str) -> tuple:
+        """``(feeders, quiet)`` of ``name`` in ``plan``: ``quiet`` as :func:`_quiet_range` gives."""
         sig = plan["\x00sig"]
         found = [(f, rt) for i, rt, f in self._exact.get(name, ()) if i in sig]
         found += [(f, rt) for i, leaf, rt, f in self._globs
                   if i in sig and fnmatch.fnmatchcase(name, leaf.metric)]
-        plan[name] = result = tuple(found)
+        feeders = tuple(found)
+        plan[name] = result = (feeders, _quiet_range(feeders))
         return result
 
     def _deadman_feeder(self, lid: str, leaf: Leaf) -> Feeder:
@@ -409,19 +444,37 @@ class Evaluator:
         ts = perf.ts
         flips = None
         get = plan.get
+        num = _NUM
         for metric in perf.metrics:
             name = metric.name
-            feeders = get(name)
-            if feeders is None:
-                feeders = self._resolve(plan, name)
-            if feeders:
-                index, value = metric.index, metric.value
-                for feed, rt in feeders:
-                    flipped = feed(host, ht, hs, name, index, value, ts)
-                    if flipped is not None:
-                        if flips is None:
-                            flips = []
-                        flips.append((rt, flipped, name, value))
+            entry = get(name)
+            if entry is None:
+                entry = self._resolve(plan, name)
+            feeders, quiet = entry
+            if not feeders:
+                continue
+            value = metric.value
+            if quiet is not None and value.__class__ in num and quiet[0] < value < quiet[1]:
+                # No leaf of this metric holds for this value: only a held one can flip
+                # (cleared), as its feeder would find; most hosts hold none.
+                if not ht:
+                    continue
+                index = metric.index
+                for lid, feed, rt in quiet[2]:
+                    if (lid, index) in ht:
+                        flipped = feed(host, ht, hs, name, index, value, ts)
+                        if flipped is not None:
+                            if flips is None:
+                                flips = []
+                            flips.append((rt, flipped, name, value))
+                continue
+            index = metric.index
+            for feed, rt in feeders:
+                flipped = feed(host, ht, hs, name, index, value, ts)
+                if flipped is not None:
+                    if flips is None:
+                        flips = []
+                    flips.append((rt, flipped, name, value))
         out: list[Threshold] = []
         if flips is not None:
             now = ts if now is None else now
@@ -592,9 +645,10 @@ class Evaluator:
                 ht = self._truth[host] = {}
                 self._win[host] = {}
             hs = self._win[host]
-            feeders = plan.get(name)
-            if feeders is None:
-                feeders = self._resolve(plan, name)
+            entry = plan.get(name)
+            if entry is None:
+                entry = self._resolve(plan, name)
+            feeders = entry[0]
             index = "" if index is None else str(index)
             for feed, rt in feeders:
                 flipped = feed(host, ht, hs, name, index, value, ts)
