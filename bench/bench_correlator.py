@@ -408,6 +408,8 @@ def bench_daemon(events: list, args: argparse.Namespace) -> dict:
                 left, alarms_queued = queue_count(queue), queue_count(sink)
             finally:
                 daemon.stop()
+                if os.environ.get("BENCH_KEEP_LOG"):
+                    shutil.copy(daemon.log_path, os.environ["BENCH_KEEP_LOG"])
         finally:
             clean_up(prefix, tp, [sink])
     return {"rate": sustained_rate(seen, n), "elapsed": elapsed, "cpu": cpu,

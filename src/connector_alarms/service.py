@@ -21,13 +21,18 @@ A batch of input messages goes through four steps:
 4. ack: only now are the batch's inputs acked. Published ids are removed
    from the outbox in the next commit.
 
-Two batches are in flight at most (:data:`PIPELINE`): the next one is
-applied while the previous one commits and publishes, so the reactor
-computes while the database and the broker work. Commits stay one at a
-time and in order (a snapshot is taken only once the previous commit has
-ended), and so do publications; a batch is full at ``batch_size`` or at
-half the bus's prefetch, whichever is smaller, so that the broker has sent
-the next batch by the time the previous one is acked.
+Up to :data:`PIPELINE` batches are in flight: the next ones are applied
+while the previous one commits and publishes, so the reactor computes
+while the database and the broker work. Commits stay one at a time and in
+order (a snapshot is taken only once the previous commit has ended), and
+so do publications. A commit is a group commit: its snapshot takes the
+state and the alarms of every batch applied by then (state and outbox
+always go together), so the batches that waited for it have nothing left
+of their own and are published and acked without a transaction; the
+slower the database, the more each commit carries. A batch is full at
+``batch_size`` or at the bus's prefetch divided by :data:`PIPELINE`,
+whichever is smaller, so that the broker sends the next batch while the
+previous ones are committed.
 
 A crash between 2 and 3 leaves the alarms in the outbox: the next start
 publishes them again (same ids: the writer and the alerter see a duplicate
@@ -120,8 +125,9 @@ from centaure_shared.sql import error_summary, is_outage, make_engine
 __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 
 CONNECTOR = "correlator"
-#: Batches between apply and ack at once (one commits while the next applies).
-PIPELINE = 2
+#: Batches between apply and ack at once (one commits while the next ones apply,
+#: to be taken by the next commit together).
+PIPELINE = 4
 #: ``[correlator]`` settings a reload applies; the others need a restart.
 RELOADABLE = ("update_interval", "expire_after", "expire_names", "keep_cleared", "flap_high",
               "flap_low", "mask_severity", "mask_all", "batch_size", "batch_interval",
@@ -146,7 +152,8 @@ class _Applied:
     partition's owner.
     """
 
-    __slots__ = ("out", "encoded", "inputs", "generations", "skipped", "commit_seq")
+    __slots__ = ("out", "encoded", "inputs", "generations", "skipped", "commit_seq", "group",
+                 "written")
 
     def __init__(self, out: list[tuple[str, messages.Alarm]], encoded: list[tuple[str, bytes]],
                  inputs: int, generations: tuple[int, ...] | None = None,
@@ -158,6 +165,24 @@ class _Applied:
         self.skipped = skipped
         #: The number of its commit (0: nothing to commit).
         self.commit_seq = 0
+        #: The commit that took its alarms into the outbox (None: not taken yet).
+        self.group: _Group | None = None
+        #: The message ids of its alarms that commit wrote to the outbox (None: all).
+        self.written: set[str] | None = None
+
+
+class _Group:
+    """One commit and the applied batches whose state and alarms it writes (a group commit).
+
+    ``ok`` is set by the commit's thread once the transaction is committed:
+    a batch of a group not ok when its own turn comes takes its alarms again.
+    """
+
+    __slots__ = ("members", "ok")
+
+    def __init__(self, members: list[_Applied]) -> None:
+        self.members = members
+        self.ok = False
 
 
 def stale_partitions(then: tuple[int, ...] | None, now: tuple[int, ...]) -> frozenset[int]:
@@ -232,6 +257,8 @@ class CorrelatorService(service.Service):
         self._commit_seq = 0
         self._commit_ended_seq = 0
         self._commit_waiters: list[tuple[int, defer.Deferred]] = []
+        #: Batches applied whose state and alarms no snapshot has taken yet, in order.
+        self._waiting: list[_Applied] = []
         runtime.health_checks[CONNECTOR] = self.health
 
     # --- start and stop -----------------------------------------------------------
@@ -587,16 +614,33 @@ class CorrelatorService(service.Service):
         if self._tick_due:
             self._tick_due = False
             out.extend(self.correlator.tick(now))
-        return _Applied(out, [(mid, messages.encode(alarm)) for mid, alarm in out],
-                        len(values) - len(skipped),
-                        tuple(self._generation) if self.partitions else None,
-                        frozenset(skipped))
+        applied = _Applied(out, [(mid, messages.encode(alarm)) for mid, alarm in out],
+                           len(values) - len(skipped),
+                           tuple(self._generation) if self.partitions else None,
+                           frozenset(skipped))
+        self._waiting.append(applied)
+        return applied
 
     def snapshot(self, applied: _Applied) -> tuple | None:
         """What changed since the previous commit, the alarms to add and the confirmed ids.
 
-        An idle tick with nothing to write costs no transaction.
+        A group commit: the state in memory holds the changes of every batch
+        applied so far (with PIPELINE > 2, several wait while a commit runs),
+        so the snapshot takes the alarms of all of them, not only
+        ``applied``'s: state and outbox always go together (a batch's seen
+        ids are never committed without its alarms). A batch whose alarms an
+        earlier commit took has nothing of its own left: it is published and
+        acked once that commit ended, without a transaction of its own unless
+        later batches wait. If that commit failed, the batch and those after
+        it in the group take their alarms again. An idle tick with nothing to
+        write costs no transaction; confirmed ids wait for the next one.
         """
+        group = applied.group
+        retake: list[_Applied] = []
+        if group is not None and not group.ok:
+            # The commit that took it failed (its first batch's inputs go back).
+            retake = group.members[group.members.index(applied):]
+        batches, self._waiting = retake + self._waiting, []
         forgotten = self.states.take_forgotten_hosts()
         refs = [ref for ref, _ in forgotten]
         if self.partitions:
@@ -604,47 +648,63 @@ class CorrelatorService(service.Service):
             snapshot = self.store.snapshot(
                 self.states.dirty(), refs, forgotten_hosts={r: h for r, h in forgotten if h},
                 tag=now, again=lambda s: fence_snapshot(s, now, self.partitions))
-            stale = stale_partitions(applied.generations, now)
-            if stale:
-                # Made from a state given up since: not ours to save nor to publish.
-                keep = [i for i, (_, alarm) in enumerate(applied.out)
-                        if partition_of(alarm.host, self.partitions) not in stale]
-                applied.out = [applied.out[i] for i in keep]
-                applied.encoded = [applied.encoded[i] for i in keep]
+            for batch in batches:
+                stale = stale_partitions(batch.generations, now)
+                if stale:
+                    # Made from a state given up since: not ours to save nor to publish.
+                    keep = [i for i, (_, alarm) in enumerate(batch.out)
+                            if partition_of(alarm.host, self.partitions) not in stale]
+                    batch.out = [batch.out[i] for i in keep]
+                    batch.encoded = [batch.encoded[i] for i in keep]
         else:
             snapshot = self.store.snapshot(self.states.dirty(), refs)
+        alarms = any(batch.encoded for batch in batches)
+        if not (snapshot or alarms or (self._confirmed and applied.group is None)):
+            return None
         done, self._confirmed = self._confirmed, []
-        if snapshot or applied.encoded or done:
-            self._commit_seq += 1
-            applied.commit_seq = self._commit_seq
-            return (snapshot, [(mid, body, alarm.host) for (mid, body), (_, alarm)
-                               in zip(applied.encoded, applied.out)],
-                    done, applied.generations)
-        return None
+        group = _Group(batches)
+        for batch in batches:
+            batch.group, batch.written = group, None
+        self._commit_seq += 1
+        applied.commit_seq = self._commit_seq
+        return (snapshot, [([(mid, body, alarm.host) for (mid, body), (_, alarm)
+                             in zip(batch.encoded, batch.out)], batch.generations, batch)
+                           for batch in batches], done, group)
 
-    def commit(self, work: tuple) -> set[str] | None:
+    def commit(self, work: tuple) -> None:
         """Step 2 (thread): the state and the outbox in one transaction.
 
         Several nodes: rows and alarms of a partition forgotten since they were
         made are left out (its next owner has loaded, or will load, what SQL
-        holds). Returns the ids of the alarms written to the outbox (None: all).
+        holds); each batch keeps the ids of its alarms written to the outbox
+        (``written``), the only ones it publishes.
         """
-        snapshot, encoded, done, generations = work
+        snapshot, batches, done, group = work
         if self.partitions:
             now = tuple(self._generation)
             snapshot = fence_snapshot(snapshot, now, self.partitions)
-            stale = stale_partitions(generations, now)
-            if stale:
-                encoded = [item for item in encoded
-                           if partition_of(item[2], self.partitions) not in stale]
-        self.store.save(snapshot, [(mid, body) for mid, body, _ in encoded], done)
-        return {mid for mid, _, _ in encoded} if self.partitions else None
+            kept = []
+            for items, generations, batch in batches:
+                stale = stale_partitions(generations, now)
+                if stale:
+                    items = [item for item in items
+                             if partition_of(item[2], self.partitions) not in stale]
+                kept.append((items, batch))
+        else:
+            kept = [(items, batch) for items, _, batch in batches]
+        self.store.save(snapshot, [(mid, body) for items, _ in kept for mid, body, _ in items],
+                        done)
+        if self.partitions:
+            for items, batch in kept:
+                batch.written = {mid for mid, _, _ in items}
+        group.ok = True
 
-    async def committed(self, applied: _Applied, result: set[str] | None) -> list | None:
+    async def committed(self, applied: _Applied, result: None) -> list | None:
         """Step 3: publish, each confirmed (or in the on-disk buffer) before the acks."""
         self._commit_ended(applied)
+        written = applied.written
         items = [(mid, body, alarm.host) for (mid, body), (_, alarm)
-                 in zip(applied.encoded, applied.out) if result is None or mid in result]
+                 in zip(applied.encoded, applied.out) if written is None or mid in written]
         await defer.gatherResults([self._publish(mid, body, host) for mid, body, host in items])
         self._confirmed.extend(mid for mid, _, _ in items)
         self.counters.inc("alarms_published", len(items))
