@@ -78,7 +78,7 @@ def _simple_feeder(lid: str, op: str, threshold: Any) -> Feeder:
     exec(_SIMPLE_TEMPLATE.format(guard=guard), namespace)  # noqa: S102 - our own fixed template
     feed = namespace["feed"]
     if op in _ORDERED and threshold.__class__ in _NUM:
-        # What the metric's entry of a plan needs to skip it for quiet values (_quiet_range).
+        # What the metric's entry of a plan needs to skip it for quiet values (_entry).
         feed.ordered = (lid, op, threshold)
     return feed
 
@@ -86,30 +86,30 @@ def _simple_feeder(lid: str, op: str, threshold: Any) -> Feeder:
 _ORDERED = frozenset((">", ">=", "<", "<="))
 
 
-def _quiet_range(feeders: tuple) -> tuple | None:
-    """``(above, below, checks)`` when every feeder is a plain ordered comparison.
+def _entry(feeders: tuple) -> tuple:
+    """A plan's entry for one metric name: ``(feeders, above, below, checks)``.
 
-    A numeric value (int or float, not bool) with ``above < value < below``
-    makes none of these leaves hold, so a feeder can only flip a leaf that
-    holds now for the value's index, by clearing it: ``checks`` lists
-    ``(lid, feed, rule)`` for that test, in the feeders' order. None: no
-    shortcut (a window, a glob, a text or equality test, a deadman leaf).
+    When every feeder is a plain ordered comparison, a numeric value (int or
+    float, not bool) with ``above < value < below`` makes none of their leaves
+    hold, so a feeder can only flip a leaf that holds now for the value's
+    index, by clearing it: ``checks`` lists ``(lid, feed, rule)`` for that
+    test, in the feeders' order. Otherwise (a window, a glob, a text or
+    equality test, a deadman leaf) ``above > below``: no value is quiet, every
+    value goes through every feeder. No feeder at all: every number is quiet.
     """
-    if not feeders:
-        return None
     above, below = float("-inf"), float("inf")
     checks = []
     for feed, rt in feeders:
         spec = getattr(feed, "ordered", None)
         if spec is None:
-            return None
+            return feeders, float("inf"), float("-inf"), ()
         lid, op, thr = spec
         if op in (">", ">="):
             below = min(below, thr)
         else:
             above = max(above, thr)
         checks.append((lid, feed, rt))
-    return above, below, tuple(checks)
+    return feeders, above, below, tuple(checks)
 
 
 _WINDOW_TEMPLATE = """
@@ -389,13 +389,12 @@ class Evaluator:
         return plan
 
     def _resolve(self, plan: dict, name: str) -> tuple:
-        """``(feeders, quiet)`` of ``name`` in ``plan``: ``quiet`` as :func:`_quiet_range` gives."""
+        """The entry of ``name`` in ``plan``, as :func:`_entry` gives it."""
         sig = plan["\x00sig"]
         found = [(f, rt) for i, rt, f in self._exact.get(name, ()) if i in sig]
         found += [(f, rt) for i, leaf, rt, f in self._globs
                   if i in sig and fnmatch.fnmatchcase(name, leaf.metric)]
-        feeders = tuple(found)
-        plan[name] = result = (feeders, _quiet_range(feeders))
+        plan[name] = result = _entry(tuple(found))
         return result
 
     def _deadman_feeder(self, lid: str, leaf: Leaf) -> Feeder:
@@ -450,17 +449,15 @@ class Evaluator:
             entry = get(name)
             if entry is None:
                 entry = self._resolve(plan, name)
-            feeders, quiet = entry
-            if not feeders:
-                continue
+            feeders, above, below, checks = entry
             value = metric.value
-            if quiet is not None and value.__class__ in num and quiet[0] < value < quiet[1]:
+            if value.__class__ in num and above < value < below:
                 # No leaf of this metric holds for this value: only a held one can flip
                 # (cleared), as its feeder would find; most hosts hold none.
                 if not ht:
                     continue
                 index = metric.index
-                for lid, feed, rt in quiet[2]:
+                for lid, feed, rt in checks:
                     if (lid, index) in ht:
                         flipped = feed(host, ht, hs, name, index, value, ts)
                         if flipped is not None:

@@ -1,7 +1,7 @@
 """The evaluator's shortcut for quiet values gives what its feeders alone give.
 
 A metric whose rules are all plain ordered comparisons is skipped for a
-numeric value that none of them reaches (``_quiet_range``), unless a leaf
+numeric value that none of them reaches (``_entry``), unless a leaf
 holds for the value's index. Compared here with the same evaluator whose
 shortcut is switched off (every value through every feeder), on mixed
 values: ints, floats, bools, NaN, text, None, values equal to a threshold.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from connector.messages import Metric, Perf
 from connector_alerter import evaluator as evaluator_module
-from connector_alerter.evaluator import Evaluator, _quiet_range
+from connector_alerter.evaluator import Evaluator, _entry
 from connector_alerter.rules import build_rules
 
 SOURCE = "alerter@test"
@@ -40,8 +40,8 @@ def without_shortcut(records) -> Evaluator:
     resolve = ev._resolve
 
     def no_quiet(plan, name):
-        feeders, _ = resolve(plan, name)
-        plan[name] = entry = (feeders, None)
+        feeders = resolve(plan, name)[0]
+        plan[name] = entry = (feeders, float("inf"), float("-inf"), ())
         return entry
     ev._resolve = no_quiet
     return ev
@@ -89,8 +89,9 @@ def test_quiet_range_only_for_plain_ordered_comparisons():
                                                  "consecutive": 2}}]), {}, SOURCE)
     ev.evaluate(perf(1, [("a", "", 1.0), ("b", "", 1), ("d", "", 1)]))
     plan = ev._plans["h"]
-    above, below, checks = plan["a"][1]
+    _, above, below, checks = plan["a"]
     assert (above, below, len(checks)) == (5, 80, 3)
-    assert plan["b"][1] is None and plan["d"][1] is None
-    assert _quiet_range(()) is None
+    for name in ("b", "d"):                     # equality, window: never quiet
+        assert plan[name][1] > plan[name][2] and plan[name][3] == ()
+    assert _entry(()) == ((), float("-inf"), float("inf"), ())
     assert evaluator_module._ORDERED == frozenset((">", ">=", "<", "<="))
