@@ -135,6 +135,8 @@ class AlerterService(service.Service):
         self.engine = engine
         self.counters = runtime.counters(CONNECTOR)
         self.publisher = runtime.bus.publisher(CONNECTOR)
+        #: ``<prefix>.threshold``, named once.
+        self._threshold_exchange: str | None = None
         self.state = "starting"
         self.notifier = None
         self.missing_rules: str | None = None
@@ -558,8 +560,21 @@ class AlerterService(service.Service):
         if not thresholds:
             return None
         self.counters.inc("thresholds_published", len(thresholds))
-        prefix = self.settings.bus.exchange_prefix
-        exchange = messages.exchange_name(prefix, "threshold")
+        exchange = self._threshold_exchange
+        if exchange is None:
+            exchange = self._threshold_exchange = messages.exchange_name(
+                self.settings.bus.exchange_prefix, "threshold")
+        publish_raw, encode, routing_key = (self.publisher.publish_raw, messages.encode,
+                                            messages.routing_key)
+        partitions = self.partitions
+        if self.saver is not None:
+            self.saver.soon()   # the state recording these transitions, soon
+        if len(thresholds) == 1:
+            # Most messages with a transition have one: no occurrence count, no gathering.
+            t = thresholds[0]
+            return publish_raw(exchange, routing_key(t, partitions), encode(t),
+                               {"message_id": threshold_message_id(t), "type": "threshold",
+                                "timestamp": t.ts}, durable=True)
         occurrences: dict[str, int] = {}
         sent = []
         for t in thresholds:
@@ -568,11 +583,9 @@ class AlerterService(service.Service):
             n = occurrences[base] = occurrences.get(base, -1) + 1
             mid = base if n == 0 else threshold_message_id(t, n)
             # Durable: the perf that gave it is acked once this fires.
-            sent.append(self.publisher.publish_raw(
-                exchange, messages.routing_key(t, self.partitions), messages.encode(t),
-                {"message_id": mid, "type": "threshold", "timestamp": t.ts}, durable=True))
-        if self.saver is not None:
-            self.saver.soon()   # the state recording these transitions, soon
+            sent.append(publish_raw(exchange, routing_key(t, partitions), encode(t),
+                                    {"message_id": mid, "type": "threshold", "timestamp": t.ts},
+                                    durable=True))
         return defer.gatherResults(sent, consumeErrors=True)
 
     def health(self) -> dict:
