@@ -33,12 +33,15 @@ decoded); over ``raw+json`` is printed too.
 ``Evaluator.evaluate`` in this process on the same bodies (no bus).
 
 ``--profile FILE`` adds one run (not counted) of the daemon under cProfile
-(``twistd --profiler=cprofile --savestats``) and prints where its time goes.
+(``twistd --profiler=cprofile --savestats``, timed by the reactor thread's CPU
+clock) and prints where its time goes. ``--code DIR`` runs the daemon from
+another source tree (``git archive <commit> src | tar -x -C DIR``), to
+measure before and after in the same conditions.
 
 Usage:
     .venv/bin/python bench/bench_alerter.py [--runs 3] [--devices 10000] [--types 10]
         [--metrics 61] [--passes 4] [--prefetch 500] [--profile FILE] [--no-breach]
-        [--skip-reference] [--in-process]
+        [--skip-reference] [--in-process] [--code DIR]
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ if ROOT not in sys.path:
 import pika  # noqa: E402
 import yaml  # noqa: E402
 
+from bench import bench_correlator  # noqa: E402
 from bench.bench_correlator import (  # noqa: E402
     AMQP_URL, MARIADB_URL, Daemon, amqp, declare, delete_bus, drop_prefixed, queue_count,
 )
@@ -72,6 +76,20 @@ from connector.topology import connector_queue  # noqa: E402
 
 GOAL = 300_000
 GOAL_RATIO = 0.8
+
+#: sitecustomize.py of a profiled daemon: cProfile timed by the thread's CPU clock.
+CPU_PROFILE = """\
+import cProfile
+import time
+
+
+class _CPUProfile(cProfile.Profile):
+    def __init__(self, *args, **kwargs):
+        super().__init__(time.thread_time)
+
+
+cProfile.Profile = _CPUProfile
+"""
 
 
 def rule_records(types: int, metrics: int, never: bool = False) -> list[dict]:
@@ -137,6 +155,62 @@ def broker_cpu() -> float:
     from bench.bench_correlator import CLK_TCK
 
     out = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout
+    try:
+        with open(f"/proc/{out.split()[0]}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (IndexError, OSError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def daemon_pythonpath() -> str:
+    """The daemons' PYTHONPATH as ``bench_correlator.Daemon`` sets it (``--code``)."""
+    how = getattr(bench_correlator, "daemon_path", None)
+    return how() if how is not None else bench_correlator.DAEMON_ROOT
+
+
+def use_code(tree: str) -> None:
+    """Run the daemons from another source tree (its ``src/``), e.g. an older commit."""
+    tree = os.path.abspath(tree)
+    if getattr(bench_correlator, "daemon_path", None) is not None:
+        bench_correlator.DAEMON_ROOT = tree
+    else:
+        src = os.path.join(tree, "src")
+        bench_correlator.DAEMON_ROOT = src if os.path.isdir(src) else tree
+
+
+def threads_cpu(pid: int) -> tuple[float, float, float]:
+    """(main thread CPU s, other threads CPU s, run-queue wait s) of process ``pid`` so far.
+
+    The wait is the time its threads were runnable but not running (another
+    process had the CPU): /proc/PID/task/*/schedstat, second field.
+    """
+    from bench.bench_correlator import CLK_TCK
+
+    main = other = wait = 0.0
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"{base}/{tid}/schedstat") as f:
+                wait += int(f.read().split()[1]) / 1e9
+        except OSError:
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if int(tid) == pid:
+            main += cpu
+        else:
+            other += cpu
+    return main, other, wait
+
+
+def db_cpu() -> float:
+    """CPU seconds of MariaDB so far (0 when it is not found)."""
+    from bench.bench_correlator import CLK_TCK
+
+    out = subprocess.run(["pgrep", "-o", "mariadbd|mysqld"], capture_output=True,
+                         text=True).stdout
     try:
         with open(f"/proc/{out.split()[0]}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -278,19 +352,30 @@ def bench_daemon(bodies: list[tuple[str, bytes]], args: argparse.Namespace,
             t0 = time.monotonic()
             queue = prefill(prefix, bodies)
             print(f"  queued {n:,} perf messages in {time.monotonic() - t0:.1f} s", flush=True)
-            daemon = Daemon(d, "centaure-alerter", prefix, args.prefetch, {
-                "database": {"url": MARIADB_URL},
-                "alerter": {"rules": "rules.yaml", "backfill": "false",
-                            "routes": "no-routes.yaml", "table_prefix": tables}},
-                profile=profile)
+            saved = bench_correlator.DAEMON_ROOT
+            if profile:
+                # twistd's cProfile runner, timed in CPU time of the thread (not wall time:
+                # on a shared machine a wait for the CPU would be charged to whatever ran).
+                with open(os.path.join(d, "sitecustomize.py"), "w") as f:
+                    f.write(CPU_PROFILE)
+                bench_correlator.DAEMON_ROOT = f"{daemon_pythonpath()}{os.pathsep}{d}"
+            try:
+                daemon = Daemon(d, "centaure-alerter", prefix, args.prefetch, {
+                    "database": {"url": MARIADB_URL},
+                    "alerter": {"rules": "rules.yaml", "backfill": "false",
+                                "routes": "no-routes.yaml", "table_prefix": tables}},
+                    profile=profile)
+            finally:
+                bench_correlator.DAEMON_ROOT = saved
             try:
                 daemon.wait_healthy("alerter")
                 cpu0, t_ready = daemon.cpu_seconds(), time.monotonic()
-                broker0 = broker_cpu()
+                broker0, db0, th0 = broker_cpu(), db_cpu(), threads_cpu(daemon.proc.pid)
                 seen = daemon.follow("handled", "bus", n, 900, every=0.05)
                 elapsed = time.monotonic() - t_ready
                 cpu = daemon.cpu_seconds() - cpu0
-                broker = broker_cpu() - broker0
+                broker, db = broker_cpu() - broker0, db_cpu() - db0
+                th = [b - a for a, b in zip(th0, threads_cpu(daemon.proc.pid))]
                 counters = daemon.counters("alerter")
                 metrics_text = (daemon._get("metrics") or b"").decode()
                 time.sleep(1.0)                          # the last confirms and acks settle
@@ -307,7 +392,8 @@ def bench_daemon(bodies: list[tuple[str, bytes]], args: argparse.Namespace,
     t2 = next(t for t, v in seen if v >= n)
     return {"rate": first_to_last(seen, n) * args.metrics,
             "rate_10_90": sustained_rate(seen, n) * args.metrics,
-            "elapsed": elapsed, "acking": t2 - t1, "cpu": cpu, "broker": broker,
+            "elapsed": elapsed, "acking": t2 - t1, "cpu": cpu, "broker": broker, "db": db,
+            "main": th[0], "threads": th[1], "wait": th[2],
             "counters": counters, "left": left, "thresholds": thresholds,
             "buffered": [line for line in metrics_text.splitlines()
                          if not line.startswith("#") and any(
@@ -335,7 +421,8 @@ def summarize(path: str, top: int = 20) -> None:
     st = pstats.Stats(path)
     raw = st.stats  # type: ignore[attr-defined]
     total = st.total_tt  # type: ignore[attr-defined]
-    print(f"  cProfile: {total:.1f} s of the daemon's main thread profiled; steps (cumulative):")
+    print(f"  cProfile: {total:.1f} s of CPU of the daemon's main thread (the reactor) profiled; "
+          f"steps (cumulative):")
     for name, (frag, fn) in STEPS:
         cum = sum(v[3] for (f, _l, func), v in raw.items() if frag in f and func == fn)
         print(f"    {100 * cum / total:5.1f}%  {cum:6.2f} s  {name}")
@@ -360,6 +447,8 @@ def main() -> None:
     ap.add_argument("--no-breach", action="store_true",
                     help="thresholds never reached: no threshold published (what publishing costs)")
     ap.add_argument("--skip-reference", action="store_true", help="no raw consume-and-ack")
+    ap.add_argument("--code", default="",
+                    help="run the daemon from this source tree (e.g. git archive of a commit)")
     ap.add_argument("--in-process", action="store_true",
                     help="also decode + evaluate in this process (no bus)")
     ap.add_argument("--role", default="bench", choices=("bench", "raw"), help=argparse.SUPPRESS)
@@ -370,6 +459,8 @@ def main() -> None:
     if args.role == "raw":
         run_raw(args)
         return
+    if args.code:
+        use_code(args.code)
     bodies = make_bodies(args)
     total = len(bodies) * args.metrics
     size = statistics.mean(len(b) for _, b in bodies[:1000])
@@ -397,7 +488,9 @@ def main() -> None:
               f"{r['acking']:.1f} s; 10%-90%: {r['rate_10_90']:,.0f}); daemon CPU {r['cpu']:.1f} s "
               f"({100 * r['cpu'] / r['elapsed']:.0f}% of a core, "
               f"{1e6 * r['cpu'] / total:.2f} us per value), broker CPU {r['broker']:.1f} s "
-              f"({100 * r['broker'] / r['elapsed']:.0f}%); perf "
+              f"({100 * r['broker'] / r['elapsed']:.0f}%), MariaDB CPU {r['db']:.1f} s; daemon "
+              f"main thread {r['main']:.1f} s, other threads {r['threads']:.1f} s, waiting for "
+              f"a CPU {r['wait']:.1f} s; perf "
               f"{c.get('perf_evaluated', 0):,.0f}, thresholds published "
               f"{c.get('thresholds_published', 0):,.0f} (queued {r['thresholds']:,}); "
               f"left in queue {r['left']}", flush=True)
