@@ -47,7 +47,9 @@ def ownership(runtime, role: str, partitions: int | None = None) -> IMembership:
 
         holder = TokenHolder(role, count, bus_settings.exchange_prefix, runtime.counters(role),
                              runtime.reactor, token_refresh=bus_settings.token_refresh,
-                             balance_interval=bus_settings.balance_interval, node=runtime.node)
+                             balance_interval=bus_settings.balance_interval, node=runtime.node,
+                             status_interval=runtime.settings.connector.status_interval,
+                             lost_after=runtime.settings.connector.lost_after)
         holders[role] = holder
         runtime.bus.connection.add_subscriber(holder)
         # A clean stop hands the tokens on once the role's services have finished.

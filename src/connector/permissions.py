@@ -82,6 +82,11 @@ def token_queues_pattern(prefix: str, role: str) -> str:
     return re.escape(f"{prefix}.token.{role}.") + "[0-9]+"
 
 
+def peers_queues_pattern(prefix: str, role: str) -> str:
+    """Every process's heartbeat queue of ``role``: ``<prefix>.peers.<role>.<node>.<pid>``."""
+    return re.escape(f"{prefix}.peers.{role}.") + r"[^ ]+"
+
+
 def connector_rights(prefix: str, name: str, partitions: int = 0) -> dict[str, str]:
     """configure / write / read regexes of connector ``name``'s user.
 
@@ -102,7 +107,11 @@ def connector_rights(prefix: str, name: str, partitions: int = 0) -> dict[str, s
     # exchange) and consumed; tokens are published to that exchange; the
     # members queue is declared and consumed.
     roles = ROLES.get(name, ()) if partitions else ()
-    tokens = [token_queues_pattern(prefix, r) for r in roles]
+    # Each process also reads the heartbeats (its peers of the role) on an
+    # exclusive queue of its own bound to the status exchange.
+    tokens = [token_queues_pattern(prefix, r) for r in roles] + \
+        [peers_queues_pattern(prefix, r) for r in roles]
+    status = [f"{prefix}.status"] if roles else []
     members = [members_queue(prefix, r).name for r in roles]
     queue = queue + [f"{prefix}.{q}" for r in roles for q in ROLE_QUEUES.get(r, ())]
     exchange = [token_exchange(prefix)] if roles else []
@@ -111,7 +120,8 @@ def connector_rights(prefix: str, name: str, partitions: int = 0) -> dict[str, s
     return {
         "configure": names_regex(declared, queue_patterns + tokens),
         "write": names_regex(published + dead + queue + exchange, queue_patterns + tokens),
-        "read": names_regex(queue + consumed + members + exchange, queue_patterns + tokens),
+        "read": names_regex(queue + consumed + members + exchange + status,
+                            queue_patterns + tokens),
     }
 
 

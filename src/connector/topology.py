@@ -202,6 +202,13 @@ def members_queue(prefix: str, role: str) -> QueueSpec:
     return QueueSpec(name=name, bindings=(), arguments=dict(_QUORUM))
 
 
+def peers_queue(prefix: str, role: str, node: str, pid: int) -> QueueSpec:
+    """The heartbeats one process of ``role`` reads to know its peers (exclusive, its own)."""
+    return QueueSpec(name=f"{prefix}.peers.{role}.{node}.{pid}",
+                     bindings=(Binding(f"{prefix}.status", "status.#"),),
+                     arguments={"x-message-ttl": STATUS_TTL_MS})
+
+
 def all_queues(prefix: str, queue_type: str = "classic", partitions: int = 0) -> list[QueueSpec]:
     """Every queue ``bus-config`` declares.
 

@@ -110,7 +110,7 @@ class AMQPBus(service.Service):
 
     def declare(self, spec: QueueSpec) -> None:
         """Declare ``spec``'s queue at every connection (as ``bus-config`` would)."""
-        self.connection.add_subscriber(QueueDeclarer(spec))
+        self.connection.add_subscriber(QueueDeclarer(spec, self.reactor))
 
     def publisher(self, app_id: str) -> ReliablePublisher:
         """The process's publisher (one confirm channel for every connector)."""

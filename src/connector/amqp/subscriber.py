@@ -84,6 +84,12 @@ def broker_refusal(error: BaseException) -> tuple[int, str] | None:
     return fields[0], text
 
 
+def _forget_channel(protocol, channel_id: int) -> None:
+    """``channel_id``'s channel is closed: drop txamqp's object, let the number be used again."""
+    protocol.channels.pop(channel_id, None)
+    channel_ids.give_back(channel_id)
+
+
 class QueueDeclarer:
     """Declares one queue and its bindings at every connection, consuming nothing.
 
@@ -93,8 +99,9 @@ class QueueDeclarer:
 
     log = Logger()
 
-    def __init__(self, spec: QueueSpec) -> None:
+    def __init__(self, spec: QueueSpec, clock) -> None:
         self.spec = spec
+        self.clock = clock
 
     def attach(self, protocol) -> defer.Deferred:
         d = defer.ensureDeferred(self._attach(protocol))
@@ -111,8 +118,7 @@ class QueueDeclarer:
             await channel.channel_close(reply_code=200, reply_text="declared", class_id=0,
                                         method_id=0)
         finally:
-            protocol.channels.pop(channel_id, None)
-            channel_ids.give_back(channel_id)
+            self.clock.callLater(0, _forget_channel, protocol, channel_id)
 
     def detach(self, protocol, clean: bool) -> defer.Deferred:
         return defer.succeed(None)
@@ -257,9 +263,9 @@ class AMQPSubscriber:
 
     def _release(self, protocol) -> None:
         # txamqp keeps channel objects by number: a closed one must not be
-        # handed to the next user of the number.
-        protocol.channels.pop(self.channel_id, None)
-        channel_ids.give_back(self.channel_id)
+        # handed to the next user of the number. Later, not now: this may run
+        # inside txamqp's loop over its channels, closing them all.
+        self.clock.callLater(0, _forget_channel, protocol, self.channel_id)
 
     def _ack(self, channel, tag: int) -> None:
         if channel is not self._channel:

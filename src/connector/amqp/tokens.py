@@ -28,21 +28,25 @@ What a :class:`TokenHolder` adds to that:
 from __future__ import annotations
 
 import itertools
+import os
 import random
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from connector import messages
 from connector.amqp import fastpath
 from connector.amqp.subscriber import channel_ids, declare_queue
 from connector.interfaces import IOwnership
 from connector.metrics import Counters
 from connector.partitions import fair_share, partition_of
-from connector.topology import members_queue, token_exchange, token_queue
+from connector.topology import members_queue, peers_queue, token_exchange, token_queue
 
 #: Seconds a refreshed token may take to come back before it counts as lost.
 REFRESH_GRACE = 10.0
+#: Longest wait for the broker's count of live nodes.
+COUNT_TIMEOUT = 10.0
 
 
 
@@ -59,7 +63,7 @@ class TokenHolder:
 
     def __init__(self, role: str, partitions: int, prefix: str, counters: Counters, clock,
                  token_refresh: float = 300.0, balance_interval: float = 10.0,
-                 node: str = "") -> None:
+                 node: str = "", status_interval: float = 10.0, lost_after: int = 3) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {partitions}")
         self.role = role
@@ -90,8 +94,17 @@ class TokenHolder:
         #: Drained for maintenance: owns nothing and takes nothing until restarted.
         self.drained = False
         self._members_tag: str | None = None
-        #: Live nodes of this role last seen on the broker (consumers of a token queue).
+        #: Live nodes of this role last counted (heartbeats, else the broker's count).
         self.members = 0
+        self.status_interval = status_interval
+        #: A node whose last heartbeat is older is gone (as ``centaure status`` says).
+        self.stale_after = status_interval * lost_after
+        #: (node, pid) of this process, as its heartbeats name it.
+        self.me = (node, os.getpid())
+        #: (node, pid) -> (when its last heartbeat came, partitions of this role it owned).
+        self.peers: dict[tuple[str, int], tuple[float, int]] = {}
+        self._quiet_until = 0.0
+        self._peers_tag: str | None = None
         counters.set("partitions_owned", 0)
         counters.set("partitions", partitions)
 
@@ -133,6 +146,7 @@ class TokenHolder:
                                          no_ack=True)
         members = (await channel.queue_declare(queue=members_spec.name,
                                                passive=True)).consumer_count
+        await self._hear_peers(protocol, channel)
         for p in range(self.partitions):
             spec = token_queue(self.prefix, self.role, p)
             await declare_queue(channel, spec)
@@ -151,6 +165,40 @@ class TokenHolder:
                       "({members} {role} nodes on the broker)",
                       role=self.role, n=self.partitions, members=members)
         self._start_loops()
+
+    async def _hear_peers(self, protocol, channel) -> None:
+        """Read the heartbeats of every connector, on an exclusive queue of this process.
+
+        They say which nodes of the role are alive and how many partitions
+        each owns. The broker's count of the members queue's consumers is not
+        enough alone: a quorum queue goes on counting the consumers of a
+        cluster node that died until that node comes back, and a node that
+        counts one member too many hands tokens on for ever.
+        """
+        spec = peers_queue(self.prefix, self.role, *self.me)
+        await channel.queue_declare(queue=spec.name, durable=False, exclusive=True,
+                                    auto_delete=True, arguments=spec.arguments)
+        for binding in spec.bindings:
+            await channel.exchange_declare(exchange=binding.exchange, type="topic",
+                                           durable=True)
+            await channel.queue_bind(queue=spec.name, exchange=binding.exchange,
+                                     routing_key=binding.pattern)
+        tag = self._peers_tag = f"peers.{self.role}.{self.channel_id}"
+        protocol.consumers[tag] = lambda ch, deliver: self._heard(deliver.body)
+        await channel.basic_consume(queue=spec.name, consumer_tag=tag, no_ack=True)
+
+    def _heard(self, body: bytes) -> None:
+        try:
+            status = messages.decode(body, expected_type="status")
+        except messages.MessageError:
+            return
+        key = (status.node, status.pid)
+        if status.state == "stopping":
+            self.peers.pop(key, None)
+            return
+        ownership = status.ownership or {}
+        if self.role in ownership:
+            self.peers[key] = (self.clock.seconds(), len(ownership[self.role].owned))
 
     def _publish_token(self, channel, queue: str) -> None:
         from txamqp.content import Content
@@ -175,7 +223,7 @@ class TokenHolder:
         if self._protocol is not protocol:
             return defer.succeed(None)
         self._stop_loops()
-        for tag in [*self._tags.values(), self._members_tag]:
+        for tag in [*self._tags.values(), self._members_tag, self._peers_tag]:
             protocol.consumers.pop(tag, None)
         self._protocol = self._channel = None
         self._tags.clear()
@@ -293,6 +341,12 @@ class TokenHolder:
     def _balance_failed(self, failure, protocol) -> None:
         if protocol is not self._protocol:
             return  # the connection went meanwhile: detach() said what matters
+        from txamqp.client import Closed
+
+        if failure.check(Closed):
+            # The connection is going (its loss is being noticed): one line.
+            self.log.info("{role}: balancing stopped: the channel closed", role=self.role)
+            return
         self.log.failure("{role}: balancing failed", failure, role=self.role)
 
     async def _balance(self) -> None:
@@ -306,14 +360,28 @@ class TokenHolder:
             self.detach(protocol, clean=False)
             protocol.abort("ownership tokens' channel closed")
             return
-        members = await self._count_members(protocol)
-        if channel is not self._channel or members is None:
+        now = self.clock.seconds()
+        live = {k: owned for k, (seen, owned) in self.peers.items()
+                if now - seen <= self.stale_after and k != self.me}
+        if live or self.me in self.peers:
+            # Heartbeats flow: they name the live nodes and what each owns. Tokens
+            # go only to nodes below their share, so a node counted but unable to
+            # take one (gone, not yet stale) never makes them circle.
+            self.members = 1 + len(live)
+            share = fair_share(self.partitions, self.members)
+            room = sum(max(0, share - owned) for owned in live.values())
+        else:
+            members = await self._count_members(protocol)
+            if channel is not self._channel or members is None:
+                return
+            self.members = max(1, members)
+            share = fair_share(self.partitions, self.members)
+            room = self.partitions
+        extra = min(len(self._held) - share, room)
+        if extra <= 0 or now < self._quiet_until:
+            # Nothing to give, or the last hand-on is not in the heartbeats yet.
             return
-        self.members = max(1, members)
-        share = fair_share(self.partitions, self.members)
-        extra = len(self._held) - share
-        if extra <= 0:
-            return
+        self._quiet_until = now + 1.5 * self.status_interval
         # Not one whose token is being refreshed: it is on its way back.
         candidates = sorted(p for p, tag in self._held.items() if tag is not None)
         chosen = random.sample(candidates, min(extra, len(candidates)))
@@ -336,11 +404,18 @@ class TokenHolder:
             if not getattr(channel, "opened", False):
                 await channel.channel_open()
                 channel.opened = True
-            ok = await channel.queue_declare(queue=members_queue(self.prefix, self.role).name,
-                                             passive=True)
+            asked = channel.queue_declare(queue=members_queue(self.prefix, self.role).name,
+                                          passive=True)
+            # While a queue elects a leader the answer can wait: never for ever.
+            asked.addTimeout(COUNT_TIMEOUT, self.clock)
+            ok = await asked
         except Exception as e:
-            # Closed by the broker: the next count opens it again.
-            protocol.channels.pop(probe_id, None)
+            if isinstance(e, defer.TimeoutError):
+                # The channel may still answer later: count on a new one next time.
+                self.probe_channel_id = channel_ids.take()
+            else:
+                # Closed by the broker: the next count opens it again.
+                protocol.channels.pop(probe_id, None)
             self.log.info("{role}: live nodes not counted this time: {error}", role=self.role,
                           error=str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
             return None
@@ -390,7 +465,7 @@ class TokenHolder:
         channel, protocol = self._channel, self._protocol
         if channel is not None:
             # No longer in line for any token, nor counted as a live node.
-            tags = list(self._tags.values()) + [self._members_tag]
+            tags = list(self._tags.values()) + [self._members_tag, self._peers_tag]
             self._tags.clear()
             for consumer in tags:
                 protocol.consumers.pop(consumer, None)
