@@ -15,6 +15,13 @@ systems drop a second copy with the same Message-ID); webhook headers of the
 same names. A webhook with a secret is signed: ``X-Centaure-Signature:
 sha256=<hex HMAC-SHA256 of the body>`` (:func:`sign`, :func:`verify_signature`).
 Secrets (SMTP password, HMAC keys) never appear in errors or logs.
+
+SMTP credentials travel only over TLS with the relay's certificate verified:
+STARTTLS, or implicit TLS when the port is 465. A relay that offers no
+STARTTLS (or a man in the middle that strips it) gets no ``AUTH``: the send
+fails (retryable) unless the :class:`Mailer` is given ``allow_plain_auth``
+(which logs a warning when the Mailer is made). Without
+a user name, ``starttls = auto`` still sends in clear to such a relay.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from email.utils import formatdate
 from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, error as net_error, protocol
+from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python import failure
 from zope.interface import Attribute, Interface, implementer
@@ -41,6 +49,10 @@ SIGNATURE_HEADER = "X-Centaure-Signature"
 KEY_HEADERS = ("Idempotency-Key", "X-Centaure-Idempotency-Key")
 #: sysexits.h EX_TEMPFAIL: a command's way to ask for a retry.
 EX_TEMPFAIL = 75
+#: The SMTP port of implicit TLS (RFC 8314 submissions): TLS from the first byte.
+SMTPS_PORT = 465
+
+_log = Logger()
 
 
 class DeliveryError(Exception):
@@ -99,17 +111,21 @@ def _smtp_failure(f) -> None:
 def send_email(reactor, *, host: str, port: int, sender: str, recipients: Sequence[str],
                message: bytes, username: str = "", password: Any = None,
                starttls: str = "auto", timeout: float = 30.0,
-               tls_options: Any = None) -> defer.Deferred:
+               tls_options: Any = None, allow_plain_auth: bool = False,
+               implicit_tls: bool | None = None) -> defer.Deferred:
     """Send ``message`` (bytes, see :func:`build_email`) through the relay ``host:port``.
 
     ``starttls``: ``auto`` (when offered), ``always`` (refuse a relay without
     it), ``never``. ``password`` is a :class:`connector.settings.Secret` (or a
-    string); authentication happens when ``username`` is set. ``tls_options``
-    replaces the default client TLS options (tests: a private CA).
+    string); authentication happens when ``username`` is set, over TLS only
+    unless ``allow_plain_auth``. ``implicit_tls``: TLS from the connection's
+    start (None: when ``port`` is 465). ``tls_options`` replaces the default
+    client TLS options (tests: a private CA).
     """
     # A session of its own: the Mailer, for one message.
     mailer = Mailer(reactor, host=host, port=port, username=username, password=password,
-                    starttls=starttls, timeout=timeout, tls_options=tls_options, connections=1)
+                    starttls=starttls, timeout=timeout, tls_options=tls_options, connections=1,
+                    allow_plain_auth=allow_plain_auth, implicit_tls=implicit_tls)
     return mailer.send(sender, recipients, message)
 
 
@@ -315,6 +331,17 @@ class _Session(smtp.ESMTPSender):
         #: True once this side decided to quit (nothing more to send).
         self.done = False
 
+    def esmtpTLSRequired(self, code=-1, resp=None) -> None:
+        # Twisted's TLSRequiredError is a 502 (permanent); a relay that stopped
+        # offering STARTTLS may be a man in the middle: say so, and retry.
+        if self.mailer.username and not self.mailer.allow_plain_auth:
+            reason = ("SMTP relay offers no STARTTLS: the credentials are not sent in clear "
+                      "(a relay without TLS, or STARTTLS stripped on the way; "
+                      "allow_plain_auth would allow it)")
+        else:
+            reason = "SMTP relay offers no STARTTLS (starttls = always)"
+        self.sendError(DeliveryError(reason, True))
+
     def connectionMade(self) -> None:
         # The body and its final "." are two writes: without this, Nagle
         # holds the "." until the relay's delayed ACK (~40 ms per mail).
@@ -403,7 +430,11 @@ class _SessionFactory(protocol.ClientFactory):
                      hostname=m.host if m.starttls != "never" else None)
         p.heloFallback = False
         p.requireAuthentication = bool(m.username)
-        p.requireTransportSecurity = m.starttls == "always"
+        # Credentials only over TLS (unless explicitly allowed in clear).
+        p.requireTransportSecurity = m.starttls == "always" or (
+            bool(m.username) and not m.allow_plain_auth)
+        if m.implicit_tls:
+            p._tlsMode = True  # TLS from the first byte: no STARTTLS
         p.timeout = int(max(1, m.timeout))
         p.owner = self
         self.session = p
@@ -427,16 +458,24 @@ class Mailer:
     def __init__(self, reactor, *, host: str, port: int, username: str = "",
                  password: Any = None, starttls: str = "auto", timeout: float = 30.0,
                  tls_options: Any = None, connections: int = 4,
-                 per_session: int = 100) -> None:
+                 per_session: int = 100, allow_plain_auth: bool = False,
+                 implicit_tls: bool | None = None) -> None:
         from twisted.internet import ssl
 
         self.reactor, self.host, self.port = reactor, host, port
         self.username, self.starttls, self.timeout = username, starttls, timeout
         self.connections, self.per_session = max(1, connections), max(1, per_session)
+        self.allow_plain_auth = allow_plain_auth
+        self.implicit_tls = port == SMTPS_PORT if implicit_tls is None else implicit_tls
         self._context = None
-        if starttls != "never":
+        if starttls != "never" or self.implicit_tls:
+            # optionsForClientTLS verifies the certificate against the host name.
             self._context = tls_options if tls_options is not None \
                 else ssl.optionsForClientTLS(host)
+        if username and allow_plain_auth and not self.implicit_tls:
+            _log.warn("SMTP allow_plain_auth: the SMTP password of {user} may be "
+                      "sent in clear to {host}:{port} when the relay offers no STARTTLS",
+                      user=username, host=host, port=port)
         secret = password.reveal() if hasattr(password, "reveal") else (password or "")
         self._username = username.encode() if username else None
         self._secret = secret.encode() if username else None
@@ -464,8 +503,12 @@ class Mailer:
         while self._waiting() > self._fresh and len(self._sessions) < self.connections:
             factory = _SessionFactory(self)
             self._fresh += 1
-            connector = self.reactor.connectTCP(self.host, self.port, factory,
-                                                timeout=self.timeout)
+            if self.implicit_tls:
+                connector = self.reactor.connectSSL(self.host, self.port, factory,
+                                                    self._context, timeout=self.timeout)
+            else:
+                connector = self.reactor.connectTCP(self.host, self.port, factory,
+                                                    timeout=self.timeout)
             self._sessions.add(factory)
             factory.connector = connector
 
