@@ -100,6 +100,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- daemons ---------------------------------------------------------------------------
 
+def daemon_path() -> str:
+    """PYTHONPATH of the daemons: the packages of ``--code`` (its ``src/`` since that layout)."""
+    src = os.path.join(DAEMON_ROOT, "src")
+    return src if os.path.isdir(src) else DAEMON_ROOT
+
+
 class Daemon:
     """A ``twistd -n <plugin>`` in folder ``d`` with a settings file of its own.
 
@@ -125,7 +131,7 @@ class Daemon:
         self.proc = subprocess.Popen([f"{BIN}/twistd", "-n", "--pidfile=", *options, plugin,
                                       "-c", path],
                                      cwd=d, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONPATH=DAEMON_ROOT))
+                                     env=dict(os.environ, PYTHONPATH=daemon_path()))
 
     def _get(self, what: str) -> bytes | None:
         try:

@@ -125,9 +125,10 @@ from centaure_shared.sql import error_summary, is_outage, make_engine
 __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 
 CONNECTOR = "correlator"
-#: Batches between apply and ack at once (one commits while the next ones apply,
-#: to be taken by the next commit together).
-PIPELINE = 4
+#: Batches between apply and ack at once (one commits while the next one applies).
+#: The group commit keeps state and alarms together for any value; 4 (smaller
+#: batches, several taken by one commit) was measured no faster (docs/performance.md).
+PIPELINE = 2
 #: ``[correlator]`` settings a reload applies; the others need a restart.
 RELOADABLE = ("update_interval", "expire_after", "expire_names", "keep_cleared", "flap_high",
               "flap_low", "mask_severity", "mask_all", "batch_size", "batch_interval",
