@@ -12,8 +12,12 @@ exchanges, not one per mail); :func:`send_email` sends one.
 Every message carries its idempotency key: email headers ``Idempotency-Key``
 and ``X-Centaure-Idempotency-Key`` and a ``Message-ID`` derived from it (mail
 systems drop a second copy with the same Message-ID); webhook headers of the
-same names. A webhook with a secret is signed: ``X-Centaure-Signature:
-sha256=<hex HMAC-SHA256 of the body>`` (:func:`sign`, :func:`verify_signature`).
+same names. A webhook with a secret is signed over a timestamp and the body:
+``X-Centaure-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``
+(:func:`sign`). The receiver recomputes the HMAC of ``<t>.<body>`` with the
+shared secret, compares it in constant time, and rejects the request when
+``|now - t|`` exceeds 300 s (:func:`verify_signature`): a captured request
+cannot be replayed later. Each attempt (retries too) is signed afresh.
 Secrets (SMTP password, HMAC keys) never appear in errors or logs.
 
 SMTP credentials travel only over TLS with the relay's certificate verified:
@@ -42,7 +46,7 @@ from zope.interface import Attribute, Interface, implementer
 
 __all__ = ["INotifierChannel", "EmailChannel", "WebhookChannel", "CommandChannel",
            "DeliveryError", "Mailer", "send_email", "build_email", "post_webhook", "run_command", "sign",
-           "verify_signature", "SIGNATURE_HEADER", "KEY_HEADERS"]
+           "verify_signature", "SIGNATURE_HEADER", "SIGNATURE_TOLERANCE", "KEY_HEADERS"]
 
 SIGNATURE_HEADER = "X-Centaure-Signature"
 #: Headers carrying the idempotency key (the common name and ours).
@@ -132,15 +136,48 @@ def send_email(reactor, *, host: str, port: int, sender: str, recipients: Sequen
 # --- webhook ----------------------------------------------------------------------
 
 
-def sign(secret: str | bytes, body: bytes) -> str:
-    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of ``body``."""
+#: A receiver rejects a signature whose timestamp is further than this from its clock.
+SIGNATURE_TOLERANCE = 300
+
+
+def _hmac(key: bytes, timestamp: int, body: bytes) -> str:
+    return hmac.new(key, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | bytes, body: bytes, timestamp: float | None = None) -> str:
+    """The signature header's value: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``.
+
+    ``timestamp``: the signing time (default: now), in whole seconds.
+    """
+    import time
+
     key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    t = int(time.time() if timestamp is None else timestamp)
+    return f"t={t},v1={_hmac(key, t, body)}"
 
 
-def verify_signature(secret: str | bytes, body: bytes, header: str) -> bool:
-    """True when ``header`` is ``body``'s signature with ``secret`` (constant time)."""
-    return hmac.compare_digest(sign(secret, body), header or "")
+def verify_signature(secret: str | bytes, body: bytes, header: str, *,
+                     now: float | None = None,
+                     tolerance: float = SIGNATURE_TOLERANCE) -> bool:
+    """The receiver's check: True when ``header`` signs ``body`` with ``secret``
+    (recomputed, compared in constant time) at a time within ``tolerance``
+    seconds of ``now`` (default: the current time)."""
+    import time
+
+    key = secret.encode() if isinstance(secret, str) else secret
+    t, sigs = None, []
+    for part in (header or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            t = int(value)
+        elif name == "v1":
+            sigs.append(value)
+    if t is None or not sigs:
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    expected = _hmac(key, t, body)
+    return any(hmac.compare_digest(expected, s) for s in sigs)
 
 
 async def _post(reactor, url: str, body: bytes, headers: Mapping[str, str], timeout: float,
@@ -185,7 +222,8 @@ def post_webhook(reactor, url: str, body: bytes, *, idempotency_key: str,
                  secret: Any = None, timeout: float = 10.0, agent=None) -> defer.Deferred:
     """POST ``body`` (JSON) to ``url``; fires with the HTTP status on 2xx.
 
-    ``secret`` (a Secret or a string) signs the body. 5xx, 429, 408 and
+    ``secret`` (a Secret or a string) signs the current time and the body
+    (:func:`sign`, the reactor's clock). 5xx, 429, 408 and
     timeouts/connection errors are retryable; other statuses are not.
     """
     headers = {"Content-Type": "application/json", "User-Agent": "Centaure-alerter/1"}
@@ -193,7 +231,7 @@ def post_webhook(reactor, url: str, body: bytes, *, idempotency_key: str,
         headers[h] = idempotency_key
     if secret is not None:
         key = secret.reveal() if hasattr(secret, "reveal") else secret
-        headers[SIGNATURE_HEADER] = sign(key, body)
+        headers[SIGNATURE_HEADER] = sign(key, body, reactor.seconds())
 
     def check(code: int) -> int:
         if 200 <= code < 300:
