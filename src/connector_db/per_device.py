@@ -25,6 +25,19 @@ without string-built SQL:
 * DDL runs first in the batch's transaction: MySQL/MariaDB commit implicitly
   on DDL, which must not commit half of the batch's rows.
 
+Which tables it may touch (a perf message's metric and host are whatever its
+publisher wrote: ``alarm`` on host ``history`` fills in ``alarm_history``):
+
+* the store creates and writes only tables it registered itself, in its
+  registry table (``<table_prefix>per_device_registry``, one row per table
+  it created, written in the transaction of the CREATE), or tables the user
+  listed (``tables``: the legacy tables to adopt, by name). Any other
+  existing table, Centaure's or anyone's, gets no ALTER and no row: the
+  message is dead-lettered with the reason (:class:`RefusedTable`);
+* it creates at most ``max_tables`` tables (the registry's rows; default
+  :data:`DEFAULT_MAX_TABLES`, a plain number: the store does not see the
+  profiles' metrics); beyond, the message is dead-lettered with the reason.
+
 Idempotency (a replayed message writes no duplicate row):
 
 * a table with a unique key over the key columns (every table this store
@@ -49,6 +62,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Callable, Protocol
@@ -74,7 +88,13 @@ from .settings import (
 )
 from .store import UnstorableMessage, insert_ignore
 
-__all__ = ["PerDeviceLayout", "PerDeviceStore", "SharedTransactionStore"]
+__all__ = ["PerDeviceLayout", "PerDeviceStore", "RefusedTable", "SharedTransactionStore",
+           "DEFAULT_MAX_TABLES", "REGISTRY_SUFFIX"]
+
+#: Tables the store may create, unless told otherwise.
+DEFAULT_MAX_TABLES = 10_000
+#: The registry table's name after the prefix.
+REGISTRY_SUFFIX = "per_device_registry"
 
 # MySQL/MariaDB limit table and column names to 64 characters, PostgreSQL to 63.
 _IDENT_MAX = 64
@@ -102,6 +122,26 @@ class SharedTransactionStore(Protocol):
 
     def health(self) -> dict[str, Any]:
         """As ``IStore.health``."""
+
+
+class RefusedTable(UnstorableMessage, sa.exc.DataError):
+    """A table the store may not touch (not its own, not listed) or may not create (cap).
+
+    Also a ``DataError``: raised inside a batch, the writer retries its
+    messages one at a time and dead-letters the one naming this table with
+    the reason; raised by ``prepare`` (a table known refused), the message
+    is dead-lettered at once.
+    """
+
+    def __init__(self, reason: str) -> None:
+        sa.exc.DataError.__init__(self, None, None, ValueError(reason))
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self):  # pragma: no cover - pickling (thread pools do not need it)
+        return (type(self), (self.reason,))
 
 
 class _Unfit(ValueError):
@@ -269,10 +309,15 @@ class PerDeviceStore:
     def __init__(self, engine: sa.Engine, table_struct: Iterable[str | ColumnSpec],
                  table_template: str = "{metric}_{device}",
                  device_ids: Mapping[str, str] | None = None,
-                 fallback: SharedTransactionStore | None = None) -> None:
+                 fallback: SharedTransactionStore | None = None, *,
+                 tables: Iterable[str] = (), max_tables: int = DEFAULT_MAX_TABLES,
+                 registry_table: str = REGISTRY_SUFFIX) -> None:
         """``table_struct``: ``name:source:type`` items (ValueError if one is bad);
         ``device_ids``: host name -> inventory id; ``fallback``: the store of
-        every message but ``perf`` (None: those are not kept)."""
+        every message but ``perf`` (None: those are not kept); ``tables``:
+        existing tables the user allows it to complete and write (legacy
+        ones); ``max_tables``: how many tables it may create;
+        ``registry_table``: the table recording those it created."""
         self.engine = engine
         self.columns = [_Column(s) for s in parse_struct(table_struct)]
         try:
@@ -296,13 +341,36 @@ class PerDeviceStore:
         self._getters = [(c, _SOURCES[c.source]) for c in self.columns]
         # Tables known to be ready (created or inspected): writer thread only.
         self._targets: dict[str, _Target] = {}
+        if not SQL_IDENTIFIER.fullmatch(registry_table):
+            raise ValueError(f"registry table {registry_table!r} is not an SQL identifier")
+        self.registry_table = registry_table
+        self.max_tables = max(0, int(max_tables))
+        self._listed = {self._fold(t) for t in tables}
+        # Folded names in the registry (None: not read yet); names known refused
+        # (read by prepare on the reactor thread: a set replaced, never mutated).
+        self._registered: set[str] | None = None
+        self._refused: frozenset[str] = frozenset()
+        self._registry = sa.Table(
+            registry_table, sa.MetaData(),
+            sa.Column("table_name", key_string(_IDENT_MAX), primary_key=True),
+            sa.Column("created", sa.BigInteger, nullable=False))
 
     @classmethod
     def from_settings(cls, engine: sa.Engine, db_settings: Any, device_ids: Mapping[str, str],
                       fallback: SharedTransactionStore | None = None) -> PerDeviceStore:
-        """The store that ``[db]`` (``table_struct``, ``table_template``) describes."""
+        """The store that ``[db]`` (``table_struct``, ``table_template``) describes.
+
+        The registry is ``<table_prefix>per_device_registry``; ``tables`` and
+        ``max_tables`` come from ``[db] per_device_tables`` and
+        ``per_device_max_tables`` when those settings exist.
+        """
+        prefix = getattr(db_settings, "table_prefix", "") or ""
         return cls(engine, db_settings.table_struct, db_settings.table_template,
-                   device_ids=device_ids, fallback=fallback)
+                   device_ids=device_ids, fallback=fallback,
+                   tables=getattr(db_settings, "per_device_tables", ()) or (),
+                   max_tables=getattr(db_settings, "per_device_max_tables",
+                                      DEFAULT_MAX_TABLES),
+                   registry_table=prefix + REGISTRY_SUFFIX)
 
     # --- IStore -----------------------------------------------------------------------
 
@@ -323,6 +391,8 @@ class PerDeviceStore:
         rows: dict[str, list[dict]] = {}
         for metric in message.metrics:
             table = self.table_name(metric.name, device)
+            if self._fold(table) in self._refused:
+                raise RefusedTable(self._refusal(metric.name, device, table))
             row = {}
             for col, get in self._getters:
                 try:
@@ -354,12 +424,21 @@ class PerDeviceStore:
                 f"{self._ident_max} characters)")
         return name
 
+    def _refusal(self, metric: str, device: str, table: str) -> str:
+        return (f"metric {metric!r} of device {device!r}: table {table} exists and is "
+                f"neither one the per_device writer created (registry {self.registry_table}) "
+                f"nor one listed for it: refused (no ALTER, no row)")
+
     def write(self, items: list[_Prepared]) -> dict[str, int]:
         """One transaction for the whole batch; rows written per table (see write_in)."""
         try:
             with self.engine.begin() as conn:
                 written, state = self.write_in(conn, items)
-        except (sa.exc.ProgrammingError, sa.exc.OperationalError):
+        except BaseException as exc:
+            # The registry's rows of this transaction may be gone: read it again.
+            self._registered = None
+            if not isinstance(exc, (sa.exc.ProgrammingError, sa.exc.OperationalError)):
+                raise
             # Maybe a table dropped or altered behind our back (SQLite says so with
             # an OperationalError): inspect this batch's tables again next time.
             # Not on refused values: the writer retries those one message at a time.
@@ -424,12 +503,41 @@ class PerDeviceStore:
     def _ensure_tables(self, conn: sa.Connection, names: list[str]) -> dict[str, _Target]:
         """Create the missing tables, complete the existing ones; a target for each."""
         insp = sa.inspect(conn)
-        out: dict[str, _Target] = {}
+        fold = self._fold
+        registered = self._load_registry(conn, insp)
+        # Every check before any DDL (MySQL/MariaDB commit implicitly on DDL).
+        plan: list[tuple[str, bool]] = []  # (name, exists)
+        creating = 0
         for name in names:
+            key = fold(name)
+            exists = insp.has_table(name)
+            if key == fold(self.registry_table):
+                raise RefusedTable(f"table {name} is the per_device writer's registry: refused")
+            if key not in registered and key not in self._listed:
+                if exists:
+                    self._refused = self._refused | {key}
+                    raise RefusedTable(
+                        f"table {name} exists and is neither one the per_device writer created "
+                        f"(registry {self.registry_table}) nor one listed for it: refused "
+                        f"(no ALTER, no row)")
+                if len(registered) + creating >= self.max_tables:
+                    raise RefusedTable(
+                        f"table {name}: the per_device writer already created "
+                        f"{len(registered)} tables, its limit ({self.max_tables}): refused")
+                creating += 1
+            plan.append((name, exists))
+        out: dict[str, _Target] = {}
+        for name, exists in plan:
             dml = self._dml_table(name)
-            if insp.has_table(name):
+            if exists:
                 select_keys = self._adopt(conn, insp, name)
             else:
+                if fold(name) not in self._listed:
+                    # Registered first: MySQL/MariaDB's implicit commit at the
+                    # CREATE below commits it, never a table without its row.
+                    conn.execute(insert_ignore(self._dialect, self._registry),
+                                 [{"table_name": name, "created": int(time.time())}])
+                    registered.add(fold(name))
                 md = sa.MetaData()
                 table = sa.Table(name, md, *(c.make(nullable=not c.key) for c in self.columns),
                                  sa.UniqueConstraint(*self._key_names))
@@ -439,6 +547,15 @@ class PerDeviceStore:
             insert = sa.insert(dml) if select_keys else insert_ignore(self._dialect, dml)
             out[name] = _Target(name, dml, insert, select_keys)
         return out
+
+    def _load_registry(self, conn: sa.Connection, insp: sa.Inspector) -> set[str]:
+        """The folded names of the tables this store created (the registry made if missing)."""
+        if self._registered is None:
+            if not insp.has_table(self.registry_table):
+                conn.execute(CreateTable(self._registry, if_not_exists=True))
+            self._registered = {self._fold(r[0]) for r in conn.execute(
+                sa.select(self._registry.c.table_name))}
+        return self._registered
 
     def _adopt(self, conn: sa.Connection, insp: sa.Inspector, name: str) -> bool:
         """Add the missing columns of an existing table; True if it has no usable unique key."""

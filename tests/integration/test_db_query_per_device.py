@@ -57,7 +57,8 @@ class Db:
 
     async def fill(self, struct: str, messages: list[Perf]) -> None:
         store = PerDeviceStore(self.engine, [s.strip() for s in struct.split(",")],
-                               self.template, IDS)
+                               self.template, IDS,
+                               registry_table=self.prefix + "per_device_registry")
         w = SqlWriter(store, reactor, batch_interval=0.01)
         try:
             await defer.gatherResults(
