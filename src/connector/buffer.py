@@ -16,6 +16,11 @@ the reactor never waits on the disk.
 The file is opened with an exclusive lock for the lifetime of the instance:
 a second process (or instance) opening the same file gets a clear error
 instead of silently breaking the in-memory counters.
+
+The files hold messages: the database is created 0600 (an existing one loses
+group's and others' rights), and so are its WAL and SHM files (SQLite gives
+them the database's mode; leftovers are tightened at open). A folder the
+buffer creates is 0700.
 """
 
 from __future__ import annotations
@@ -131,6 +136,28 @@ class BufferFull(Exception):
         return cls(text, limit)
 
 
+#: Mode of the buffer's files: they hold messages (events, perf, alarms).
+_FILE_MODE = 0o600
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 if missing (an empty file is an empty SQLite database),
+    or take group's and others' rights away from an existing one.
+
+    Not through the umask: it is the whole process's, threads included.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     _FILE_MODE)
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+        return
+    os.close(fd)
+
+
 class BufferOpenError(Exception):
     """The file at ``path`` cannot be used as a buffer (corrupt, foreign, locked)."""
 
@@ -211,9 +238,13 @@ class SQLiteBuffer:
         if self._conn is not None:
             raise RuntimeError(f"backup buffer {self.path!r} is already open")
         parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
         if os.path.isdir(self.path):
             raise BufferOpenError(self.path, "it is a directory")
+        try:
+            _private_file(self.path)
+        except OSError as e:
+            raise BufferOpenError(self.path, f"cannot create it 0600: {e}") from e
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             # check_same_thread (default True) enforces the thread confinement.
@@ -222,6 +253,13 @@ class SQLiteBuffer:
             raise BufferOpenError(self.path, str(e)) from e
         try:
             self._prepare(conn)
+            # SQLite gives its -wal/-shm/-journal files the database's mode;
+            # the ones left by an older version are tightened too.
+            for suffix in _SIDE_FILES:
+                try:
+                    os.chmod(self.path + suffix, _FILE_MODE)
+                except FileNotFoundError:
+                    pass
             count, size = conn.execute(
                 f"SELECT count(*), coalesce(sum(length(body)), 0) FROM {_TABLE}"
             ).fetchone()
