@@ -82,7 +82,8 @@ class DeliveryOptions:
                  link_template: str = "", retry_initial: float = 10.0,
                  retry_max: float = 600.0, max_attempts: int = 20,
                  webhook_timeout: float = 10.0, tls_options: Any = None,
-                 smtp_connections: int = 4, max_concurrent: int = 64) -> None:
+                 smtp_connections: int = 4, max_concurrent: int = 64,
+                 allow_plain_auth: bool = False) -> None:
         self.smtp_host, self.smtp_port, self.sender = smtp_host, smtp_port, sender
         self.starttls, self.username, self.password = starttls, username, password
         self.smtp_timeout, self.link_template = smtp_timeout, link_template
@@ -91,6 +92,8 @@ class DeliveryOptions:
         self.tls_options = tls_options
         #: SMTP sessions at once (each sends several mails), and sends at once overall.
         self.smtp_connections, self.max_concurrent = smtp_connections, max_concurrent
+        #: Credentials may go over a connection without TLS ([smtp] allow_plain_auth).
+        self.allow_plain_auth = allow_plain_auth
 
     @classmethod
     def from_settings(cls, settings) -> "DeliveryOptions":
@@ -101,7 +104,8 @@ class DeliveryOptions:
                    link_template=a.link_template, retry_initial=a.retry_initial,
                    retry_max=a.retry_max, max_attempts=a.max_attempts,
                    webhook_timeout=a.webhook_timeout, smtp_connections=s.connections,
-                   max_concurrent=a.max_concurrent_sends)
+                   max_concurrent=a.max_concurrent_sends,
+                   allow_plain_auth=s.allow_plain_auth)
 
 
 class _SafeFormat(dict):
@@ -619,7 +623,8 @@ class Notifier:
             self._mailer = channels.Mailer(
                 self.reactor, host=o.smtp_host, port=o.smtp_port, username=o.username,
                 password=o.password, starttls=o.starttls, timeout=o.smtp_timeout,
-                tls_options=o.tls_options, connections=o.smtp_connections)
+                tls_options=o.tls_options, connections=o.smtp_connections,
+                allow_plain_auth=o.allow_plain_auth)
         return self._mailer
 
     def _send(self, row: OutboxRow) -> defer.Deferred:

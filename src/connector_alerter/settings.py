@@ -61,6 +61,10 @@ class SmtpSettings:
     starttls: str = setting(Choice("auto", "always", "never"), "auto",
                             "STARTTLS: auto (when offered), always (refuse without), never.")
     username: str = setting(Str(), "", "SMTP user name; empty: no authentication.")
+    allow_plain_auth: bool = setting(
+        Bool(), "false",
+        "Send the user name and password over a connection without TLS (a warning at "
+        "start); false: credentials only over a verified TLS connection.")
     password: Secret = setting(SecretText(Str()), "", "SMTP password (secret).")
     sender: str = setting(Str(r"[^\s@]+@[^\s@]+", "an email address"), "centaure@localhost",
                           "From address of notifications.")

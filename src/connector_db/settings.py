@@ -231,6 +231,14 @@ class DbSettings:
         "per_device: table name template; {metric} is the metric name, {device} the "
         "inventory id of the device (its host name when it has no id). A message whose "
         "table name is not an SQL identifier once filled in is dead-lettered.")
+    per_device_tables: tuple = setting(
+        StrList(), "",
+        "per_device: existing tables the writer may write into besides those it created "
+        "(e.g. a legacy installation's); any other existing table is refused.")
+    per_device_max_tables: int = setting(
+        Int(1, 10_000_000), "10000",
+        "per_device: most tables the writer may create (a message needing one more is "
+        "dead-lettered).")
     table_struct: tuple = setting(
         TableStruct(), "datetime:ts:int, metric_index:index:smallint, value:value:varchar(63)",
         "per_device: the columns, each name:source:type (the default is the legacy "
