@@ -475,7 +475,7 @@ def traps_settings(text: str):
 def test_traps_section_defaults_and_values() -> None:
     d = traps_settings("")
     assert (d.listen, d.communities, d.recv_buffer, d.queue_size) == (
-        ("0.0.0.0:162", "[::]:162"), ("public",), 8 * 1024**2, 100_000)
+        ("0.0.0.0:162", "[::]:162"), ("public",), 64 * 1024**2, 100_000)
     assert (d.definitions_source, d.definitions, d.definitions_table, d.v3_users, d.engine_id) == (
         "yaml", "traps.yaml", "traps", "trap-users.yaml", "")
     assert (d.rate_limit, d.rate_burst, d.dedup_window, d.map_unknown) == (200.0, 1000, 10.0, True)
