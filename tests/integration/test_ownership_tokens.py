@@ -39,6 +39,9 @@ async def _node(settings_path: str, name: str, prefix: str, **kw):
     from twisted.internet import reactor
 
     bus = await start_bus(settings_path, app_id=name)
+    # Heartbeats every second, as the daemons' tests run them: a hand-on waits
+    # 1.5 of them before the next.
+    kw.setdefault("status_interval", 1.0)
     holder = TokenHolder("snmp", P, prefix, Counters(name), reactor, node=name, **kw)
     journal = Journal()
     holder.add_listener(journal)
@@ -152,7 +155,7 @@ async def _partitioned_node(path: str, name: str, prefix: str):
     bus = await start_bus(path, app_id=name)
     runtime = SimpleNamespace(settings=load_settings(path), bus=bus)
     holder = TokenHolder("alerter", P, prefix, Counters(name), reactor, node=name,
-                         balance_interval=0.5)
+                         balance_interval=0.5, status_interval=1.0)
     owner = Owner()
     verifyObject(IPartitionOwner, owner, tentative=True)
     handler = Handled(owner)
