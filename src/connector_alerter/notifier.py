@@ -755,5 +755,9 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
                         publish=publish, reactor=reactor,
                         options=DeliveryOptions.from_settings(settings), source=source,
                         inventory=inventory, rule_emails=rule_emails)
+    if notifier.options.username and notifier.options.allow_plain_auth:
+        # The mailer says at start, not at the first mail, that the password may
+        # go in clear.
+        notifier._mail()
     await notifier.start(tick_interval)
     return notifier

@@ -307,3 +307,29 @@ async def test_open_notifier_from_settings(smtp_server, tmp_path):
     assert "https://noc/3" in smtp_server.inbox[0].get_body(("plain",)).get_content()
     assert published[-1].source == "centaure-alerter@t" and published[-1].state == "sent"
     n.store.engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_plain_auth_allowed_is_warned_at_start(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    from connector.settings import load_settings
+    from connector_alerter.notifier import open_notifier
+
+    (tmp_path / "settings.ini").write_text(
+        f"[database]\nurl = sqlite:///{tmp_path / 's.sqlite3'}\n"
+        "[smtp]\nport = 2525\nstarttls = auto\nusername = relay-user\npassword = s3cret\n"
+        "allow_plain_auth = true\n")
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        n = await open_notifier(load_settings(str(tmp_path / "settings.ini")), reactor,
+                                lambda _: None, source="centaure-alerter@t",
+                                tick_interval=None)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    warnings = [e for e in seen if "allow_plain_auth" in e.get("log_format", "")]
+    assert warnings and warnings[0]["user"] == "relay-user"
+    # The password itself is never logged.
+    assert not any("s3cret" in repr(e) for e in seen)
+    n.store.engine.dispose()
