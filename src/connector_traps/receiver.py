@@ -331,16 +331,7 @@ class TrapReceiver(DatagramProtocol):
                 result = handler(data, src)
             except Exception:
                 return KIND_RAW, data  # counted when processed
-            items = result if isinstance(result, tuple) else (result,)
-            trap = None
-            for item in items:
-                if isinstance(item, (bytes, bytearray)):
-                    try:
-                        self.transport.write(bytes(item), addr)
-                    except Exception:
-                        self.counters.inc("v3_errors")
-                elif isinstance(item, Trap):
-                    trap = item
+            trap = self._answer_v3(result, addr)
             if trap is None:
                 return None
             try:
@@ -501,8 +492,13 @@ class TrapReceiver(DatagramProtocol):
             return
         if result is None:
             return None
+        trap = self._answer_v3(result, addr)
+        return None if trap is None else self._deliver(trap, addr)
+
+    def _answer_v3(self, result, addr) -> Trap | None:
+        """Send the USM handler's answers (Reports, inform Responses); the trap it decoded."""
         items = result if isinstance(result, tuple) else (result,)
-        out = None
+        trap = None
         for item in items:
             if isinstance(item, (bytes, bytearray)):
                 try:
@@ -510,10 +506,10 @@ class TrapReceiver(DatagramProtocol):
                 except Exception:
                     self.counters.inc("v3_errors")
             elif isinstance(item, Trap):
-                out = self._deliver(item, addr)
+                trap = item
             elif item is not None:
                 self.counters.inc("v3_errors")
-        return out
+        return trap
 
 
 _TRAP_FIELDS = tuple(f.name for f in dataclasses.fields(Trap))

@@ -166,6 +166,11 @@ def declare_consumer_queues(prefix: str, *connectors: str, dead_letters: bool = 
     specs = [connector_queue(prefix, name) for name in connectors]
     if dead_letters:
         specs.append(dead_letter_queue(prefix))
+    declare_specs(specs)
+
+
+def declare_specs(specs) -> None:
+    """Declare these queues, their exchanges and bindings, as ``bus-config`` does."""
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     ch = conn.channel()
     for spec in specs:

@@ -73,16 +73,10 @@ def tables():
 
 def declare(prefix: str) -> None:
     """The partition queues and the notifier's queue, as ``bus-config`` would."""
-    specs = [partition_queue(prefix, "alerter", p) for p in range(P)] + [notifier_queue(prefix)]
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    ch = conn.channel()
-    for spec in specs:
-        for b in spec.bindings:
-            ch.exchange_declare(exchange=b.exchange, exchange_type="topic", durable=True)
-        ch.queue_declare(queue=spec.name, durable=True, arguments=spec.arguments)
-        for b in spec.bindings:
-            ch.queue_bind(queue=spec.name, exchange=b.exchange, routing_key=b.pattern)
-    conn.close()
+    from tests.integration.support import declare_specs
+
+    declare_specs([partition_queue(prefix, "alerter", p) for p in range(P)]
+                  + [notifier_queue(prefix)])
 
 
 def publish(prefix: str, msgs: list) -> None:
