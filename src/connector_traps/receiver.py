@@ -63,6 +63,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
+from connector.droplog import DropLog
 from connector.metrics import Counters
 from snmpwire import ber
 from connector_traps.convert import ConvertError, normalize_address, trap_from_message
@@ -567,53 +568,6 @@ def is_request(data: bytes) -> bool:
         return data[p] == ber.INFORM_REQUEST
     except IndexError:
         return False
-
-
-class DropLog:
-    """Drops counted by reason (counter ``dropped_<reason>``) and logged: at most one
-    warning line per ``interval`` (10 s), with the counts since the previous line and
-    the totals; drops after a line are told by the next one, at most ``interval`` later."""
-
-    def __init__(self, reactor: Any, counters: Counters, log: Logger,
-                 interval: float = LOG_INTERVAL) -> None:
-        self.reactor = reactor
-        self.counters = counters
-        self.log = log
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._next = 0.0
-        self._timer = None
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        self.counters.inc("dropped_" + reason, n)
-        counts = self.counts
-        counts[reason] = counts.get(reason, 0) + n
-        now = self.reactor.seconds()
-        if now >= self._next:
-            self._emit(now)
-        elif self._timer is None:
-            self._timer = self.reactor.callLater(self._next - now, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        if self.counts:
-            self._emit(self.reactor.seconds())
-
-    def _emit(self, now: float) -> None:
-        reasons = sorted(self.counts)
-        text = ", ".join(f"{self.counts[r]} {r.replace('_', ' ')}" for r in reasons)
-        totals = ", ".join(f"dropped_{r} {int(self.counters.get('dropped_' + r))}" for r in reasons)
-        self.log.warn("traps dropped: {counts} (totals: {totals}); next report in {interval:.0f} s "
-                      "at most", counts=text, totals=totals, interval=self.interval)
-        self.counts = {}
-        self._next = now + self.interval
-
-    def stop(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self.counts:
-            self._emit(self.reactor.seconds())
 
 
 class JournalPump:
