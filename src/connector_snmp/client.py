@@ -64,8 +64,13 @@ v3 specifics
     to a later request restarts discovery/synchronisation, at most twice per
     request.  Other Reports (usmStatsWrongDigests, UnknownUserNames,
     DecryptionErrors, ...) fail the request with :class:`SnmpError` naming
-    the counter.  Keys are localized per (credentials, engine ID): agents
-    may share a user name with different or identical passwords.
+    the counter.  Those Reports are not authenticated (the agent cannot
+    check our keys), so a datagram forged from the agent's address with
+    the msgID of a request in flight can end that request or make it
+    rediscover; it cannot replace an engine ID confirmed by an
+    authenticated answer (see :mod:`connector_snmp.usm_manager`).  Keys
+    are localized per (credentials, engine ID): agents may share a user
+    name with different or identical passwords.
     ``V3Security.priv_protocol = "AES192"/"AES256"`` use the key extension of
     draft-blumenthal-aes-usm-04, what net-snmp calls ``AES-192``/``AES-256``
     (the default here); ``SnmpClient(..., aes_key_extension="reeder")``
@@ -570,10 +575,14 @@ class SnmpClient:
         await self._acquire(dest)
         try:
             restarts = 0
+            rediscover = False
             while True:
-                st = usm.engines.get(dest)
+                st = None if rediscover else usm.engines.get(dest)
                 if st is None:
+                    # Against a confirmed engine, discovery gives a candidate
+                    # at most (see connector_snmp.usm_manager).
                     st = await self._v3_discover(target, family, dest)
+                rediscover = False
                 rid = self._next_rid()
                 try:
                     data, pv = usm.request(sec, st, rid, rid, pdu, oids, max_rep)
@@ -585,9 +594,10 @@ class SnmpClient:
                 assert type(answer) is Report
                 if restarts < 2:
                     if answer.reason == "unknown_engine_id":
-                        # the agent's engine changed (a new device?): discover again
-                        if usm.engines.get(dest) is st:
-                            usm.forget(dest)
+                        # the agent's engine changed (a new device?), or the
+                        # Report is forged: discover again, keeping a confirmed engine
+                        usm.suspect(dest, st)
+                        rediscover = True
                         restarts += 1
                         continue
                     if (answer.reason == "not_in_time_window" and answer.authenticated

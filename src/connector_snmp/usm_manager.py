@@ -24,19 +24,43 @@ Discovery and time synchronisation (RFC 3414 section 4)
     3. Later requests send boots and ``time + (now - learnt at)``.
        Authenticated responses move the estimate forward (RFC 3414 3.2.7 b).
     A Report of usmStatsUnknownEngineIDs to a normal request (the agent was
-    replaced) forgets the engine and starts again at 1.  The client bounds
-    these restarts per request.
+    replaced) starts discovery again.  The client bounds these restarts per
+    request.
+
+What an unauthenticated datagram can do
+    The agent's own Reports of usmStatsUnknownEngineIDs,
+    usmStatsUnknownUserNames, usmStatsWrongDigests,
+    usmStatsUnsupportedSecLevels and usmStatsDecryptionErrors cannot be
+    authenticated (the agent could not check our keys), so they are taken
+    as they come, as RFC 3414 expects, and anyone able to send a datagram
+    from the agent's address that carries the msgID of a request in flight
+    can forge them:
+
+    * such a Report ends that request with :class:`UsmError` (the client's
+      ``SnmpError``), or makes it start discovery again (unknownEngineIDs);
+    * a discovery answer (a noAuthNoPriv Report) gives the engine ID the
+      next requests are authenticated for.
+
+    What it cannot do is change an engine already confirmed by an
+    authenticated message (``EngineState.synced``): an engine ID learnt
+    from an unauthenticated answer while another one is confirmed is only
+    a *candidate* (:meth:`UsmManager.learn`); requests may be sent to it,
+    and it replaces the confirmed engine only when an answer authenticated
+    with the keys localized for it arrives.  Until then, every request
+    after the current one uses the confirmed engine and its clock.  A
+    usmStatsNotInTimeWindows Report moves the clock only when it is
+    authenticated.  With a noAuthNoPriv user nothing is ever authenticated
+    and nothing is confirmed.
 
 Errors
     :class:`UsmError` (``reason`` a short class, ``detail`` a sentence; never
     a key nor a password) for what ends a request: Reports such as
     usmStatsWrongDigests, usmStatsUnknownUserNames,
-    usmStatsDecryptionErrors, a bad configuration, an undecodable but
-    authenticated answer.  :class:`Drop` for a datagram that is not an
-    answer to the request (wrong msgID, engine, user, security level, digest
-    or time): the client counts it as a bad packet and keeps waiting, as an
-    attacker must not be able to end a request with a forged datagram that
-    does not authenticate.
+    usmStatsDecryptionErrors (authenticated or not, see above), a bad
+    configuration, an undecodable but authenticated answer.  :class:`Drop`
+    for a datagram that is neither a Report nor an authenticated answer to
+    the request (wrong msgID, engine, user, security level, digest or
+    time): the client counts it as a bad packet and keeps waiting.
 """
 
 from __future__ import annotations
@@ -171,6 +195,8 @@ class UsmManager:
         self.clock = clock
         self.max_agents = max_agents
         self.engines: dict[tuple[str, int], EngineState] = {}
+        #: Engines learnt without authentication while another one is confirmed.
+        self.candidates: dict[tuple[str, int], EngineState] = {}
         self._users: dict[V3Security, UsmUser] = {}
         self._keys: dict[tuple[V3Security, bytes], LocalizedKeys | None] = {}
         self._ku: dict[tuple[str, str], bytes] = {}
@@ -211,19 +237,70 @@ class UsmManager:
     # ---------------------------------------------------------- engines
 
     def engine(self, agent: tuple[str, int]) -> EngineState | None:
+        """The engine requests to ``agent`` use (confirmed or not), or None."""
         return self.engines.get(agent)
 
     def forget(self, agent: tuple[str, int]) -> None:
+        """Forget ``agent``'s engine and any candidate."""
         self.engines.pop(agent, None)
+        self.candidates.pop(agent, None)
+
+    def suspect(self, agent: tuple[str, int], st: EngineState) -> None:
+        """An unauthenticated Report says ``st`` is not the agent's engine.
+
+        A confirmed engine is kept (discovery may find a candidate, see the
+        module doc); an unconfirmed one, or a candidate, is forgotten.
+        """
+        if self.engines.get(agent) is st and not st.synced:
+            del self.engines[agent]
+        if self.candidates.get(agent) is st:
+            del self.candidates[agent]
 
     def learn(self, agent: tuple[str, int], engine_id: bytes, boots: int, etime: int,
               synced: bool = False) -> EngineState:
+        """Record what the agent said of its engine; the engine to send requests to.
+
+        ``synced``: said in an authenticated message, it replaces what was
+        known.  Otherwise it replaces an unconfirmed engine only; against a
+        confirmed one, the same engine ID gives the confirmed engine as it
+        is, another one a candidate (not used by later requests until an
+        authenticated answer confirms it).
+        """
         if not engine_id:
             raise UsmError("discovery_failed", "the agent reported an empty engine ID")
-        if len(self.engines) >= self.max_agents and agent not in self.engines:
+        known = self.engines.get(agent)
+        if not synced and known is not None and known.synced:
+            if known.engine_id == engine_id:
+                self.candidates.pop(agent, None)
+                return known
+            if len(self.candidates) >= self.max_agents and agent not in self.candidates:
+                self.candidates.clear()
+            st = self.candidates[agent] = EngineState(engine_id, boots, etime, self.clock())
+            return st
+        if len(self.engines) >= self.max_agents and known is None:
             self.engines.clear()
+        self.candidates.pop(agent, None)
         st = self.engines[agent] = EngineState(engine_id, boots, etime, self.clock(), synced)
         return st
+
+    def _confirmed(self, agent: tuple[str, int], m: V3Message) -> EngineState | None:
+        """The confirmed engine an authenticated ``m`` is checked against.
+
+        None when there is none, or when ``m`` confirms the candidate: that
+        one is adopted, with ``m``'s clock.
+        """
+        st = self.engines.get(agent)
+        if st is not None and st.engine_id == m.engine_id:
+            return st
+        cand = self.candidates.get(agent)
+        if cand is None or cand.engine_id != m.engine_id:
+            return None
+        # Authenticated with keys localized for the candidate: the agent's
+        # engine is that one, and its clock is the one this message gives.
+        del self.candidates[agent]
+        cand.boots, cand.time, cand.at, cand.synced = m.boots, m.time, self.clock(), True
+        self.engines[agent] = cand
+        return None
 
     def _seen(self, st: EngineState, m: V3Message) -> None:
         """An authenticated message from the agent: RFC 3414 3.2.7 b."""
@@ -313,8 +390,8 @@ class UsmManager:
             oid = sp.varbinds[0][0] if sp.varbinds else ""
             reason, name = REPORT_REASONS.get(oid, ("report", f"Report {oid or 'without varbind'}"))
             if authenticated and agent is not None:
-                st = self.engines.get(agent)
-                if st is not None and st.engine_id == m.engine_id and reason != "not_in_time_window":
+                st = self._confirmed(agent, m)
+                if st is not None and reason != "not_in_time_window":
                     self._seen(st, m)
             return Report(reason, name, m.engine_id, m.boots, m.time, authenticated)
         if sp.pdu_type != ber.RESPONSE or p.discovery:
@@ -324,8 +401,8 @@ class UsmManager:
         if sp.request_id != p.request_id:
             raise Drop("wrong_request_id")
         if authenticated and agent is not None:
-            st = self.engines.get(agent)
-            if st is not None and st.engine_id == m.engine_id:
+            st = self._confirmed(agent, m)
+            if st is not None:
                 now = self.clock()
                 if m.boots < st.boots or (m.boots == st.boots and m.time < st.now(now) - TIME_WINDOW):
                     raise Drop("not_in_time_window")  # a replayed old answer

@@ -499,3 +499,88 @@ async def test_client_wrong_key_is_an_snmp_error(v3_fake):
         assert "not-the-key" not in str(info.value)
     finally:
         await c.stop()
+
+
+# --------------------------------------------------------------------------
+# Forged unauthenticated Reports cannot switch a confirmed engine ID
+
+FORGED_ENGINE = bytes.fromhex("80001f8880bad0bad0bad0bad0")
+
+
+def forged_unknown_engine_report(msg_id: int, engine_id: bytes = FORGED_ENGINE) -> bytes:
+    """What an attacker spoofing the agent's address can send: an unauthenticated Report."""
+    return encode_v3(None, level=0, engine_id=engine_id, boots=1, time=1, user=b"",
+                     msg_id=msg_id, pdu_type=ber.REPORT, request_id=0,
+                     varbinds=[(USM_STATS["unknown_engine_id"], ber.COUNTER32, 1)])
+
+
+def test_unauthenticated_discovery_answer_does_not_replace_a_confirmed_engine():
+    sec = sec_for("SHA", "AES")
+    clock = Clock()
+    mgr = UsmManager(clock=clock)
+    st = mgr.learn(AGENT, ENGINE, 7, 4000)
+    # Confirmed by an authenticated Response.
+    data, pv = mgr.request(sec, st, 10, 10, ber.GET_REQUEST, ["1.3.6.1.2.1.1.5.0"])
+    assert isinstance(mgr.read(pv, agent_response(sec, "blumenthal", pv, boots=7, etime=4000),
+                               agent=AGENT), Reply)
+    assert mgr.engine(AGENT).synced
+    # A forged discovery answer gives a candidate; the confirmed engine stays.
+    data, pv = mgr.discovery_request(11, 11)
+    rep = mgr.read(pv, forged_unknown_engine_report(11), agent=AGENT)
+    assert isinstance(rep, Report) and not rep.authenticated
+    candidate = mgr.learn(AGENT, rep.engine_id, rep.boots, rep.time)
+    assert candidate.engine_id == FORGED_ENGINE
+    assert mgr.engine(AGENT).engine_id == ENGINE
+    # The genuine engine found again by discovery is the confirmed one, its clock kept.
+    assert mgr.learn(AGENT, ENGINE, 1, 1) is mgr.engine(AGENT)
+    assert (mgr.engine(AGENT).boots, mgr.engine(AGENT).time) == (7, 4000)
+
+
+def test_a_new_engine_is_adopted_once_an_authenticated_answer_confirms_it():
+    sec = sec_for("SHA", "AES")
+    mgr = UsmManager(clock=Clock())
+    old = mgr.learn(AGENT, ENGINE, 7, 4000, synced=True)
+    new_engine = bytes.fromhex("80001f8880deadbeef00000002")
+    candidate = mgr.learn(AGENT, new_engine, 1, 10)
+    assert mgr.engine(AGENT) is old
+    data, pv = mgr.request(sec, candidate, 12, 12, ber.GET_REQUEST, ["1.3.6.1.2.1.1.5.0"])
+    answer = encode_v3(mgr.keys(sec, new_engine), level=3, engine_id=new_engine, boots=1,
+                       time=12, user=b"poller", msg_id=12, pdu_type=ber.RESPONSE,
+                       request_id=12, varbinds=VARBINDS)
+    assert isinstance(mgr.read(pv, answer, agent=AGENT), Reply)
+    assert mgr.engine(AGENT).engine_id == new_engine and mgr.engine(AGENT).synced
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_keeps_its_engine_against_forged_unknown_engine_reports(v3_fake):
+    sec = sec_for("SHA", "AES")
+    agent, port = v3_fake(sec, ENGINE)
+    genuine = agent.datagramReceived
+    attacking = {"on": False}
+
+    def with_attacker(data, addr):
+        if attacking["on"]:
+            # The spoofed Report arrives first; the agent's own answer comes too late.
+            agent.transport.write(forged_unknown_engine_report(parse_message(data).msg_id), addr)
+        genuine(data, addr)
+
+    agent.datagramReceived = with_attacker
+    c = SnmpClient(reactor)
+    c.start()
+    try:
+        target = SnmpTarget("127.0.0.1", port, "v3", v3=sec, timeout=1, retries=0)
+        oid = "1.3.6.1.2.1.1.5.0"
+        assert await c.get(target, [oid]) == [(oid, ber.INTEGER, 1)]
+        attacking["on"] = True
+        # Unauthenticated Reports may end a request (the module says so)...
+        with pytest.raises(SnmpError) as info:
+            await c.get(target, [oid])
+        assert "usmStatsUnknownEngineIDs" in str(info.value)
+        # ...but the engine ID confirmed by authentication is kept.
+        assert c._usm.engine(("127.0.0.1", port)).engine_id == ENGINE
+        attacking["on"] = False
+        agent.seen.clear()
+        assert await c.get(target, [oid]) == [(oid, ber.INTEGER, 1)]
+        assert agent.seen == ["get"]
+    finally:
+        await c.stop()
