@@ -54,7 +54,7 @@ from .grouping import Batch, Grouper
 from .outbox import OutboxRow, OutboxStore
 from .routes import RULE_ROUTE_PREFIX, Route, Routes, rule_route
 from .silences import SilenceSet
-from .templates import Templates, TemplateError, context
+from .templates import Templates, TemplateError, context, device_context
 
 __all__ = ["Notifier", "DeliveryOptions", "open_notifier", "shown_recipient"]
 
@@ -83,7 +83,7 @@ class DeliveryOptions:
                  retry_max: float = 600.0, max_attempts: int = 20,
                  webhook_timeout: float = 10.0, tls_options: Any = None,
                  smtp_connections: int = 4, max_concurrent: int = 64,
-                 allow_plain_auth: bool = False) -> None:
+                 allow_plain_auth: bool = False, device_fields: Sequence[str] = ()) -> None:
         self.smtp_host, self.smtp_port, self.sender = smtp_host, smtp_port, sender
         self.starttls, self.username, self.password = starttls, username, password
         self.smtp_timeout, self.link_template = smtp_timeout, link_template
@@ -94,6 +94,8 @@ class DeliveryOptions:
         self.smtp_connections, self.max_concurrent = smtp_connections, max_concurrent
         #: Credentials may go over a connection without TLS ([smtp] allow_plain_auth).
         self.allow_plain_auth = allow_plain_auth
+        #: Inventory columns notifications show besides the usual ([alerter] device_fields).
+        self.device_fields = tuple(device_fields)
 
     @classmethod
     def from_settings(cls, settings) -> "DeliveryOptions":
@@ -105,7 +107,7 @@ class DeliveryOptions:
                    retry_max=a.retry_max, max_attempts=a.max_attempts,
                    webhook_timeout=a.webhook_timeout, smtp_connections=s.connections,
                    max_concurrent=a.max_concurrent_sends,
-                   allow_plain_auth=s.allow_plain_auth)
+                   allow_plain_auth=s.allow_plain_auth, device_fields=a.device_fields)
 
 
 class _SafeFormat(dict):
@@ -524,7 +526,7 @@ class Notifier:
         route = self.route_map[b.route]
 
         def enrich(a: dict[str, Any]) -> dict[str, Any]:
-            inv = dict(self.inventory(a["host"]) or {})
+            inv = device_context(self.inventory(a["host"]) or {}, self.options.device_fields)
             link = ""
             if self.options.link_template:
                 link = self.options.link_template.format_map(_SafeFormat(a))

@@ -102,7 +102,7 @@ from connector.topology import Binding, QueueSpec, connector_queue, partition_qu
 from .replay import Replay
 from .state import EvalStateStore, StateSaver, ms, threshold_message_id
 
-__all__ = ["CONNECTOR", "AlerterService", "build"]
+__all__ = ["CONNECTOR", "AlerterService", "build", "device_record"]
 
 CONNECTOR = "alerter"
 #: The role of the notifier's one ownership token (several nodes).
@@ -540,11 +540,7 @@ class AlerterService(service.Service):
 
     def _inventory_fields(self, host: str) -> dict:
         device = self.devices.get(host)
-        if device is None:
-            return {}
-        return {"name": device.name, "address": device.address,
-                "device_type": device.device_type, "model": device.model, "id": device.id,
-                "parent": device.parent, "tags": list(device.tags), **dict(device.fields)}
+        return {} if device is None else device_record(device)
 
     def _tick(self) -> None:
         thresholds = self.evaluator.tick(time.time())
@@ -606,6 +602,14 @@ class AlerterService(service.Service):
             body["notifier_active"] = self.notifier_role.active
             body["notifier_activations"] = self.notifier_role.activations
         return body
+
+
+def device_record(device: Any) -> dict[str, Any]:
+    """Every field of an inventory ``Device``, for routes; notifications show fewer
+    (:func:`connector_alerter.templates.device_context`)."""
+    return {"name": device.name, "address": device.address,
+            "device_type": device.device_type, "model": device.model, "id": device.id,
+            "parent": device.parent, "tags": list(device.tags), **dict(device.fields)}
 
 
 def _one_line(error: Exception) -> str:

@@ -10,8 +10,8 @@ import dataclasses
 
 from connector.settings import (
     TABLE_PREFIX,
-    Bool, Choice, Duration, FilePath, Int, OptionalUrl, Secret, SecretText, Str, register_section,
-    setting, sql_identifier,
+    Bool, Choice, Duration, FilePath, Int, OptionalUrl, Secret, SecretText, Str, StrList,
+    register_section, setting, sql_identifier,
 )
 
 __all__ = ["AlerterSettings", "SmtpSettings"]
@@ -40,6 +40,11 @@ class AlerterSettings:
     link_template: str = setting(Str(), "",
                                  "Link to an alarm in notifications, e.g. "
                                  "https://noc.example.com/alarms/{ref}; empty: none.")
+    device_fields: tuple[str, ...] = setting(
+        StrList(sql_identifier()), "",
+        "Inventory columns that notifications show besides name, address, device_type, model, "
+        "id and tags (templates' alarms[].inventory, the default webhook body, a command's "
+        "input); empty: none. Columns may hold per-device secrets: list only what may leave.")
     retry_initial: float = setting(Duration(0.1, 3600), "10s",
                                    "First wait before retrying a failed notification.")
     retry_max: float = setting(Duration(1, 86400), "10m",

@@ -3,7 +3,9 @@
 Every template sees the same context (:func:`context`):
 
 * ``alarms``: the group's active alarms (each a dict of the ``alarm`` message's
-  fields plus ``inventory`` (the device's inventory fields), ``link`` (the
+  fields plus ``inventory`` (the device's fields: ``name``, ``address``,
+  ``device_type``, ``model``, ``id``, ``tags`` and the columns listed in
+  ``[alerter] device_fields``, see :func:`device_context`), ``link`` (the
   ``[alerter] link_template`` filled in), ``idempotency_key`` and ``new``
   (true for a transition not told before));
 * ``resolved``: the alarms that cleared since the last message, same form;
@@ -24,12 +26,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["DEFAULTS", "TemplateError", "Templates", "check", "context", "default_payload"]
+__all__ = ["DEFAULTS", "DEVICE_FIELDS", "TemplateError", "Templates", "check", "context",
+           "default_payload", "device_context"]
+
+#: The device fields every template and webhook body sees. Other inventory
+#: columns only when ``[alerter] device_fields`` lists them: users keep
+#: per-device communities and keys there (the credentials' ``__column__``
+#: tokens), which must not go to a mail or a third-party webhook.
+DEVICE_FIELDS: tuple[str, ...] = ("name", "address", "device_type", "model", "id", "tags")
 
 #: Shipped templates, overridable per route (``templates:`` in the routes file).
 DEFAULTS: dict[str, str] = {
@@ -156,6 +165,11 @@ def default_payload(ctx: Mapping[str, Any]) -> dict[str, Any]:
         "alarms": [item(a) for a in ctx["alarms"]],
         "resolved": [item(a) for a in ctx["resolved"]],
     }
+
+
+def device_context(inventory: Mapping[str, Any], extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``inventory`` of an alarm in the context: :data:`DEVICE_FIELDS` and ``extra`` only."""
+    return {k: inventory[k] for k in dict.fromkeys((*DEVICE_FIELDS, *extra)) if k in inventory}
 
 
 def context(*, route: str, group: Mapping[str, str], alarms: list[dict], resolved: list[dict],
