@@ -9,6 +9,10 @@ committed transaction survives a crash of the process (kill -9) but may be
 lost if the machine itself loses power; ``FULL`` also survives a power loss at
 the price of one fsync per commit.
 
+When full, the buffer applies its policy and says what it did in the
+:class:`AppendResult` of each ``append``; it does not log it: its caller (the
+publisher) counts the messages lost and logs them at most every 10 s.
+
 ``SQLiteBuffer`` is synchronous and confined to the thread that opened it;
 ``ThreadedBuffer`` runs it on one dedicated thread and returns Deferreds, so
 the reactor never waits on the disk.
@@ -410,7 +414,6 @@ class SQLiteBuffer:
         if plan.refused or dropped:
             self.refused_total += plan.refused
             self.dropped_total += dropped
-            self._warn_full(result, n)
         return result
 
     def _plan_refuse_newest(
@@ -509,22 +512,6 @@ class SQLiteBuffer:
                 conn.execute("ROLLBACK")
             raise
         return freed_count, freed_bytes, last_id
-
-    def _warn_full(self, result: AppendResult, batch: int) -> None:
-        log.warn(
-            "Backup buffer {path} full ({limit}; policy {policy}): stored {accepted} of "
-            "{batch} messages, refused {refused}, dropped {dropped} oldest "
-            "(now {count} messages, {size} bytes)",
-            path=self.path,
-            limit=result.limit,
-            policy=self.policy,
-            accepted=result.accepted,
-            batch=batch,
-            refused=result.refused,
-            dropped=result.dropped_oldest,
-            count=self._count,
-            size=self._bytes,
-        )
 
     def _drop_oldest(
         self, conn: sqlite3.Connection, need_count: int, need_bytes: int

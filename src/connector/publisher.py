@@ -73,6 +73,7 @@ from zope.interface import Interface, implementer
 
 from connector import messages
 from connector.buffer import AppendResult, BufferedMessage, BufferFull, ThreadedBuffer
+from connector.droplog import DropLog
 from connector.interfaces import IPublisher
 from connector.metrics import Counters
 
@@ -162,6 +163,12 @@ class ReliablePublisher:
         self._start_error: Exception | None = None
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        store = buffer.buffer
+        #: What the full buffer refused (``dropped_refused``) or deleted to make room
+        #: (``dropped_oldest``): counted, and told in one line every 10 s at most.
+        self.drops = DropLog(clock, counters, self.log,
+                             subject=f"messages dropped by the publisher buffer {store.path}",
+                             context=f"policy {store.policy}")
 
     # -- lifecycle -------------------------------------------------------
 
@@ -207,13 +214,16 @@ class ReliablePublisher:
         while self._in_flight and self._link is not None and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.05)
         self._spill_in_flight()
-        while self._flushing or self._to_buffer or self._deleting or self._to_delete:
-            if not self._flushing and self._to_buffer:
-                self._flush()
-            if not self._deleting and self._to_delete:
-                self._delete_acked()
-            yield _sleep(self.clock, 0.01)
-        yield self.buffer.stop()
+        try:
+            while self._flushing or self._to_buffer or self._deleting or self._to_delete:
+                if not self._flushing and self._to_buffer:
+                    self._flush()
+                if not self._deleting and self._to_delete:
+                    self._delete_acked()
+                yield _sleep(self.clock, 0.01)
+            yield self.buffer.stop()
+        finally:
+            self.drops.stop()
 
     def _refuse_unstarted(self) -> None:
         """Fail what waits for a buffer that did not (or will not) open."""
@@ -471,6 +481,11 @@ class ReliablePublisher:
         self._flushing = False
         self.counters.inc("messages_buffered", result.accepted)
         self.counters.inc("dropped", result.dropped_oldest + result.refused)
+        if result.limit is not None:
+            store = self.buffer.buffer
+            limit = f"{result.limit}={getattr(store, result.limit, '?')}"
+            self.drops.drop_all({"refused": result.refused, "oldest": result.dropped_oldest},
+                                limit)
         self.counters.set("buffered", self.buffer.count())
         # refuse_newest refuses the last messages of the batch; drop_oldest
         # keeps the newest, so what it did not store is at the front.
@@ -499,7 +514,8 @@ class ReliablePublisher:
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
                 d.errback(BufferFull(
-                    f"publisher buffer is full ({result.limit}, policy {self.buffer.buffer.policy})"))
+                    f"publisher buffer is full ({result.limit}, policy {self.buffer.buffer.policy})",
+                    result.limit))
         if self._to_delete:
             self._schedule_delete()
         if self._to_buffer:

@@ -5,6 +5,11 @@ seconds with its state and counters, and a last one with state ``stopping``
 when it stops. The heartbeats also land in the ``<prefix>.status`` queue
 (bounded by length and age) so that the ``status`` command can read the
 recent ones without having listened all along.
+
+A heartbeat refused by a full publisher buffer (policy ``refuse_newest``) is
+lost: counted in ``heartbeats_dropped_buffer_full`` and told by one line every
+10 s at most, as every drop is. While the bus is down, heartbeats wait in the
+buffer like any message.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from connector import __version__, messages
+from connector.buffer import BufferFull
+from connector.droplog import DropLog
 from connector.metrics import Counters
 from connector.publisher import PublisherClosed
 
@@ -40,6 +47,9 @@ class StatusService(service.Service):
         self.started = time.time()
         self._loop = task.LoopingCall(self.beat)
         self._loop.clock = clock
+        self.drops = DropLog(clock, counters, self.log,
+                             subject=f"status heartbeats of {connector} dropped",
+                             counter_prefix="heartbeats_dropped_")
 
     def message(self, state: str | None = None) -> messages.Status:
         """The heartbeat as it would be published now."""
@@ -67,6 +77,9 @@ class StatusService(service.Service):
             # The buffer's open error stops the process and is reported once, by the bus.
             self.log.debug("status heartbeat not published: {error}", error=failure.value)
             return
+        if failure.check(BufferFull):
+            self.drops.drop("buffer_full", 1, failure.value.limit)
+            return
         self.log.failure("could not publish the status heartbeat", failure)
 
     def startService(self):
@@ -77,7 +90,14 @@ class StatusService(service.Service):
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        return self.beat("stopping")
+        d = self.beat("stopping")
+        d.addBoth(self._told)
+        return d
+
+    def _told(self, result):
+        """The last heartbeat is settled: the drops not told yet are, now."""
+        self.drops.stop()
+        return result
 
 
 @dataclass
