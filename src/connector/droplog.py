@@ -21,6 +21,7 @@ thread: ``drop`` schedules its next line with the clock's ``callLater``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -63,12 +64,28 @@ class DropLog:
 
     def drop(self, reason: str, n: int = 1, limit: str | None = None) -> None:
         """Count ``n`` messages dropped for ``reason`` (``limit``: the limit hit, if any)."""
-        if n <= 0:
-            return
+        if n > 0:
+            self._add(reason, n, limit)
+            self._tell()
+
+    def drop_all(self, counts: Mapping[str, int], limit: str | None = None) -> None:
+        """Count the drops of one event by reason (``{reason: n}``), told in the same line."""
+        dropped = False
+        for reason, n in counts.items():
+            if n > 0:
+                self._add(reason, n, limit)
+                dropped = True
+        if dropped:
+            self._tell()
+
+    def _add(self, reason: str, n: int, limit: str | None) -> None:
         self.counters.inc(self.counter_prefix + reason, n)
         self.counts[reason] = self.counts.get(reason, 0) + n
         if limit:
             self._limits[limit] = None
+
+    def _tell(self) -> None:
+        """A line now if the last one is ``interval`` old, else one when it is."""
         now = self.clock.seconds()
         if now >= self._next:
             self._emit(now)
