@@ -31,16 +31,35 @@ Security level
     (RFC 3414 would accept a lower one and leave it to access control, which
     a trap receiver does not have).
 
-Time window for traps
-    net-snmp's ``snmptrap`` sends engineBoots 1 and, as engineTime, the host's
-    uptime in *hundredths* of a second (so its clock runs 100 times too fast
-    and goes back at every reboot with the same boots).  RFC 3414 3.2.7 b
-    (the non-authoritative check against the last boots/time seen) would then
-    refuse every trap of a rebooted sender until our own restart.  So the
-    check is off by default for traps; ``V3Receiver(trap_time_window=150)``
-    turns it on (per sender engine ID: refuse boots lower than the latest seen,
-    or the same boots and a time more than the window behind our estimate of
-    the sender's clock).  Informs are always checked (we are authoritative).
+Timeliness and replays (RFC 3414 3.2 step 7)
+    Only authenticated messages are checked (a noAuthNoPriv one can be forged
+    at will anyway).
+    * Traps (the sender is authoritative): per sender engine ID, the latest
+      boots and time seen and when (``_remote``), as step 7 b says: a message
+      with higher boots, or the same boots and a time later than the latest,
+      updates them; one with lower boots, or the same boots and a time more
+      than ``trap_time_window`` (150 s, ``[traps] v3_time_window``) behind our
+      estimate of the sender's clock, is refused as ``not_in_time_window``.
+      net-snmp's ``snmptrap`` sends engineBoots 1 and, as engineTime, the
+      host's uptime in *hundredths* of a second: its clock runs 100 times too
+      fast, which passes the check; but it goes back when that host reboots,
+      and its traps are then refused until our own restart (such senders
+      should give ``-Z boots,time``, e.g. ``-Z 1,$(date +%s)``).
+      ``trap_time_window=None`` switches the check off (the service logs it).
+    * Informs (we are authoritative): the boots must be ours and the time
+      within +-``time_window`` (150 s) of ours.  Our boots are persisted and
+      grow at each start (:mod:`connector_traps.boots`, :meth:`V3Receiver.start`),
+      so that an inform captured in an earlier run is refused.
+    * Replays within the window: every authenticated message that passed is
+      remembered as a digest of (engine ID, msgID, msgAuthenticationParameters
+      -- the HMAC of the whole message) for as long as a copy could pass the
+      time check (:class:`ReplayMemory`: the trap window, or twice the inform
+      window, whichever is longer), at most ``replay_entries`` (100,000, about
+      20 MB) of them, the oldest forgotten first.  A copy is refused as
+      ``replayed``; a copy of an inform still gets its Response (an agent that
+      lost ours may send the same bytes again) but is not handed on again.
+    The state (our boots and start, the senders' clocks, the replay memory)
+    survives a reload of the users: :meth:`V3Receiver.adopt`.
 
 Keys
     A password is turned into a key (RFC 3414 A.2: 1 MiB of the repeated
@@ -56,7 +75,7 @@ Keys
 Counters (``V3Receiver.counters``, reason -> count)
     ``accepted``, ``responses``, ``reports``, ``discovery``,
     ``unknown_engine_id``, ``unknown_user``, ``wrong_digest``,
-    ``decryption_error``, ``not_in_time_window``,
+    ``decryption_error``, ``not_in_time_window``, ``replayed``,
     ``unsupported_security_level``, ``unsupported_security_model``,
     ``unsupported_version``, ``malformed``, ``wrong_pdu``, ``no_trap_oid``.
 
@@ -66,8 +85,10 @@ Secrets (passwords, keys) never appear in a repr, a log or an error.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from connector.settings import InvalidValue, ParseContext, Secret, SecretText, Str
@@ -95,13 +116,13 @@ from snmpwire.usm import (
     verify,
 )
 
-__all__ = ["UserTable", "V3Result", "V3Receiver", "load_users", "REASONS"]
+__all__ = ["REASONS", "REPLAY_ENTRIES", "ReplayMemory", "UserTable", "V3Result", "V3Receiver", "load_users"]
 
 #: Every counter of :attr:`V3Receiver.counters` (all present from the start).
 REASONS = (
     "accepted", "responses", "reports", "discovery",
     "unknown_engine_id", "unknown_user", "wrong_digest", "decryption_error",
-    "not_in_time_window", "unsupported_security_level", "unsupported_security_model",
+    "not_in_time_window", "replayed", "unsupported_security_level", "unsupported_security_model",
     "unsupported_version", "malformed", "wrong_pdu", "no_trap_oid",
 )
 
@@ -260,6 +281,69 @@ def load_users(path: str | os.PathLike[str], *, environ: Mapping[str, str] | Non
 
 
 # --------------------------------------------------------------------------
+# Replays
+
+#: Default bound of :class:`ReplayMemory` (about 20 MB when full).
+REPLAY_ENTRIES = 100_000
+
+
+class ReplayMemory:
+    """Digests of recently accepted messages, to refuse a copy while it could
+    still pass the time check.
+
+    Each digest is kept ``seconds`` after it was first seen; at most
+    ``max_entries`` are kept, the oldest forgotten first when the memory is
+    full (counted in :attr:`evicted`: past that rate, about 666 messages/s
+    for 150 s, a copy may pass the time window unnoticed).  ``max_entries=0``
+    remembers nothing.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = REPLAY_ENTRIES) -> None:
+        if not seconds > 0:
+            raise ValueError("the replay memory's duration must be positive")
+        if max_entries < 0:
+            raise ValueError("the replay memory's bound must be 0 or more")
+        self.seconds = float(seconds)
+        self.max_entries = max_entries
+        self.evicted = 0
+        # digest -> expiry, in insertion order (OrderedDict: popping the oldest is O(1)).
+        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def __repr__(self) -> str:
+        return f"ReplayMemory({len(self)}/{self.max_entries} for {self.seconds:g} s)"
+
+    @staticmethod
+    def key(m: V3Message) -> bytes:
+        """The digest remembered for *m*: engine ID, msgID and its HMAC."""
+        eid = m.engine_id
+        return hashlib.blake2b(bytes((len(eid),)) + eid + m.msg_id.to_bytes(4, "big")
+                               + m.auth_params, digest_size=16).digest()
+
+    def seen(self, key: bytes, now: float) -> bool:
+        """True if *key* was remembered less than ``seconds`` ago; otherwise remember it now."""
+        if not self.max_entries:
+            return False
+        expiry = self._expiry
+        until = expiry.get(key)
+        if until is not None and until >= now:
+            return True
+        while expiry:
+            oldest, t = next(iter(expiry.items()))
+            if t >= now:
+                break
+            del expiry[oldest]
+        expiry.pop(key, None)
+        while len(expiry) >= self.max_entries:
+            expiry.popitem(last=False)
+            self.evicted += 1
+        expiry[key] = now + self.seconds
+        return False
+
+
+# --------------------------------------------------------------------------
 # The receiver
 
 
@@ -277,12 +361,15 @@ class V3Receiver:
 
     def __init__(self, users: UserTable, engine_id: bytes, clock: Callable[[], float] = time.time,
                  boots: int = 1, *, time_window: int = TIME_WINDOW,
-                 trap_time_window: int | None = None) -> None:
+                 trap_time_window: float | None = TIME_WINDOW,
+                 replay_entries: int = REPLAY_ENTRIES) -> None:
         engine_id = bytes(engine_id)
         if not 5 <= len(engine_id) <= 32:
             raise ValueError("engine ID must be 5 to 32 octets")
         if not 0 <= boots <= INT31_MAX:
             raise ValueError("boots out of range")
+        if trap_time_window is not None and not trap_time_window > 0:
+            raise ValueError("the trap time window must be positive (None: no time window)")
         self.users = users
         self.engine_id = engine_id
         self.clock = clock
@@ -292,7 +379,28 @@ class V3Receiver:
         self._start = clock()
         self.counters: dict[str, int] = dict.fromkeys(REASONS, 0)
         self._stats: dict[str, int] = dict.fromkeys(USM_STATS, 0)  # RFC 3414 usmStats
-        self._remote: dict[bytes, tuple[int, int, float]] = {}  # engine -> boots, time, seen at
+        # Sender engine -> (boots, latest time received, our clock then): step 7 b's notion.
+        self._remote: dict[bytes, tuple[int, int, float]] = {}
+        # An inform passes while its time is within +-time_window of ours: 2 windows.
+        self.replay = ReplayMemory(max(2 * time_window, trap_time_window or 0), replay_entries)
+
+    def start(self, boots: int, started: float | None = None) -> None:
+        """Our engine (re)starts: *boots* (persisted, grown at each start) and
+        snmpEngineTime counted from *started* (default: now)."""
+        if not 0 <= boots <= INT31_MAX:
+            raise ValueError("boots out of range")
+        self.boots = boots
+        self._start = self.clock() if started is None else started
+
+    def adopt(self, previous: "V3Receiver") -> None:
+        """Take over *previous*'s state (a reload of the users): our boots and
+        start, the senders' clocks and the replay memory."""
+        if previous.engine_id == self.engine_id:
+            self.boots = previous.boots
+            self._start = previous._start
+        self._remote = previous._remote
+        if previous.replay.seconds == self.replay.seconds:
+            self.replay = previous.replay
 
     def __repr__(self) -> str:
         return f"V3Receiver(engine={self.engine_id.hex()}, {self.users!r})"
@@ -349,8 +457,11 @@ class V3Receiver:
             return self._refuse("unsupported_security_level")
         if keys.level:
             verify(keys, data, m)
+            now = self.clock()
             if self.trap_time_window is not None:
-                self._check_remote_time(m)
+                self._check_remote_time(m, now)
+            if self.replay.seen(ReplayMemory.key(m), now):
+                return self._refuse("replayed")
         scoped = scoped_pdu(keys, data, m)
         if scoped.pdu_type != ber.TRAP_V2:
             return self._refuse("wrong_pdu")
@@ -358,21 +469,18 @@ class V3Receiver:
         self.counters["accepted"] += 1
         return V3Result(trap, None, None)
 
-    def _check_remote_time(self, m: V3Message) -> None:
+    def _check_remote_time(self, m: V3Message, now: float) -> None:
         """RFC 3414 3.2.7 b, for traps (we are not authoritative)."""
-        now = self.clock()
-        seen = self._remote.get(m.engine_id)
         if m.boots == INT31_MAX:
             raise UsmError("not_in_time_window", "engine boots at its maximum")
-        if seen is not None:
-            boots, etime, at = seen
-            if m.boots < boots or (m.boots == boots and m.time < etime + (now - at) - self.trap_time_window):
-                raise UsmError("not_in_time_window", "older than the latest message of this engine")
-            if m.boots == boots and m.time <= etime:
-                return
-        if len(self._remote) >= 100_000:
-            self._remote.clear()
-        self._remote[m.engine_id] = (m.boots, m.time, now)
+        seen = self._remote.get(m.engine_id)
+        if seen is None or m.boots > seen[0] or (m.boots == seen[0] and m.time > seen[1]):
+            # Later than anything this engine sent: its clock as we know it moves on.
+            self._remote[m.engine_id] = (m.boots, m.time, now)
+            return
+        boots, latest, at = seen
+        if m.boots < boots or m.time < latest + (now - at) - self.trap_time_window:
+            raise UsmError("not_in_time_window", "older than the latest message of this engine")
 
     def _authoritative(self, data: bytes, m: V3Message, source: tuple[str, int]) -> V3Result:
         """A message to our engine: an inform (or a trap sent with our engine ID)."""
@@ -395,6 +503,7 @@ class V3Receiver:
                 return self._refuse("not_in_time_window", m, data,
                                     report="not_in_time_window" if rep else None,
                                     keys=keys, level=AUTH_NO_PRIV)
+        replayed = bool(keys.level) and self.replay.seen(ReplayMemory.key(m), self.clock())
         try:
             scoped = scoped_pdu(keys, data, m)
         except UsmError as e:
@@ -408,7 +517,9 @@ class V3Receiver:
             kind = "inform"
         else:
             return self._refuse("wrong_pdu")
-        trap = self._trap(scoped, source, m, kind)
+        if replayed and kind == "trap":
+            return self._refuse("replayed")
+        trap = None if replayed else self._trap(scoped, source, m, kind)
         response = None
         if kind == "inform":
             response = encode_v3(
@@ -417,6 +528,10 @@ class V3Receiver:
                 request_id=scoped.request_id, varbinds=scoped.varbinds_tlv,
                 context_engine_id=scoped.context_engine_id, context_name=scoped.context_name)
             self.counters["responses"] += 1
+        if replayed:
+            # Answered again (the sender may have lost our Response), never handed on twice.
+            self._refuse("replayed")
+            return V3Result(None, response, "replayed")
         self.counters["accepted"] += 1
         return V3Result(trap, response, None)
 

@@ -22,7 +22,7 @@ from pysnmp.proto.secmod.rfc7860.auth import hmacsha2
 
 from snmpwire import ber
 from snmpwire import usm
-from connector_traps.usm import UserTable, V3Receiver, load_users
+from connector_traps.usm import REPLAY_ENTRIES, ReplayMemory, UserTable, V3Receiver, load_users
 from snmpwire.usm import (
     LocalizedKeys,
     UsmConfigError,
@@ -267,15 +267,16 @@ def test_trap_without_trap_oid_and_wrong_pdu():
     assert t.trap_oid == "1.3.6.1.4.1.9.1" and t.uptime is None and t.varbinds == (VARBINDS[0],)
 
 
-def test_trap_time_window_option():
+def test_trap_time_window_on_by_default():
+    """RFC 3414 3.2.7 b per sender engine, without asking for it."""
     u = user("u1", "SHA", "AES")
     clock = Clock()
-    r = V3Receiver(UserTable([u]), OURS, clock=clock, trap_time_window=150)
+    r = _receiver(u, clock=clock)
     k = localized_keys(u, E1)
 
-    def send(boots, t):
-        return r.handle(encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1", boots=boots, time=t),
-                        ("h", 1)).error
+    def send(boots, t, msg_id=1):
+        return r.handle(encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1", boots=boots,
+                                            time=t, msg_id=msg_id), ("h", 1)).error
 
     assert send(5, 1000) is None
     assert send(5, 900) is None          # within 150 s of the latest
@@ -285,12 +286,85 @@ def test_trap_time_window_option():
     assert send(5, 960) is None          # our estimate of its clock moved on: 1100 - 150
     assert send(5, 940) == "not_in_time_window"
     assert send(6, 0) is None            # rebooted
-    assert r.counters["not_in_time_window"] == 3
-    # Off by default: net-snmp's snmptrap clock goes back at each reboot.
-    r2 = _receiver(u)
-    for t in (1000, 10, 5):
-        assert r2.handle(encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1", boots=1, time=t),
-                         ("h", 1)).error is None
+    assert send(2**31 - 1, 0) == "not_in_time_window"  # boots at the maximum: never
+    assert r.counters["not_in_time_window"] == 4 and r.counters["accepted"] == 4
+
+
+def test_trap_replayed_a_year_later_is_refused():
+    u = user("u1", "SHA", "AES")
+    clock = Clock()
+    r = _receiver(u, clock=clock)
+    msg = encode_notification(localized_keys(u, E1), engine_id=E1, user="u1", trap_oid="1.3.6.1",
+                              boots=3, time=5000)
+    assert r.handle(msg, ("h", 1)).error is None
+    clock.t += 365 * 86400
+    res = r.handle(msg, ("h", 1))
+    assert res.error == "not_in_time_window" and res.trap is None
+    assert r.counters["not_in_time_window"] == 1 and r.counters["accepted"] == 1
+
+
+def test_trap_time_window_widened_or_off():
+    u = user("u1", "SHA", "AES")
+    k = localized_keys(u, E1)
+
+    def sends(r, times):
+        return [r.handle(encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1", boots=1,
+                                             time=t, msg_id=i), ("h", 1)).error
+                for i, t in enumerate(times)]
+
+    wide = V3Receiver(UserTable([u]), OURS, clock=Clock(), trap_time_window=600)
+    assert sends(wide, (1000, 450, 390)) == [None, None, "not_in_time_window"]
+    off = V3Receiver(UserTable([u]), OURS, clock=Clock(), trap_time_window=None)
+    assert sends(off, (1000, 10, 5)) == [None, None, None]
+    for bad in (0, -1, -150):
+        with pytest.raises(ValueError, match="positive"):
+            V3Receiver(UserTable([u]), OURS, trap_time_window=bad)
+
+
+def test_trap_replayed_within_the_window_is_refused():
+    u = user("u1", "SHA", "AES")
+    clock = Clock()
+    r = _receiver(u, clock=clock)
+    k = localized_keys(u, E1)
+    msg = encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1", boots=3, time=5000, msg_id=9)
+    assert r.handle(msg, ("h", 1)).error is None
+    clock.t += 10
+    res = r.handle(msg, ("192.0.2.66", 1))   # the same bytes, from anywhere
+    assert res.error == "replayed" and res.trap is None and res.response is None
+    # The same msgID and time with other content is another message.
+    other = encode_notification(k, engine_id=E1, user="u1", trap_oid="1.3.6.1.2", boots=3, time=5000,
+                                msg_id=9)
+    assert r.handle(other, ("h", 1)).error is None
+    assert r.counters["replayed"] == 1 and r.counters["accepted"] == 2
+
+
+def test_replay_memory_forgets_after_its_time_and_is_bounded():
+    mem = ReplayMemory(300, max_entries=3)
+    assert [mem.seen(k, 0.0) for k in (b"a", b"b", b"a")] == [False, False, True]
+    assert mem.seen(b"a", 300.0) is True and mem.seen(b"a", 300.5) is False  # forgotten, then again
+    assert len(mem) == 1                                  # b expired on the way
+    for i, k in enumerate((b"c", b"d", b"e")):
+        assert mem.seen(k, 301.0 + i) is False
+    assert len(mem) == 3 and mem.evicted == 1             # a, the oldest, made room
+    assert mem.seen(b"a", 304.0) is False and mem.seen(b"e", 304.0) is True
+    assert ReplayMemory(150, max_entries=0).seen(b"a", 0) is False
+    with pytest.raises(ValueError):
+        ReplayMemory(0)
+
+
+def test_replay_memory_holds_its_bound_in_little_memory():
+    import tracemalloc
+
+    mem = ReplayMemory(150)
+    tracemalloc.start()
+    try:
+        for i in range(REPLAY_ENTRIES + 1000):
+            mem.seen(i.to_bytes(16, "big"), 0.0)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(mem) == REPLAY_ENTRIES and mem.evicted == 1000
+    assert used < 30 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------
@@ -347,7 +421,11 @@ def test_inform_time_window_and_replay():
     msg = encode_notification(k, engine_id=OURS, user="inf", trap_oid="1.3.6.1", inform=True, boots=2, time=1000)
     assert r.handle(msg, ("h", 1)).error is None
     clock.t += 150
-    assert r.handle(msg, ("h", 1)).error is None   # at the edge of the window
+    res = r.handle(msg, ("h", 1))                   # a copy at the edge of the window
+    assert res.error == "replayed" and res.trap is None
+    m = parse_message(res.response)                 # answered again, never handed on
+    assert usm.scoped_pdu(k, res.response, m).pdu_type == ber.RESPONSE
+    assert r.counters["replayed"] == 1 and r.counters["accepted"] == 1
     clock.t += 1
     res = r.handle(msg, ("h", 1))                   # a replay, too late
     assert res.error == "not_in_time_window" and res.trap is None
