@@ -20,6 +20,13 @@ shared secret, compares it in constant time, and rejects the request when
 cannot be replayed later. Each attempt (retries too) is signed afresh.
 Secrets (SMTP password, HMAC keys) never appear in errors or logs.
 
+A command runs with a minimal environment (:func:`command_environment`):
+the alerter's own may hold the ``env:`` secrets of its settings (broker and
+database URLs, SMTP password), which a notification script has no use for.
+It gets ``PATH`` (the system's default when unset), ``HOME``, ``TMPDIR``,
+``TZ``, ``LANG``, ``LANGUAGE`` and ``LC_*`` (what programs need to find
+their files and print text), plus what its route's ``command_env`` names.
+
 SMTP credentials travel only over TLS with the relay's certificate verified:
 STARTTLS, or implicit TLS when the port is 465. A relay that offers no
 STARTTLS (or a man in the middle that strips it) gets no ``AUTH``: the send
@@ -34,6 +41,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Mapping, Sequence
@@ -46,7 +54,8 @@ from zope.interface import Attribute, Interface, implementer
 
 __all__ = ["INotifierChannel", "EmailChannel", "WebhookChannel", "CommandChannel",
            "DeliveryError", "Mailer", "send_email", "build_email", "post_webhook", "run_command", "sign",
-           "verify_signature", "SIGNATURE_HEADER", "SIGNATURE_TOLERANCE", "KEY_HEADERS"]
+           "verify_signature", "SIGNATURE_HEADER", "SIGNATURE_TOLERANCE", "KEY_HEADERS",
+           "COMMAND_ENV_PASSED", "command_environment"]
 
 SIGNATURE_HEADER = "X-Centaure-Signature"
 #: Headers carrying the idempotency key (the common name and ours).
@@ -55,6 +64,8 @@ KEY_HEADERS = ("Idempotency-Key", "X-Centaure-Idempotency-Key")
 EX_TEMPFAIL = 75
 #: The SMTP port of implicit TLS (RFC 8314 submissions): TLS from the first byte.
 SMTPS_PORT = 465
+#: Variables of the alerter's environment a command gets (and every ``LC_*``).
+COMMAND_ENV_PASSED = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE")
 
 _log = Logger()
 
@@ -292,20 +303,31 @@ class _CommandProtocol(protocol.ProcessProtocol):
                                             code == EX_TEMPFAIL))
 
 
+def command_environment(extra: Mapping[str, str] | None = None,
+                        environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A command's environment: :data:`COMMAND_ENV_PASSED` and ``LC_*`` of
+    ``environ`` (the process's by default), ``PATH`` defaulting to
+    :data:`os.defpath`, then ``extra`` (the route's ``command_env``)."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in COMMAND_ENV_PASSED or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    env.update(extra or {})
+    return env
+
+
 def run_command(reactor, argv: Sequence[str], payload: Mapping[str, Any],
                 timeout: float = 30.0, env: Mapping[str, str] | None = None) -> defer.Deferred:
     """Run ``argv`` with ``payload`` as JSON on stdin; success when it exits 0.
 
-    Exit 75 (EX_TEMPFAIL), a signal or the timeout (the process is killed)
-    are retryable; another exit code is not.
+    The command's environment is :func:`command_environment` with ``env``
+    added. Exit 75 (EX_TEMPFAIL), a signal or the timeout (the process is
+    killed) are retryable; another exit code is not.
     """
-    import os
-
     done: defer.Deferred = defer.Deferred()
     proto = _CommandProtocol(json.dumps(payload).encode(), done)
     try:
         transport = reactor.spawnProcess(proto, argv[0], list(argv),
-                                         env=dict(env) if env is not None else dict(os.environ))
+                                         env=command_environment(env))
     except OSError as e:
         return defer.fail(DeliveryError(f"cannot run {argv[0]}: {e.strerror or e}", False))
 
@@ -651,6 +673,7 @@ class CommandChannel:
         self.reactor = reactor
 
     def send(self, row: Any, receiver: Any, route: Any) -> defer.Deferred:
-        """Run the command, bounded by the route's command timeout."""
+        """Run the command, bounded by the route's command timeout, with its environment."""
+        env = {name: value.reveal() for name, value in route.command_env}
         return run_command(self.reactor, receiver.argv, dict(row.payload["notification"]),
-                           timeout=route.command_timeout)
+                           timeout=route.command_timeout, env=env)

@@ -23,9 +23,23 @@ YAML::
           - url: https://hooks.example.com/centaure
             secret: env:CENTAURE_HOOK_SECRET      # optional HMAC-SHA256 key (env:/file:/literal)
         command: [/usr/local/bin/page, --team, noc]   # notification JSON on stdin
+        command_env:           # the command's environment besides PATH, HOME, LANG...
+          PAGER_TOKEN: env:PAGER_TOKEN             # env:NAME, file:/path or the value
+          TEAM: noc
         mute:                  # recurring windows with nothing sent (suppressed instead)
           - {weekdays: [sat, sun], hours: "00:00-24:00", timezone: Europe/Paris}
         continue: false        # also try the next routes after a match
+
+A command runs with a minimal environment, not the alerter's (which may hold
+the ``env:`` secrets of the settings): ``PATH`` (the system's default path
+when the alerter has none), ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
+``LANGUAGE`` and ``LC_*`` as the alerter has them
+(:data:`connector_alerter.channels.COMMAND_ENV_PASSED`), plus the route's
+``command_env``: a mapping of variable names to values (each a value,
+``env:NAME`` of the alerter's environment or ``file:/path``, read when the
+routes are loaded), or a list of names passed from the alerter's environment
+as they are (``[PAGER_TOKEN]`` is ``{PAGER_TOKEN: env:PAGER_TOKEN}``). A
+route's ``command_env`` adds to the one of ``defaults``.
 
 Routes are tried in order; the first that matches takes the alarm unless it
 says ``continue: true``. A threshold rule's own ``emails`` (the legacy rules
@@ -62,9 +76,10 @@ _HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
 _EMAIL = re.compile(r"^[^\s@]+@[^\s@]+$")
 _ROUTE_KEYS = {"name", "match", "email", "webhook", "command", "mute", "continue",
                "group_by", "group_wait", "group_interval", "repeat_interval", "send_resolved",
-               "notify_acked", "command_timeout", "templates"}
+               "notify_acked", "command_timeout", "command_env", "templates"}
 _DEFAULT_KEYS = {"group_by", "group_wait", "group_interval", "repeat_interval", "send_resolved",
-                 "notify_acked", "command_timeout", "templates"}
+                 "notify_acked", "command_timeout", "command_env", "templates"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCH_KEYS = ("severity", "host", "device_type", "name", "origin")
 #: Names of the routes made from threshold rules' ``emails``.
 RULE_ROUTE_PREFIX = "rule:"
@@ -143,6 +158,8 @@ class Route:
     send_resolved: bool = True
     notify_acked: bool = False
     command_timeout: float = 30.0
+    #: Variables the command gets besides the minimal environment: (name, Secret) pairs.
+    command_env: tuple[tuple[str, Any], ...] = ()
     mute: tuple[MuteWindow, ...] = ()
     templates: Mapping[str, str] = dataclasses.field(default_factory=dict)
     cont: bool = False
@@ -290,6 +307,31 @@ def _secret(value: Any, where: str, environ: Mapping[str, str] | None) -> Any:
         raise RoutesError(f"{where}: {e.allowed}{detail}") from None
 
 
+def _command_env(spec: Mapping[str, Any], where: str, environ: Mapping[str, str] | None,
+                 base: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """``command_env`` of ``spec`` added to ``base``: (name, Secret) pairs."""
+    if "command_env" not in spec:
+        return base
+    w = f"{where}.command_env"
+    value = spec["command_env"]
+    if isinstance(value, list):
+        value = {name: f"env:{name}" for name in _strings(value, w)}
+    if not isinstance(value, dict):
+        raise RoutesError(f"{w}: expected a mapping of variable names to values "
+                          "(a value, env:NAME or file:/path) or a list of variable names")
+    env = dict(base)
+    for name, text in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise RoutesError(f"{w}: {name!r} is not an environment variable name")
+        if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+            raise RoutesError(f"{w}.{name}: expected a value, env:NAME or file:/path")
+        secret = _secret(text, f"{w}.{name}", environ)
+        if "\0" in secret.reveal():
+            raise RoutesError(f"{w}.{name}: a value cannot hold a NUL character")
+        env[name] = secret
+    return tuple(env.items())
+
+
 def _receivers(spec: Mapping[str, Any], where: str,
                environ: Mapping[str, str] | None) -> tuple[Receiver, ...]:
     out: list[Receiver] = []
@@ -371,6 +413,8 @@ def parse_routes(data: Any, environ: Mapping[str, str] | None = None,
     if bad:
         raise RoutesError(f"defaults: unknown key {sorted(bad)[0]!r}")
     base = _options(defaults, "defaults", {})
+    if "command_env" in defaults:
+        base["command_env"] = _command_env(defaults, "defaults", environ, ())
     if not isinstance(data["routes"], list):
         raise RoutesError("routes: expected a list of routes")
     routes: list[Route] = []
@@ -415,6 +459,8 @@ def parse_routes(data: Any, environ: Mapping[str, str] | None = None,
         if not receivers:
             raise RoutesError(f"{where}: no receiver (email, webhook or command)")
         opts = _options(spec, where, base)
+        if "command_env" in spec:
+            opts["command_env"] = _command_env(spec, where, environ, base.get("command_env", ()))
         if check_template is not None:
             for key, text in opts.get("templates", {}).items():
                 try:
