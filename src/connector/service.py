@@ -11,16 +11,20 @@ from __future__ import annotations
 import importlib
 
 from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from connector.embedded import EmbeddedBus
 from connector.logs import configure_logging
 from connector.metrics import Counters
-from connector.settings import Settings, SettingsError, load_settings
+from connector.settings import Settings, SettingsError, load_settings, loose_secret_files
 from connector.startup import startup_line
 from connector.registry import installed, load_target
 from connector.status import StatusService
 from connector.topology import connector_queue
+
+
+_log = Logger(namespace="connector.service")
 
 
 class Options(usage.Options):
@@ -113,6 +117,8 @@ def makeService(options, connectors: list[str], process_name: str) -> service.Mu
     """The whole process: bus, every connector, their heartbeats, HTTP."""
     settings: Settings = options["settings"]
     configure_logging(settings.logging.level, settings.logging.format)
+    for line in loose_secret_files(settings):
+        _log.warn("{line}", line=line)
     runtime = Runtime(settings, process_name)
     root = service.MultiService()
     runtime.bus.setServiceParent(root)

@@ -15,6 +15,8 @@ a single line naming the file, section, key, value and what is allowed::
 
 Secret-capable keys take ``env:NAME`` or ``file:/path`` instead of a literal;
 their values are :class:`Secret` objects whose ``repr``/``str`` are masked.
+A secret file that its group or others may read is reported by
+:func:`loose_secret_files` (the daemons log it as a warning at start).
 
 Other packages add their sections in a ``settings`` module of their own
 (``connector_snmp/settings.py`` and so on); :func:`discover_sections` imports
@@ -68,7 +70,9 @@ __all__ = [
     "KeyValueMap",
     "discover_sections",
     "load_settings",
+    "loose_secret_files",
     "mask_url",
+    "secret_file_problem",
     "register_section",
     "registered_sections",
     "setting",
@@ -589,6 +593,40 @@ def _resolve_reference(ref: str, ctx: ParseContext) -> str:
     return text.rstrip("\r\n")
 
 
+def secret_file_problem(reference: str) -> str | None:
+    """What is wrong with the permissions of the ``file:/path`` ``reference``, or None.
+
+    A secret file should be readable by its owner only (mode 0600 or 0400):
+    one that its group or others may read is named with its mode. Never
+    reads the file. None for an ``env:`` reference, a literal or a file that
+    cannot be examined (reading it has already failed loudly).
+    """
+    if not reference.startswith("file:"):
+        return None
+    target = reference[len("file:"):]
+    try:
+        mode = os.stat(os.path.expanduser(target)).st_mode
+    except OSError:
+        return None
+    if not mode & 0o044:
+        return None
+    who = " and ".join(w for w, bit in (("its group", 0o040), ("others", 0o004)) if mode & bit)
+    return (f"the secret file {target} can be read by {who} (mode {mode & 0o7777:04o}); "
+            f"make it readable by the daemon's user only (chmod 600)")
+
+
+def _secrets(value: Any) -> Iterator[Secret]:
+    """Every Secret in a setting's value (a Secret, or a list or mapping holding some)."""
+    if isinstance(value, Secret):
+        yield value
+    elif isinstance(value, (tuple, list, frozenset, set)):
+        for item in value:
+            yield from _secrets(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _secrets(item)
+
+
 class OptionalUrl(Url):
     """A SQLAlchemy URL, or nothing (empty text): an optional second database."""
 
@@ -977,6 +1015,27 @@ class Settings:
     def logging(self) -> LoggingSettings:
         """The ``[logging]`` section."""
         return self._sections["logging"]
+
+
+def loose_secret_files(settings: Settings) -> list[str]:
+    """One line per ``file:`` secret of ``settings`` that its group or others may read.
+
+    Each line names the section, the key and the file with its mode, never
+    the secret (:func:`secret_file_problem`); a file used by several keys is
+    named once.
+    """
+    lines: list[str] = []
+    seen: set[str] = set()
+    for name, section in settings.sections().items():
+        for spec in settings_of(type(section)):
+            for secret in _secrets(getattr(section, spec.name)):
+                if secret.source in seen:
+                    continue
+                seen.add(secret.source)
+                problem = secret_file_problem(secret.source)
+                if problem is not None:
+                    lines.append(f"[{name}] {spec.key}: {problem}")
+    return lines
 
 
 def settings_dir(settings: Settings) -> str:

@@ -59,6 +59,7 @@ from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from twisted.logger import Logger
 
 from connector.messages import SEVERITIES, SEVERITY_RANK
 
@@ -83,6 +84,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCH_KEYS = ("severity", "host", "device_type", "name", "origin")
 #: Names of the routes made from threshold rules' ``emails``.
 RULE_ROUTE_PREFIX = "rule:"
+
+
+_log = Logger()
 
 
 class RoutesError(ValueError):
@@ -296,15 +300,19 @@ def _mute(value: Any, where: str) -> tuple[MuteWindow, ...]:
 
 
 def _secret(value: Any, where: str, environ: Mapping[str, str] | None) -> Any:
-    from connector.settings import InvalidValue, ParseContext, SecretText
+    from connector.settings import InvalidValue, ParseContext, SecretText, secret_file_problem
 
     ctx = ParseContext(environ=environ) if environ is not None else ParseContext()
     try:
-        return SecretText().parse(str(value), ctx)
+        secret = SecretText().parse(str(value), ctx)
     except InvalidValue as e:
         # The detail names the reference (env:NAME, file:/path), never the content.
         detail = f" ({e.detail})" if getattr(e, "detail", None) else ""
         raise RoutesError(f"{where}: {e.allowed}{detail}") from None
+    problem = secret_file_problem(secret.source)
+    if problem is not None:
+        _log.warn("routes file: {where}: {problem}", where=where, problem=problem)
+    return secret
 
 
 def _command_env(spec: Mapping[str, Any], where: str, environ: Mapping[str, str] | None,
