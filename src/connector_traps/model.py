@@ -22,7 +22,7 @@ class Trap:
     pdu: Literal["trap", "inform"]
     trap_oid: str                     # snmpTrapOID.0 (for v1: derived per RFC 3584)
     uptime: int | None                # sysUpTime.0 / v1 time-stamp, in TimeTicks
-    agent_address: str                # v1 agent-addr, else the source address
+    agent_address: str                # v1 agent-addr, else the source; see relays.attribute
     varbinds: tuple[Varbind, ...]     # without sysUpTime.0 and snmpTrapOID.0
     received: float                   # UNIX time of reception
     community: bytes | None = None    # v1/v2c; never published
@@ -33,6 +33,9 @@ class Trap:
     enterprise: str | None = None     # v1 Trap-PDU enterprise
     generic: int | None = None        # v1 generic-trap
     specific: int | None = None       # v1 specific-trap
+    # An agent address the trap names (v1 agent-addr, snmpTrapAddress.0) that
+    # was not believed: the source is no trusted relay (connector_traps.relays).
+    claimed_address: str | None = None
 
     def __repr__(self) -> str:
         return (f"Trap({self.version} {self.pdu} {self.trap_oid} from "
@@ -97,7 +100,9 @@ def trap_message_id(trap: Trap) -> str:
     * v3: the message's authoritative engine ID and the contextEngineID
       (a trap's sender; an inform's receiver, so receivers sharing informs
       must share ``[traps] engine_id``);
-    * v1: agent-addr, enterprise, generic-trap and specific-trap;
+    * v1: agent-addr (as believed: see :mod:`connector_traps.relays`; the
+      address claimed and not believed too), enterprise, generic-trap and
+      specific-trap;
     * every other varbind (OID, type, value): two distinct v1 traps sent in
       the same hundredth of a second (linkDown of two ports) differ only
       there.
@@ -107,7 +112,9 @@ def trap_message_id(trap: Trap) -> str:
     h = hashlib.blake2b(_ID_SCHEME, digest_size=16)
     common = (trap.source[0], trap.version, trap.pdu, trap.trap_oid, trap.uptime)
     if trap.version == "v1":
-        specific = (trap.agent_address, trap.enterprise, trap.generic, trap.specific)
+        specific: tuple = (trap.agent_address, trap.enterprise, trap.generic, trap.specific)
+        if trap.claimed_address is not None:
+            specific += (trap.claimed_address,)
     elif trap.version == "v3":
         specific = (trap.request_id, trap.engine_id, trap.context_engine_id)
     else:

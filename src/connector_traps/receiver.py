@@ -28,6 +28,19 @@ which returns a :class:`Trap` (handed to the sink), ``bytes`` (a response or
 Report, sent back to ``addr``), a ``(bytes, Trap)`` pair (both, the answer
 first) or None (nothing to do; the handler counts its own reasons).
 
+Who a trap is about: each trap goes to the sink through
+:func:`connector_traps.relays.attribute`, so that its ``agent_address`` is
+the UDP source unless the source is one of ``trusted_relays`` (then the
+agent address the trap names, v1 agent-addr or snmpTrapAddress.0).
+
+Reports: an SNMPv3 answer that comes without a trap (a Report: engine
+discovery, unknown user, wrong digest...; an inform's Response always comes
+with its trap) is sent only if ``reports`` (a
+:class:`~connector_traps.storm.ReportLimiter`, shared by the receivers of a
+daemon) allows it: a Report is bigger than the forgeable datagram it
+answers.  Suppressed ones are counted (``reports_suppressed_source``,
+``reports_suppressed_global``) and logged at most every ``log_interval``.
+
 Communities: ``communities`` is a set of accepted community strings
 (``bytes``); an EMPTY set accepts any community (for a lab, or a receiver that
 trusts its network filtering).  The settings default to ``{b"public"}``.
@@ -38,7 +51,8 @@ Counters (in the ``Counters`` given at construction), every failure by reason:
 the class of the :class:`~snmpwire.ber.BERError`), ``unsupported_version``,
 ``wrong_pdu``, ``bad_community``, ``no_trap_oid``, ``bad_v1_trap``,
 ``v3_not_configured``, ``v3_errors``, ``inform_response_errors``,
-``informs_answered``, ``traps_delivered``, ``sink_errors``, ``dropped_at_stop``,
+``informs_answered``, ``reports_sent``, ``reports_suppressed_source``,
+``reports_suppressed_global``, ``traps_delivered``, ``sink_errors``, ``dropped_at_stop``,
 ``internal_errors`` (a bug: should stay 0); gauges
 ``queue_depth``, ``queue_high_water``, ``recv_buffer_bytes``.
 
@@ -69,6 +83,8 @@ from snmpwire import ber
 from connector_traps.convert import ConvertError, normalize_address, trap_from_message
 from connector_traps.journal import KIND_ANSWERED, KIND_RAW, KIND_TRAP, Journal
 from connector_traps.model import Trap
+from connector_traps.relays import TrustedRelays, attribute
+from connector_traps.storm import ReportLimiter
 
 __all__ = [
     "TrapReceiver",
@@ -96,6 +112,8 @@ DEFAULT_RECV_BUFFER = 16 * 1024 * 1024
 DEFAULT_SLICE_MAX = 2_000
 DEFAULT_SLICE_SECONDS = 0.020
 DEFAULT_READ_PER_TURN = 1024 * 1024
+DEFAULT_REPORT_RATE_PER_SOURCE = 10.0
+DEFAULT_REPORT_RATE_TOTAL = 200.0
 MAX_DATAGRAM = 65_535
 LOG_INTERVAL = 10.0
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
@@ -219,6 +237,8 @@ class TrapReceiver(DatagramProtocol):
         max_datagram: int = MAX_DATAGRAM,
         pump: "JournalPump | None" = None,
         drops: "DropLog | None" = None,
+        trusted_relays: TrustedRelays | None = None,
+        reports: ReportLimiter | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
@@ -246,6 +266,9 @@ class TrapReceiver(DatagramProtocol):
         self.pump = pump
         self.drops = drops if drops is not None else DropLog(
             reactor, self.counters, self.log, log_interval)
+        self.trusted_relays = trusted_relays if trusted_relays is not None else TrustedRelays()
+        self.reports = reports if reports is not None else ReportLimiter(
+            DEFAULT_REPORT_RATE_PER_SOURCE, DEFAULT_REPORT_RATE_TOTAL, reactor.seconds)
 
     # -- socket ----------------------------------------------------------------
 
@@ -466,7 +489,7 @@ class TrapReceiver(DatagramProtocol):
 
     def _deliver(self, trap: Trap, addr: tuple[str, int]):
         try:
-            result = self.sink(trap)
+            result = self.sink(attribute(trap, self.trusted_relays))
         except Exception as err:
             self.counters.inc("sink_errors")
             self._limited("sink", addr[0], "trap sink failed on a trap from {source}: {error} "
@@ -501,16 +524,33 @@ class TrapReceiver(DatagramProtocol):
         items = result if isinstance(result, tuple) else (result,)
         trap = None
         for item in items:
+            if isinstance(item, Trap):
+                trap = item
+        for item in items:
             if isinstance(item, (bytes, bytearray)):
+                if trap is None and not self._report_allowed(addr):
+                    continue
                 try:
                     self.transport.write(bytes(item), addr)
                 except Exception:
                     self.counters.inc("v3_errors")
-            elif isinstance(item, Trap):
-                trap = item
-            elif item is not None:
+            elif item is not None and not isinstance(item, Trap):
                 self.counters.inc("v3_errors")
         return trap
+
+    def _report_allowed(self, addr: tuple[str, int]) -> bool:
+        """Whether the report limiter lets one more Report go to ``addr``; counted."""
+        reports = self.reports
+        if reports.allow(normalize_address(addr[0])):
+            self.counters.inc("reports_sent")
+            return True
+        self.counters.inc("reports_suppressed_" + reports.last_denial)
+        # One line for all sources: forged sources would otherwise each get theirs.
+        self._limited("report_rate", "any source",
+                      "SNMPv3 Reports suppressed by [traps] report_rate_per_source / "
+                      "report_rate_total (the latest to {to}); {suppressed} more in the last "
+                      "{interval} s", to=addr[0])
+        return False
 
 
 _TRAP_FIELDS = tuple(f.name for f in dataclasses.fields(Trap))

@@ -30,8 +30,9 @@ from connector_traps.definitions import load_definitions
 from connector_traps.model import Trap, trap_message_id
 from connector_traps.journal import Journal, JournalError
 from connector_traps.receiver import DropLog, JournalPump, TrapReceiver
+from connector_traps.relays import TrustedRelays
 from connector_traps.settings import parse_endpoint
-from connector_traps.storm import Deduplicator, RateLimiter
+from connector_traps.storm import Deduplicator, RateLimiter, ReportLimiter
 
 CONNECTOR = "traps"
 STORM_TRAP_OID = "centaure:trapStorm"
@@ -128,6 +129,9 @@ class TrapService(service.Service):
         clock = runtime.reactor
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst, clock.seconds)
         self.dedup = Deduplicator(self.settings.dedup_window, clock.seconds)
+        self.trusted_relays = TrustedRelays(self.settings.trusted_relays)
+        self.reports = ReportLimiter(self.settings.report_rate_per_source,
+                                     self.settings.report_rate_total, clock.seconds)
         self.receivers: list[TrapReceiver] = []
         self.ports = []
         self.pump: JournalPump | None = None
@@ -162,7 +166,8 @@ class TrapService(service.Service):
                 communities={c.encode() for c in self.settings.communities},
                 queue_size=self.settings.queue_size, recv_buffer=self.settings.recv_buffer,
                 v3_handler=self._v3, queue_bytes=self.settings.queue_bytes,
-                max_datagram=self.settings.max_datagram, pump=self.pump, drops=self.drops)
+                max_datagram=self.settings.max_datagram, pump=self.pump, drops=self.drops,
+                trusted_relays=self.trusted_relays, reports=self.reports)
             try:
                 self.ports.append(listen_udp(self.runtime.reactor, address, port, receiver))
             except (CannotListenError, OSError) as e:
@@ -253,7 +258,8 @@ class TrapService(service.Service):
             return
         definitions = self.config.definitions
         c = definitions.classify(trap, host)
-        if self.dedup.is_duplicate(sender, trap.trap_oid, c.key):
+        if self.dedup.is_duplicate(sender, trap.trap_oid, c.key,
+                                   origin=(host, trap.claimed_address)):
             self.counters.inc("duplicates")
             return
         if not c.known:

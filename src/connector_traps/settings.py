@@ -74,6 +74,22 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class IpNetwork(Parser):
+    """An IPv4 or IPv6 address or network (``192.0.2.7``, ``10.1.0.0/16``, ``2001:db8::/48``).
+
+    Returns the canonical text (``192.0.2.7/32``); a network with host bits
+    set (``10.1.2.3/16``) is refused: it is most likely a typo.
+    """
+
+    allowed = "expected IPv4 or IPv6 addresses or networks, e.g. 192.0.2.7, 10.1.0.0/16, 2001:db8::/48"
+
+    def parse(self, raw: str, ctx: ParseContext) -> str:
+        try:
+            return str(ipaddress.ip_network(raw.strip()))
+        except ValueError as e:
+            raise self.invalid(f"is not an IP address or network ({e})") from None
+
+
 class EngineId(Parser):
     """An SNMP engine ID as hex (``80001f8804...``; ``0x`` and ``:`` or space separators allowed).
 
@@ -110,6 +126,25 @@ class TrapSettings:
     communities: tuple[str, ...] = setting(
         StrList(Str(r"[^\s,]{1,255}", "a community of 1 to 255 characters without spaces or commas")),
         "public", "v1/v2c communities accepted; empty: any community.",
+    )
+    trusted_relays: tuple[str, ...] = setting(
+        StrList(IpNetwork()), "",
+        "Sources (addresses or networks) believed when a trap names another agent (v1 "
+        "agent-addr, snmpTrapAddress.0): trap forwarders you run. From any other source a trap "
+        "is attributed to its UDP source address and the claimed address is only kept as a "
+        "varbind. Empty: no source is trusted.",
+    )
+    report_rate_per_source: float = setting(
+        Float(0, 1_000_000), "10",
+        "SNMPv3 Reports per second sent to one address (token bucket of one second's worth); "
+        "beyond, they are suppressed (reports_suppressed_source). A Report answers unsigned "
+        "datagrams with a bigger one, so a forged source would turn it into a reflector. "
+        "0: no Reports (v3 informs then cannot discover our engine ID).",
+    )
+    report_rate_total: float = setting(
+        Float(0, 1_000_000), "200",
+        "SNMPv3 Reports per second sent in all (token bucket of one second's worth); beyond, "
+        "suppressed (reports_suppressed_global). 0: no Reports.",
     )
     recv_buffer: int = setting(
         Size(64 * 1024, 1024**3), "64MiB",

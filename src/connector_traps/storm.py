@@ -1,4 +1,4 @@
-"""Storm protection for the trap receiver: a per-source rate limit and duplicate suppression.
+"""Storm protection for the trap receiver: rate limits and duplicate suppression.
 
 Both take a ``clock`` (a function returning seconds, e.g. ``reactor.seconds``)
 so that tests drive time by hand, and both keep bounded memory: at most
@@ -17,9 +17,18 @@ first, and idle entries swept.
 
 :class:`Deduplicator`
     Drops a trap identical to one *published* less than ``window`` seconds
-    before: same source, same trap OID, same key (the classification's key
-    varbind values). Duplicates do not extend the window, so a condition a
-    device keeps repeating is still published once per window.
+    before: same source, same origin (the host it is attributed to and the
+    agent address it claims: a relay forwards the same trap of many devices),
+    same trap OID, same key (the classification's key varbind values).
+    Duplicates do not extend the window, so a condition a device keeps
+    repeating is still published once per window.
+
+:class:`ReportLimiter`
+    Token buckets for the SNMPv3 Reports the receiver sends: one per
+    destination address and one for all of them.  A Report (engine
+    discovery, unknown user, wrong digest ...) answers a datagram that anyone
+    can forge, and is bigger than it: unlimited, a receiver reflects and
+    amplifies traffic towards a forged source.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
-__all__ = ["Deduplicator", "RateLimiter", "StormSummary"]
+__all__ = ["Deduplicator", "RateLimiter", "ReportLimiter", "StormSummary"]
 
 
 # A token is taken when at least this much is left: refills computed from
@@ -189,17 +198,20 @@ class Deduplicator:
         """False when ``window`` is 0."""
         return self.window > 0
 
-    def is_duplicate(self, source: str, trap_oid: str, key: Hashable = "") -> bool:
+    def is_duplicate(self, source: str, trap_oid: str, key: Hashable = "",
+                     origin: Hashable = "") -> bool:
         """True (and counted) when the same trap was published less than ``window`` s ago.
 
-        Otherwise the trap is remembered as published now and False returned.
+        ``origin`` tells apart the devices one source speaks for (the host the
+        trap is attributed to, the agent address it claims).  Otherwise the
+        trap is remembered as published now and False returned.
         """
         if not self.window:
             return False
         now = self.clock()
         seen = self._seen
         self._expire(now)
-        identity = (source, trap_oid, key)
+        identity = (source, origin, trap_oid, key)
         published = seen.get(identity)
         if published is not None and now - published < self.window:
             self.duplicates += 1
@@ -227,3 +239,44 @@ class Deduplicator:
     def __len__(self) -> int:
         """Entries currently remembered."""
         return len(self._seen)
+
+
+class ReportLimiter:
+    """``allow(destination)``: whether one more SNMPv3 Report may be sent there.
+
+    ``per_source`` Reports per second to one address and ``total`` in all,
+    each a token bucket holding one second's worth (at least one token); 0
+    allows none.  A denial names its bucket in :attr:`last_denial`
+    (``"source"`` or ``"global"``); ``sent`` and ``suppressed`` count.  At
+    most ``max_sources`` destinations are remembered (the least recently used
+    forgotten first: a forgotten one starts again with a full bucket, which
+    the total bucket still bounds).
+    """
+
+    def __init__(self, per_source: float, total: float, clock: Callable[[], float], *,
+                 max_sources: int = 10_000) -> None:
+        for name, rate in (("per_source", per_source), ("total", total)):
+            if rate < 0:
+                raise ValueError(f"{name} must be 0 (no Reports) or positive, got {rate!r}")
+        self.per_source = float(per_source)
+        self.total = float(total)
+        self._sources = RateLimiter(per_source or 1, max(1, int(per_source)), clock,
+                                    max_sources=max_sources)
+        self._all = RateLimiter(total or 1, max(1, int(total)), clock, max_sources=1)
+        self.last_denial = ""
+        self.sent = 0
+        self.suppressed = 0
+
+    def allow(self, destination: str) -> bool:
+        """Take a token from ``destination``'s bucket, then from the total one."""
+        if not self.per_source or not self._sources.allow(destination):
+            return self._deny("source")
+        if not self.total or not self._all.allow(""):
+            return self._deny("global")
+        self.sent += 1
+        return True
+
+    def _deny(self, bucket: str) -> bool:
+        self.last_denial = bucket
+        self.suppressed += 1
+        return False

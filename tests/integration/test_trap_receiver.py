@@ -13,6 +13,7 @@ from connector.metrics import Counters
 from snmpwire import ber
 from connector_traps.model import SNMP_TRAP_ADDRESS_0, SNMP_TRAP_ENTERPRISE_0, Trap
 from connector_traps.receiver import listen
+from connector_traps.relays import TrustedRelays
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = [
@@ -105,13 +106,23 @@ async def test_snmptrap_v1(rig, family) -> None:
     assert t.version == "v1" and t.pdu == "trap"
     assert t.trap_oid == TRAP_OID  # enterprise.0.specific
     assert t.uptime == 31337
-    assert t.agent_address == "10.20.30.40"
-    assert t.source[0] == ("127.0.0.1" if family == "v4" else "::1")
+    host = "127.0.0.1" if family == "v4" else "::1"
+    # The agent-addr field names 10.20.30.40, but no relay is trusted: the source is the agent.
+    assert t.source[0] == host and t.agent_address == host
+    assert t.claimed_address == "10.20.30.40"
     assert t.community == b"public"
     assert t.varbinds == EXPECTED + (
         (SNMP_TRAP_ADDRESS_0, ber.IP_ADDRESS, "10.20.30.40"),
         (SNMP_TRAP_ENTERPRISE_0, ber.OBJECT_IDENTIFIER, E),
     )
+    for r in rig.receivers:
+        r.trusted_relays = TrustedRelays([host])
+    res = await rig.run("snmptrap", "-v", "1", "-c", "public", rig.target(family),
+                        E, "10.20.30.40", "6", "42", "31338", *_args())
+    assert res.returncode == 0, res.stderr
+    await rig.wait_for(2)
+    relayed = rig.traps[1]
+    assert relayed.agent_address == "10.20.30.40" and relayed.claimed_address is None
 
 
 @pytest_twisted.ensureDeferred

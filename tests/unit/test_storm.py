@@ -1,10 +1,10 @@
-"""Storm protection: the per-source token bucket, its summaries, the deduplicator; with a fake clock."""
+"""Storm protection: token buckets (traps, Reports), storm summaries, the deduplicator; fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from connector_traps.storm import Deduplicator, RateLimiter, StormSummary
+from connector_traps.storm import Deduplicator, RateLimiter, ReportLimiter, StormSummary
 
 
 class Clock:
@@ -221,3 +221,54 @@ def test_dedup_memory_is_bounded() -> None:
     clock.now = 11.0
     dedup.is_duplicate("x", "1.2.3", "")
     assert len(dedup) == 1
+
+
+def test_dedup_identity_includes_the_origin() -> None:
+    # One relay (the source) forwarding the same linkDown of two devices.
+    dedup = Deduplicator(60, Clock())
+    assert not dedup.is_duplicate("192.0.2.7", "1.2.3", "1", origin=("router01", None))
+    assert not dedup.is_duplicate("192.0.2.7", "1.2.3", "1", origin=("router02", None))
+    assert dedup.is_duplicate("192.0.2.7", "1.2.3", "1", origin=("router01", None))
+
+
+# --------------------------------------------------------------------------
+# Reports
+
+
+def test_reports_per_destination_burst_then_rate() -> None:
+    clock = Clock()
+    reports = ReportLimiter(per_source=10, total=200, clock=clock)
+    assert sum(reports.allow("192.0.2.1") for _ in range(50)) == 10   # one second's worth
+    assert reports.last_denial == "source" and reports.suppressed == 40
+    assert reports.allow("192.0.2.2")                                 # another address: its own
+    clock.now += 0.1
+    assert sum(reports.allow("192.0.2.1") for _ in range(5)) == 1     # 10/s refill
+    assert reports.sent == 12
+
+
+def test_reports_total_bounds_many_forged_sources() -> None:
+    clock = Clock()
+    reports = ReportLimiter(per_source=10, total=200, clock=clock)
+    sent = sum(reports.allow(f"10.0.{i // 256}.{i % 256}") for i in range(1000))
+    assert sent == 200 and reports.last_denial == "global"
+    clock.now += 1.0
+    assert sum(reports.allow(f"10.9.{i // 256}.{i % 256}") for i in range(1000)) == 200
+
+
+def test_reports_zero_means_none_and_small_rates_keep_one_token() -> None:
+    clock = Clock()
+    assert not ReportLimiter(0, 200, clock).allow("a")
+    assert not ReportLimiter(10, 0, clock).allow("a")
+    slow = ReportLimiter(0.5, 200, clock)
+    assert [slow.allow("a") for _ in range(3)] == [True, False, False]
+    clock.now += 2.0
+    assert slow.allow("a")
+    with pytest.raises(ValueError, match="per_source"):
+        ReportLimiter(-1, 200, clock)
+
+
+def test_reports_memory_is_bounded() -> None:
+    reports = ReportLimiter(10, 1_000_000, Clock(), max_sources=100)
+    for i in range(1000):
+        reports.allow(f"h{i}")
+    assert len(reports._sources) == 100

@@ -28,6 +28,7 @@ from connector_traps.model import (
     Trap,
 )
 from connector_traps.receiver import TrapReceiver, malformed_class, peek_version
+from connector_traps.relays import TrustedRelays
 
 SRC = ("192.0.2.10", 40000)
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
@@ -587,3 +588,36 @@ def test_fuzz_mutated_datagrams_are_only_counted(log_events) -> None:
     assert outcomes(r) == c.get("datagrams_received") == n + n // 50
     assert c.get("malformed") > 0 and c.get("bad_community") > 0 and c.get("wrong_pdu") > 0
     assert c.get("unsupported_version") > 0 and c.get("v3_not_configured") > 0
+
+
+# --- trust: agent-addr, Reports -------------------------------------------------
+
+
+def test_v1_agent_addr_names_the_host_only_from_a_trusted_relay() -> None:
+    r, got, clock = make_receiver()   # no trusted relay
+    feed(r, clock, good_v1(generic=3, specific=0), addr=("203.0.113.9", 40000))
+    (t,) = got
+    assert t.agent_address == "203.0.113.9" and t.claimed_address == "10.1.2.3"
+    assert (SNMP_TRAP_ADDRESS_0, ber.IP_ADDRESS, "10.1.2.3") in t.varbinds
+    r, got, clock = make_receiver(trusted_relays=TrustedRelays(["203.0.113.0/24"]))
+    feed(r, clock, good_v1(generic=3, specific=0), addr=("203.0.113.9", 40000))
+    assert got[0].agent_address == "10.1.2.3" and got[0].claimed_address is None
+
+
+def test_reports_are_rate_limited_inform_responses_are_not() -> None:
+    v3 = b"\x30\x05\x02\x01\x03\x04\x00"
+    trap = Trap(source=SRC, version="v3", pdu="inform", trap_oid=LINK_DOWN, uptime=1,
+                agent_address=SRC[0], varbinds=(), received=1.0, user="u")
+    answers = [(b"report", None)] * 50 + [(b"response", trap)] * 20
+    it = iter(answers)
+    r, got, clock = make_receiver(v3_handler=lambda data, addr: next(it))
+    feed(r, clock, *[v3] * len(answers))
+    writes = [w for w, _ in r.transport.writes]
+    assert writes.count(b"report") == 10          # one second's worth of the default 10/s
+    assert writes.count(b"response") == 20 and len(got) == 20
+    assert r.counters.get("reports_sent") == 10
+    assert r.counters.get("reports_suppressed_source") == 40
+    clock.advance(1.0)                            # the bucket refills
+    it = iter([(b"report", None)] * 20)
+    feed(r, clock, *[v3] * 20)
+    assert [w for w, _ in r.transport.writes].count(b"report") == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from connector_traps.model import Trap
 from tests.unit.trap_service_support import make_service
 
@@ -64,3 +66,13 @@ def test_unknown_sender_published_by_address_or_dropped(tmp_path):
     service2.handle(trap(source="192.0.2.9"))
     settle(clock2)
     assert events2.seen == [] and service2.counters.get("unknown_sender_dropped") == 1
+
+
+def test_same_trap_of_two_hosts_from_one_relay_both_published(tmp_path):
+    service, clock, events = make(tmp_path, rate_limit="0", dedup_window="10s")
+    for agent in ("10.0.0.1", "10.0.0.2", "10.0.0.1"):   # relayed by 192.0.2.7; the last a repeat
+        service.handle(dataclasses.replace(trap(source="192.0.2.7", index=3),
+                                           agent_address=agent))
+    settle(clock)
+    assert [(e.host, e.key) for e in events.seen] == [("sw1", "3"), ("10.0.0.2", "3")]
+    assert service.counters.get("duplicates") == 1
