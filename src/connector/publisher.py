@@ -513,9 +513,9 @@ class ReliablePublisher:
                     continue  # still in flight: the next check tries to save it again
             if pending.deferred is not None:
                 d, pending.deferred = pending.deferred, None
+                policy = self.buffer.buffer.policy
                 d.errback(BufferFull(
-                    f"publisher buffer is full ({result.limit}, policy {self.buffer.buffer.policy})",
-                    result.limit))
+                    f"publisher buffer is full ({result.limit}, policy {policy})", result.limit))
         if self._to_delete:
             self._schedule_delete()
         if self._to_buffer:

@@ -47,8 +47,8 @@ class StatusService(service.Service):
         self.started = time.time()
         self._loop = task.LoopingCall(self.beat)
         self._loop.clock = clock
-        self.drops = DropLog(clock, counters, self.log,
-                             subject=f"status heartbeats of {connector} dropped",
+        self.drops = DropLog(clock, counters, self.log, subject="status heartbeats dropped",
+                             context=f"connector {connector}",
                              counter_prefix="heartbeats_dropped_")
 
     def message(self, state: str | None = None) -> messages.Status:

@@ -19,7 +19,7 @@ from tests.integration.test_traps_journal import blast, make_daemon
 pytestmark = pytest.mark.integration
 
 PUBLISHER_LINE = "messages dropped by the publisher buffer"
-STATUS_LINE = "status heartbeats of traps dropped"
+STATUS_LINE = "status heartbeats dropped (connector traps, max_messages reached)"
 
 
 def closed_port() -> int:
@@ -82,7 +82,9 @@ def test_refusals_under_an_outage_are_logged_once_per_10_s(tmp_path, prefix):
         heartbeats = lines_with(logs, STATUS_LINE)
         assert heartbeats, logs[-3000:]
         assert_one_per_10_s(heartbeats)
-        assert "Backup buffer" not in logs  # the old line per batch
+        # No other line about the full buffer (there was one per batch).
+        assert "[connector.buffer#warn]" not in logs
+        assert logs.count("[connector.publisher.ReliablePublisher#warn]") == len(told)
         assert daemon.alive()
         status, body = daemon.health()
         assert body.get("process") == "traps", (status, body)

@@ -168,16 +168,16 @@ async def test_heartbeats_refused_by_a_full_buffer_are_counted_and_told_every_10
     status = StatusService(p, "snmp", "n1", counters, 1, lambda: {}, clock)
     for _ in range(25):
         await status.beat()  # the first is kept, 24 are refused
-    ours = [w for w in warnings if w.startswith("status heartbeats of snmp dropped")]
-    assert ours == ["status heartbeats of snmp dropped (max_messages reached): 1 buffer full "
-                    "(totals: heartbeats_dropped_buffer_full 1); next report in 10 s at most"]
+    ours = [w for w in warnings if w.startswith("status heartbeats dropped (connector snmp")]
+    assert ours == ["status heartbeats dropped (connector snmp, max_messages reached): 1 buffer "
+                    "full (totals: heartbeats_dropped_buffer_full 1); next report in 10 s at most"]
     clock.advance(10)
-    ours = [w for w in warnings if w.startswith("status heartbeats of snmp dropped")]
+    ours = [w for w in warnings if w.startswith("status heartbeats dropped (connector snmp")]
     assert len(ours) == 2 and "23 buffer full" in ours[1]
     assert counters.get("heartbeats_dropped_buffer_full") == 24
     assert len(warnings) == 4  # and the publisher's two lines: no line per heartbeat
     status.startService()
     await status.stopService()  # its last heartbeat refused: told at once
-    ours = [w for w in warnings if w.startswith("status heartbeats of snmp dropped")]
+    ours = [w for w in warnings if w.startswith("status heartbeats dropped (connector snmp")]
     assert len(ours) == 3 and "2 buffer full" in ours[2]  # the one at start, the last one
     await p.stop(grace=0)
