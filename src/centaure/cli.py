@@ -93,8 +93,9 @@ def write_definitions(settings, path: str, user_prefix: str) -> int:
 
     vhost = BrokerURL.parse(settings.bus.urls[0].reveal()).vhost
     partitions = settings.bus.partitions
+    correlator = settings.section("correlator")
     doc = definitions(settings.bus.exchange_prefix, vhost, settings.bus.queue_type, user_prefix,
-                      partitions)
+                      partitions, correlator.operators + correlator.command_services)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")

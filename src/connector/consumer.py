@@ -42,7 +42,11 @@ class RejectedMessage(Exception):
 
 @dataclass(slots=True)
 class Delivery:
-    """One message as taken from a queue, with its AMQP metadata."""
+    """One message as taken from a queue, with its AMQP metadata.
+
+    ``user_id``: the AMQP ``user-id`` property, which RabbitMQ checks against
+    the publishing connection's user (None when absent, and on the embedded bus).
+    """
 
     body: bytes
     exchange: str
@@ -52,6 +56,7 @@ class Delivery:
     redelivered: bool = False
     headers: dict = field(default_factory=dict)
     tag: int = 0
+    user_id: str | None = None
 
 
 class Consumer:

@@ -2,9 +2,13 @@
 
 :func:`definitions` builds a RabbitMQ definitions document (``rabbitmqctl
 import_definitions``): the exchanges, queues and bindings ``bus-config``
-declares, one user per connector (``<user_prefix>-<connector>``) and one for
-the ``centaure`` command (``<user_prefix>``), each with permissions computed
-from what it publishes and consumes. Users carry no password (the operator
+declares, one user per connector (``<user_prefix>-<connector>``), one for
+the ``centaure`` command (``<user_prefix>``) and one per operator or command
+service named (the correlator's ``operators`` and ``command_services``), each
+with permissions computed from what it publishes and consumes: only a
+connector's own user may publish its message types (the ``event`` exchange
+is the trap receiver's alone), and the command's and operators' users
+publish nothing but ``alarm_command``. Users carry no password (the operator
 sets them with ``rabbitmqctl change_password``) and no tags (no management UI).
 
 RabbitMQ checks three regular expressions per user and vhost, matched
@@ -41,6 +45,10 @@ from connector.topology import (PARTITIONED, all_queues, dead_letter_exchange, e
 
 #: The message type the ``centaure`` command publishes (``centaure alarms``).
 CLI_PUBLISHES = ("alarm_command",)
+
+#: Users a definitions file never defines: RabbitMQ's default user, whose
+#: password an import would reset.
+BUILTIN_USERS = ("guest",)
 
 #: What never matches a name: RabbitMQ reads an empty regex as "nothing" too,
 #: but the explicit form says so.
@@ -140,17 +148,37 @@ def cli_rights(prefix: str) -> dict[str, str]:
     }
 
 
+def command_rights(prefix: str) -> dict[str, str]:
+    """Rights of an operator's (or a command service's) user: publish ``alarm_command``, no more.
+
+    ``centaure alarms`` checks the correlator's queue with a passive
+    declaration, which needs no right.
+    """
+    return {
+        "configure": NOTHING,
+        "write": names_regex([f"{prefix}.{t}" for t in CLI_PUBLISHES]),
+        "read": NOTHING,
+    }
+
+
 def definitions(prefix: str, vhost: str = "/", queue_type: str = "classic",
-                user_prefix: str = "centaure", partitions: int = 0) -> dict:
+                user_prefix: str = "centaure", partitions: int = 0,
+                commanders: Iterable[str] = ()) -> dict:
     """The definitions document for ``rabbitmqctl import_definitions``.
 
     With ``partitions`` it declares the partition queues (as ``bus-config``
     does); the token and members queues and the token exchange are declared
-    by the daemons themselves, with the rights given here.
+    by the daemons themselves, with the rights given here. ``commanders``:
+    the operators' and command services' users, each given
+    :func:`command_rights` unless it is a user defined here already or one
+    of :data:`BUILTIN_USERS`.
     """
     users = {f"{user_prefix}-{name}": connector_rights(prefix, name, partitions)
              for name in installed()}
     users[user_prefix] = cli_rights(prefix)
+    for name in commanders:
+        if name not in users and name not in BUILTIN_USERS:
+            users[name] = command_rights(prefix)
     queues = all_queues(prefix, queue_type, partitions)
     exchanges = exchange_names(prefix) + (dead_letter_exchange(prefix),)
     return {

@@ -6,6 +6,12 @@ in ``[database]``; ``ack``, ``unack``, ``clear`` and ``note`` publish an
 apply (it publishes the resulting ``alarm``). The command names the alarm's
 host, read from the same tables: with ``[bus] partitions`` its routing key
 carries the host's partition, so it reaches the node that owns the host.
+
+Who acts is the broker user of ``[bus] url``: the command carries it as its
+AMQP ``user-id``, which RabbitMQ checks, and the correlator records it when
+that user is in ``[correlator] operators``. ``--user NAME`` (acting on behalf
+of someone else) is for the trusted services of ``[correlator]
+command_services`` only, and is refused for any other bus user.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ def add_alarms_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true",
                         help="list: cleared alarms too (those the correlator still keeps)")
     parser.add_argument("--json", action="store_true", help="list: one JSON array")
-    parser.add_argument("--user", help="who acts (ack, unack, clear, note)")
+    parser.add_argument("--user", metavar="NAME",
+                        help="act on behalf of NAME (ack, unack, clear, note): only for a bus "
+                             "user in [correlator] command_services; without it the command "
+                             "is recorded under the [bus] url user, the one that counts for "
+                             "an operator")
     parser.add_argument("--note", help="a note (required for 'note', optional for the others)")
 
 
@@ -112,13 +122,11 @@ def alarms_command(settings, args) -> int:
             return fail("list takes no REF, --user or --note (did you mean 'ack REF'?)")
     else:
         if args.host or args.severity or args.all or args.json:
-            return fail(f"{args.action} takes REF and --user (--host, --severity, --all and "
+            return fail(f"{args.action} takes REF (--host, --severity, --all and "
                         "--json are for listing)")
         if not args.ref or not args.ref.isdigit() or int(args.ref) >= 2**64:
             return fail(f"{args.action} needs the REF of an alarm (an unsigned 64-bit number, "
                         "as listed by 'centaure alarms')")
-        if not args.user:
-            return fail(f"{args.action} needs --user NAME (who acts)")
         if args.action == "note" and not args.note:
             return fail("note needs --note TEXT")
     engine = sa.create_engine(url)
@@ -153,11 +161,37 @@ def alarms_command(settings, args) -> int:
     return _send(settings, int(args.ref), found["host"], args.action, args.user, args.note)
 
 
-def _send(settings, ref: int, host: str, action: str, user: str, note: str | None) -> int:
+def _bus_users(settings) -> list[str]:
+    """The broker users of ``[bus] url``, in order, without repeats."""
+    from connector.amqp.connection import BrokerURL
+
+    users: list[str] = []
+    for url in settings.bus.urls:
+        name = BrokerURL.parse(url.reveal()).username
+        if name not in users:
+            users.append(name)
+    return users
+
+
+def _send(settings, ref: int, host: str, action: str, on_behalf: str | None,
+          note: str | None) -> int:
     from connector import messages
     from connector.command import require_broker, run_on_reactor
 
     require_broker(settings)
+    users = _bus_users(settings)
+    if on_behalf is not None:
+        services = settings.section("correlator").command_services
+        untrusted = [u for u in users if u not in services]
+        if untrusted:
+            print(f"centaure alarms: --user is only for a trusted service: bus user "
+                  f"{untrusted[0]!r} is not in [correlator] command_services, so the correlator "
+                  f"would record the command under {untrusted[0]!r} (or refuse it); leave "
+                  "--user out to act as yourself", file=sys.stderr)
+            return 1
+    # An operator's command is recorded under its user-id (the bus user) whatever
+    # this field says; it names the bus user so that the two agree.
+    user = on_behalf or users[0]
     command = messages.AlarmCommand(source=f"cli@{settings.connector.node}", ref=ref,
                                     action=action, user=user, note=note, host=host,
                                     ts=time.time())
@@ -178,7 +212,9 @@ def _send(settings, ref: int, host: str, action: str, user: str, note: str | Non
             queue = connector_queue(prefix, "correlator").name
         await oneshot.publish_confirmed(reactor, settings.bus, command,
                                         f"cmd:{uuid.uuid4().hex}", "cli", require_queue=queue)
-        print(f"{action} of alarm {ref} ({host}) sent by {user}; the correlator applies it")
+        by = f"by {users[0]} on behalf of {on_behalf}" if on_behalf else f"as {users[0]}"
+        print(f"{action} of alarm {ref} ({host}) sent {by}; the correlator applies it if "
+              "that user may command alarms ([correlator] operators or command_services)")
         return 0
 
     return run_on_reactor(f"alarms {action}", send)

@@ -82,6 +82,15 @@ more. So:
   database slower than that could still write after the new owner's load
   (no SQL fencing yet).
 
+Operators' commands: an ``alarm_command`` is applied only when its AMQP
+``user-id`` (checked by RabbitMQ against the publishing connection's user)
+is in ``[correlator] operators`` (recorded under that user, whatever the
+body's ``user`` says) or in ``command_services`` (recorded under the body's
+``user``: a console acting for its logged-in person); any other, or one
+without user-id, is dead-lettered with the reason
+(:mod:`connector_alarms.authz`). On the embedded bus only this process can
+publish: commands are applied as sent.
+
 An ``alarm_command`` without host is dead-lettered (the node owning the
 alarm cannot be known: ``centaure alarms`` fills the host), so is one whose
 ref is not an alarm of that host in memory, and any message whose routing
@@ -122,6 +131,8 @@ from connector.settings import mask_url
 from connector.topology import connector_queue
 from centaure_shared.sql import error_summary, is_outage, make_engine
 
+from .authz import CommandPolicy
+
 __all__ = ["CONNECTOR", "CorrelatorService", "build"]
 
 CONNECTOR = "correlator"
@@ -132,7 +143,7 @@ PIPELINE = 2
 #: ``[correlator]`` settings a reload applies; the others need a restart.
 RELOADABLE = ("update_interval", "expire_after", "expire_names", "keep_cleared", "flap_high",
               "flap_low", "mask_severity", "mask_all", "batch_size", "batch_interval",
-              "tick_interval")
+              "tick_interval", "operators", "command_services")
 #: Sections the running correlator is built on: changed, they need a restart.
 RESTART_SECTIONS = ("database", "db", "bus", "buffer", "connector")
 
@@ -224,6 +235,8 @@ class CorrelatorService(service.Service):
         self.publisher = runtime.bus.publisher(CONNECTOR)
         self.alarm_exchange = messages.exchange_name(self.settings.bus.exchange_prefix, "alarm")
         self.source = f"{CONNECTOR}@{runtime.node}"
+        #: Who may command alarms; replaced as soon as a reload is read.
+        self.policy = CommandPolicy.from_settings(self.conf, self.settings.bus.embedded)
         self.correlator = None
         self.states = None
         self.store = None
@@ -495,6 +508,10 @@ class CorrelatorService(service.Service):
         if self._stopping:
             return
         self._new_config = (settings, parents)
+        # Commands are judged when they arrive: from now on, by the new lists (a
+        # user struck off must not get one more command through before the batch).
+        self.policy = CommandPolicy.from_settings(settings.section(CONNECTOR),
+                                                  self.settings.bus.embedded)
         self._tick_due = True  # a batch now, even without input
         self.batches.flush()
 
@@ -539,6 +556,11 @@ class CorrelatorService(service.Service):
         """Queue ``message``; fires once its batch is committed and its alarms published."""
         if self._stopping or self.correlator is None:
             return defer.fail(RuntimeError("correlator not running"))
+        if isinstance(message, messages.AlarmCommand):
+            try:
+                message = self._authorize(message, delivery)
+            except RejectedMessage as e:
+                return defer.fail(e)
         if self.partitions:
             try:
                 self._check_partition(message, delivery)
@@ -546,6 +568,20 @@ class CorrelatorService(service.Service):
                 return defer.fail(e)
         self.counters.inc("received")
         return self.batches.add((message, delivery.message_id))
+
+    def _authorize(self, command: messages.AlarmCommand, delivery) -> messages.AlarmCommand:
+        """``command`` with the person who acts, or RejectedMessage (dead-lettered, logged)."""
+        try:
+            applied = self.policy.authorize(command, delivery.user_id)
+        except RejectedMessage:
+            self.counters.inc("commands_refused")
+            raise
+        # An audit line per command: operators act rarely.
+        self.log.info("alarm command: {action} of alarm {ref} ({host}) by {user} "
+                      "(broker user {user_id})", action=command.action, ref=command.ref,
+                      host=command.host or "?", user=applied.user,
+                      user_id=delivery.user_id or "in process")
+        return applied
 
     def _check_partition(self, message, delivery) -> None:
         """Several nodes: refuse what cannot be applied here (see the module's rules)."""

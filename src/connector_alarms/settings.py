@@ -10,18 +10,21 @@ import dataclasses
 
 from connector.settings import (
     TABLE_PREFIX,
-    Bool, Choice, Duration, Float, Int, KeyValueMap, register_section, setting,
+    Bool, Choice, Duration, Float, Int, KeyValueMap, Str, StrList, register_section, setting,
 )
 
 __all__ = ["CorrelatorSettings"]
 
 _SEVERITIES = ("info", "warning", "minor", "major", "critical")
+#: A RabbitMQ user name as the AMQP ``user-id`` property carries it (a short string).
+_BROKER_USERS = StrList(Str(r"[^\s,]{1,255}", "a broker user name of 1 to 255 characters "
+                                              "without spaces or commas"))
 
 
 @register_section("correlator")
 @dataclasses.dataclass(frozen=True)
 class CorrelatorSettings:
-    """``[correlator]``: alarm updates, expiry, flapping, topology masking, batching."""
+    """``[correlator]``: alarm updates, expiry, flapping, topology masking, batching, who commands."""
 
     update_interval: float = setting(
         Duration(0, 86400), "60s",
@@ -55,3 +58,11 @@ class CorrelatorSettings:
         Duration(0.001, 10), "10ms", "Longest wait for a batch to fill before it is committed.")
     tick_interval: float = setting(
         Duration(0.1, 3600), "1s", "How often expiry and held updates are checked.")
+    operators: tuple = setting(
+        _BROKER_USERS, "guest, centaure",
+        "Broker users whose alarm commands (ack, unack, clear, note) are applied, recorded "
+        "under that user name (the AMQP user-id RabbitMQ checks); others are dead-lettered.")
+    command_services: tuple = setting(
+        _BROKER_USERS, "",
+        "Broker users trusted to command alarms on behalf of the person the command names "
+        "(e.g. a web console for its logged-in users): recorded under that person's name.")

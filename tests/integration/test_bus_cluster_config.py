@@ -140,13 +140,17 @@ def definitions_path():
 
 def test_definitions_give_each_connector_only_its_rights(write_settings, prefix, users,
                                                           definitions_path):
-    settings = write_settings(bus={"queue_type": "quorum"})
+    # An operator's user: the definitions give it the right to publish commands only.
+    settings = write_settings(bus={"queue_type": "quorum"},
+                              correlator={"operators": f"guest, {users}-op"})
     path = definitions_path
     out = _centaure("bus-config", "-c", settings, "--definitions", str(path),
                     "--user-prefix", users)
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(path.read_text())
     assert all(not u.get("password_hash") for u in doc["users"])
+    assert f"{users}-op" in {u["name"] for u in doc["users"]}
+    assert "guest" not in {u["name"] for u in doc["users"]}  # never redefined
     path.chmod(0o644)
     rabbitmqctl("import_definitions", str(path))
     assert {kind for kind, _ in _queues(prefix).values()} == {"quorum"}
@@ -171,6 +175,27 @@ def test_definitions_give_each_connector_only_its_rights(write_settings, prefix,
     finally:
         if poller.is_open:
             poller.close()
+
+    # Only the trap receiver publishes events (they raise and clear alarms); an
+    # operator and the centaure command publish commands and nothing else.
+    rabbitmqctl("change_password", f"{users}-op", "op-pw")
+    rabbitmqctl("change_password", users, "cli-pw")
+    for user, password in ((f"{users}-op", "op-pw"), (users, "cli-pw")):
+        person = pika.BlockingConnection(_url(user, password))
+        try:
+            ch = person.channel()
+            ch.confirm_delivery()
+            ch.basic_publish(f"{prefix}.alarm_command", "alarm_command.r1", b"{}",
+                             pika.BasicProperties(user_id=user))
+            reason = _refused(lambda: ch.basic_publish(f"{prefix}.event", "event.r1", b"{}"))
+            assert f"exchange '{prefix}.event'" in reason
+            ch = person.channel()
+            ch.confirm_delivery()  # the refusal comes with the publish, not later
+            reason = _refused(lambda: ch.basic_publish(f"{prefix}.perf", "perf.r1", b"{}"))
+            assert f"exchange '{prefix}.perf'" in reason
+        finally:
+            if person.is_open:
+                person.close()
 
     writer = pika.BlockingConnection(_url(f"{users}-db", "writer-pw"))
     try:
@@ -269,7 +294,8 @@ def test_definitions_imported_on_one_cluster_node_hold_on_another(rabbit_cluster
 
     cluster = rabbit_cluster
     users = f"u{uuid.uuid4().hex[:8]}"
-    settings = write_settings(url=",".join(cluster.urls), bus={"queue_type": "quorum"})
+    settings = write_settings(url=",".join(cluster.urls), bus={"queue_type": "quorum"},
+                              correlator={"operators": f"{users}-op"})
     out = _centaure("bus-config", "-c", settings, "--definitions", str(definitions_path),
                     "--user-prefix", users)
     assert out.returncode == 0, out.stdout + out.stderr

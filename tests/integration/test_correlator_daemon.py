@@ -142,14 +142,15 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
         assert (row["ref"], row["host"], row["count"], row["active"]) == (raised.ref, "sw-core",
                                                                            3, True)
 
-        # An operator acknowledges it: the correlator publishes who did.
+        # An operator acknowledges it: the correlator publishes who did (the broker
+        # user the command logged in as, guest: an operator by default).
         ack = subprocess.run([sys.executable, "-m", "centaure.cli", "alarms", "ack",
-                              str(raised.ref), "--user", "alice", "--note", "on it", "-c",
+                              str(raised.ref), "--note", "on it", "-c",
                               str(corr_ini)], capture_output=True, text=True, cwd=ROOT,
                              timeout=60)
         assert ack.returncode == 0, ack.stderr
         (acked,) = read_alarms(alarm_queue, 1)
-        assert (acked.state, acked.ref, acked.acked_by) == ("updated", raised.ref, "alice")
+        assert (acked.state, acked.ref, acked.acked_by) == ("updated", raised.ref, "guest")
         # The command carries the user the CLI logged in as, checked by the broker.
         seen = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         try:
@@ -159,7 +160,7 @@ def test_traps_raise_update_clear_end_to_end(tmp_path, prefix, tables):
             seen.close()
         assert method is not None, "the ack command never reached the alarm_command exchange"
         command = messages.decode(body, expected_type="alarm_command")
-        assert (command.action, command.ref, command.user) == ("ack", raised.ref, "alice")
+        assert (command.action, command.ref, command.user) == ("ack", raised.ref, "guest")
         assert (props.user_id, props.app_id) == ("guest", "cli")
 
         snmptrap(LINK_UP, 103)

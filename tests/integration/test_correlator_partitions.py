@@ -50,8 +50,10 @@ def node_settings(tmp_path, prefix: str, tables: str, node: str) -> tuple:
     path.write_text(settings_text(
         prefix, folder, bus={"partitions": str(P), "balance_interval": "1s"},
         connector={"http_port": str(port), "node": node}, database={"url": MARIADB_URL},
+        # The test acts for several people over the one guest user: a trusted service.
         correlator={"table_prefix": tables, "batch_interval": "20ms",
-                    "tick_interval": "0.2s", "update_interval": "0"}))
+                    "tick_interval": "0.2s", "update_interval": "0",
+                    "command_services": "guest"}))
     return path, port
 
 

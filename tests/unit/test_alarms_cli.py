@@ -70,7 +70,7 @@ def test_commands_check_their_arguments_before_touching_anything(tmp_path):
         (("ack", "-c", ini), "needs the REF"),
         (("ack", "12x", "--user", "a", "-c", ini), "needs the REF"),
         (("ack", str(2**64), "--user", "a", "-c", ini), "needs the REF"),
-        (("ack", "12", "-c", ini), "needs --user"),
+        (("ack", "12", "-c", ini), "no alarm with ref 12"),
         (("note", "12", "--user", "a", "-c", ini), "needs --note"),
         (("ack", "12", "--user", "a", "--host", "r1", "-c", ini), "are for listing"),
         (("ack", "12", "--user", "a", "-c", ini), "no alarm with ref 12"),
@@ -91,3 +91,16 @@ def test_missing_tables_and_embedded_bus_say_what_to_do(tmp_path):
     ini = state_db(tmp_path)  # [bus] url defaults to embedded: no broker to send to
     out = run("ack", str(alarm_ref("r1", "linkDown", "")), "--user", "a", "-c", ini)
     assert out.returncode != 0 and "embedded" in out.stderr
+
+
+def test_acting_for_someone_else_is_only_for_a_trusted_service(tmp_path):
+    ini = state_db(tmp_path)
+    ref = str(alarm_ref("r1", "linkDown", ""))
+    with open(ini, "a") as f:
+        # Nothing listens there: the refusal comes before any connection.
+        f.write("[bus]\nurl = amqp://ops1:pw@127.0.0.1:1/%2F\n")
+    out = run("ack", ref, "--user", "alice", "-c", ini)
+    assert out.returncode == 1
+    assert "--user is only for a trusted service" in out.stderr
+    assert "bus user 'ops1' is not in [correlator] command_services" in out.stderr
+    assert "pw" not in out.stderr and "Traceback" not in out.stderr

@@ -219,13 +219,15 @@ def saved(service: CorrelatorService) -> dict[str, int]:
         return dict(c.execute(sa.text("SELECT host, count FROM corr_alarms")).all())
 
 
-def delivery(host: str | None, msg_type: str = "event", partition: int | None = None) -> Delivery:
+def delivery(host: str | None, msg_type: str = "event", partition: int | None = None,
+             user_id: str | None = "guest") -> Delivery:
     if host is None:
         key = f"{msg_type}._"
     else:
         p = partition_of(host, P) if partition is None else partition
         key = f"{msg_type}.{p}.{host}"
-    return Delivery(body=b"", exchange="t.event", routing_key=key, message_id="m")
+    return Delivery(body=b"", exchange="t.event", routing_key=key, message_id="m",
+                    user_id=user_id)
 
 
 async def run_batch(service, values, forget_at=None):
@@ -355,8 +357,12 @@ async def test_commands_and_misrouted_messages_are_refused(tmp_path):
         e = await outcome(event(B), delivery(B))  # B's partition is not ours: late delivery
         assert isinstance(e, NotOwned)
         service.batches.batch_interval = 0.01
+        e = await outcome(with_host, delivery(A, "alarm_command", user_id="mallory"))
+        assert isinstance(e, RejectedMessage) and "broker user 'mallory'" in str(e)
+        assert service.states.peek(A).alarms[ref].acked_by is None
         assert await outcome(with_host, delivery(A, "alarm_command")) is None
-        assert service.states.peek(A).alarms[ref].acked_by == "u"
+        # Recorded under the broker user (an operator), not the name in the body.
+        assert service.states.peek(A).alarms[ref].acked_by == "guest"
     finally:
         await service.batches.close(drain=False)
         service.engine.dispose()

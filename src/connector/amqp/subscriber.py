@@ -206,6 +206,7 @@ class AMQPSubscriber:
                 redelivered=deliver.redelivered,
                 headers=props.get("headers") or {},
                 tag=tag,
+                user_id=props.get("user-id"),
             ),
             ack=lambda: self._ack(channel, tag),
             requeue=lambda: self._requeue(channel, tag),
