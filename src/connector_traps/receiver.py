@@ -325,10 +325,17 @@ class TrapReceiver(DatagramProtocol):
             self._pending = self.reactor.callLater(0, self._drain_slice)
 
     def _journal(self, pump: "JournalPump", data: bytes, addr: tuple[str, int]) -> None:
-        """The journaled intake: requests (informs, v3 discovery) answered now, the rest stored."""
+        """The journaled intake: requests (informs, v3 discovery) answered now, SNMPv3
+        traps decided now, the rest stored.  An SNMPv3 trap's time window and replay
+        checks must hold at reception, once: a record read again after a publisher
+        failure is no replay."""
         kind = KIND_RAW
         payload = data
-        if is_request(data):
+        try:
+            decide_now = is_request(data) or peek_version(data) == _VERSION_3
+        except ber.BERError:
+            decide_now = False
+        if decide_now:
             if not pump.has_room(len(data) + 1024):
                 # Not answered: the agent sends it again later.
                 self.drops.drop("journal_full")

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from connector import messages, startup
 from connector.reload import reload_on_sighup
 from connector.settings import settings_dir
+from connector_traps.boots import BootsError, boots_path, next_engine_boots
 from centaure_shared.inventory import load_inventory
 from connector_traps.convert import varbind_to_json
 from connector_traps.definitions import load_definitions
@@ -90,7 +91,7 @@ def _load_v3(traps, root: str, node: str):
     from connector_traps.usm import V3Receiver, load_users
 
     engine = bytes.fromhex(traps.engine_id) if traps.engine_id else engine_id_for(node)
-    return V3Receiver(load_users(path), engine)
+    return V3Receiver(load_users(path), engine, trap_time_window=traps.v3_time_window)
 
 
 def listen_udp(reactor, address: str, port: int, protocol):
@@ -140,11 +141,22 @@ class TrapService(service.Service):
         self._summary_loop = task.LoopingCall(self._publish_storm_summaries)
         self._summary_loop.clock = clock
         self._reloading = None
+        self._engine: tuple[int, float] | None = None  # our SNMPv3 boots, and since when
         runtime.health_checks[CONNECTOR] = lambda: {
             "listening": [p.getHost().port for p in self.ports], "degraded": not self.ports}
 
     def startService(self):
         super().startService()
+        if self.settings.v3_time_window is None:
+            self.log.warn("[traps] v3_time_window = off: SNMPv3 traps are accepted whatever their "
+                          "time, so a trap captured on the network can be replayed later (only "
+                          "a copy within 5 minutes is refused)")
+        try:
+            self._start_engine(self.config.v3)
+        except BootsError as e:
+            startup.fail(self.runtime.process_name, f"[traps] SNMPv3 engine boots: {e}",
+                         self.runtime.reactor)
+            return
         if self.settings.journal_size:
             folder = self.settings.journal_folder(
                 self.runtime.settings.buffer.path_for(CONNECTOR))
@@ -204,6 +216,18 @@ class TrapService(service.Service):
 
         return d.addBoth(stopped)
 
+    def _start_engine(self, v3) -> None:
+        """Our SNMPv3 engine's boots grow once per process (when v3 is first configured),
+        stored next to the [buffer] file; raises BootsError."""
+        if v3 is None:
+            return
+        if self._engine is None:
+            folder = os.path.dirname(self.runtime.settings.buffer.path_for(CONNECTOR))
+            self._engine = (next_engine_boots(boots_path(folder, v3.engine_id)), v3.clock())
+            self.log.info("SNMPv3 engine {engine}: start number {boots}",
+                          engine=v3.engine_id.hex(), boots=self._engine[0])
+        v3.start(*self._engine)
+
     def _v3(self, data: bytes, source: tuple[str, int]):
         """SNMPv3 datagrams: (response to send back, trap to publish), either may be None."""
         if self.config.v3 is None:
@@ -221,6 +245,16 @@ class TrapService(service.Service):
         d = threads.deferToThread(load_config, self.runtime.settings)
 
         def loaded(config: TrapConfig) -> None:
+            if config.v3 is not None and self.config.v3 is not None:
+                config.v3.adopt(self.config.v3)
+            else:
+                try:
+                    self._start_engine(config.v3)
+                except BootsError as e:
+                    self.counters.inc("reload_errors")
+                    self.log.error("reload refused, keeping the running configuration: {error}",
+                                   error=e)
+                    return
             self.config = config
             self.log.info("trap definitions reloaded")
 

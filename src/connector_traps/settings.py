@@ -114,6 +114,20 @@ class EngineId(Parser):
         return text.lower()
 
 
+class TimeWindow(Duration):
+    """An SNMPv3 time window in seconds (1 s to 1 day), or ``off`` (None)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 86400)
+        self.allowed = ("expected a duration from 1s to 1d (e.g. 150, 150s, 5m), or off for no "
+                        "time window (warned at start)")
+
+    def parse(self, raw: str, ctx: ParseContext) -> float | None:
+        if raw.lower() == "off":
+            return None
+        return super().parse(raw, ctx)
+
+
 @register_section("traps")
 @dataclasses.dataclass(frozen=True)
 class TrapSettings:
@@ -201,6 +215,13 @@ class TrapSettings:
     )
     engine_id: str = setting(
         EngineId(), "", "Our SNMPv3 engine ID in hex (for informs); empty: derived from the node name.",
+    )
+    v3_time_window: float | None = setting(
+        TimeWindow(), "150",
+        "How far an SNMPv3 trap's time may lag behind the latest one of its sender engine (RFC "
+        "3414 3.2.7 b) before it is refused (v3_not_in_time_window); a copy within it is "
+        "refused too (v3_replayed). Widen it for senders whose traps arrive late; off: no "
+        "time check for traps (warned at start).",
     )
     rate_limit: float = setting(
         Float(0, 1_000_000), "200", "Traps per second accepted from one source address; 0: no limit.",
