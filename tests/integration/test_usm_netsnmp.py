@@ -11,12 +11,13 @@ import queue
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
 from snmpwire import ber
 from connector_traps.usm import UserTable, V3Receiver
-from snmpwire.usm import UsmUser
+from snmpwire.usm import UsmUser, parse_message
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = [
@@ -72,6 +73,7 @@ class Server:
         self.sock.bind(("127.0.0.1", self.port))
         self.sock.settimeout(0.2)
         self.results: queue.Queue = queue.Queue()
+        self.datagrams: list[bytes] = []  # as received, for sending them again
         self.lock = threading.Lock()
         self._stop = False
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -86,6 +88,7 @@ class Server:
             except OSError:
                 return
             with self.lock:
+                self.datagrams.append(data)
                 res = self.receiver.handle(data, addr)
             if res.response is not None:
                 self.sock.sendto(res.response, addr)
@@ -99,6 +102,11 @@ class Server:
             except queue.Empty:
                 return out
 
+    def resend(self, data: bytes) -> None:
+        """Send ``data`` to the server again, from another socket."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(data, ("127.0.0.1", self.port))
+
     def counters(self) -> dict[str, int]:
         with self.lock:
             return dict(self.receiver.counters)
@@ -109,13 +117,25 @@ class Server:
         self.sock.close()
 
 
+class Later:
+    """Our clock, ``ahead`` seconds ahead (a receiver that has run that much longer)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+
 @pytest.fixture
 def server():
     users = [UsmUser(n, oa, AUTH if a else None, op, PRIV if x else None, e)
              for n, e, a, x, oa, op in USERS]
     # Same user name as t_sha_aes, another engine and other passwords.
     users.append(UsmUser("t_sha_aes", "SHA", "other-auth-2", "AES", "other-priv-2", E2))
-    srv = Server(V3Receiver(UserTable(users), OURS))
+    clock = Later()
+    srv = Server(V3Receiver(UserTable(users), OURS, clock=clock))
+    srv.clock = clock
     yield srv
     srv.close()
 
@@ -134,8 +154,8 @@ def _args(user, a, x, auth=AUTH, priv=PRIV):
     return args
 
 
-def snmptrap(srv, env, user, engine, a, x, **kw):
-    cmd = ["snmptrap", *_args(user, a, x, **kw), "-e", "0x" + engine.hex(),
+def snmptrap(srv, env, user, engine, a, x, z=None, **kw):
+    cmd = ["snmptrap", *_args(user, a, x, **kw), *(["-Z", z] if z else []), "-e", "0x" + engine.hex(),
            f"127.0.0.1:{srv.port}", "", TRAP_OID, *VB_ARGS]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=20)
 
@@ -221,3 +241,40 @@ def test_snmpinform_wrong_password(server, env):
     got = server.drain()
     assert all(g.trap is None for g in got)
     assert server.counters()["wrong_digest"] >= 1 and server.counters()["accepted"] == 0
+
+
+def test_snmptrap_copies_refused_and_new_traps_accepted(server, env):
+    """The default time window and replay memory against net-snmp's snmptrap,
+    whose engine time is its host's uptime in hundredths of a second."""
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES").returncode == 0
+    (first,) = server.drain()
+    assert first.error is None
+    captured = server.datagrams[-1]
+    server.resend(captured)                       # at once: a copy
+    assert [r.error for r in server.drain()] == ["replayed"]
+    server.clock.ahead = 365 * 86400.0
+    server.resend(captured)                       # a year later
+    assert [r.error for r in server.drain()] == ["not_in_time_window"]
+    # The sender's own new traps still pass, a year later too.
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES").returncode == 0
+    assert snmptrap(server, env, "t_sha256_auth", E1, "SHA-256", None).returncode == 0
+    assert [r.error for r in server.drain()] == [None, None]
+    c = server.counters()
+    assert c["accepted"] == 3 and c["replayed"] == 1 and c["not_in_time_window"] == 1
+
+
+def test_snmptrap_after_its_host_rebooted_and_with_z(server, env):
+    """snmptrap's time goes back when its host reboots (boots stays 1): refused;
+    ``-Z boots,time`` with the Unix time keeps it growing across reboots."""
+    now = int(time.time())
+    uptime_ticks = int(float(open("/proc/uptime").read().split()[0]) * 100)
+    assert uptime_ticks + 1_000_000 < now  # net-snmp's time is far below the Unix time
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES", z=f"1,{now}").returncode == 0
+    (res,) = server.drain()
+    m = parse_message(server.datagrams[-1])
+    assert res.error is None and (m.boots, m.time) == (1, now)
+    # As after a reboot of the sender's host: the same boots, its uptime as time.
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES").returncode == 0
+    assert [r.error for r in server.drain()] == ["not_in_time_window"]
+    assert snmptrap(server, env, "t_sha_aes", E1, "SHA", "AES", z=f"1,{now + 1}").returncode == 0
+    assert [r.error for r in server.drain()] == [None]
