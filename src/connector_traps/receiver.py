@@ -33,13 +33,15 @@ Who a trap is about: each trap goes to the sink through
 the UDP source unless the source is one of ``trusted_relays`` (then the
 agent address the trap names, v1 agent-addr or snmpTrapAddress.0).
 
-Reports: an SNMPv3 answer that comes without a trap (a Report: engine
-discovery, unknown user, wrong digest...; an inform's Response always comes
-with its trap) is sent only if ``reports`` (a
+Reports: an SNMPv3 answer that comes without a trap -- a Report (engine
+discovery, unknown user, wrong digest...), or the Response to a copy of an
+inform already handed on -- is sent only if ``reports`` (a
 :class:`~connector_traps.storm.ReportLimiter`, shared by the receivers of a
 daemon) allows it: a Report is bigger than the forgeable datagram it
-answers.  Suppressed ones are counted (``reports_suppressed_source``,
+answers, and a copy can be sent by anyone who captured the original.
+Suppressed ones are counted (``reports_suppressed_source``,
 ``reports_suppressed_global``) and logged at most every ``log_interval``.
+The Response to an inform handed on (with its trap) is always sent.
 
 Communities: ``communities`` is a set of accepted community strings
 (``bytes``); an EMPTY set accepts any community (for a lab, or a receiver that
