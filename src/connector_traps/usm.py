@@ -55,7 +55,7 @@ Timeliness and replays (RFC 3414 3.2 step 7)
       -- the HMAC of the whole message) for as long as a copy could pass the
       time check (:class:`ReplayMemory`: the trap window, or twice the inform
       window, whichever is longer), at most ``replay_entries`` (100,000, about
-      20 MB) of them, the oldest forgotten first.  A copy is refused as
+      18 MB) of them, the oldest forgotten first.  A copy is refused as
       ``replayed``; a copy of an inform still gets its Response (an agent that
       lost ours may send the same bytes again) but is not handed on again.
     The state (our boots and start, the senders' clocks, the replay memory)
@@ -283,7 +283,7 @@ def load_users(path: str | os.PathLike[str], *, environ: Mapping[str, str] | Non
 # --------------------------------------------------------------------------
 # Replays
 
-#: Default bound of :class:`ReplayMemory` (about 20 MB when full).
+#: Default bound of :class:`ReplayMemory` (about 18 MB when full).
 REPLAY_ENTRIES = 100_000
 
 
