@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -180,6 +181,13 @@ def test_v3_trap_copy_refused_and_inform_refused_after_a_restart(tmp_path, prefi
         assert drain(queue, idle=1.0) == []
         m = metrics(http_port)
         assert m.get("v3_replayed") == 1 and m.get("published_events") == 2
+        # A reload of the users (SIGHUP) keeps what the receiver remembers.
+        before = len(daemon.logs())
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(daemon, "trap definitions reloaded", before)
+        assert exchange(port, trap_bytes) is None
+        assert drain(queue, idle=1.0) == []
+        assert metrics(http_port).get("v3_replayed") == 2
 
         daemon.stop()
         boots_file = tmp_path / f"traps-engine-{parse_message(informs[0]).engine_id.hex()}.boots"

@@ -128,3 +128,26 @@ def test_journaled_v3_trap_read_again_after_a_publisher_failure_is_published(tmp
     clock.advance(0)
     assert len(published) == 1 and v3.counters["not_in_time_window"] == 1
     pump.stop()
+
+
+# --------------------------------------------------------------------------
+# A reload of the users
+
+
+def test_a_reload_keeps_boots_clocks_and_replay_memory():
+    u = UsmUser("u1", "SHA", "auth-pass-1", "AES", "priv-pass-1", E1)
+    wall = [1_000_000.0]
+    old = V3Receiver(UserTable([u]), OURS, clock=lambda: wall[0])
+    old.start(7)
+    k = localized_keys(u, E1)
+    first = encode_notification(k, engine_id=E1, user="u1", trap_oid=LINK_DOWN, boots=2, time=5000,
+                                msg_id=1)
+    assert old.handle(first, ("h", 1)).error is None
+    wall[0] += 60
+    new = V3Receiver(UserTable([u]), OURS, clock=lambda: wall[0])  # as load_config builds it
+    new.adopt(old)
+    assert (new.boots, new.engine_time()) == (7, 60)
+    assert new.handle(first, ("h", 1)).error == "replayed"
+    stale = encode_notification(k, engine_id=E1, user="u1", trap_oid=LINK_DOWN, boots=2, time=4000,
+                                msg_id=2)
+    assert new.handle(stale, ("h", 1)).error == "not_in_time_window"
