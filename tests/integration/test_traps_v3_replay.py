@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from connector import messages
+from connector_traps.service import engine_id_for
 from snmpwire import ber
 from snmpwire.usm import decode_scoped_pdu, parse_message
 from tests.conftest import ROOT, settings_text
@@ -218,12 +219,24 @@ def test_v3_trap_copy_refused_and_inform_refused_after_a_restart(tmp_path, prefi
         daemon.stop()
 
 
-def test_a_time_window_of_zero_is_a_start_up_error(tmp_path, setup):
+def run_until_exit(tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([f"{os.path.dirname(sys.executable)}/twistd", "-n", "--pidfile=",
+                           "centaure-traps", "-c", str(tmp_path / "settings.ini")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_start_up_errors(tmp_path, setup):
     _port, _http_port, write = setup
     write(v3_time_window="0")
-    out = subprocess.run([f"{os.path.dirname(sys.executable)}/twistd", "-n", "--pidfile=",
-                          "centaure-traps", "-c", str(tmp_path / "settings.ini")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=ROOT))
+    out = run_until_exit(tmp_path)
     assert out.returncode != 0
     assert "v3_time_window" in out.stdout + out.stderr and "or off" in out.stdout + out.stderr
+    # A boots file that is not a count: the daemon does not guess.
+    write()
+    boots_file = tmp_path / f"traps-engine-{engine_id_for('testnode').hex()}.boots"
+    boots_file.write_text("seven\n")
+    out = run_until_exit(tmp_path)
+    assert out.returncode != 0
+    assert str(boots_file) in out.stdout + out.stderr and "whole number" in out.stdout + out.stderr
+    assert boots_file.read_text() == "seven\n"
