@@ -116,7 +116,8 @@ from snmpwire.usm import (
     verify,
 )
 
-__all__ = ["REASONS", "REPLAY_ENTRIES", "ReplayMemory", "UserTable", "V3Result", "V3Receiver", "load_users"]
+__all__ = ["REASONS", "REPLAY_ENTRIES", "ReplayMemory", "UserTable", "V3Result", "V3Receiver",
+           "load_users"]
 
 #: Every counter of :attr:`V3Receiver.counters` (all present from the start).
 REASONS = (
