@@ -89,6 +89,8 @@ def settings_text(prefix: str, tmp_path, url: str = AMQP_URL, **extra: dict) -> 
                 "retry_delay": "0.1s", "retry_limit": "2"},
         "buffer": {"path": str(tmp_path / "buffer-{connector}.sqlite3")},
         "connector": {"http_port": "0", "status_interval": "1s", "node": "testnode"},
+        # centaure-all runs the web console too: any free port, never a fixed one.
+        "console": {"port": "0"},
     }
     for section, values in extra.items():
         sections.setdefault(section, {}).update(values)

@@ -89,11 +89,12 @@ def test_status_health_and_metrics(daemon, broker_guard):
                              text=True, cwd=ROOT)
         assert out.returncode == 0, out.stderr
         lines = [l for l in out.stdout.splitlines() if l.startswith("testnode")]
-        return lines if len(lines) >= 5 and all(" ok " in l for l in lines) else None
+        return lines if len(lines) >= 6 and all(" ok " in l for l in lines) else None
 
     lines = _wait(status_lists_all, 60, "centaure status to list the connectors")
     # centaure-all heartbeats once per connector it runs.
-    assert sorted(l.split()[1] for l in lines) == ["alerter", "correlator", "db", "snmp", "traps"]
+    assert sorted(l.split()[1] for l in lines) == ["alerter", "console", "correlator", "db",
+                                                         "snmp", "traps"]
 
     status, metrics = _get(base + "/metrics")
     assert status == 200

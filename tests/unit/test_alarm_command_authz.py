@@ -87,8 +87,10 @@ def test_only_a_connectors_own_user_publishes_its_message_types(partitions):
         assert writers(doc, f"p.{msg_type}") == owners, msg_type
     # Events raise and clear alarms: the trap receiver's user alone sends them.
     assert writers(doc, "p.event") == {"centaure-traps"}
-    # Commands: the centaure command's user and the operators', no connector.
-    assert writers(doc, "p.alarm_command") == {"centaure", "ops1", "console"}
+    # Commands: the centaure command's user, the operators' and the web console's (which
+    # the correlator trusts only when [correlator] command_services names it).
+    assert writers(doc, "p.alarm_command") == {"centaure", "ops1", "console",
+                                               "centaure-console"}
     perms = {p["user"]: p for p in doc["permissions"]}
     for name in ("ops1", "console"):
         assert perms[name] == {"user": name, "vhost": "/", "configure": "^$",

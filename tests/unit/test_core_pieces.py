@@ -49,8 +49,8 @@ def test_queues_follow_the_design():
     assert dead_letter_queue("centaure").arguments == {}
     assert {q.arguments.get("x-queue-type") for q in all_queues("centaure", "quorum")} == {"quorum"}
     assert {x.name for x in all_queues("centaure")} == {
-        "centaure.db", "centaure.correlator", "centaure.alerter", "centaure.dead",
-        "centaure.status"}
+        "centaure.db", "centaure.correlator", "centaure.alerter", "centaure.console",
+        "centaure.dead", "centaure.status"}
     with pytest.raises(KeyError, match="consumes nothing"):
         connector_queue("centaure", "snmp")
 

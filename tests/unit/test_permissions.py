@@ -65,7 +65,7 @@ def test_definitions_declare_the_partition_queues_not_the_token_queues():
     doc = definitions("p", partitions=4, queue_type="quorum")
     queues = {q["name"]: q for q in doc["queues"]}
     assert set(queues) == ({f"p.{c}.p{n}" for c in ("correlator", "alerter") for n in range(4)}
-                           | {"p.db", "p.dead", "p.status"})
+                           | {"p.db", "p.console", "p.dead", "p.status"})
     assert queues["p.correlator.p2"]["arguments"]["x-single-active-consumer"] is True
     keys = {b["routing_key"] for b in doc["bindings"] if b["destination"] == "p.correlator.p2"}
     assert "event.2.#" in keys
@@ -75,7 +75,7 @@ def test_definitions_declare_the_partition_queues_not_the_token_queues():
     # One node: as before.
     single = definitions("p")
     assert {q["name"] for q in single["queues"]} == {"p.db", "p.correlator", "p.alerter",
-                                                      "p.dead", "p.status"}
+                                                      "p.console", "p.dead", "p.status"}
 
 
 def test_names_regex_anchors_patterns_with_the_names():

@@ -16,12 +16,13 @@ SHIPPED = {
     "db": ("perf", "event", "alarm", "threshold", "notification"),
     "correlator": ("event", "alarm_snapshot", "threshold", "alarm_command"),
     "alerter": ("perf", "alarm"),
+    "console": ("alarm",),
 }
 
 
 def test_every_shipped_connector_is_declared_in_start_order():
     specs = installed()
-    assert list(specs) == ["snmp", "traps", "db", "correlator", "alerter"]
+    assert list(specs) == ["snmp", "traps", "db", "correlator", "alerter", "console"]
     for name, spec in specs.items():
         assert isinstance(spec, ConnectorSpec)
         assert spec.consumes == SHIPPED[name]
@@ -34,6 +35,7 @@ PUBLISHES = {
     "db": (),
     "correlator": ("alarm",),
     "alerter": ("threshold", "notification"),
+    "console": ("alarm_command",),
 }
 
 
@@ -59,7 +61,8 @@ def test_each_connector_adds_its_own_commands():
     for spec in installed().values():
         if spec.commands:
             handlers.update(load_target(spec.commands)(sub, lambda p: p))
-    assert set(handlers) == {"poll", "db", "query", "alarms", "silence", "rules"}
+    assert set(handlers) == {"poll", "db", "query", "alarms", "silence", "rules",
+                             "console"}
     assert all(callable(h) for h in handlers.values())
     args = parser.parse_args(["poll", "router01", "--json"])
     assert (args.command, args.host, args.json) == ("poll", "router01", True)
@@ -70,13 +73,14 @@ def test_definitions_give_each_user_what_its_connector_publishes_and_consumes():
 
     doc = definitions("p", "/", "quorum", "c")
     rights = {p["user"]: p for p in doc["permissions"]}
-    assert set(rights) == {"c", "c-snmp", "c-traps", "c-db", "c-correlator", "c-alerter"}
+    assert set(rights) == {"c", "c-snmp", "c-traps", "c-db", "c-correlator", "c-alerter",
+                           "c-console"}
     assert rights["c-snmp"]["write"] == r"^(p\.alarm_snapshot|p\.perf|p\.status)$"
     assert rights["c-snmp"]["read"] == "^$"
     assert rights["c-correlator"]["write"] == r"^(p\.alarm|p\.correlator|p\.dead|p\.status)$"
     assert rights["c"]["write"] == r"^(p\.alarm_command|p\.status)$"
     assert all(u["password_hash"] == "" and u["tags"] == [] for u in doc["users"])
-    assert {q["name"] for q in doc["queues"]} == {"p.db", "p.correlator", "p.alerter", "p.dead",
-                                                 "p.status"}
+    assert {q["name"] for q in doc["queues"]} == {"p.db", "p.correlator", "p.alerter", "p.console",
+                                                 "p.dead", "p.status"}
     assert {"source": "p.perf", "vhost": "/", "destination": "p.db", "destination_type": "queue",
             "routing_key": "#", "arguments": {}} in doc["bindings"]

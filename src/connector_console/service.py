@@ -1,0 +1,195 @@
+"""The web console's service: its port, its board fed from the bus, its sessions.
+
+At start it takes its port (a port it cannot have stops the process with
+one line), subscribes to its queue ``<prefix>.console`` (every ``alarm``),
+then reads the correlator's active alarms from ``[database]`` (waiting while
+the tables are not there yet: the board says so meanwhile).
+"""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from connector import startup
+from connector.retry import retry_in_thread
+from connector.settings import mask_url
+from connector.topology import connector_queue
+from centaure_shared.sql import error_summary, make_engine
+
+from .board import AlarmBoard
+from .commands import CommandSender
+from .reader import AlarmReader
+from .sessions import SessionStore
+from .users import UserFile, UsersError
+from .web import ConsoleResource, EventStreams, make_console_site
+
+__all__ = ["CONNECTOR", "ConsoleService", "build"]
+
+CONNECTOR = "console"
+
+
+class ConsoleService(service.Service):
+    """Serves the console; keeps its alarm board current."""
+
+    log = Logger()
+
+    def __init__(self, runtime, engine: sa.Engine, users: UserFile) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.conf = self.settings.section("console")
+        self.engine = engine
+        self.users = users
+        self.counters = runtime.counters(CONNECTOR)
+        prefix = _correlator_prefix(self.settings)
+        self.reader = AlarmReader(engine, prefix)
+        self.board = AlarmBoard()
+        self.sessions = SessionStore(self.conf.session_lifetime, runtime.reactor.seconds)
+        self.streams = EventStreams(self.board, self.conf.max_event_clients, runtime.reactor)
+        self.sender = CommandSender(runtime.bus.publisher(CONNECTOR),
+                                    f"{CONNECTOR}@{runtime.node}", runtime.reactor.seconds)
+        self.tls = bool(self.conf.tls_cert)
+        self.resource = ConsoleResource(
+            board=self.board, reader=self.reader, users=users, sessions=self.sessions,
+            sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
+            tls=self.tls)
+        self.site = make_console_site(self.resource)
+        self.listening = None
+        self.load_error: str | None = None
+        self._stopping = False
+        self._loading: defer.Deferred | None = None
+        runtime.health_checks[CONNECTOR] = self.health
+
+    @property
+    def url(self) -> str:
+        """Where the console answers (the port actually taken when ``port = 0``)."""
+        port = self.listening.getHost().port if self.listening else self.conf.port
+        host = self.conf.listen
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/"
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.listening is None:
+            self._listen()
+            if self.listening is None:
+                return
+        self.streams.start()
+        queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
+                                self.settings.bus.queue_type)
+        self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self.board)
+        self._loading = defer.ensureDeferred(self._load())
+        self._loading.addErrback(lambda f: startup.fail_start(
+            CONNECTOR, f, error_summary(f.value), self.runtime.reactor))
+
+    def _listen(self) -> None:
+        reactor = self.runtime.reactor
+        try:
+            if self.tls:
+                self.listening = reactor.listenSSL(self.conf.port, self.site, _tls_context(
+                    self.conf.tls_cert, self.conf.tls_key), interface=self.conf.listen)
+            else:
+                self.listening = reactor.listenTCP(self.conf.port, self.site,
+                                                   interface=self.conf.listen)
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            startup.fail(CONNECTOR, f"[console] port = {self.conf.port}: cannot listen on "
+                                    f"{self.conf.listen}:{self.conf.port} ({reason})", reactor)
+            return
+        self.log.info("web console on {url} ({users} users{anonymous})", url=self.url,
+                      users=len(self.users),
+                      anonymous=", anonymous_view" if self.conf.anonymous_view else "")
+
+    async def _load(self) -> None:
+        def waiting(exc: BaseException) -> None:
+            self.load_error = error_summary(exc)
+
+        rows = await retry_in_thread(
+            self.runtime.reactor, self.reader.active,
+            lambda exc: isinstance(exc, sa.exc.SQLAlchemyError), 0.5, 10.0,
+            "the correlator's alarm tables", lambda: self._stopping, waiting)
+        if rows is None:
+            return
+        self.board.load(rows)
+        self.load_error = None
+        self.log.info("alarm board loaded: {n} active alarms from {url}", n=len(rows),
+                      url=mask_url(self.settings.database.url.reveal()))
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self._stopping = True
+        super().stopService()
+        self.streams.stop()
+        listening, self.listening = self.listening, None
+        if listening is not None:
+            yield listening.stopListening()
+        if self._loading is not None:
+            yield self._loading
+        self.engine.dispose()
+
+    def health(self) -> dict:
+        """For /health and the heartbeats: the board, its live streams, the sessions."""
+        body = {"state": "ready" if self.board.loaded else "loading", "alarms": len(self.board),
+                "event_clients": len(self.streams), "sessions": len(self.sessions),
+                "url": self.url}
+        if not self.board.loaded:
+            body["degraded"] = True
+            body["last_error"] = self.load_error
+        return body
+
+
+def _correlator_prefix(settings) -> str:
+    """The correlator's table prefix (``[correlator] table_prefix``; ``corr_`` without it)."""
+    try:
+        return settings.section("correlator").table_prefix
+    except KeyError:
+        return "corr_"
+
+
+def _tls_context(cert: str, key: str | None):
+    """The server's TLS options from PEM files (the key may be in the certificate's file)."""
+    from twisted.internet import ssl
+
+    with open(cert, "rb") as f:
+        pem = f.read()
+    if key:
+        with open(key, "rb") as f:
+            pem += b"\n" + f.read()
+    return ssl.PrivateCertificate.loadPEM(pem).options()
+
+
+def build(runtime) -> ConsoleService:
+    """The console of ``runtime``'s process (no I/O besides reading its users file)."""
+    settings = runtime.settings
+    conf = settings.section("console")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(conf, name)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"[console] {name} = {path}: no such file")
+    if conf.tls_key and not conf.tls_cert:
+        raise ValueError("[console] tls_key is set without tls_cert")
+    url = settings.database.url.reveal()
+    try:
+        engine = make_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+        raise ValueError(f"[database] url {mask_url(url)}: {e}") from None
+    try:
+        users = UserFile(conf.users_file)
+    except UsersError as e:
+        raise ValueError(f"[console] users_file: {e}") from None
+    if conf.users_file and not os.path.exists(conf.users_file):
+        raise ValueError(f"[console] users_file = {conf.users_file}: no such file (write it "
+                         "with 'centaure console add-user')")
+    return ConsoleService(runtime, engine, users)

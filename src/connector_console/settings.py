@@ -1,0 +1,46 @@
+"""Settings of the web console: the ``[console]`` section.
+
+Imported by every connector through :func:`connector.settings.discover_sections`:
+keep it light (no twisted.web, no SQLAlchemy, no argon2 here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connector.settings import Bool, Duration, FilePath, Int, Str, register_section, setting
+
+__all__ = ["ConsoleSettings"]
+
+
+@register_section("console")
+@dataclasses.dataclass(frozen=True)
+class ConsoleSettings:
+    """``[console]``: where the web console listens, who may log in, its sessions."""
+
+    listen: str = setting(
+        Str(r"\S+", "an address to listen on (a host name or IP address)"), "127.0.0.1",
+        "Address the web console listens on (127.0.0.1: this machine only; 0.0.0.0: all).")
+    port: int = setting(
+        Int(0, 65535), "8480",
+        "TCP port of the web console (0: any free port, told in the log).")
+    users_file: str | None = setting(
+        FilePath(optional=True), "",
+        "YAML file of the console's users (name, role viewer or operator, argon2 password "
+        "hash), written by 'centaure console add-user'; empty: nobody can log in.")
+    anonymous_view: bool = setting(
+        Bool(), "false",
+        "true: the board and alarm pages are readable without logging in (commands still "
+        "need an operator's login).")
+    tls_cert: str | None = setting(
+        FilePath(optional=True), "",
+        "PEM certificate (chain) for HTTPS; empty: plain HTTP (put a TLS proxy in front).")
+    tls_key: str | None = setting(
+        FilePath(optional=True), "", "PEM private key of tls_cert (a file only its owner reads).")
+    session_lifetime: float = setting(
+        Duration(60, 30 * 86400), "8h",
+        "How long a login lasts; after it the browser is asked to log in again.")
+    max_event_clients: int = setting(
+        Int(1, 100_000), "1000",
+        "Most live-update (server-sent events) connections served at once; more are refused "
+        "with 503.")

@@ -1,0 +1,486 @@
+"""The console's HTTP side (twisted.web): pages, the live event stream, commands.
+
+Routes (``GET`` unless told):
+
+* ``/`` the alarm board; ``/alarm/<ref>`` one alarm; ``POST /alarm/<ref>/command``
+  an operator's ack, unack, clear or note; ``/events`` the board's live
+  updates (server-sent events); ``/api/alarms`` the board as JSON;
+* ``/login`` (``GET`` the form, ``POST`` the credentials), ``POST /logout``;
+* ``/static/...`` the stylesheet and script shipped in the package.
+
+Every page but the login form needs a session (or ``[console] anonymous_view``
+for reading); every ``POST`` needs the session's CSRF token (the login form's:
+a token of its own, doubled in a cookie). Refusals are pages that say why:
+401 (not logged in, session expired, wrong password), 403 (CSRF token
+missing or wrong, a viewer commanding), 404, 400.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import resources
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+
+from .board import SEVERITIES, AlarmBoard
+from .commands import ACTIONS, CommandSender
+from .interfaces import IAuthenticator, ISessionStore
+from .sessions import Session
+from .users import User
+
+__all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"]
+
+SESSION_COOKIE = b"centaure_session"
+LOGIN_COOKIE = b"centaure_login"
+#: Longest name or password accepted by the login form (argon2 hashes any length).
+CREDENTIAL_MAX = 1024
+_HEADERS = {
+    # No inline script or style: what an alarm's text could smuggle in never runs.
+    b"content-security-policy": b"default-src 'self'; img-src 'self' data:; "
+                                b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    b"x-content-type-options": b"nosniff",
+    b"x-frame-options": b"DENY",
+    b"referrer-policy": b"same-origin",
+    b"cache-control": b"no-store",
+}
+
+
+def iso(ts: float | None) -> str:
+    """UNIX seconds as ``YYYY-MM-DD HH:MM:SS`` UTC (empty for None)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def filter_rows(rows: list[dict], severity: str = "", host: str = "", text: str = "",
+                acked: str = "") -> list[dict]:
+    """The board's filters (the page's script applies the same to live updates).
+
+    ``severity``: that severity or worse; ``host``: part of the host name;
+    ``text``: part of the host, name or message (case-insensitive);
+    ``acked``: ``yes``, ``no`` or anything else for both.
+    """
+    lowest = SEVERITIES.index(severity) if severity in SEVERITIES else 0
+    host, text = host.lower(), text.lower()
+    out = []
+    for r in rows:
+        if SEVERITIES.index(r["severity"]) < lowest:
+            continue
+        if host and host not in r["host"].lower():
+            continue
+        if text and not any(text in (r[k] or "").lower() for k in ("host", "name", "message")):
+            continue
+        if acked == "yes" and not r["acked_by"] or acked == "no" and r["acked_by"]:
+            continue
+        out.append(r)
+    return out
+
+
+class EventStreams:
+    """The open ``/events`` streams: every board change is written to each of them.
+
+    A comment line every ``keepalive`` seconds keeps proxies from closing an
+    idle stream and ends the streams of sessions that expired.
+    """
+
+    log = Logger()
+
+    def __init__(self, board: AlarmBoard, limit: int, clock, keepalive: float = 15.0) -> None:
+        self.board = board
+        self.limit = limit
+        self.clock = clock
+        self._streams: dict[server.Request, Session | None] = {}
+        self._keepalive = task.LoopingCall(self._ping)
+        self._keepalive.clock = clock
+        self.keepalive = keepalive
+        board.subscribe(self._changed)
+
+    def start(self) -> None:
+        """Start the keep-alive pings."""
+        self._keepalive.start(self.keepalive, now=False)
+
+    def stop(self) -> None:
+        """End every stream (the process stops)."""
+        if self._keepalive.running:
+            self._keepalive.stop()
+        for request in list(self._streams):
+            self._end(request)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def open(self, request: server.Request, session: Session | None) -> bool:
+        """Start streaming to ``request``: the whole board first, then each change."""
+        if len(self._streams) >= self.limit:
+            return False
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"x-accel-buffering", b"no")
+        self._streams[request] = session
+        request.notifyFinish().addBoth(lambda _: self._streams.pop(request, None))
+        # retry: the browser's reconnect delay (ms) after the stream drops.
+        request.write(b"retry: 2000\n\n")
+        self._write(request, "snapshot", self.board.rows() if self.board.loaded else None)
+        return True
+
+    def _changed(self, kind: str, data: dict) -> None:
+        if kind == "snapshot":
+            data = self.board.rows()
+        for request in list(self._streams):
+            self._write(request, kind, data)
+
+    def _write(self, request: server.Request, kind: str, data) -> None:
+        body = json.dumps(data, separators=(",", ":"))
+        try:
+            request.write(b"event: " + kind.encode() + b"\ndata: " + body.encode() + b"\n\n")
+        except Exception:
+            self._streams.pop(request, None)
+
+    def _ping(self) -> None:
+        now = self.clock.seconds()
+        for request, session in list(self._streams.items()):
+            if session is not None and session.expires <= now:
+                self._end(request)
+            else:
+                try:
+                    request.write(b": ping\n\n")
+                except Exception:
+                    self._streams.pop(request, None)
+
+    def _end(self, request: server.Request) -> None:
+        self._streams.pop(request, None)
+        try:
+            request.finish()
+        except Exception:
+            pass
+
+
+class ConsoleResource(resource.Resource):
+    """Every route of the console (see the module's list)."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, *, board: AlarmBoard, reader, users: IAuthenticator,
+                 sessions: ISessionStore, sender: CommandSender, streams: EventStreams,
+                 anonymous_view: bool, tls: bool, version: str = "") -> None:
+        super().__init__()
+        self.board = board
+        self.reader = reader
+        self.users = users
+        self.sessions = sessions
+        self.sender = sender
+        self.streams = streams
+        self.anonymous_view = anonymous_view
+        self.tls = tls
+        self.version = version
+        self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
+                                     autoescape=select_autoescape(default=True),
+                                     trim_blocks=True, lstrip_blocks=True)
+        self.templates.filters["iso"] = iso
+        self.templates.globals["SEVERITIES"] = SEVERITIES
+
+    # --- dispatch -----------------------------------------------------------------
+
+    def render(self, request: server.Request):
+        for name, value in _HEADERS.items():
+            request.setHeader(name, value)
+        path = [p.decode("utf-8", "replace") for p in request.postpath]
+        if path and path[-1] == "" and len(path) > 1:
+            path = path[:-1]
+        method = request.method.decode("ascii", "replace")
+        routes: dict[tuple, Callable] = {
+            ("GET", ""): self.board_page, ("GET", "login"): self.login_form,
+            ("POST", "login"): self.login, ("POST", "logout"): self.logout,
+            ("GET", "events"): self.events, ("GET", "api"): self.api,
+            ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
+            ("HEAD", ""): self.board_page,
+        }
+        handler = routes.get((method, path[0] if path else ""))
+        if handler is None:
+            if any(m == method for m, _ in routes) or method not in ("GET", "POST", "HEAD"):
+                if (path[0] if path else "") in {p for _, p in routes}:
+                    return self.refuse(request, 405, "Method not allowed",
+                                       f"{method} is not accepted here.")
+            return self.refuse(request, 404, "Not found", "There is no such page.")
+        try:
+            result = handler(request, path[1:])
+        except Exception:
+            self.log.failure("console: {method} {path} failed", method=method,
+                             path="/".join(path))
+            return self.refuse(request, 500, "Error", "The console failed to answer; its "
+                               "log says why.")
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._failed, request)
+            return server.NOT_DONE_YET
+        return result
+
+    def _failed(self, failure, request: server.Request) -> None:
+        self.log.failure("console: request failed", failure)
+        if not request.finished:
+            request.write(self.refuse(request, 500, "Error", "The console failed to answer; "
+                                      "its log says why."))
+            request.finish()
+
+    # --- sessions -------------------------------------------------------------------
+
+    def session(self, request: server.Request) -> Session | None:
+        """The request's live session, if any."""
+        return self.sessions.get(request.getCookie(SESSION_COOKIE))
+
+    def viewer(self, request: server.Request) -> tuple[Session | None, bytes | None]:
+        """(session, None) when the request may read; (None, the refusal page) else."""
+        session = self.session(request)
+        if session is not None or self.anonymous_view:
+            return session, None
+        expired = request.getCookie(SESSION_COOKIE) is not None
+        return None, self.login_page(
+            request, 401, "Your session has expired: log in again." if expired
+            else "Log in to see the console.")
+
+    def _cookie(self, request: server.Request, name: bytes, value: str, max_age: int | None,
+                path: bytes = b"/") -> None:
+        request.addCookie(name, value, path=path, httpOnly=True, secure=self.tls or None,
+                          sameSite="strict", max_age=None if max_age is None else str(max_age))
+
+    def page(self, request: server.Request, template: str, code: int = 200, **values) -> bytes:
+        """Render a page (HTML, UTF-8)."""
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        session = values.pop("session", None)
+        return self.templates.get_template(template).render(
+            session=session, user=session.user if session else None,
+            csrf=session.csrf if session else "", version=self.version, **values,
+        ).encode("utf-8")
+
+    def refuse(self, request: server.Request, code: int, title: str, text: str) -> bytes:
+        """A page saying why the request is refused."""
+        return self.page(request, "error.html", code, title=title, text=text,
+                         session=self.session(request))
+
+    # --- login ----------------------------------------------------------------------
+
+    def login_page(self, request: server.Request, code: int, text: str = "",
+                   next_path: str = "") -> bytes:
+        """The login form, with a fresh login CSRF token (doubled in a cookie)."""
+        token = secrets.token_urlsafe(32)
+        self._cookie(request, LOGIN_COOKIE, token, 600, path=b"/login")
+        if not next_path:
+            next_path = request.uri.decode("utf-8", "replace")
+        return self.page(request, "login.html", code, text=text, login_csrf=token,
+                         next=_local(next_path))
+
+    def login_form(self, request: server.Request, rest: list[str]) -> bytes:
+        next_path = _arg(request, "next") or "/"
+        if self.session(request) is not None:
+            _see_other(request, _local(next_path).encode())
+            return b""
+        return self.login_page(request, 200, next_path=next_path)
+
+    def login(self, request: server.Request, rest: list[str]):
+        cookie = request.getCookie(LOGIN_COOKIE)
+        given = _arg(request, "csrf")
+        next_path = _local(_arg(request, "next") or "/")
+        if not cookie or not given or not secrets.compare_digest(cookie.decode("ascii", "replace"),
+                                                                given):
+            return self.login_page(request, 403, "The form had expired or did not come from "
+                                   "this console: try again.", next_path)
+        name, password = _arg(request, "name"), _arg(request, "password")
+        if not name or not password or len(name) > CREDENTIAL_MAX \
+                or len(password) > CREDENTIAL_MAX:
+            return self.login_page(request, 401, "Wrong name or password.", next_path)
+        d = threads.deferToThread(self.users.authenticate, name, password)
+
+        def checked(user: User | None) -> None:
+            if user is None:
+                self.log.info("console: failed login for {name!r} from {client}", name=name,
+                              client=request.getClientAddress().host)
+                body = self.login_page(request, 401, "Wrong name or password.", next_path)
+            else:
+                session = self.sessions.open(user)
+                self._cookie(request, SESSION_COOKIE, session.token,
+                             int(self.sessions.lifetime))
+                self._cookie(request, LOGIN_COOKIE, "", 0, path=b"/login")
+                self.log.info("console: {name} ({role}) logged in from {client}",
+                              name=user.name, role=user.role,
+                              client=request.getClientAddress().host)
+                _see_other(request, next_path.encode())
+                body = b""
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        return d.addCallback(checked)
+
+    def logout(self, request: server.Request, rest: list[str]) -> bytes:
+        session = self.session(request)
+        if session is not None:
+            if not session.csrf_ok(_arg(request, "csrf")):
+                return self.refuse(request, 403, "Refused", "This form did not come from "
+                                   "your console session (missing or wrong CSRF token).")
+            self.sessions.close(session.token)
+        self._cookie(request, SESSION_COOKIE, "", 0)
+        _see_other(request, b"/login")
+        return b""
+
+    # --- pages ----------------------------------------------------------------------
+
+    def board_page(self, request: server.Request, rest: list[str]) -> bytes:
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        filters = {k: _arg(request, k) or "" for k in ("severity", "host", "text", "acked")}
+        rows = filter_rows(self.board.rows(), **filters)
+        return self.page(request, "board.html", session=session, rows=rows,
+                         total=len(self.board), filters=filters, loaded=self.board.loaded)
+
+    def api(self, request: server.Request, rest: list[str]) -> bytes:
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        if rest != ["alarms"]:
+            return self.refuse(request, 404, "Not found", "There is no such page.")
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(self.board.rows()).encode()
+
+    def events(self, request: server.Request, rest: list[str]):
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        if not self.streams.open(request, session):
+            return self.refuse(request, 503, "Busy", "Too many live boards are open.")
+        return server.NOT_DONE_YET
+
+    def alarm_page(self, request: server.Request, rest: list[str]):
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        ref = _ref(rest)
+        if ref is None:
+            return self.refuse(request, 404, "Not found", "An alarm's ref is a number.")
+
+        def found(alarm: dict | None) -> None:
+            if alarm is None:
+                body = self.refuse(request, 404, "Not found",
+                                   f"The correlator has no alarm {ref}.")
+            else:
+                cause = self.board.get(alarm["cause_ref"]) if alarm["cause_ref"] else None
+                body = self.page(request, "alarm.html", session=session, alarm=alarm,
+                                 cause=cause, done=_arg(request, "done") or "")
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        return threads.deferToThread(self.reader.one, ref).addCallback(found)
+
+    # --- commands -------------------------------------------------------------------
+
+    def command(self, request: server.Request, rest: list[str]):
+        session = self.session(request)
+        ref = _ref(rest[:1])
+        if session is None:
+            expired = request.getCookie(SESSION_COOKIE) is not None
+            return self.login_page(request, 401, "Your session has expired: log in again."
+                                   if expired else "Log in to act on alarms.",
+                                   f"/alarm/{ref}" if ref is not None else "/")
+        if not session.csrf_ok(_arg(request, "csrf")):
+            self.log.warn("console: {name}: command refused, missing or wrong CSRF token",
+                          name=session.user.name)
+            return self.refuse(request, 403, "Refused", "This form did not come from your "
+                               "console session (missing or wrong CSRF token): nothing was "
+                               "sent.")
+        if not session.user.operator:
+            self.log.warn("console: {name} (viewer) tried to command alarm {ref}",
+                          name=session.user.name, ref=ref)
+            return self.refuse(request, 403, "Refused", f"{session.user.name} is a viewer: "
+                               "only operators ack, unack, clear or annotate alarms.")
+        if ref is None or rest[1:] != ["command"]:
+            return self.refuse(request, 404, "Not found", "There is no such page.")
+        action = _arg(request, "action") or ""
+        note = (_arg(request, "note") or "").strip() or None
+        problem = self.sender.check(action, note)
+        if problem is not None:
+            return self.refuse(request, 400, "Not sent", problem)
+
+        async def run() -> None:
+            alarm = self.board.get(str(ref))
+            if alarm is None:
+                alarm = await threads.deferToThread(self.reader.one, ref)
+            if alarm is None:
+                body = self.refuse(request, 404, "Not found",
+                                   f"The correlator has no alarm {ref}.")
+            else:
+                await self.sender.send(ref, alarm["host"], action, session.user.name, note)
+                self.log.info("console: {name} sent {action} of alarm {ref} ({host})",
+                              name=session.user.name, action=action, ref=ref,
+                              host=alarm["host"])
+                _see_other(request, f"/alarm/{ref}?{urlencode({'done': action})}".encode())
+                body = b""
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        return defer.ensureDeferred(run())
+
+
+def _see_other(request: server.Request, location: bytes) -> None:
+    """303 See Other: the browser GETs ``location`` (after a POST, never resends it)."""
+    request.setResponseCode(303)
+    request.setHeader(b"location", location)
+
+
+def _arg(request: server.Request, name: str) -> str | None:
+    """A query or form field as text (the first of its values), or None."""
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return None
+    return values[0].decode("utf-8", "replace")
+
+
+def _ref(parts: list[str]) -> int | None:
+    """An alarm's ref from the path (an unsigned 64-bit number), or None."""
+    if len(parts) < 1 or not parts[0].isdigit() or len(parts[0]) > 20:
+        return None
+    ref = int(parts[0])
+    return ref if ref < 2**64 else None
+
+
+def _local(path: str) -> str:
+    """``path`` when it stays on this site (``/...``, not ``//host``), else ``/``."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path \
+            or any(c in path for c in "\r\n"):
+        return "/"
+    return path
+
+
+def static_root() -> static.File:
+    """The stylesheet and script shipped in the package."""
+    folder = resources.files("connector_console") / "static"
+    return static.File(str(folder))
+
+
+def make_console_site(console: ConsoleResource) -> server.Site:
+    """The site: ``/static/`` from the package, every other path to ``console``."""
+
+    class Root(resource.Resource):
+        """``/static`` or the console's routes."""
+
+        def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+            if path == b"static":
+                return static_root()
+            request.postpath.insert(0, path)
+            request.prepath.pop()
+            return console
+
+        def render(self, request: server.Request):
+            return console.render(request)
+
+    site = server.Site(Root())
+    site.displayTracebacks = False
+    return site

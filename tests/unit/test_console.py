@@ -1,0 +1,161 @@
+"""The web console's pure pieces: users file, sessions, the alarm board, filters, redirects."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from connector import messages
+from connector.interfaces import IMessageHandler
+from connector_console.board import AlarmBoard
+from connector_console.commands import CommandSender
+from connector_console.interfaces import IAuthenticator, ISessionStore
+from connector_console.sessions import SessionStore
+from connector_console.users import User, UserFile, UsersError, remove_user, write_user
+from connector_console.web import _local, filter_rows
+
+TS = 1_790_000_000.0
+
+
+def alarm(ref: int, severity: str = "major", state: str = "raised", ts: float = TS,
+          last_seen: float = TS, acked_by: str | None = None, host: str = "r1",
+          name: str = "linkDown") -> messages.Alarm:
+    return messages.Alarm(source="correlator@n1", ts=ts, host=host, ref=ref, name=name,
+                          severity=severity, state=state, message=f"{name} on {host}",
+                          first_seen=TS, last_seen=last_seen, count=1, origin="trap",
+                          acked_by=acked_by)
+
+
+def test_implementations_provide_their_interfaces(tmp_path):
+    verifyObject(IAuthenticator, UserFile(str(tmp_path / "users.yaml")))
+    verifyObject(ISessionStore, SessionStore(60, Clock().seconds))
+    verifyObject(IMessageHandler, AlarmBoard())
+
+
+def test_users_file_holds_hashes_readable_by_its_owner_only(tmp_path):
+    path = str(tmp_path / "users.yaml")
+    assert write_user(path, "alice", "operator", "s3cret pass") is True
+    assert write_user(path, "bob", "viewer", "other") is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    text = open(path).read()
+    assert "s3cret" not in text and "$argon2id$" in text
+    users = UserFile(path)
+    assert users.authenticate("alice", "s3cret pass") == User("alice", "operator")
+    assert users.authenticate("alice", "wrong") is None
+    assert users.authenticate("nobody", "s3cret pass") is None
+    assert users.authenticate("bob", "other").operator is False
+    # A role change keeps the password; a password change replaces it.
+    assert write_user(path, "bob", "operator", None) is False
+    assert UserFile(path).authenticate("bob", "other") == User("bob", "operator")
+    # A running console sees the file's changes at the next login.
+    assert remove_user(path, "bob") and not remove_user(path, "bob")
+    assert users.authenticate("bob", "other") is None
+    write_user(path, "carol", "viewer", "pw")
+    assert users.authenticate("carol", "pw") == User("carol", "viewer")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("users: [alice]\n", "expected a mapping 'users:'"),
+    ("users:\n  alice: {role: admin, password: $argon2id$x}\n", "role 'admin' is not one of"),
+    ("users:\n  alice: {role: viewer, password: plain}\n", "must be an argon2 hash"),
+    ("users:\n  'a b': {role: viewer, password: $argon2id$x}\n", "user 'a b': a name is"),
+    ("users:\n  alice: {role: viewer}\n", "expected exactly 'role' and 'password'"),
+])
+def test_a_bad_users_file_is_refused_naming_the_entry(tmp_path, text, expected):
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(UsersError, match=expected) as info:
+        UserFile(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_sessions_expire_and_carry_their_own_csrf_token():
+    clock = Clock()
+    store = SessionStore(3600, clock.seconds)
+    a = store.open(User("alice", "operator"))
+    b = store.open(User("bob", "viewer"))
+    assert a.token != b.token and a.csrf != b.csrf and len(a.token) >= 40
+    assert store.get(a.token.encode()) is a
+    assert a.csrf_ok(a.csrf) and not a.csrf_ok(b.csrf) and not a.csrf_ok(None)
+    assert not a.csrf_ok("")
+    store.close(b.token)
+    assert store.get(b.token) is None
+    clock.advance(3599)
+    assert store.get(a.token) is a
+    clock.advance(1)
+    assert store.get(a.token) is None
+    assert store.get("made-up") is None and store.get(None) is None
+
+
+def test_board_is_worst_first_and_ignores_stale_messages():
+    board = AlarmBoard()
+    told = []
+    board.subscribe(lambda kind, data: told.append((kind, data.get("ref"))))
+    board.load([])
+    board.apply(alarm(1, "minor", last_seen=TS + 5))
+    board.apply(alarm(2, "critical"))
+    board.apply(alarm(3, "minor", last_seen=TS + 9))
+    board.apply(alarm(2**64 - 1, "major"))
+    assert [r["ref"] for r in board.rows()] == ["2", str(2**64 - 1), "3", "1"]
+    # An ack arrives, then an older copy of the alarm (a backlog from before the start).
+    assert board.apply(alarm(1, "minor", "updated", ts=TS + 10, acked_by="alice"))
+    assert not board.apply(alarm(1, "minor", "updated", ts=TS + 1))
+    assert board.get("1")["acked_by"] == "alice"
+    assert board.apply(alarm(2, "critical", "cleared", ts=TS + 20))
+    assert board.get("2") is None and len(board) == 3
+    # An update older than the clear does not bring the alarm back.
+    assert not board.apply(alarm(2, "critical", "updated", ts=TS + 15))
+    assert told == [("snapshot", None), ("upsert", "1"), ("upsert", "2"), ("upsert", "3"),
+                    ("upsert", str(2**64 - 1)), ("upsert", "1"), ("remove", "2")]
+
+
+def test_loading_after_live_messages_keeps_the_newer_state():
+    board = AlarmBoard()
+    board.apply(alarm(1, "major", "updated", ts=TS + 10, acked_by="alice"))
+    row = dict(board.get("1"), acked_by=None, version=TS + 5)
+    board.apply(alarm(9, "major", "cleared", ts=TS + 10))
+    board.load([row, dict(row, ref="7", version=TS), dict(row, ref="9", version=TS + 2)])
+    assert board.get("1")["acked_by"] == "alice" and board.get("7") is not None
+    assert board.get("9") is None
+
+
+def test_filters_by_severity_host_text_and_ack():
+    board = AlarmBoard()
+    board.apply(alarm(1, "warning", host="sw-edge", name="coldStart"))
+    board.apply(alarm(2, "critical", host="r1", name="linkDown", acked_by="bob"))
+    board.apply(alarm(3, "major", host="r2", name="upsOnBattery"))
+    rows = board.rows()
+    refs = lambda **f: [r["ref"] for r in filter_rows(rows, **f)]  # noqa: E731
+    assert refs() == ["2", "3", "1"]
+    assert refs(severity="major") == ["2", "3"]
+    assert refs(host="R") == ["2", "3"]
+    assert refs(text="battery") == ["3"]
+    assert refs(acked="yes") == ["2"] and refs(acked="no") == ["3", "1"]
+
+
+def test_redirects_stay_on_the_console():
+    assert _local("/alarm/12?done=ack") == "/alarm/12?done=ack"
+    for bad in ("//evil.example/", "https://evil.example/", "/\\evil", "alarm", "/x\r\nSet-Cookie: a"):
+        assert _local(bad) == "/"
+
+
+def test_commands_are_checked_before_they_are_sent():
+    sent = []
+
+    class Publisher:
+        def publish(self, message, durable=False, message_id=None):
+            sent.append((message, durable, message_id))
+
+    sender = CommandSender(Publisher(), "console@n1", lambda: TS)
+    assert sender.check("ack", None) is None
+    assert "unknown action" in sender.check("delete", None)
+    assert "needs some text" in sender.check("note", None)
+    assert "longer than" in sender.check("note", "x" * 2001)
+    sender.send(5, "r1", "ack", "alice", "on it")
+    ((command, durable, message_id),) = sent
+    assert (command.ref, command.host, command.user, command.note) == (5, "r1", "alice", "on it")
+    assert durable and message_id.startswith("console:")
