@@ -15,6 +15,10 @@ limits hit meanwhile and the totals::
     (policy refuse_newest, max_messages=1000000 reached): 1200 refused
     (totals: dropped_refused 5300); next report in 10 s at most
 
+A drop may carry an ``example`` (what was dropped and why, in words): the
+first one of each reason since the previous line is told after the totals
+(``first refused: ...``), so that a line also says what the drops looked like.
+
 ``stop()`` tells the counts not told yet. A DropLog runs in the reactor
 thread: ``drop`` schedules its next line with the clock's ``callLater``.
 """
@@ -59,13 +63,22 @@ class DropLog:
         self.counts: dict[str, int] = {}
         # An ordered set: the limits hit since the last line, in the order first hit.
         self._limits: dict[str, None] = {}
+        # The first example of each reason since the last line.
+        self._examples: dict[str, str] = {}
         self._next = float("-inf")
         self._timer: Any = None
 
-    def drop(self, reason: str, n: int = 1, limit: str | None = None) -> None:
-        """Count ``n`` messages dropped for ``reason`` (``limit``: the limit hit, if any)."""
+    def drop(self, reason: str, n: int = 1, limit: str | None = None,
+             example: str | None = None) -> None:
+        """Count ``n`` messages dropped for ``reason`` (``limit``: the limit hit, if any).
+
+        ``example``: one of them in words, told if it is the first of its reason
+        since the previous line.
+        """
         if n > 0:
             self._add(reason, n, limit)
+            if example is not None:
+                self._examples.setdefault(reason, example)
             self._tell()
 
     def drop_all(self, counts: Mapping[str, int], limit: str | None = None) -> None:
@@ -114,9 +127,13 @@ class DropLog:
         if self._limits:
             details.append(", ".join(self._limits) + " reached")
         subject = f"{self.subject} ({', '.join(details)})" if details else self.subject
-        self.log.warn("{subject}: {counts} (totals: {totals}); next report in {interval:.0f} s "
-                      "at most", subject=subject, counts=text, totals=totals,
-                      interval=self.interval, dropped=dict(counts), limits=list(self._limits))
+        examples = "".join(f"; first {r.replace('_', ' ')}: {self._examples[r]}"
+                           for r in reasons if r in self._examples)
+        self.log.warn("{subject}: {counts} (totals: {totals}){examples}; next report in "
+                      "{interval:.0f} s at most", subject=subject, counts=text, totals=totals,
+                      examples=examples, interval=self.interval, dropped=dict(counts),
+                      limits=list(self._limits))
         self.counts = {}
         self._limits = {}
+        self._examples = {}
         self._next = now + self.interval

@@ -11,7 +11,7 @@ from connector import startup
 from connector.amqp.connection import BrokerURL, BusConnection, TLSSettings
 from connector.amqp.subscriber import AMQPSubscriber, QueueDeclarer
 from connector.buffer import BufferOpenError, SQLiteBuffer, ThreadedBuffer
-from connector.consumer import Consumer
+from connector.consumer import Consumer, DeadLetterLog
 from connector.interfaces import IBus, ISubscriber
 from connector.metrics import Counters
 from connector.publisher import ReliablePublisher
@@ -56,6 +56,8 @@ class AMQPBus(service.Service):
             tls=TLSSettings(ca=bus_settings.tls_ca or "", cert=bus_settings.tls_cert or "",
                             key=bus_settings.tls_key or "", verify=bus_settings.tls_verify),
             exchanges=published_exchanges(prefix, app_id))
+        #: What the consumers dead-letter, told one line every 10 s at most for them all.
+        self.dead_letters = DeadLetterLog(reactor, self.counters)
 
     @property
     def connected(self) -> bool:
@@ -105,8 +107,11 @@ class AMQPBus(service.Service):
         while (self.connected and (self._publisher.backlog or self._publisher.in_flight)
                and self.reactor.seconds() < deadline):
             yield task.deferLater(self.reactor, 0.02, lambda: None)
-        yield self.connection.stopService()
-        yield self._publisher.stop()
+        try:
+            yield self.connection.stopService()
+            yield self._publisher.stop()
+        finally:
+            self.dead_letters.stop()
 
     def declare(self, spec: QueueSpec) -> None:
         """Declare ``spec``'s queue at every connection (as ``bus-config`` would)."""
@@ -149,7 +154,8 @@ class _Subscriber:
         s = self.bus.settings
         consumer = Consumer(queue.name, handler, self.bus.publisher(self.app_id),
                             dead_letter_exchange(s.exchange_prefix), self.bus.counters,
-                            self.bus.reactor, s.retry_limit, s.retry_delay)
+                            self.bus.reactor, s.retry_limit, s.retry_delay,
+                            dead_letters=self.bus.dead_letters)
         sub = AMQPSubscriber(queue, consumer, s.prefetch, self.bus.reactor)
         self.bus.connection.add_subscriber(sub)
         return sub
