@@ -73,6 +73,7 @@ __all__ = [
     "loose_secret_files",
     "mask_url",
     "secret_file_problem",
+    "secret_holder_problem",
     "register_section",
     "registered_sections",
     "setting",
@@ -613,6 +614,29 @@ def secret_file_problem(reference: str) -> str | None:
     who = " and ".join(w for w, bit in (("its group", 0o040), ("others", 0o004)) if mode & bit)
     return (f"the secret file {target} can be read by {who} (mode {mode & 0o7777:04o}); "
             f"make it readable by the daemon's user only (chmod 600)")
+
+
+def secret_holder_problem(path: str, holds: str) -> str | None:
+    """What is wrong with the permissions of ``path``, a file with secrets written in it, or None.
+
+    ``holds`` says which (``"SNMP community"``...). Others must not read such
+    a file; its group may only when that group is the daemon's own (the
+    documented ``0640 root:centaure``), since another group's members are
+    other users. Never reads the file; None for a file that cannot be examined.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    readers = [w for w, bit in (("its group", 0o040), ("others", 0o004)) if st.st_mode & bit]
+    if st.st_gid == os.getegid() and readers[:1] == ["its group"]:
+        readers.pop(0)
+    if not readers:
+        return None
+    return (f"the file {path} holds {holds} written in it and can be read by "
+            f"{' and '.join(readers)} (mode {st.st_mode & 0o7777:04o}); make it readable by "
+            "the daemon only (chmod 600, or 640 with the daemon's group) or give those "
+            "values as file: or env: references")
 
 
 def _secrets(value: Any) -> Iterator[Secret]:

@@ -46,7 +46,10 @@ credentials' ``port``, which replaces the standard 161.
 
 Secrets (community, auth and priv keys) are :class:`connector.settings.Secret`
 objects until the SnmpTarget is built, and never appear in a repr, a log or
-an error message.
+an error message. :func:`loose_credential_files` names the files that hold
+them and that someone other than the daemon may read (the poller logs it as
+a warning): this file when a community or key is written in it, and every
+``file:`` key file (per device when its name holds tokens).
 """
 
 from __future__ import annotations
@@ -58,7 +61,16 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector.settings import Duration, InvalidValue, ParseContext, Secret, SecretText, Str
+from connector.settings import (
+    Duration,
+    InvalidValue,
+    ParseContext,
+    Secret,
+    SecretText,
+    Str,
+    secret_file_problem,
+    secret_holder_problem,
+)
 from centaure_shared.yamlfile import YamlError, load_yaml_file
 from centaure_shared.inventory import Device
 from connector_snmp.model import SnmpTarget, V3Security
@@ -68,6 +80,7 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "load_credentials",
+    "loose_credential_files",
     "resolve_target",
     "resolve_targets",
 ]
@@ -124,6 +137,8 @@ class Credentials:
     entries: Mapping[str, CredentialEntry] = dataclasses.field(default_factory=dict)
     source: str = "<defaults>"
     environ: Mapping[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: The file read (None: no file), for the check of its permissions.
+    path: str | None = dataclasses.field(default=None, compare=False)
 
     def chain(self, device: Device) -> tuple[CredentialEntry, ...]:
         """The entries that apply to ``device``, least specific first."""
@@ -175,7 +190,7 @@ def load_credentials(path: str | os.PathLike[str] | None, *, environ: Mapping[st
         if folded in entries:
             raise CredentialsError(f"{shown}: entries {entries[folded].key!r} and {key!r} differ only by case")
         entries[folded] = _parse_entry(key, body, shown, ctx)
-    return Credentials(entries, shown, environ)
+    return Credentials(entries, shown, environ, name)
 
 
 def _parse_entry(key: str, body: Any, shown: str, ctx: ParseContext) -> CredentialEntry:
@@ -258,6 +273,45 @@ def _parse_value(k: str, raw: Any, where: str, ctx: ParseContext, *, final: bool
     if n is None or not bounds[0] <= n <= bounds[1] or isinstance(raw, float):
         raise CredentialsError(f"{where} = {shown}: expected a whole number from {bounds[0]} to {bounds[1]}")
     return n
+
+
+def loose_credential_files(credentials: Credentials, devices: Iterable[Device] = ()) -> list[str]:
+    """One line per file of ``credentials`` that someone other than the daemon may read.
+
+    The credentials file itself when a community or key is written in it
+    (:func:`connector.settings.secret_holder_problem`: others, or a group
+    other than the daemon's), then each ``file:`` reference of a community
+    or key that its group or others may read
+    (:func:`connector.settings.secret_file_problem`), ``__field__`` tokens
+    replaced for each of ``devices``. Each file is named once, with the
+    entry and key that use it; never a secret.
+    """
+    lines: list[str] = []
+    literal = sorted({k for entry in credentials.entries.values() for k in _SECRET_KEYS
+                      if (v := getattr(entry, k)) is not None and v.source != _DEFERRED})
+    if credentials.path is not None and literal:
+        problem = secret_holder_problem(credentials.path, "SNMP " + ", ".join(literal))
+        if problem is not None:
+            lines.append(problem)
+    references: dict[str, str] = {}
+    for entry in credentials.entries.values():
+        for k in sorted(_SECRET_KEYS):
+            v = getattr(entry, k)
+            if v is not None and v.source == _DEFERRED and not _TOKEN.search(v.reveal()):
+                references.setdefault(v.reveal().strip(), f"[{entry.key}] {k}")
+    for device in devices:
+        for k, (entry_key, v) in credentials.merged(device).items():
+            if k in _SECRET_KEYS and v.source == _DEFERRED and _TOKEN.search(v.reveal()):
+                try:
+                    ref = _substitute(v.reveal(), device, "").strip()
+                except CredentialsError:
+                    continue  # resolving the device's target reports it
+                references.setdefault(ref, f"[{entry_key}] {k} (device {device.name})")
+    for ref, where in references.items():
+        problem = secret_file_problem(ref)
+        if problem is not None:
+            lines.append(f"{credentials.source}: {where}: {problem}")
+    return lines
 
 
 def _substitute(template: str, device: Device, where: str) -> str:

@@ -49,7 +49,7 @@ from connector.settings import settings_dir
 from connector.reload import reload_on_sighup
 from centaure_shared import operators as ops
 from connector_snmp.client import SnmpClient
-from connector_snmp.credentials import load_credentials, resolve_targets
+from connector_snmp.credentials import load_credentials, loose_credential_files, resolve_targets
 from centaure_shared.inventory import load_inventory
 from connector_snmp.model import SnmpTarget
 from centaure_shared.inventory import Device
@@ -73,6 +73,8 @@ class PollerConfig:
     plans: dict[str, PollPlan]
     intervals: dict[str, float]
     skipped: dict[str, str]
+    #: Warnings: credential files someone other than the daemon may read.
+    loose_files: tuple[str, ...] = ()
 
 
 def build_registry(snmp) -> "ops.Registry":
@@ -93,6 +95,7 @@ def load_config(settings, registry) -> PollerConfig:
         cred_path = os.path.join(root, snmp.credentials)
         credentials = load_credentials(cred_path if os.path.exists(cred_path) else None)
         targets, skipped = resolve_targets(list(inventory), credentials, snmp)
+        loose = tuple(loose_credential_files(credentials, inventory))
         plans: dict[str, PollPlan] = {}
         intervals: dict[str, float] = {}
         by_profiles: dict[tuple[str, ...], PollPlan] = {}
@@ -111,7 +114,7 @@ def load_config(settings, registry) -> PollerConfig:
                 (p.interval for p in chosen if p.interval), snmp.interval)
     except (ValueError, OSError, ops.OperatorError) as e:
         raise PollerConfigError(str(e)) from None
-    return PollerConfig({d.name: d for d in inventory}, targets, plans, intervals, skipped)
+    return PollerConfig({d.name: d for d in inventory}, targets, plans, intervals, skipped, loose)
 
 
 class PollerService(service.Service):
@@ -149,6 +152,7 @@ class PollerService(service.Service):
     def startService(self):
         super().startService()
         self.client.start()
+        self._warn_loose_files(self.config)
         self._apply(self.config)
         if self.partitioned:
             self.membership.add_listener(_PollerOwnership(self))
@@ -177,6 +181,7 @@ class PollerService(service.Service):
         d = threads.deferToThread(load_config, self.settings, self.registry)
 
         def loaded(config: PollerConfig) -> None:
+            self._warn_loose_files(config)
             self._apply(config)
             self.log.info("configuration reloaded: {n} devices", n=len(config.plans))
 
@@ -195,6 +200,11 @@ class PollerService(service.Service):
         d.addBoth(done)
         self._reloading = d
         return d
+
+    def _warn_loose_files(self, config: PollerConfig) -> None:
+        """At start and at each reload (not at each change of partitions)."""
+        for line in config.loose_files:
+            self.log.warn("{line}", line=line)
 
     def _apply(self, config: PollerConfig) -> None:
         self.config = config

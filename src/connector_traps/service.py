@@ -51,6 +51,8 @@ class TrapConfig:
     inventory: object | None
     v3: object | None
     mib_names: object | None = None
+    #: Warnings: v3 users or key files someone other than the daemon may read.
+    loose_files: tuple[str, ...] = ()
 
 
 def load_config(settings) -> TrapConfig:
@@ -64,6 +66,11 @@ def load_config(settings) -> TrapConfig:
         except FileNotFoundError:
             inventory = None
         v3 = _load_v3(traps, root, settings.connector.node)
+        loose: tuple[str, ...] = ()
+        if v3 is not None:
+            from connector_traps.usm import loose_user_files
+
+            loose = tuple(loose_user_files(os.path.join(root, traps.v3_users), v3.users))
         mib_names = None
         if traps.mibs:
             from connector_traps.mibs import load_mib_names
@@ -72,7 +79,7 @@ def load_config(settings) -> TrapConfig:
                                        os.path.join(root, traps.mib_cache))
     except (ValueError, OSError) as e:
         raise TrapConfigError(str(e)) from None
-    return TrapConfig(definitions, inventory, v3, mib_names)
+    return TrapConfig(definitions, inventory, v3, mib_names, loose)
 
 
 def engine_id_for(node: str) -> bytes:
@@ -142,11 +149,15 @@ class TrapService(service.Service):
         self._summary_loop.clock = clock
         self._reloading = None
         self._engine: tuple[int, float] | None = None  # our SNMPv3 boots, and since when
+        # The replay memory whose evictions v3_replay_memory_evicted has counted, and how many.
+        self._replay: object | None = None
+        self._replay_evicted = 0
         runtime.health_checks[CONNECTOR] = lambda: {
             "listening": [p.getHost().port for p in self.ports], "degraded": not self.ports}
 
     def startService(self):
         super().startService()
+        self._warn_loose_files(self.config)
         if self.settings.v3_time_window is None:
             self.log.warn("[traps] v3_time_window = off: SNMPv3 traps are accepted whatever their "
                           "time, so a trap captured on the network can be replayed later (only "
@@ -221,6 +232,7 @@ class TrapService(service.Service):
         stored next to the [buffer] file; raises BootsError."""
         if v3 is None:
             return
+        self.counters.inc("v3_replay_memory_evicted", 0)  # on /metrics from the start
         if self._engine is None:
             folder = os.path.dirname(self.runtime.settings.buffer.path_for(CONNECTOR))
             self._engine = (next_engine_boots(boots_path(folder, v3.engine_id)), v3.clock())
@@ -228,14 +240,25 @@ class TrapService(service.Service):
                           engine=v3.engine_id.hex(), boots=self._engine[0])
         v3.start(*self._engine)
 
+    def _warn_loose_files(self, config: TrapConfig) -> None:
+        for line in config.loose_files:
+            self.log.warn("{line}", line=line)
+
     def _v3(self, data: bytes, source: tuple[str, int]):
         """SNMPv3 datagrams: (response to send back, trap to publish), either may be None."""
         if self.config.v3 is None:
             self.counters.inc("v3_not_configured")
             return None
-        result = self.config.v3.handle(data, source)
+        v3 = self.config.v3
+        result = v3.handle(data, source)
         if result.error:
             self.counters.inc(f"v3_{result.error}")
+        replay = v3.replay
+        if replay is not self._replay:  # the first v3 datagram, or a reload with a new window
+            self._replay, self._replay_evicted = replay, 0
+        if replay.evicted != self._replay_evicted:
+            self.counters.inc("v3_replay_memory_evicted", replay.evicted - self._replay_evicted)
+            self._replay_evicted = replay.evicted
         return (result.response, result.trap)
 
     def reload(self) -> defer.Deferred:
@@ -256,6 +279,7 @@ class TrapService(service.Service):
                                    error=e)
                     return
             self.config = config
+            self._warn_loose_files(config)
             self.log.info("trap definitions reloaded")
 
         def refused(failure) -> None:

@@ -80,6 +80,9 @@ Counters (``V3Receiver.counters``, reason -> count)
     ``unsupported_version``, ``malformed``, ``wrong_pdu``, ``no_trap_oid``.
 
 Secrets (passwords, keys) never appear in a repr, a log or an error.
+:func:`loose_user_files` names the users file when a key is written in it
+and someone other than the daemon may read it, and every ``file:`` key that
+its group or others may read (the service logs them at start and reload).
 """
 
 from __future__ import annotations
@@ -91,7 +94,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
-from connector.settings import InvalidValue, ParseContext, Secret, SecretText, Str
+from connector.settings import (
+    InvalidValue,
+    ParseContext,
+    Secret,
+    SecretText,
+    Str,
+    secret_file_problem,
+    secret_holder_problem,
+)
 from connector_traps.convert import ConvertError, normalize_address, split_v2_varbinds
 from connector_traps.model import Trap
 from snmpwire import ber
@@ -117,7 +128,7 @@ from snmpwire.usm import (
 )
 
 __all__ = ["REASONS", "REPLAY_ENTRIES", "ReplayMemory", "UserTable", "V3Result", "V3Receiver",
-           "load_users"]
+           "load_users", "loose_user_files"]
 
 #: Every counter of :attr:`V3Receiver.counters` (all present from the start).
 REASONS = (
@@ -281,6 +292,35 @@ def load_users(path: str | os.PathLike[str], *, environ: Mapping[str, str] | Non
     return table
 
 
+def loose_user_files(path: str | os.PathLike[str], users: UserTable) -> list[str]:
+    """One line per file of the users file ``path`` (loaded as ``users``) that
+    someone other than the daemon may read; never a secret.
+
+    The users file itself when a key is written in it
+    (:func:`connector.settings.secret_holder_problem`: others, or a group
+    other than the daemon's), then each ``file:`` key its group or others may
+    read (:func:`connector.settings.secret_file_problem`), each file once.
+    """
+    shown = os.fspath(path)
+    lines: list[str] = []
+    keys = [(u.name, k, v) for u in users.users() for k in ("auth_key", "priv_key")
+            if isinstance(v := getattr(u, k), Secret)]
+    literal = sorted({k for _, k, v in keys if v.source == "literal"})
+    if literal:
+        problem = secret_holder_problem(shown, "SNMPv3 " + ", ".join(literal))
+        if problem is not None:
+            lines.append(problem)
+    seen: set[str] = set()
+    for name, k, v in keys:
+        if v.source in seen:
+            continue
+        seen.add(v.source)
+        problem = secret_file_problem(v.source)
+        if problem is not None:
+            lines.append(f"{shown}: user {name} {k}: {problem}")
+    return lines
+
+
 # --------------------------------------------------------------------------
 # Replays
 
@@ -294,9 +334,9 @@ class ReplayMemory:
 
     Each digest is kept ``seconds`` after it was first seen; at most
     ``max_entries`` are kept, the oldest forgotten first when the memory is
-    full (counted in :attr:`evicted`: past that rate, about 666 messages/s
-    for 150 s, a copy may pass the time window unnoticed).  ``max_entries=0``
-    remembers nothing.
+    full (counted in :attr:`evicted`: past ``max_entries / seconds``
+    messages/s, about 333/s for the receiver's default 300 s, a copy may pass
+    the time window unnoticed).  ``max_entries=0`` remembers nothing.
     """
 
     def __init__(self, seconds: float, max_entries: int = REPLAY_ENTRIES) -> None:

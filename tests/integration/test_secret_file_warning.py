@@ -92,3 +92,150 @@ def test_a_routes_file_secret_others_can_read_is_warned_about(tmp_path):
     assert texts == [f"routes file: route 'chat'.webhook[0].secret: the secret file {loose} "
                      "can be read by others (mode 0604); make it readable by the daemon's "
                      "user only (chmod 600)"]
+
+
+# --------------------------------------------------------------------------
+# The poller's credentials and the trap receiver's v3 users
+
+FIX = "make it readable by the daemon's user only (chmod 600)"
+HOLDER_FIX = ("make it readable by the daemon only (chmod 600, or 640 with the daemon's group) "
+              "or give those values as file: or env: references")
+
+
+def test_poller_credentials_others_can_read_are_named_with_their_mode(tmp_path):
+    from centaure_shared.inventory import Device
+    from connector_snmp.credentials import load_credentials, loose_credential_files
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shared = secret_file(keys, "huawei-priv.key", 0o644)
+    sw1 = secret_file(keys, "sw1.key", 0o640)
+    secret_file(keys, "sw2.key", 0o600)
+    path = secret_file(tmp_path, "credentials.yaml", 0o644, (
+        f"default:\n  community: {SECRET}\n"
+        f"huawei:\n  version: v3\n  user: u\n  auth_protocol: SHA\n  auth_key: env:AUTH\n"
+        f"  priv_protocol: AES\n  priv_key: file:{shared}\n"
+        f"switch:\n  version: v3\n  user: u\n  auth_protocol: SHA\n"
+        f"  auth_key: file:{keys}/__name__.key\n"))
+    devices = [Device(name, address, "switch") for name, address in
+               (("sw1", "10.0.0.1"), ("sw2", "10.0.0.2"))]
+    lines = loose_credential_files(load_credentials(path, environ={}), devices)
+    assert lines == [
+        f"the file {path} holds SNMP community written in it and can be read by others "
+        f"(mode 0644); {HOLDER_FIX}",
+        f"{path}: [huawei] priv_key: the secret file {shared} can be read by its group and "
+        f"others (mode 0644); {FIX}",
+        f"{path}: [switch] auth_key (device sw1): the secret file {sw1} can be read by its "
+        f"group (mode 0640); {FIX}",
+    ]
+    assert not any(SECRET in line for line in lines)
+    path.chmod(0o600)
+    shared.chmod(0o400)
+    sw1.chmod(0o600)
+    assert loose_credential_files(load_credentials(path, environ={}), devices) == []
+
+
+def test_a_secrets_file_its_group_reads_is_named_unless_the_group_is_the_daemons(tmp_path,
+                                                                                  monkeypatch):
+    import os
+
+    from connector_snmp.credentials import load_credentials, loose_credential_files
+
+    path = secret_file(tmp_path, "credentials.yaml", 0o640, f"default:\n  community: {SECRET}\n")
+    # 0640 root:centaure, as documented: the group is the daemon's own.
+    assert loose_credential_files(load_credentials(path)) == []
+    monkeypatch.setattr(os, "getegid", lambda: path.stat().st_gid + 1)
+    assert loose_credential_files(load_credentials(path)) == [
+        f"the file {path} holds SNMP community written in it and can be read by its group "
+        f"(mode 0640); {HOLDER_FIX}"]
+    # References only: nothing secret is written in the file, whatever its mode.
+    path.write_text("default:\n  community: env:COMMUNITY\n")
+    path.chmod(0o644)
+    assert loose_credential_files(load_credentials(path)) == []
+
+
+def test_trap_v3_users_others_can_read_are_named_with_their_mode(tmp_path):
+    from connector_traps.usm import load_users, loose_user_files
+
+    key = secret_file(tmp_path, "ops-priv.key", 0o604)
+    path = secret_file(tmp_path, "trap-users.yaml", 0o644, (
+        f"- user: ops\n  engine_id: 8000000001020304\n  auth_protocol: SHA\n"
+        f"  auth_key: {SECRET}\n  priv_protocol: AES\n  priv_key: file:{key}\n"
+        f"- user: informer\n  auth_protocol: SHA\n  auth_key: file:{key}\n"))
+    lines = loose_user_files(path, load_users(path))
+    assert lines == [
+        f"the file {path} holds SNMPv3 auth_key written in it and can be read by others "
+        f"(mode 0644); {HOLDER_FIX}",
+        f"{path}: user ops priv_key: the secret file {key} can be read by others "
+        f"(mode 0604); {FIX}",
+    ]
+    assert not any(SECRET in line for line in lines)
+    path.chmod(0o600)
+    key.chmod(0o600)
+    assert loose_user_files(path, load_users(path)) == []
+
+
+def _warnings_about(log: str, path) -> list[str]:
+    return [line for line in log.splitlines() if f"file {path}" in line]
+
+
+@pytest.mark.integration
+def test_the_trap_daemon_warns_of_its_v3_users_at_start_and_at_reload(tmp_path):
+    import signal
+
+    key = secret_file(tmp_path, "ops-priv.key", 0o644)
+    users = secret_file(tmp_path, "trap-users.yaml", 0o644, (
+        f"- user: ops\n  engine_id: 8000000001020304\n  auth_protocol: SHA\n"
+        f"  auth_key: {SECRET}\n  priv_protocol: AES\n  priv_key: file:{key}\n"))
+    (tmp_path / "inventory.yaml").write_text("devices: []\n")
+    port = _free_port(socket.SOCK_STREAM)
+    settings = tmp_path / "settings.ini"
+    settings.write_text(settings_text(
+        "centaure", tmp_path, url="embedded", connector={"http_port": str(port)},
+        traps={"listen": f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}",
+               "definitions": example_path("traps.yaml"), "v3_users": str(users)}))
+    daemon = TwistdDaemon("centaure-traps", settings, http_port=port)
+    try:
+        daemon.wait_health(lambda status, body: status == 200, timeout=60)
+        assert len(_warnings_about(daemon.logs(), users)) == 1, daemon.logs()
+        assert len(_warnings_about(daemon.logs(), key)) == 1, daemon.logs()
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("trap definitions reloaded")
+    finally:
+        daemon.stop()
+    log = daemon.logs()
+    held, keyed = _warnings_about(log, users), _warnings_about(log, key)
+    assert len(held) == 2 and len(keyed) == 2, log
+    assert all("mode 0644" in line and "warn" in line for line in held + keyed)
+    assert SECRET not in log
+
+
+@pytest.mark.integration
+def test_the_poller_warns_of_its_credentials_at_start_and_at_reload(tmp_path):
+    import signal
+
+    key = secret_file(tmp_path, "priv.key", 0o640)
+    credentials = secret_file(tmp_path, "credentials.yaml", 0o604, (
+        f"default:\n  community: {SECRET}\n"
+        f"huawei:\n  version: v3\n  user: u\n  auth_protocol: SHA\n  auth_key: file:{key}\n"))
+    (tmp_path / "inventory.yaml").write_text("devices: []\n")
+    port = _free_port(socket.SOCK_STREAM)
+    settings = tmp_path / "settings.ini"
+    settings.write_text(settings_text(
+        "centaure", tmp_path, url="embedded", connector={"http_port": str(port)},
+        snmp={"credentials": "credentials.yaml"}))
+    daemon = TwistdDaemon("centaure-snmp", settings, http_port=port)
+    try:
+        daemon.wait_health(lambda status, body: status == 200, timeout=60)
+        assert len(_warnings_about(daemon.logs(), credentials)) == 1, daemon.logs()
+        assert len(_warnings_about(daemon.logs(), key)) == 1, daemon.logs()
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("configuration reloaded")
+    finally:
+        daemon.stop()
+    log = daemon.logs()
+    held, keyed = _warnings_about(log, credentials), _warnings_about(log, key)
+    assert len(held) == 2 and len(keyed) == 2, log
+    assert all("mode 0604" in line and "warn" in line for line in held)
+    assert all("[huawei] auth_key" in line and "mode 0640" in line for line in keyed)
+    assert SECRET not in log
