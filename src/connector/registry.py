@@ -38,7 +38,11 @@ class ConnectorSpec:
     or None: the function takes the ``centaure`` command's subparsers and a
     ``with_config`` helper and returns ``{command: handler(settings, args) ->
     exit code}``. Processes that run several connectors start them in
-    ``start_order`` (lower first).
+    ``start_order`` (lower first). ``bounded_queue``: its queue only feeds a
+    view that the connector rebuilds from SQL when it starts (the web console),
+    so what waits there too long or beyond a length is dropped, oldest first,
+    instead of piling up while it is stopped or being dead-lettered
+    (:func:`connector.topology.connector_queue`).
     """
 
     name: str
@@ -47,6 +51,7 @@ class ConnectorSpec:
     publishes: tuple[str, ...] = ()
     commands: str | None = None
     start_order: int = 100
+    bounded_queue: bool = False
 
 
 def load_target(target: str) -> Callable[..., Any]:

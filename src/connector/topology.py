@@ -94,11 +94,27 @@ def published_exchanges(prefix: str, process: str) -> tuple[str, ...]:
         dead_letter_exchange(prefix),)
 
 
+#: Age and length above which a bounded queue (``ConnectorSpec.bounded_queue``) drops
+#: its oldest messages.
+BOUNDED_TTL_MS = 10 * 60 * 1000
+BOUNDED_MAX_LENGTH = 100_000
+
+
 def connector_queue(prefix: str, connector: str, queue_type: str = "classic") -> QueueSpec:
     """The queue a consuming connector reads: ``<prefix>.<connector>``."""
+    from connector.registry import installed
+
     consumes = consumers()
     if connector not in consumes:
         raise KeyError(f"connector {connector!r} consumes nothing (known: {', '.join(consumes)})")
+    bindings = tuple(Binding(f"{prefix}.{t}") for t in consumes[connector])
+    if installed()[connector].bounded_queue:
+        # No dead-letter exchange: what expires or overflows is stale, not lost work.
+        arguments = {"x-message-ttl": BOUNDED_TTL_MS, "x-max-length": BOUNDED_MAX_LENGTH,
+                     "x-overflow": "drop-head"}
+        if queue_type == "quorum":
+            arguments.update(_QUORUM)
+        return QueueSpec(name=f"{prefix}.{connector}", bindings=bindings, arguments=arguments)
     arguments: dict = {"x-dead-letter-exchange": dead_letter_exchange(prefix)}
     if queue_type == "quorum":
         arguments.update(_QUORUM)
@@ -112,11 +128,7 @@ def connector_queue(prefix: str, connector: str, queue_type: str = "classic") ->
             "x-overflow": "reject-publish",
             "x-delivery-limit": DELIVERY_LIMIT,
         })
-    return QueueSpec(
-        name=f"{prefix}.{connector}",
-        bindings=tuple(Binding(f"{prefix}.{t}") for t in consumes[connector]),
-        arguments=arguments,
-    )
+    return QueueSpec(name=f"{prefix}.{connector}", bindings=bindings, arguments=arguments)
 
 
 def dead_letter_queue(prefix: str, queue_type: str = "classic") -> QueueSpec:

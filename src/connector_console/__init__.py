@@ -9,10 +9,13 @@ __all__ = ["CONNECTOR", "Options", "makeService"]
 CONNECTOR = ConnectorSpec(
     name="console",
     build="connector_console.service:build",
-    consumes=("alarm",),
+    # Alarms for the board, heartbeats for the connectors' table.
+    consumes=("alarm", "status"),
     publishes=("alarm_command",),
     commands="connector_console.cli:add_commands",
     start_order=60,
+    # Both views are rebuilt at start (alarms from SQL, heartbeats as they come).
+    bounded_queue=True,
 )
 
 

@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterable
 
 from twisted.logger import Logger
 from zope.interface import implementer
-
 from connector import messages
 from connector.interfaces import IMessageHandler
 
-__all__ = ["SEVERITIES", "AlarmBoard", "alarm_row"]
+__all__ = ["SEVERITIES", "AlarmBoard", "ConsoleHandler", "alarm_row"]
 
 SEVERITIES = ("info", "warning", "minor", "major", "critical")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -38,7 +37,6 @@ def alarm_row(alarm: messages.Alarm) -> dict:
     }
 
 
-@implementer(IMessageHandler)
 class AlarmBoard:
     """Active alarms by ref, worst first on demand; tells listeners of every change."""
 
@@ -112,12 +110,6 @@ class AlarmBoard:
             self._tell("upsert", row)
         return True
 
-    def handle(self, message, delivery):
-        """A message of the console's queue: an ``alarm`` updates the board (then acked)."""
-        if isinstance(message, messages.Alarm):
-            self.apply(message)
-        return None
-
     def _tell(self, kind: str, data: dict) -> None:
         for listener in list(self._listeners):
             try:
@@ -125,3 +117,20 @@ class AlarmBoard:
             except Exception:
                 # One broken stream must not stop the others' updates.
                 self.log.failure("board listener failed")
+
+
+@implementer(IMessageHandler)
+class ConsoleHandler:
+    """The console's queue: ``alarm`` messages to the board, heartbeats to the connectors'
+    table; each acked once applied (in memory: nothing to wait for)."""
+
+    def __init__(self, board: AlarmBoard, statuses) -> None:
+        self.board = board
+        self.statuses = statuses
+
+    def handle(self, message, delivery):
+        if isinstance(message, messages.Alarm):
+            self.board.apply(message)
+        elif isinstance(message, messages.Status):
+            self.statuses.apply(message)
+        return None

@@ -22,10 +22,11 @@ from connector.settings import mask_url
 from connector.topology import connector_queue
 from centaure_shared.sql import error_summary, make_engine
 
-from .board import AlarmBoard
+from .board import AlarmBoard, ConsoleHandler
 from .commands import CommandSender
 from .reader import AlarmReader
 from .sessions import SessionStore
+from .statuses import StatusBoard
 from .users import UserFile, UsersError
 from .web import ConsoleResource, EventStreams, make_console_site
 
@@ -49,6 +50,9 @@ class ConsoleService(service.Service):
         prefix = _correlator_prefix(self.settings)
         self.reader = AlarmReader(engine, prefix)
         self.board = AlarmBoard()
+        self.statuses = StatusBoard(self.settings.connector.status_interval,
+                                    self.settings.connector.lost_after)
+        self.handler = ConsoleHandler(self.board, self.statuses)
         self.sessions = SessionStore(self.conf.session_lifetime, runtime.reactor.seconds)
         self.streams = EventStreams(self.board, self.conf.max_event_clients, runtime.reactor)
         self.sender = CommandSender(runtime.bus.publisher(CONNECTOR),
@@ -57,7 +61,7 @@ class ConsoleService(service.Service):
         self.resource = ConsoleResource(
             board=self.board, reader=self.reader, users=users, sessions=self.sessions,
             sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
-            tls=self.tls)
+            tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds)
         self.site = make_console_site(self.resource)
         self.listening = None
         self.load_error: str | None = None
@@ -89,7 +93,7 @@ class ConsoleService(service.Service):
         self.streams.start()
         queue = connector_queue(self.settings.bus.exchange_prefix, CONNECTOR,
                                 self.settings.bus.queue_type)
-        self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self.board)
+        self.runtime.bus.subscriber(CONNECTOR).subscribe(queue, self.handler)
         self._loading = defer.ensureDeferred(self._load())
         self._loading.addErrback(lambda f: startup.fail_start(
             CONNECTOR, f, error_summary(f.value), self.runtime.reactor))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
@@ -169,7 +170,8 @@ class ConsoleResource(resource.Resource):
 
     def __init__(self, *, board: AlarmBoard, reader, users: IAuthenticator,
                  sessions: ISessionStore, sender: CommandSender, streams: EventStreams,
-                 anonymous_view: bool, tls: bool, version: str = "") -> None:
+                 anonymous_view: bool, tls: bool, statuses=None,
+                 clock: Callable[[], float] | None = None, version: str = "") -> None:
         super().__init__()
         self.board = board
         self.reader = reader
@@ -179,6 +181,8 @@ class ConsoleResource(resource.Resource):
         self.streams = streams
         self.anonymous_view = anonymous_view
         self.tls = tls
+        self.statuses = statuses
+        self.clock = clock or time.time
         self.version = version
         self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
                                      autoescape=select_autoescape(default=True),
@@ -200,7 +204,7 @@ class ConsoleResource(resource.Resource):
             ("POST", "login"): self.login, ("POST", "logout"): self.logout,
             ("GET", "events"): self.events, ("GET", "api"): self.api,
             ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
-            ("HEAD", ""): self.board_page,
+            ("HEAD", ""): self.board_page, ("GET", "connectors"): self.connectors_page,
         }
         handler = routes.get((method, path[0] if path else ""))
         if handler is None:
@@ -339,6 +343,13 @@ class ConsoleResource(resource.Resource):
         rows = filter_rows(self.board.rows(), **filters)
         return self.page(request, "board.html", session=session, rows=rows,
                          total=len(self.board), filters=filters, loaded=self.board.loaded)
+
+    def connectors_page(self, request: server.Request, rest: list[str]) -> bytes:
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        rows = self.statuses.rows(self.clock()) if self.statuses is not None else []
+        return self.page(request, "connectors.html", session=session, rows=rows)
 
     def api(self, request: server.Request, rest: list[str]) -> bytes:
         session, refusal = self.viewer(request)

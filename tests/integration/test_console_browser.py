@@ -358,3 +358,34 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
     (listed,) = [a for a in site.alarms() if str(a["ref"]) == ref]
     assert (listed["acked_by"], listed["active"]) == (None, True)
     assert "victor (viewer) tried to command alarm" in site.console.logs()
+
+
+def test_the_connectors_table_shows_every_running_daemon(site, viewer):
+    def listed(driver):
+        driver.get(f"{site.base}/connectors")
+        states = {tr.get_attribute("data-connector"):
+                  tr.find_element(By.CSS_SELECTOR, "td.state").text
+                  for tr in driver.find_elements(By.CSS_SELECTOR, "#connectors tbody tr")}
+        return states if {"traps", "correlator", "console"} <= set(states) else None
+
+    states = wait_for(viewer, listed, "the three connectors")
+    assert {states[c] for c in ("traps", "correlator", "console")} == {"ok"}
+
+
+def test_the_board_tells_when_it_is_not_live(site, operator):
+    operator.get(site.base + "/")
+    live(operator)
+    shown = len(operator.find_elements(By.CSS_SELECTOR, "tbody tr"))
+    site.console.stop()
+    wait_for(operator, lambda d: d.find_element(By.ID, "live").get_attribute("data-state")
+             == "reconnecting", "the reconnecting state")
+    assert operator.find_element(By.ID, "live").text == "reconnecting…"
+    site.console.start()
+    # Sessions live in the console's memory: after its restart the board says it is logged out.
+    wait_for(operator, lambda d: d.find_element(By.ID, "live").get_attribute("data-state")
+             == "logged-out", "the logged-out state")
+    login(operator, site, "alice")
+    live(operator)
+    # The board is rebuilt from the correlator's tables.
+    wait_for(operator, lambda d: len(d.find_elements(By.CSS_SELECTOR, "tbody tr")) == shown,
+             f"the {shown} alarms again")

@@ -11,10 +11,11 @@ from zope.interface.verify import verifyObject
 
 from connector import messages
 from connector.interfaces import IMessageHandler
-from connector_console.board import AlarmBoard
+from connector_console.board import AlarmBoard, ConsoleHandler
 from connector_console.commands import CommandSender
 from connector_console.interfaces import IAuthenticator, ISessionStore
 from connector_console.sessions import SessionStore
+from connector_console.statuses import StatusBoard
 from connector_console.users import User, UserFile, UsersError, remove_user, write_user
 from connector_console.web import _local, filter_rows
 
@@ -33,7 +34,7 @@ def alarm(ref: int, severity: str = "major", state: str = "raised", ts: float = 
 def test_implementations_provide_their_interfaces(tmp_path):
     verifyObject(IAuthenticator, UserFile(str(tmp_path / "users.yaml")))
     verifyObject(ISessionStore, SessionStore(60, Clock().seconds))
-    verifyObject(IMessageHandler, AlarmBoard())
+    verifyObject(IMessageHandler, ConsoleHandler(AlarmBoard(), StatusBoard(10, 3)))
 
 
 def test_users_file_holds_hashes_readable_by_its_owner_only(tmp_path):
@@ -159,3 +160,24 @@ def test_commands_are_checked_before_they_are_sent():
     ((command, durable, message_id),) = sent
     assert (command.ref, command.host, command.user, command.note) == (5, "r1", "alice", "on it")
     assert durable and message_id.startswith("console:")
+
+
+def status(connector: str, ts: float, state: str = "ok", node: str = "n1") -> messages.Status:
+    return messages.Status(source=f"{connector}@{node}", ts=ts, connector=connector, node=node,
+                           pid=42, version="0.1.0", state=state, uptime=ts - TS,
+                           counters={"published": 3.0})
+
+
+def test_connectors_table_marks_the_lost_and_the_stopped():
+    statuses = StatusBoard(interval=10, lost_after=3)
+    handler = ConsoleHandler(AlarmBoard(), statuses)
+    handler.handle(status("traps", TS + 100), None)
+    handler.handle(status("traps", TS + 90), None)  # older: ignored
+    handler.handle(status("db", TS + 60), None)
+    handler.handle(status("snmp", TS + 99, "stopping"), None)
+    handler.handle(alarm(1), None)
+    assert handler.board.get("1") is not None
+    rows = {r["connector"]: r for r in statuses.rows(TS + 100)}
+    assert (rows["traps"]["state"], rows["traps"]["age"]) == ("ok", 0)
+    assert rows["db"]["state"] == "lost" and rows["snmp"]["state"] == "stopped"
+    assert rows["traps"]["counters"]["published"] == 3.0

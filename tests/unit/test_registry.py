@@ -16,7 +16,7 @@ SHIPPED = {
     "db": ("perf", "event", "alarm", "threshold", "notification"),
     "correlator": ("event", "alarm_snapshot", "threshold", "alarm_command"),
     "alerter": ("perf", "alarm"),
-    "console": ("alarm",),
+    "console": ("alarm", "status"),
 }
 
 
@@ -52,6 +52,16 @@ def test_queues_come_from_the_declarations():
     assert {q.name for q in all_queues("p")} >= {"p.db", "p.correlator", "p.alerter"}
     with pytest.raises(KeyError, match="consumes nothing"):
         connector_queue("p", "snmp")
+
+
+def test_a_bounded_queue_drops_its_oldest_and_never_dead_letters():
+    from connector.topology import BOUNDED_MAX_LENGTH, BOUNDED_TTL_MS
+
+    queue = connector_queue("p", "console")
+    assert queue.arguments == {"x-message-ttl": BOUNDED_TTL_MS,
+                               "x-max-length": BOUNDED_MAX_LENGTH, "x-overflow": "drop-head"}
+    assert connector_queue("p", "console", "quorum").arguments["x-queue-type"] == "quorum"
+    assert [b.exchange for b in queue.bindings] == ["p.alarm", "p.status"]
 
 
 def test_each_connector_adds_its_own_commands():

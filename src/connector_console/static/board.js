@@ -106,7 +106,17 @@
   function connect() {
     const source = new EventSource("/events");
     source.onopen = () => setLive("live-on", "live");
-    source.onerror = () => setLive("reconnecting", "reconnecting…");
+    source.onerror = () => {
+      setLive("reconnecting", "reconnecting…");
+      // A stream refused for want of a session never comes back by itself (the
+      // console restarted, or the login expired): say so and stop trying.
+      fetch("/api/alarms", {credentials: "same-origin", cache: "no-store"}).then((r) => {
+        if (r.status === 401) {
+          source.close();
+          setLive("logged-out", "logged out: reload to log in");
+        }
+      }).catch(() => {});
+    };
     source.addEventListener("snapshot", (e) => {
       const rows = JSON.parse(e.data);
       if (rows === null) return;  // the console is still reading the alarms
