@@ -12,7 +12,8 @@ default): ``settings.ini``, ``inventory.yaml``, ``credentials.yaml`` and ``rules
 (rewritten at each start: the simulator's port changes), ``centaure.sqlite3``
 (kept: a second run adds to it), ``demo.log`` (the connectors' log) and the
 simulator's files while it runs. The profiles and trap definitions are the
-repository's own examples, used in place.
+repository's own examples, used in place. The files holding settings,
+credentials or messages are its user's only (0600), whatever the umask.
 """
 
 from __future__ import annotations
@@ -203,15 +204,13 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
     header = (f"# Written by 'centaure demo' at each start: the simulated fleet, one snmpsim\n"
               f"# process on 127.0.0.1:{sim_port} serving a recording per device (the\n"
               f"# community selects it: credentials.yaml sends the device's name).\n")
-    with open(os.path.join(files.workdir, "inventory.yaml"), "w") as f:
-        f.write(header)
-        yaml.safe_dump({"devices": devices}, f, sort_keys=False, default_flow_style=None,
-                       width=120)
-    with open(os.path.join(files.workdir, "rules.yaml"), "w") as f:
-        f.write(DEMO_RULES)
-    with open(os.path.join(files.workdir, "credentials.yaml"), "w") as f:
-        f.write("# Written by 'centaure demo': snmpsim selects a recording by community.\n"
-                "default:\n  version: v2c\n  community: __name__\n")
+    _write_private(os.path.join(files.workdir, "inventory.yaml"),
+                   header + yaml.safe_dump({"devices": devices}, sort_keys=False,
+                                           default_flow_style=None, width=120))
+    _write_private(os.path.join(files.workdir, "rules.yaml"), DEMO_RULES)
+    _write_private(os.path.join(files.workdir, "credentials.yaml"),
+                   "# Written by 'centaure demo': snmpsim selects a recording by community.\n"
+                   "default:\n  version: v2c\n  community: __name__\n")
     sections = {
         "bus": {"url": "embedded"},
         "buffer": {"path": os.path.join(files.workdir, "var", "buffer-{connector}.sqlite3")},
@@ -234,7 +233,18 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
             f"#   centaure query -c {files.settings} router01\n\n")
     text += "\n".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items())
                       for name, kv in sections.items())
-    with open(files.settings, "w") as f:
+    _write_private(files.settings, text)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``path`` readable by its owner only: credentials and settings, as a site's are.
+
+    0600 whatever the umask, a file left by an older run included (tightened
+    before it is written).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
         f.write(text)
 
 
@@ -329,10 +339,12 @@ def count_rows(url: str, prefix: str = "") -> tuple[int, int]:
     """(samples, events) stored in the database at ``url``; (0, 0) before it exists."""
     import sqlalchemy as sa
 
+    from centaure_shared.sql import private_sqlite
     from centaure_shared.storage.schema import make_schema
 
     schema = make_schema(prefix)
-    engine = sa.create_engine(url)
+    # It runs before the writer starts: it may be what creates the database.
+    engine = private_sqlite(sa.create_engine(url))
     try:
         with engine.connect() as conn:
             return tuple(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()

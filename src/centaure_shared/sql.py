@@ -1,6 +1,7 @@
 """SQL helpers every connector that stores something stands on.
 
-Engines that survive server restarts (:func:`make_engine`), telling an outage
+Engines that survive server restarts (:func:`make_engine`; a SQLite file it creates is 0600:
+:func:`private_sqlite` for other engines), telling an outage
 (retry later) from bad data (:func:`is_outage`), error lines without the
 statement's data (:func:`error_summary`), column types exact on every dialect
 (:class:`UInt64`, :func:`key_string`, :func:`long_text`, :func:`long_binary`),
@@ -16,9 +17,11 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
+from connector.sqlfile import private_sqlite
+
 __all__ = ["HOST_MAX", "PREFIX_RE", "VERSION_TABLE", "UInt64", "error_summary", "is_outage",
-           "key_string", "long_binary", "long_text", "make_engine", "table_prefix",
-           "version_table"]
+           "key_string", "long_binary", "long_text", "make_engine", "private_sqlite",
+           "table_prefix", "version_table"]
 
 #: Longest host name a table stores (characters; a message's host is at most 240).
 HOST_MAX = 255
@@ -32,8 +35,9 @@ def make_engine(url: str) -> sa.Engine:
     ``pool_pre_ping`` replaces connections the server dropped (a restart)
     before they are used. SQLite gets WAL and a busy timeout so readers
     (``centaure query``, the demo's view) never block the writer for long.
+    A SQLite file it creates is 0600 (messages and state), whatever the umask.
     """
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+    engine = private_sqlite(sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600))
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:

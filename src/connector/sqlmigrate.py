@@ -289,6 +289,7 @@ def migration_command(migrations: Migrations, name: str, url: str, prefix: str, 
     its masked URL, and the exit code is then 1.
     """
     from connector.settings import mask_url
+    from connector.sqlfile import private_sqlite
 
     shown = mask_url(url)
     where = f"{shown} (prefix {prefix!r})"
@@ -298,7 +299,7 @@ def migration_command(migrations: Migrations, name: str, url: str, prefix: str, 
         return 1
 
     try:
-        engine = sa.create_engine(url)
+        engine = private_sqlite(sa.create_engine(url))
     except (sa.exc.SQLAlchemyError, ImportError, ValueError) as e:
         return fail(f"cannot use {shown}: {error_line(e, url)}")
     try:

@@ -108,6 +108,7 @@ def alarms_command(settings, args) -> int:
     """Run ``centaure alarms``; returns the exit code."""
     import sqlalchemy as sa
 
+    from centaure_shared.sql import private_sqlite
     from connector.settings import mask_url
 
     url = settings.database.url.reveal()
@@ -129,7 +130,7 @@ def alarms_command(settings, args) -> int:
                         "as listed by 'centaure alarms')")
         if args.action == "note" and not args.note:
             return fail("note needs --note TEXT")
-    engine = sa.create_engine(url)
+    engine = private_sqlite(sa.create_engine(url))
     try:
         if args.action == "list":
             rows = list_alarms(engine, prefix, args.host, args.severity, args.all)

@@ -47,6 +47,7 @@ def silence_command(settings, args) -> int:
     """Run ``centaure silence``; returns the exit code."""
     import sqlalchemy as sa
 
+    from centaure_shared.sql import private_sqlite
     from connector.settings import mask_url
 
     from . import migrate, silences
@@ -80,7 +81,7 @@ def silence_command(settings, args) -> int:
             return fail("remove needs the ID of a silence (see 'centaure silence list')")
     elif args.id:
         return fail("list takes no ID")
-    engine = sa.create_engine(url)
+    engine = private_sqlite(sa.create_engine(url))
     try:
         migrate.upgrade(engine, prefix)
         now = time.time()

@@ -743,6 +743,8 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
 
     import sqlalchemy as sa
 
+    from centaure_shared.sql import private_sqlite
+
     from . import migrate
     from .routes import load_routes
 
@@ -751,7 +753,7 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
     base = os.path.dirname(os.path.abspath(settings.source)) if settings.source else os.getcwd()
     path = os.path.join(base, alerter.routes)
     routes = load_routes(path) if os.path.exists(path) else Routes(())
-    engine = sa.create_engine(settings.database.url.reveal())
+    engine = private_sqlite(sa.create_engine(settings.database.url.reveal()))
     await threads.deferToThread(migrate.upgrade, engine, alerter.table_prefix)
     notifier = Notifier(routes=routes, store=OutboxStore(engine, alerter.table_prefix),
                         publish=publish, reactor=reactor,
