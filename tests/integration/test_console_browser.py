@@ -311,13 +311,13 @@ def test_a_trap_appears_live_and_the_ack_reaches_every_board(site, operator, vie
     assert viewer.execute_script("return window.notReloaded === true;")
     operator.get(site.base + "/")
     live(operator)
-    screenshot(operator, "board.png")
 
     (listed,) = [a for a in site.alarms() if str(a["ref"]) == ref]
     assert listed["acked_by"] == "alice" and listed["active"] is True
     operator.get(f"{site.base}/alarm/{ref}")
     assert operator.find_element(By.ID, "acked-by").text.startswith("alice at ")
     assert "alice: on it, replacing the SFP" in operator.find_element(By.ID, "notes").text
+    screenshot(operator, "alarm.png")
     # Acked: the operator's page now offers unack instead.
     assert operator.find_elements(By.ID, "unack") and not operator.find_elements(By.ID, "ack")
 
@@ -358,6 +358,9 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
     (listed,) = [a for a in site.alarms() if str(a["ref"]) == ref]
     assert (listed["acked_by"], listed["active"]) == (None, True)
     assert "victor (viewer) tried to command alarm" in site.console.logs()
+    operator.get(site.base + "/")
+    live(operator)
+    screenshot(operator, "board.png")
 
 
 def test_the_connectors_table_shows_every_running_daemon(site, viewer):
