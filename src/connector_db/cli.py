@@ -477,14 +477,22 @@ def _fail(message: str, url: str) -> int:
 
 def add_commands(sub: argparse._SubParsersAction, with_config: Callable) -> dict[str, Callable]:
     """``centaure db`` and ``centaure query``: their parsers, and their handlers by name."""
-    db = with_config(sub.add_parser("db", help="the SQL schema: upgrade, current, check"))
-    db.add_argument("action", choices=("upgrade", "current", "check"),
+    db = with_config(sub.add_parser("db", help="the SQL schema: upgrade, current, check, "
+                                               "maintain"))
+    db.add_argument("action", choices=("upgrade", "current", "check", "maintain"),
                     help="upgrade: create or upgrade the tables; current: print the "
-                         "revision; check: exit 1 unless the schema is up to date")
+                         "revision; check: exit 1 unless the schema is up to date; "
+                         "maintain: apply [retention] (drop old partitions and rows, make "
+                         "partitions ahead)")
     add_query_arguments(with_config(sub.add_parser("query", help="stored samples, events or alarms")))
 
     def db_handler(settings: Any, args: argparse.Namespace) -> int:
         from .migrate import db_command
+
+        if args.action == "maintain":
+            from .maintain import maintain_command
+
+            return maintain_command(settings)
 
         return db_command(settings, args.action)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from connector import startup
@@ -53,7 +53,10 @@ class DbService(service.Service):
 
     log = Logger()
 
-    def __init__(self, runtime, engine: sa.Engine, store_factory) -> None:
+    #: Seconds between two checks that the partitions of samples are made ahead.
+    PARTITION_CHECK_INTERVAL = 3600.0
+
+    def __init__(self, runtime, engine: sa.Engine, store_factory, partition_check=None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.db = self.settings.section("db")
@@ -65,6 +68,9 @@ class DbService(service.Service):
         self.schema_error: str | None = None
         self._starting: defer.Deferred | None = None
         self._stopping = False
+        # partition_check(): the partitions made, None when a maintenance pass holds the lock.
+        self.partition_check = partition_check
+        self._partition_loop: task.LoopingCall | None = None
         runtime.health_checks[CONNECTOR] = self.health
 
     def startService(self) -> None:
@@ -87,6 +93,11 @@ class DbService(service.Service):
         self.log.info("database {url} ready (schema {rev}, layout {layout})",
                       url=mask_url(self.settings.database.url.reveal()), rev=revision,
                       layout=self.db.layout)
+        if self.partition_check is not None:
+            await self._check_partitions()
+            self._partition_loop = task.LoopingCall(self._check_partitions)
+            self._partition_loop.clock = self.runtime.reactor
+            self._partition_loop.start(self.PARTITION_CHECK_INTERVAL, now=False)
         store = await threads.deferToThread(self.store_factory)
         if self._stopping:
             # Stopped while starting: no writer (its thread would keep the process alive).
@@ -129,9 +140,25 @@ class DbService(service.Service):
             self.db.retry_initial, self.db.retry_max, "database schema",
             lambda: self._stopping, waiting)
 
+    async def _check_partitions(self) -> None:
+        """Make tomorrow's partitions of samples if missing; a failure is logged, not fatal.
+
+        A catch-all partition takes rows meanwhile, so a failed check loses nothing.
+        """
+        try:
+            made = await threads.deferToThread(self.partition_check)
+        except Exception as exc:
+            self.log.warn("partitions of samples not checked: {error}",
+                          error=error_summary(exc))
+            return
+        if made:
+            self.log.info("partitions of samples made ahead: {names}", names=", ".join(made))
+
     @defer.inlineCallbacks
     def stopService(self):
         self._stopping = True
+        if self._partition_loop is not None and self._partition_loop.running:
+            self._partition_loop.stop()
         super().stopService()
         if self.writer is not None:
             yield self.writer.close()
@@ -167,5 +194,12 @@ def build(runtime) -> DbService:
 
         return PerDeviceStore.from_settings(engine, db, _device_ids(settings), normalized)
 
-    return DbService(runtime, engine, store_factory)
+    from .maintain import Retention, ensure_partitions
+
+    retention = Retention.from_settings(settings.section("retention"))
+
+    def partition_check():
+        return ensure_partitions(engine, schema, retention)
+
+    return DbService(runtime, engine, store_factory, partition_check)
 

@@ -243,3 +243,51 @@ class DbSettings:
         TableStruct(), "datetime:ts:int, metric_index:index:smallint, value:value:varchar(63)",
         "per_device: the columns, each name:source:type (the default is the legacy "
         "layout's); a value that fits no column dead-letters its message.")
+
+
+class PartitionSpan(Duration):
+    """``partition_span``: a whole number of hours, from 1h to 31d."""
+
+    def __init__(self) -> None:
+        super().__init__(3600, 31 * 86400)
+        self.allowed = "expected a whole number of hours from 1h to 31d (e.g. 1d, 6h)"
+
+    def parse(self, raw: str, ctx: ParseContext) -> float:
+        value = super().parse(raw, ctx)
+        if value % 3600:
+            raise self.invalid()
+        return value
+
+
+_KEEP = Duration(3600, 100 * 366 * 86400)
+
+
+@register_section("retention")
+@dataclasses.dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: how long the SQL writer's rows are kept, applied by ``centaure db maintain``."""
+
+    samples: float = setting(
+        _KEEP, "14d",
+        "Raw samples older than this go: their time partitions are dropped (MariaDB, "
+        "PostgreSQL), or their rows deleted in batches (SQLite, tables not partitioned).")
+    events: float = setting(_KEEP, "90d", "Stored traps and informs older than this are deleted.")
+    alarm_history: float = setting(
+        _KEEP, "365d", "Alarm state changes (alarm_history) older than this are deleted.")
+    thresholds: float = setting(_KEEP, "90d", "Threshold crossings older than this are deleted.")
+    notifications: float = setting(
+        _KEEP, "365d", "Notification attempts (the delivery ledger) older than this are deleted.")
+    partition_span: float = setting(
+        PartitionSpan(), "1d",
+        "Time covered by one partition of samples (MariaDB, PostgreSQL), aligned on UTC "
+        "midnight for whole days; a change applies to partitions created afterwards.")
+    partitions_ahead: float = setting(
+        Duration(3600, 366 * 86400), "3d",
+        "Partitions of samples exist this far ahead of now (created by 'centaure db "
+        "maintain' and by the writer every hour); later rows go to a catch-all partition.")
+    delete_batch: int = setting(
+        Int(100, 1_000_000), "5000", "Rows deleted per transaction, about (batched deletes).")
+    lock_timeout: float = setting(
+        Duration(1, 86400), "10m",
+        "Longest wait for another 'centaure db maintain' of the same tables (another node) "
+        "to finish before giving up with an error.")

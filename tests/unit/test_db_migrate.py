@@ -7,6 +7,7 @@ tests/integration/test_db_migrate_sql.py (which reuses the helpers here).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -30,15 +31,26 @@ def new_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}_"
 
 
+# PostgreSQL lists the time partitions of samples as tables of their own.
+_PARTITION_RE = re.compile(r"_samples_p(?:[0-9]{8}_[0-9]{4}|default)$")
+
+
+def is_partition(name: str) -> bool:
+    """True for a PostgreSQL partition of samples (dropped with its table)."""
+    return bool(_PARTITION_RE.search(name))
+
+
 def tables(engine, prefix: str) -> set[str]:
+    """The tables of layout ``prefix`` (partitions of samples left out)."""
     with engine.connect() as c:
-        return {n for n in sa.inspect(c).get_table_names() if n.startswith(prefix)}
+        return {n for n in sa.inspect(c).get_table_names()
+                if n.startswith(prefix) and not is_partition(n)}
 
 
 def drop_prefixed(engine, prefix: str) -> None:
     """Drop every table named ``prefix...`` (the version table too); assert none is left."""
     md = sa.MetaData()
-    md.reflect(engine, only=lambda name, _md: name.startswith(prefix))
+    md.reflect(engine, only=lambda name, _md: name.startswith(prefix) and not is_partition(name))
     md.drop_all(engine)
     left = tables(engine, prefix)
     assert not left, left
@@ -83,7 +95,8 @@ def schema_diffs(engine, prefix: str) -> list:
         ctx = MigrationContext.configure(c, opts={
             "compare_type": True,
             "version_table": f"{prefix}alembic_version",
-            "include_name": lambda name, type_, parent: type_ != "table" or name.startswith(prefix),
+            "include_name": lambda name, type_, parent: type_ != "table" or (
+                name.startswith(prefix) and not is_partition(name)),
         })
         return compare_metadata(ctx, make_schema(prefix).metadata)
 
@@ -102,7 +115,8 @@ def describe(engine, prefix: str) -> dict:
     out = {}
     with engine.connect() as c:
         insp = sa.inspect(c)
-        for t in sorted(n for n in insp.get_table_names() if n.startswith(prefix)):
+        for t in sorted(n for n in insp.get_table_names()
+                        if n.startswith(prefix) and not is_partition(n)):
             if t == f"{prefix}alembic_version":
                 continue
             pk = insp.get_pk_constraint(t)
@@ -116,7 +130,9 @@ def describe(engine, prefix: str) -> dict:
                                  for u in insp.get_unique_constraints(t)),
                 "indexes": sorted((strip(i["name"]), tuple(i["column_names"]), bool(i["unique"]))
                                   for i in insp.get_indexes(t)),
-                "options": insp.get_table_options(t),
+                # Time partitions are the migrations' (create_all makes none).
+                "options": {k: v for k, v in insp.get_table_options(t).items()
+                            if "partition" not in k},
             }
     return out
 
@@ -171,8 +187,8 @@ def tprefix(engine):
     drop_prefixed(engine, p)
 
 
-def test_head_is_the_initial_revision():
-    assert migrate.head() == "0001"
+def test_head_is_the_newest_revision():
+    assert migrate.head() == "0002"
 
 
 def test_upgrade_from_empty_creates_every_table(engine, tprefix):
@@ -184,7 +200,7 @@ def test_upgrade_from_empty_creates_every_table(engine, tprefix):
     assert migrate.current(engine, tprefix) == migrate.head()
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {tprefix}alembic_version")).all() == [
-            ("0001",)]
+            ("0002",)]
 
 
 def test_migrated_schema_is_make_schema(engine, tprefix):
@@ -207,9 +223,9 @@ def test_upgrade_twice_is_a_no_op(engine, tprefix):
     with engine.begin() as c:
         c.execute(make_schema(tprefix).devices.insert().values(name="r1"))
     with Statements(engine) as sql:
-        assert migrate.upgrade(engine, tprefix) == "0001"
+        assert migrate.upgrade(engine, tprefix) == "0002"
     assert sql.seen and sql.writes() == []
-    assert migrate.current(engine, tprefix) == "0001"
+    assert migrate.current(engine, tprefix) == "0002"
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT name FROM {tprefix}devices")).all() == [("r1",)]
         assert c.execute(sa.text(f"SELECT count(*) FROM {tprefix}alembic_version")).scalar() == 1
@@ -219,9 +235,9 @@ def test_check_raises_until_upgraded(engine, tprefix):
     with pytest.raises(SchemaOutOfDate) as info:
         migrate.check(engine, tprefix)
     assert isinstance(info.value, ValueError)
-    assert info.value.revision is None and info.value.head == "0001"
+    assert info.value.revision is None and info.value.head == "0002"
     assert str(info.value) == ("the database schema is at revision None, this Centaure needs "
-                               "0001: run 'centaure db upgrade -c settings.ini'")
+                               "0002: run 'centaure db upgrade -c settings.ini'")
     migrate.upgrade(engine, tprefix)
     assert migrate.check(engine, tprefix) is None
 
@@ -252,7 +268,7 @@ def test_two_prefixes_side_by_side(engine):
             migrate.check(engine, b)
         with engine.begin() as c:
             c.execute(make_schema(a).devices.insert().values(name="only-in-a"))
-        assert migrate.upgrade(engine, b) == "0001"
+        assert migrate.upgrade(engine, b) == "0002"
         assert tables(engine, a) == {t.replace(b, a, 1) for t in tables(engine, b)}
         assert schema_diffs(engine, a) == [] and schema_diffs(engine, b) == []
         with engine.connect() as c:
@@ -264,7 +280,7 @@ def test_two_prefixes_side_by_side(engine):
             c.commit()
         assert tables(engine, b) == {f"{b}alembic_version"}
         assert migrate.current(engine, b) is None
-        assert migrate.current(engine, a) == "0001" and schema_diffs(engine, a) == []
+        assert migrate.current(engine, a) == "0002" and schema_diffs(engine, a) == []
         with engine.connect() as c:
             assert c.execute(sa.text(f"SELECT name FROM {a}devices")).all() == [("only-in-a",)]
         # ... and it comes back by upgrading again.
@@ -293,11 +309,11 @@ def run_concurrent_upgrades(url: str, prefix: str, n: int = 4,
 
 
 def test_processes_upgrading_at_once(engine, tprefix):
-    assert run_concurrent_upgrades(str(engine.url), tprefix) == ["0001"] * 4
+    assert run_concurrent_upgrades(str(engine.url), tprefix) == ["0002"] * 4
     assert schema_diffs(engine, tprefix) == []
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {tprefix}alembic_version")).all() == [
-            ("0001",)]
+            ("0002",)]
 
 
 # -- the centaure db command, as a real process ---------------------------------------------
@@ -315,31 +331,31 @@ def test_db_command(tmp_path, engine):
     try:
         r = centaure(tmp_path, url, "db", "current")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision None (this Centaure needs 0001)\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision None (this Centaure needs 0002)\n"
 
         r = centaure(tmp_path, url, "db", "check")
         assert r.returncode == 1 and r.stdout == ""
         assert r.stderr == ("centaure db check: the database schema is at revision None, this "
-                            f"Centaure needs 0001: run 'centaure db upgrade -c "
+                            f"Centaure needs 0002: run 'centaure db upgrade -c "
                             f"{tmp_path / 'settings.ini'}'\n")
 
         r = centaure(tmp_path, url, "db", "upgrade")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == (f"upgrading {url} (prefix 'x_') from None to 0001\n"
-                            "schema at revision 0001\n")
-        assert migrate.current(engine, "x_") == "0001" and schema_diffs(engine, "x_") == []
+        assert r.stdout == (f"upgrading {url} (prefix 'x_') from None to 0002\n"
+                            "schema at revision 0002\n")
+        assert migrate.current(engine, "x_") == "0002" and schema_diffs(engine, "x_") == []
 
         r = centaure(tmp_path, url, "db", "upgrade")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0001, up to date\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0002, up to date\n"
 
         r = centaure(tmp_path, url, "db", "current")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0001 (up to date)\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0002 (up to date)\n"
 
         r = centaure(tmp_path, url, "db", "check")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0001, up to date\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0002, up to date\n"
 
         # the default prefix '' is another layout, not created yet
         r = centaure(tmp_path, url, "db", "check", prefix="")

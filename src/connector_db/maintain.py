@@ -1,0 +1,298 @@
+"""``centaure db maintain``: old rows go, partitions of samples are made ahead.
+
+One pass, with the ``[retention]`` settings:
+
+1. samples, when partitioned (MariaDB/MySQL, PostgreSQL: migration 0002):
+   partitions are made up to ``partitions_ahead`` from now, then those whose
+   every row is older than ``samples`` are dropped (whole partitions: no
+   row-by-row delete, no table rewrite);
+2. samples elsewhere (SQLite, a table made without the migrations): rows
+   older than ``samples`` are deleted in transactions of about
+   ``delete_batch`` rows, device by device (the ``(device_id, ts)`` index
+   finds them);
+3. events, alarm history, thresholds and notifications: rows older than
+   their setting are deleted in batches, oldest ids first (each batch is a
+   range of the primary key).
+
+The writer's ``alarms`` table (the latest state of each alarm) is not
+touched.
+
+Idempotent: a second pass right after finds nothing to do. Two passes at
+once (two nodes' timers): the pass holds a lock on the database for its
+duration (MariaDB/MySQL ``GET_LOCK``, PostgreSQL a session advisory lock,
+both named after the table prefix); the second waits up to ``lock_timeout``
+for the first to finish, then finds nothing left to do. The SQL writer's
+hourly check of partitions takes the same lock without waiting (if a pass
+holds it, that pass makes them). SQLite needs no lock: its batches are
+serialized by the database, and deleting rows twice is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from centaure_shared.storage.schema import Schema
+
+from . import partitions
+
+__all__ = ["Retention", "MaintainLockTimeout", "MaintainReport", "maintain", "maintenance_lock",
+           "ensure_partitions", "maintain_command", "LOCK_NAMESPACE"]
+
+#: The lock's name is ``<namespace>:<table prefix>``.
+LOCK_NAMESPACE = "centaure-maintain"
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long rows are kept (seconds) and how partitions and batches are sized."""
+
+    samples: float = 14 * _DAY
+    events: float = 90 * _DAY
+    alarm_history: float = 365 * _DAY
+    thresholds: float = 90 * _DAY
+    notifications: float = 365 * _DAY
+    partition_span: float = _DAY
+    partitions_ahead: float = 3 * _DAY
+    delete_batch: int = 5000
+    lock_timeout: float = 600.0
+
+    @classmethod
+    def from_settings(cls, section) -> Retention:
+        """From the ``[retention]`` section."""
+        return cls(**{f: getattr(section, f) for f in cls.__dataclass_fields__})
+
+
+@dataclass
+class MaintainReport:
+    """What one pass did."""
+
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    deleted: dict[str, int] = field(default_factory=dict)
+    waited: float = 0.0
+
+
+class MaintainLockTimeout(RuntimeError):
+    """Another pass held the maintenance lock longer than ``lock_timeout``."""
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
+@contextmanager
+def maintenance_lock(engine: sa.Engine, prefix: str, timeout: float | None) -> Iterator[bool]:
+    """Hold the maintenance lock of layout ``prefix``; yields whether it was taken.
+
+    ``timeout`` None: do not wait (yields False when another holds it);
+    otherwise wait up to ``timeout`` seconds, then raise
+    :class:`MaintainLockTimeout`. The lock lives on a connection of its own
+    for the whole ``with`` block. Dialects without locks always yield True.
+    """
+    name = f"{LOCK_NAMESPACE}:{prefix}"
+    dialect = engine.dialect.name
+    if dialect not in ("mysql", "mariadb", "postgresql"):
+        yield True
+        return
+    conn = engine.connect()
+    taken = False
+    try:
+        if dialect == "postgresql":
+            key = _lock_key(name)
+            deadline = time.monotonic() + (timeout or 0)
+            while True:
+                taken = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                          {"k": key}).scalar())
+                conn.commit()  # a session lock: kept without an open transaction
+                if taken or timeout is None or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
+        else:
+            taken = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"),
+                                 {"n": name, "t": 0 if timeout is None else timeout}
+                                 ).scalar() == 1
+            conn.commit()
+        if not taken and timeout is not None:
+            raise MaintainLockTimeout(
+                f"another 'centaure db maintain' of tables prefixed {prefix!r} has held the lock "
+                f"{name!r} for over {timeout:g}s ([retention] lock_timeout); try again later")
+        yield taken
+    finally:
+        try:
+            if taken:
+                if dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
+                else:
+                    conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+                conn.commit()
+            conn.close()
+        except sa.exc.SQLAlchemyError:
+            conn.invalidate()  # closing the session frees its lock
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _ensure(engine: sa.Engine, schema: Schema, retention: Retention, now: float) -> list[str]:
+    with engine.begin() as conn:
+        if not partitions.is_partitioned(conn, schema.samples.name):
+            return []
+        return partitions.ensure_ahead(conn, schema.samples.name, _ms(now),
+                                       _ms(retention.partition_span),
+                                       _ms(retention.partitions_ahead))
+
+
+def ensure_partitions(engine: sa.Engine, schema: Schema, retention: Retention,
+                      now: float | None = None) -> list[str] | None:
+    """The writer's hourly check: partitions of samples made ahead; None if a pass runs.
+
+    Does not wait for the lock: a maintenance pass holding it makes them.
+    """
+    now = time.time() if now is None else now
+    with maintenance_lock(engine, schema.prefix, None) as taken:
+        if not taken:
+            return None
+        return _ensure(engine, schema, retention, now)
+
+
+def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
+             now: float | None = None, samples: bool = True,
+             progress: Callable[[str], None] = lambda line: None) -> MaintainReport:
+    """One maintenance pass over layout ``schema``; ``progress`` gets a line per step.
+
+    ``samples`` False leaves samples alone (``[db] layout = per_device``
+    keeps them in its own tables).
+    """
+    now = time.time() if now is None else now
+    report = MaintainReport()
+    started = time.monotonic()
+    with maintenance_lock(engine, schema.prefix, retention.lock_timeout):
+        report.waited = time.monotonic() - started
+        if report.waited >= 1:
+            progress(f"waited {report.waited:.0f}s for another maintenance pass to finish")
+        if samples:
+            _samples(engine, schema, retention, now, report, progress)
+        for table, keep in ((schema.events, retention.events),
+                            (schema.alarm_history, retention.alarm_history),
+                            (schema.thresholds, retention.thresholds),
+                            (schema.notifications, retention.notifications)):
+            n = _delete_by_id(engine, table, _ms(now - keep), retention.delete_batch, progress)
+            report.deleted[table.name] = n
+            progress(f"{table.name}: {n} rows older than {_days(keep)} deleted")
+    return report
+
+
+def _days(seconds: float) -> str:
+    from connector.settings import format_duration
+
+    return format_duration(seconds)
+
+
+def _samples(engine, schema, retention, now, report, progress) -> None:
+    table = schema.samples.name
+    cutoff = _ms(now - retention.samples)
+    with engine.connect() as conn:
+        partitioned = partitions.is_partitioned(conn, table)
+    if partitioned:
+        report.created = _ensure(engine, schema, retention, now)
+        progress(f"{table}: partitions made ahead: "
+                 f"{', '.join(report.created) if report.created else 'none needed'}")
+        with engine.begin() as conn:
+            report.dropped = partitions.drop_before(conn, table, cutoff)
+        progress(f"{table}: partitions older than {_days(retention.samples)} dropped: "
+                 f"{', '.join(report.dropped) if report.dropped else 'none'}")
+        return
+    n = _delete_samples(engine, schema, cutoff, retention.delete_batch, progress)
+    report.deleted[table] = n
+    progress(f"{table}: {n} rows older than {_days(retention.samples)} deleted")
+
+
+def _delete_samples(engine, schema, cutoff: int, batch: int, progress) -> int:
+    """Batched deletes of old samples, device by device along the (device_id, ts) index."""
+    s, total, shown = schema.samples, 0, time.monotonic()
+    with engine.connect() as conn:
+        devices = conn.execute(sa.select(schema.devices.c.id)).scalars().all()
+    for device in devices:
+        old = sa.and_(s.c.device_id == device, s.c.ts < cutoff)
+        while True:
+            with engine.begin() as conn:
+                # The ts of the batch's last row: its rows, and that ts's other metrics.
+                last = conn.execute(sa.select(s.c.ts).where(old).order_by(s.c.ts)
+                                    .offset(batch - 1).limit(1)).scalar()
+                where = old if last is None else sa.and_(s.c.device_id == device,
+                                                         s.c.ts <= last)
+                total += conn.execute(sa.delete(s).where(where)).rowcount or 0
+            if time.monotonic() - shown >= 5:
+                progress(f"{s.name}: {total} rows deleted so far")
+                shown = time.monotonic()
+            if last is None:
+                break
+    return total
+
+
+def _delete_by_id(engine, table: sa.Table, cutoff: int, batch: int, progress) -> int:
+    """Batched deletes of rows older than ``cutoff``, oldest ids first, a key range each."""
+    total, shown = 0, time.monotonic()
+    while True:
+        with engine.begin() as conn:
+            ids = (sa.select(table.c.id).where(table.c.ts < cutoff).order_by(table.c.id)
+                   .limit(batch).subquery())
+            top = conn.execute(sa.select(sa.func.max(ids.c.id))).scalar()
+            if top is None:
+                return total
+            total += conn.execute(sa.delete(table).where(
+                table.c.id <= top, table.c.ts < cutoff)).rowcount or 0
+        if time.monotonic() - shown >= 5:
+            progress(f"{table.name}: {total} rows deleted so far")
+            shown = time.monotonic()
+
+
+def maintain_command(settings) -> int:
+    """``centaure db maintain``: one pass, a line per step; the exit code (1 on any error)."""
+    from connector.settings import mask_url
+    from connector.sqlmigrate import error_line
+
+    from centaure_shared.storage.schema import make_schema
+
+    from .migrate import MIGRATIONS, SchemaOutOfDate
+
+    url = settings.database.url.reveal()
+    shown = mask_url(url)
+    db = settings.section("db")
+    retention = Retention.from_settings(settings.section("retention"))
+
+    def fail(message: str) -> int:
+        print(f"centaure db maintain: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as e:
+        return fail(f"cannot use {shown}: {error_line(e, url)}")
+    try:
+        MIGRATIONS.check(engine, db.table_prefix, settings.source or "settings.ini")
+        print(f"maintaining {shown} (prefix {db.table_prefix!r})", flush=True)
+        started = time.monotonic()
+        maintain(engine, make_schema(db.table_prefix), retention,
+                 samples=db.layout == "normalized",
+                 progress=lambda line: print(line, flush=True))
+        if db.layout != "normalized":
+            print(f"samples: [db] layout = {db.layout}: its tables are left as they are")
+        print(f"done in {time.monotonic() - started:.1f}s")
+        return 0
+    except (SchemaOutOfDate, MaintainLockTimeout) as e:
+        return fail(str(e))
+    except (sa.exc.SQLAlchemyError, ValueError) as e:
+        return fail(f"{shown}: {error_line(e, url)}")
+    finally:
+        engine.dispose()
