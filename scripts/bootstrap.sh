@@ -10,6 +10,8 @@ command -v snmpget >/dev/null || need_apt+=(snmp)
 # The web console's browser tests drive Debian's Chromium through its chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# npm fetches the console's charting library (scripts/vendor-uplot.sh).
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,3 +32,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     | grep -vE '^(WARNING: Location|  |$)' || true
   touch "$stamp"
 fi
+scripts/vendor-uplot.sh

@@ -55,3 +55,65 @@ class AlarmReader:
                        notes=[{"ts": ts, "user": user, "text": text}
                               for ts, user, text in json.loads(m["notes"] or "[]")])
         return row
+
+
+#: Most samples one graph draws (a range holding more shows its newest ones).
+MAX_POINTS = 20_000
+
+
+class StoreReader:
+    """What the SQL writer stored (its normalized tables, ``[db] table_prefix``): a
+    device's last values, events and samples; an alarm's history and notifications."""
+
+    def __init__(self, engine: sa.Engine, prefix: str) -> None:
+        from centaure_shared.storage.schema import make_schema as writer_schema
+
+        self.engine = engine
+        self.schema = writer_schema(prefix)
+
+    def device(self, host: str) -> dict | None:
+        """Last value of each metric and index, the last 20 events; None: a host never stored."""
+        from centaure_shared.storage import query
+
+        try:
+            latest = query.latest_samples(self.engine, self.schema, host)
+        except query.QueryError:
+            latest = None
+        try:
+            events = query.events(self.engine, self.schema, host, limit=20)
+        except query.QueryError:
+            events = None
+        if latest is None and events is None:
+            return None
+        return {"latest": latest or [], "events": events or []}
+
+    def samples(self, host: str, metric: str, index: str, start: float,
+                end: float) -> list[tuple[float, float | None]]:
+        """(ts, value) of one metric and index in [start, end], oldest first; text values as
+        None (a gap). ``query.QueryError`` for a host or metric never stored."""
+        from centaure_shared.storage import query
+
+        rows = query.samples(self.engine, self.schema, host, metric, index, start, end,
+                             limit=MAX_POINTS, order="desc")
+        return [(r.ts, r.value if isinstance(r.value, (int, float)) else None)
+                for r in reversed(rows)]
+
+    def history(self, ref: int, limit: int = 200) -> list[dict]:
+        """The alarm's stored changes (one per ``alarm`` message), oldest first."""
+        h = self.schema.alarm_history
+        stmt = (sa.select(h.c.ts, h.c.state, h.c.severity, h.c.count, h.c.acked_by,
+                          h.c.flapping, h.c.message)
+                .where(h.c.ref == ref).order_by(h.c.ts.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [dict(r._mapping, ts=r.ts / 1000.0) for r in reversed(rows)]
+
+    def notifications(self, ref: int, limit: int = 200) -> list[dict]:
+        """The alerter's notification attempts for the alarm (the ledger), newest first."""
+        n = self.schema.notifications
+        stmt = (sa.select(n.c.ts, n.c.channel, n.c.recipient, n.c.state, n.c.attempts,
+                          n.c.reason, n.c.rule)
+                .where(n.c.ref == ref).order_by(n.c.ts.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [dict(r._mapping, ts=r.ts / 1000.0) for r in rows]

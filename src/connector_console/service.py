@@ -24,7 +24,7 @@ from centaure_shared.sql import error_summary, make_engine
 
 from .board import AlarmBoard, ConsoleHandler
 from .commands import CommandSender
-from .reader import AlarmReader
+from .reader import AlarmReader, StoreReader
 from .sessions import SessionStore
 from .statuses import StatusBoard
 from .users import UserFile, UsersError
@@ -49,6 +49,7 @@ class ConsoleService(service.Service):
         self.counters = runtime.counters(CONNECTOR)
         prefix = _correlator_prefix(self.settings)
         self.reader = AlarmReader(engine, prefix)
+        self.store = StoreReader(engine, _writer_prefix(self.settings))
         self.board = AlarmBoard()
         self.statuses = StatusBoard(self.settings.connector.status_interval,
                                     self.settings.connector.lost_after)
@@ -59,7 +60,7 @@ class ConsoleService(service.Service):
                                     f"{CONNECTOR}@{runtime.node}", runtime.reactor.seconds)
         self.tls = bool(self.conf.tls_cert)
         self.resource = ConsoleResource(
-            board=self.board, reader=self.reader, users=users, sessions=self.sessions,
+            board=self.board, reader=self.reader, store=self.store, users=users, sessions=self.sessions,
             sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
             tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds)
         self.site = make_console_site(self.resource)
@@ -160,6 +161,14 @@ def _correlator_prefix(settings) -> str:
         return settings.section("correlator").table_prefix
     except KeyError:
         return "corr_"
+
+
+def _writer_prefix(settings) -> str:
+    """The SQL writer's table prefix (``[db] table_prefix``; none without it)."""
+    try:
+        return settings.section("db").table_prefix
+    except KeyError:
+        return ""
 
 
 def _tls_context(cert: str, key: str | None):

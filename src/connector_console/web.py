@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -38,6 +39,8 @@ from .users import User
 
 __all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"]
 
+#: The graph's time ranges: name -> seconds.
+RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 SESSION_COOKIE = b"centaure_session"
 LOGIN_COOKIE = b"centaure_login"
 #: Longest name or password accepted by the login form (argon2 hashes any length).
@@ -169,12 +172,14 @@ class ConsoleResource(resource.Resource):
     log = Logger()
 
     def __init__(self, *, board: AlarmBoard, reader, users: IAuthenticator,
+                 store=None,
                  sessions: ISessionStore, sender: CommandSender, streams: EventStreams,
                  anonymous_view: bool, tls: bool, statuses=None,
                  clock: Callable[[], float] | None = None, version: str = "") -> None:
         super().__init__()
         self.board = board
         self.reader = reader
+        self.store = store
         self.users = users
         self.sessions = sessions
         self.sender = sender
@@ -205,6 +210,7 @@ class ConsoleResource(resource.Resource):
             ("GET", "events"): self.events, ("GET", "api"): self.api,
             ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
             ("HEAD", ""): self.board_page, ("GET", "connectors"): self.connectors_page,
+            ("GET", "device"): self.device_page,
         }
         handler = routes.get((method, path[0] if path else ""))
         if handler is None:
@@ -355,10 +361,94 @@ class ConsoleResource(resource.Resource):
         session, refusal = self.viewer(request)
         if refusal is not None:
             return refusal
+        if rest == ["samples"]:
+            return self.api_samples(request)
         if rest != ["alarms"]:
             return self.refuse(request, 404, "Not found", "There is no such page.")
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(self.board.rows()).encode()
+
+    def api_samples(self, request: server.Request):
+        """``{"ts": [...], "values": [...]}`` of one metric and index of a host over a range."""
+        from centaure_shared.storage.query import QueryError
+
+        request.setHeader(b"content-type", b"application/json")
+        host, metric = _arg(request, "host") or "", _arg(request, "metric") or ""
+        index = _arg(request, "index") or ""
+        try:
+            start, end = float(_arg(request, "start") or ""), float(_arg(request, "end") or "")
+        except ValueError:
+            start = end = float("nan")
+        if not host or not metric or self.store is None or not (start <= end):
+            request.setResponseCode(400)
+            return json.dumps({"error": "host, metric, start and end (UNIX seconds, start "
+                                        "not after end) are needed"}).encode()
+
+        def done(points: list) -> None:
+            body = json.dumps({"ts": [p[0] for p in points],
+                               "values": [p[1] for p in points]}).encode()
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        def failed(failure) -> None:
+            if failure.check(QueryError):
+                request.setResponseCode(404)
+                body = json.dumps({"error": str(failure.value)}).encode()
+            elif failure.check(sa.exc.SQLAlchemyError):
+                request.setResponseCode(503)
+                body = json.dumps({"error": "the samples cannot be read now"}).encode()
+                self.log.warn("console: samples of {host} unreadable: {error}", host=host,
+                              error=str(failure.value).splitlines()[0])
+            else:
+                return failure
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        d = threads.deferToThread(self.store.samples, host, metric, index, start, end)
+        return d.addCallbacks(done, failed)
+
+    def device_page(self, request: server.Request, rest: list[str]):
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        host = _arg(request, "host") or ""
+        if not host or self.store is None:
+            return self.refuse(request, 404, "Not found", "Which device? (device?host=NAME)")
+        span = _arg(request, "range") or "1h"
+        if span not in RANGES:
+            span = "1h"
+        alarms = [r for r in self.board.rows() if r["host"] == host]
+
+        def read() -> dict | None:
+            try:
+                return self.store.device(host)
+            except sa.exc.SQLAlchemyError as e:
+                return {"latest": [], "events": [],
+                        "error": str(getattr(e, "orig", None) or e).splitlines()[0]}
+
+        def found(data: dict | None) -> None:
+            if data is None and not alarms:
+                body = self.refuse(request, 404, "Not found",
+                                   f"Nothing is stored about {host!r}.")
+            else:
+                data = data or {"latest": [], "events": []}
+                series = sorted({(r.metric, r.index) for r in data["latest"]
+                                 if isinstance(r.value, (int, float))})
+                metric, index = _arg(request, "metric"), _arg(request, "index") or ""
+                if (metric, index) not in series:
+                    metric, index = series[0] if series else (None, "")
+                end = self.clock()
+                body = self.page(request, "device.html", session=session, host=host,
+                                 alarms=alarms, series=series, metric=metric, index=index,
+                                 span=span, ranges=RANGES, start=end - RANGES[span], end=end,
+                                 **data)
+            if not request.finished:
+                request.write(body)
+                request.finish()
+
+        return threads.deferToThread(read).addCallback(found)
 
     def events(self, request: server.Request, rest: list[str]):
         session, refusal = self.viewer(request)
@@ -376,19 +466,32 @@ class ConsoleResource(resource.Resource):
         if ref is None:
             return self.refuse(request, 404, "Not found", "An alarm's ref is a number.")
 
-        def found(alarm: dict | None) -> None:
+        def read() -> tuple[dict | None, dict]:
+            alarm = self.reader.one(ref)
+            stored: dict = {"history": None, "notifications": None}
+            if alarm is not None and self.store is not None:
+                try:
+                    stored = {"history": self.store.history(ref),
+                              "notifications": self.store.notifications(ref)}
+                except sa.exc.SQLAlchemyError as e:
+                    # The SQL writer's tables may not be in this database: the page says so.
+                    stored["error"] = str(getattr(e, "orig", None) or e).splitlines()[0]
+            return alarm, stored
+
+        def found(result: tuple[dict | None, dict]) -> None:
+            alarm, stored = result
             if alarm is None:
                 body = self.refuse(request, 404, "Not found",
                                    f"The correlator has no alarm {ref}.")
             else:
                 cause = self.board.get(alarm["cause_ref"]) if alarm["cause_ref"] else None
                 body = self.page(request, "alarm.html", session=session, alarm=alarm,
-                                 cause=cause, done=_arg(request, "done") or "")
+                                 cause=cause, done=_arg(request, "done") or "", **stored)
             if not request.finished:
                 request.write(body)
                 request.finish()
 
-        return threads.deferToThread(self.reader.one, ref).addCallback(found)
+        return threads.deferToThread(read).addCallback(found)
 
     # --- commands -------------------------------------------------------------------
 

@@ -36,10 +36,10 @@ import pytest
 
 from centaure.shipped import example_path
 from connector.permissions import connector_rights
-from tests.conftest import AMQP_URL, ROOT, _delete_prefixed, rabbitmqctl, settings_text
+from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, _delete_prefixed, rabbitmqctl, settings_text
 from tests.integration.daemons import BIN, TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
-from tests.integration.support import declare_consumer_queues
+from tests.integration.support import declare_consumer_queues, drop_prefixed_tables
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,9 @@ class Site:
     """The running daemons, the console's address and its settings files."""
 
     def __init__(self, base: str, corr_ini: Path, console: TwistdDaemon, trap_port: int,
-                 home: Path) -> None:
+                 home: Path, prefix: str, db_prefix: str) -> None:
+        self.prefix = prefix
+        self.db_prefix = db_prefix
         self.base = base
         self.corr_ini = corr_ini
         self.console = console
@@ -103,10 +105,12 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """Trap receiver, correlator and console on RabbitMQ, the console under its own broker
-    user (the rights ``bus-config --definitions`` gives it), trusted by the correlator."""
+    """Trap receiver, correlator, SQL writer (MariaDB) and console on RabbitMQ, the console
+    under its own broker
+user (the rights ``bus-config --definitions`` gives it), trusted by the correlator."""
     tmp = tmp_path_factory.mktemp("console")
     prefix = f"t{uuid.uuid4().hex[:10]}"
+    tables = {"db": f"w{prefix[1:9]}_", "correlator": f"c{prefix[1:9]}_"}
     console_user, console_pw = f"console-{prefix}", uuid.uuid4().hex
     rights = connector_rights(prefix, "console")
     rabbitmqctl("add_user", console_user, console_pw)
@@ -114,17 +118,20 @@ def site(tmp_path_factory):
     try:
         rabbitmqctl("set_permissions", "-p", "/", console_user, rights["configure"],
                     rights["write"], rights["read"])
-        declare_consumer_queues(prefix, "correlator", "console")
+        declare_consumer_queues(prefix, "correlator", "console", "db")
         shutil.copy(example_path("traps.yaml"), tmp / "traps.yaml")
         (tmp / "inventory.yaml").write_text(
             "devices:\n  - {name: sw-core, address: 127.0.0.1, device_type: switch}\n")
-        db_url = f"sqlite:///{tmp}/centaure.sqlite3"
         correlator = {"batch_interval": "20ms", "tick_interval": "0.2s",
-                      "command_services": console_user}
+                      "command_services": console_user, "table_prefix": tables["correlator"]}
+        db = {"table_prefix": tables["db"], "batch_interval": "20ms"}
         trap_port, corr_port, console_port = free_udp_port(), free_tcp_port(), free_tcp_port()
         corr_ini = tmp / "correlator.ini"
         corr_ini.write_text(settings_text(prefix, tmp, connector={"http_port": str(corr_port)},
-                                          database={"url": db_url}, correlator=correlator))
+                                          database={"url": MARIADB_URL}, correlator=correlator,
+                                          db=db))
+        db_ini = tmp / "db.ini"
+        db_ini.write_text(settings_text(prefix, tmp, database={"url": MARIADB_URL}, db=db))
         traps_ini = tmp / "traps.ini"
         traps_ini.write_text(settings_text(
             prefix, tmp, traps={"listen": f"127.0.0.1:{trap_port}", "definitions": "traps.yaml",
@@ -132,7 +139,7 @@ def site(tmp_path_factory):
         console_ini = tmp / "console.ini"
         console_ini.write_text(settings_text(
             prefix, tmp, url=f"amqp://{console_user}:{console_pw}@127.0.0.1:5672/%2F",
-            database={"url": db_url}, correlator=correlator,
+            database={"url": MARIADB_URL}, correlator=correlator, db=db,
             console={"port": str(console_port), "users_file": str(tmp / "users.yaml")}))
         for name, (role, password) in USERS.items():
             out = subprocess.run([f"{BIN}/centaure", "console", "add-user", name, "--role", role,
@@ -145,14 +152,16 @@ def site(tmp_path_factory):
 
         daemons.append(TwistdDaemon("centaure-correlator", corr_ini, corr_port))
         daemons.append(TwistdDaemon("centaure-traps", traps_ini))
+        daemons.append(TwistdDaemon("centaure-db", db_ini))
         console = TwistdDaemon("centaure-console", console_ini)
         daemons.append(console)
         daemons[0].wait_health(lambda status, body: body.get("connectors", {})
                                .get("correlator", {}).get("state") == "ready")
         daemons[1].wait_log("receiving traps on")
+        daemons[2].wait_log("ready (schema")
         console.wait_log("alarm board loaded")
         yield Site(f"http://127.0.0.1:{console_port}", corr_ini, console, trap_port,
-                   tmp / "nethome")
+                   tmp / "nethome", prefix, tables["db"])
         logs = console.logs()
         assert console_pw not in logs
         assert not any(password in logs for _, password in USERS.values())
@@ -163,6 +172,7 @@ def site(tmp_path_factory):
             rabbitmqctl("delete_user", console_user)
         finally:
             _delete_prefixed(prefix)
+            drop_prefixed_tables(MARIADB_URL, tuple(tables.values()))
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +327,12 @@ def test_a_trap_appears_live_and_the_ack_reaches_every_board(site, operator, vie
     operator.get(f"{site.base}/alarm/{ref}")
     assert operator.find_element(By.ID, "acked-by").text.startswith("alice at ")
     assert "alice: on it, replacing the SFP" in operator.find_element(By.ID, "notes").text
+    wait_for(operator, lambda d: "alice" in d.find_element(By.ID, "history").text
+             or d.refresh(), "the ack in the stored history")
+    states = [tr.find_elements(By.TAG_NAME, "td")[1].text
+              for tr in operator.find_elements(By.CSS_SELECTOR, "#history tbody tr")]
+    assert states[0] == "raised" and states[-1] == "updated"
+    assert "No notification sent for it." in operator.find_element(By.ID, "notifications").text
     screenshot(operator, "alarm.png")
     # Acked: the operator's page now offers unack instead.
     assert operator.find_elements(By.ID, "unack") and not operator.find_elements(By.ID, "ack")
@@ -373,6 +389,64 @@ def test_the_connectors_table_shows_every_running_daemon(site, viewer):
 
     states = wait_for(viewer, listed, "the three connectors")
     assert {states[c] for c in ("traps", "correlator", "console")} == {"ok"}
+
+
+def test_a_device_graph_draws_every_sample_of_its_range(site, viewer):
+    import pika
+    import sqlalchemy as sa
+
+    from centaure_shared.storage import query
+    from centaure_shared.storage.schema import make_schema
+    from connector import messages
+
+    now = time.time()
+    # 40 samples in the last hour, 5 before it (outside the range drawn).
+    stamps = [now - 1800 + 45 * i for i in range(40)] + [now - 7200 + 60 * i for i in range(5)]
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for n, ts in enumerate(stamps):
+            perf = messages.Perf(source="snmp@testnode", ts=ts, host="sw-core",
+                                 address="127.0.0.1", device_type="switch", metrics=[
+                                     messages.Metric(name="cpuLoad", value=20 + n % 7,
+                                                     kind="gauge", unit="%",
+                                                     oid="1.3.6.1.2.1.25.3.3.1.2.1")])
+            ch.basic_publish(f"{site.prefix}.perf", messages.routing_key(perf),
+                             messages.encode(perf),
+                             pika.BasicProperties(message_id=uuid.uuid4().hex, type="perf",
+                                                  delivery_mode=2))
+    finally:
+        conn.close()
+    engine = sa.create_engine(MARIADB_URL)
+    schema = make_schema(site.db_prefix)
+    try:
+        def stored() -> int:
+            try:
+                return len(query.samples(engine, schema, "sw-core", "cpuLoad", limit=1000))
+            except query.QueryError:
+                return 0
+
+        deadline = time.monotonic() + WAIT
+        while stored() < len(stamps):
+            assert time.monotonic() < deadline, f"{stored()} of {len(stamps)} samples stored"
+            time.sleep(0.1)
+
+        viewer.get(f"{site.base}/device?host=sw-core&metric=cpuLoad&range=1h")
+        graph = viewer.find_element(By.ID, "graph")
+        points = wait_for(viewer, lambda d: graph.get_attribute("data-points"), "the graph")
+        start, end = (float(graph.get_attribute(a)) for a in ("data-start", "data-end"))
+        in_range = query.samples(engine, schema, "sw-core", "cpuLoad", "", start, end, limit=1000)
+    finally:
+        engine.dispose()
+    assert int(points) == len(in_range) == 40
+    assert graph.get_attribute("data-drawn") == "40"  # uPlot's own count of points
+    assert viewer.find_elements(By.CSS_SELECTOR, "#graph canvas")
+    assert "40 samples of cpuLoad" in viewer.find_element(By.ID, "graph-status").text
+    # The device's active alarms and last values are on the page too.
+    assert "linkDown" in viewer.find_element(By.ID, "device-alarms").text
+    assert "cpuLoad" in viewer.find_element(By.ID, "latest").text
+    screenshot(viewer, "device.png")
 
 
 def test_the_board_tells_when_it_is_not_live(site, operator):

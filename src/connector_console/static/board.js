@@ -40,7 +40,7 @@
     span.className = "sev sev-" + a.severity;
     span.textContent = a.severity;
     sev.appendChild(span);
-    cell(tr, "host", a.host);
+    link(cell(tr, "host"), "/device?host=" + encodeURIComponent(a.host), a.host);
     link(cell(tr, "name"), "/alarm/" + a.ref, a.name);
     cell(tr, "text", a.message);
     cell(tr, "time", iso(a.first_seen));
