@@ -17,7 +17,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from connector import messages
 from connector.buffer import BufferFull, SQLiteBuffer, ThreadedBuffer
-from connector.consumer import REASON_HEADER, Consumer, Delivery, RejectedMessage
+from connector.consumer import REASON_HEADER, Consumer, DeadLetterLog, Delivery
 from connector.metrics import Counters
 from connector.publisher import ReliablePublisher
 from connector_alarms.authz import CommandPolicy
@@ -134,6 +134,21 @@ def test_a_refused_alarm_command_is_named_in_the_line_among_malformed_ones(warni
            "routing key 'perf.h100', message id 'm100'); next report" in warnings[1]
     assert c.counters.get("rejected") == 2 and len(queue.acked) == 102
     assert "broker user 'eve'" in dead.held[-1][1]["headers"][REASON_HEADER]
+
+
+def test_the_queues_of_one_bus_share_one_line(warnings):
+    """A flood spread over many queues (partitions) is still one line every 10 s."""
+    clock, counters, dead, queue = task.Clock(), Counters("bus"), DeadLetters(), Queue()
+    shared = DeadLetterLog(clock, counters)
+    consumers = [Consumer(f"centaure.correlator.{p}", Handler(), dead, "centaure.dead",
+                          counters, clock, dead_letters=shared) for p in range(16)]
+    for tag in range(160):
+        queue.deliver(consumers[tag % 16], tag)
+    clock.advance(10)
+    assert len(warnings) == 2 and "159 invalid (totals: invalid 160)" in warnings[1]
+    assert "(queue centaure.correlator.1, " in warnings[1]
+    shared.stop()
+    assert len(warnings) == 2
 
 
 def test_a_line_is_one_line_whatever_the_routing_key_holds(warnings):

@@ -83,6 +83,31 @@ def test_subject_context_limits_and_counter_names():
         DropLog(clock, counters, log, 0)
 
 
+def test_the_first_example_of_each_reason_is_told_with_the_counts():
+    clock = task.Clock()
+    lines, log = capture()
+    drops = DropLog(clock, Counters("bus"), log, subject="messages dead-lettered",
+                    counter_prefix="")
+    drops.drop("invalid", example="not JSON (key a)")
+    drops.drop("invalid", example="not JSON (key b)")
+    drops.drop("invalid", example="not JSON (key c)")
+    drops.drop("rejected", example="refused: user 'x'")
+    drops.drop("rejected")
+    drops.drop("oversized")  # no example: only counted
+    clock.advance(10)
+    drops.drop("invalid")
+    drops.stop()
+    assert lines == [
+        "messages dead-lettered: 1 invalid (totals: invalid 1); first invalid: not JSON (key a); "
+        "next report in 10 s at most",
+        "messages dead-lettered: 2 invalid, 1 oversized, 2 rejected (totals: invalid 3, "
+        "oversized 1, rejected 2); first invalid: not JSON (key b); first rejected: refused: "
+        "user 'x'; next report in 10 s at most",
+        # The examples of a line are not told again in the next one.
+        "messages dead-lettered: 1 invalid (totals: invalid 4); next report in 10 s at most",
+    ]
+
+
 # -- the publisher's full buffer ------------------------------------------------
 
 
