@@ -39,7 +39,8 @@ METRICS = 50
 class Daemon:
     """A running ``twistd centaure-db`` and how to look at it."""
 
-    def __init__(self, tmp_path, prefix: str, db_url: str, table_prefix: str, **db) -> None:
+    def __init__(self, tmp_path, prefix: str, db_url: str, table_prefix: str,
+                 retention: dict | None = None, **db) -> None:
         self.tmp_path = tmp_path
         self.port = free_tcp_port()
         self.url = db_url
@@ -48,7 +49,8 @@ class Daemon:
                              connector={"http_port": str(self.port)},
                              database={"url": db_url},
                              db={"table_prefix": table_prefix, "batch_interval": "50ms",
-                                 "retry_initial": "0.2s", "retry_max": "1s", **db})
+                                 "retry_initial": "0.2s", "retry_max": "1s", **db},
+                             retention=retention or {})
         (tmp_path / "settings.ini").write_text(text)
         self.log_path = tmp_path / "twistd.log"
         self.log = open(self.log_path, "w")
@@ -297,3 +299,33 @@ def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, 
             engine.dispose()
     finally:
         drop_prefixed_tables(MARIADB_URL, f"{site}_")
+
+
+def test_writer_makes_the_partitions_ahead_at_start(run_daemon, shared_tables):
+    """Tomorrow's partition (and partitions_ahead's) exist once the writer has started,
+    even when no 'centaure db maintain' ran since the migration."""
+    from connector_db import migrate, partitions
+
+    engine = sa.create_engine(MARIADB_URL)
+    table = f"{shared_tables}samples"
+    try:
+        migrate.upgrade(engine, shared_tables)
+        now_ms = int(time.time() * 1000)
+        with engine.begin() as c:
+            later = [p.name for p in partitions.partitions(c, table)
+                     if p.lower is not None and p.lower > now_ms]
+            assert later, "the migration made partitions ahead"
+            c.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {', '.join(later)}")
+        daemon = run_daemon(MARIADB_URL, shared_tables, retention={"partitions_ahead": "5d"})
+        daemon.wait_health(200, schema="ready")
+        deadline = time.monotonic() + 30
+        while True:
+            with engine.connect() as c:
+                uppers = [p.upper for p in partitions.partitions(c, table) if p.upper]
+            if uppers and uppers[-1] > now_ms + 5 * 86_400_000:
+                break
+            assert time.monotonic() < deadline, f"partitions {uppers}:\n{daemon.logs()[-3000:]}"
+            time.sleep(0.2)
+        assert "partitions of samples made ahead" in daemon.logs()
+    finally:
+        engine.dispose()
