@@ -53,7 +53,14 @@ message for a while) puts the publisher in probing mode: new messages go to
 the buffer, and the replay sends one message at a time, each once the
 previous one is confirmed, until the broker acks one; then the rest follow at
 full speed. Messages pipelined behind a nacked one would otherwise be
-accepted ahead of it as soon as the broker accepts again.
+accepted ahead of it as soon as the broker accepts again. Each probe waits
+a delay after the nack before it (``nack_backoff_initial``, doubled after
+every refused probe up to ``nack_backoff_max``, back to the start on the
+probe's ack or a new link): a queue that keeps refusing (full with
+``x-overflow = reject-publish``, a quorum queue without a leader for long)
+costs a probe every few seconds, not a busy loop, and its messages stay in
+the buffer. Nacks are counted (``nacked``) and told in one warning line
+every 10 s at most.
 
 The publisher does not know AMQP: it drives an ``IPublishLink`` (the AMQP
 adapter, or a fake in unit tests) and is told of acks, nacks, link up/down and
@@ -127,7 +134,13 @@ class ReliablePublisher:
         batch_size: int = 500,
         confirm_timeout: float = 5.0,
         partitions: int = 0,
+        nack_backoff_initial: float = 0.1,
+        nack_backoff_max: float = 2.0,
     ) -> None:
+        if not 0 < nack_backoff_initial <= nack_backoff_max:
+            raise ValueError(
+                "nack backoff must satisfy 0 < initial <= max, got "
+                f"initial={nack_backoff_initial!r}, max={nack_backoff_max!r}")
         self.buffer = buffer
         #: ``[bus] partitions``: routing keys carry the host's partition when set.
         self.partitions = partitions
@@ -156,6 +169,10 @@ class ReliablePublisher:
         self._epoch = 0  # changes when the replay starts over: a read begun before is stale
         self._probing = False  # after a nack: one message in flight until one is acked
         self._probe_tag: int | None = None  # the delivery tag of the message probing
+        self.nack_backoff_initial = nack_backoff_initial
+        self.nack_backoff_max = nack_backoff_max
+        self._nack_delay = nack_backoff_initial  # the wait before the next probe
+        self._probe_call = None  # while active, no probe is sent
         self._delete_call = None
         self._watchdog = None
         self._stopped = False
@@ -169,6 +186,12 @@ class ReliablePublisher:
         self.drops = DropLog(clock, counters, self.log,
                              subject=f"messages dropped by the publisher buffer {store.path}",
                              context=f"policy {store.policy}")
+        #: Messages the broker refused (``nacked``): they stay in the buffer and are
+        #: sent again; told in one line every 10 s at most, not one per nack.
+        self.nacks = DropLog(clock, counters, self.log, subject="messages nacked by the broker",
+                             context="kept in the buffer, sent again after a growing delay "
+                                     f"of up to {nack_backoff_max:g} s",
+                             counter_prefix="")
 
     # -- lifecycle -------------------------------------------------------
 
@@ -210,6 +233,7 @@ class ReliablePublisher:
             return
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
+        self._cancel_probe_delay()
         deadline = self.clock.seconds() + grace
         while self._in_flight and self._link is not None and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.05)
@@ -224,6 +248,7 @@ class ReliablePublisher:
             yield self.buffer.stop()
         finally:
             self.drops.stop()
+            self.nacks.stop()
 
     def _refuse_unstarted(self) -> None:
         """Fail what waits for a buffer that did not (or will not) open."""
@@ -241,6 +266,9 @@ class ReliablePublisher:
         """A channel in confirm mode is ready: replay the backlog first."""
         self._link = link
         self._blocked = False
+        # Another connection (maybe another node): probe it at once.
+        self._cancel_probe_delay()
+        self._nack_delay = self.nack_backoff_initial
         self._restart_replay()
         self._pump()
 
@@ -286,6 +314,7 @@ class ReliablePublisher:
             if self._probe_tag is not None and tag >= self._probe_tag:
                 # The broker accepts again: back to a full in-flight window.
                 self._probing, self._probe_tag = False, None
+                self._nack_delay = self.nack_backoff_initial
             self._send_waiting()
             for entry in entries:
                 if entry.buffered:
@@ -299,12 +328,14 @@ class ReliablePublisher:
             if self._to_delete:
                 self._schedule_delete()
         else:
-            self.counters.inc("nacked", len(entries))
-            self.log.warn("broker nacked {n} message(s): they go back to the buffer", n=len(entries))
             if entries:
+                record = entries[0].record
+                self.nacks.drop("nacked", len(entries), example=(
+                    f"exchange {record.exchange}, routing key {record.routing_key!r}"))
                 self._probing = True
                 if self._probe_tag is not None and tag >= self._probe_tag:
                     self._probe_tag = None  # the probe was refused: another one follows
+                self._delay_probe()
                 # What waits for room would overtake the nacked messages: to disk, behind them.
                 self._spill_waiting()
             self._requeue(entries)
@@ -555,8 +586,8 @@ class ReliablePublisher:
         """Replay buffered rows while the link is usable and there is room."""
         if not self.usable or self._reading or self._stopped:
             return
-        if self._probing and self._in_flight:
-            return  # one message at a time until the broker acks one
+        if self._probing and (self._in_flight or self._probe_delayed()):
+            return  # one message at a time, after a delay, until the broker acks one
         if self._rewind:
             if any(p.buffered for p in self._in_flight.values()):
                 return  # wait until the replayed window is settled
@@ -570,6 +601,30 @@ class ReliablePublisher:
         d.addCallback(self._replay, self._epoch)
         d.addErrback(self._replay_failed)
 
+    def _delay_probe(self) -> None:
+        """No probe before the current delay; the next refusal waits twice as long.
+
+        Nacks of a window sent before the first one arrive while the delay runs:
+        they neither extend nor double it.
+        """
+        if self._probe_delayed():
+            return
+        delay = self._nack_delay
+        self._nack_delay = min(delay * 2, self.nack_backoff_max)
+        self._probe_call = self.clock.callLater(delay, self._probe_due)
+
+    def _probe_delayed(self) -> bool:
+        return self._probe_call is not None and self._probe_call.active()
+
+    def _probe_due(self) -> None:
+        self._probe_call = None
+        self._pump()
+
+    def _cancel_probe_delay(self) -> None:
+        if self._probe_delayed():
+            self._probe_call.cancel()
+        self._probe_call = None
+
     def _replay(self, rows, epoch: int) -> None:
         self._reading = False
         if epoch != self._epoch:
@@ -578,6 +633,8 @@ class ReliablePublisher:
             return
         if not self.usable:
             return
+        if self._probing and (self._in_flight or self._probe_delayed()):
+            return  # a nack came while reading: these rows are read again for the probe
         # Rows of messages still in flight (saved while the broker was blocked)
         # await their confirm, and confirmed rows await their delete: sending
         # them again would deliver them twice.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from connector import messages
 from connector.buffer import BufferFull, SQLiteBuffer, ThreadedBuffer
@@ -430,3 +432,49 @@ async def test_after_a_nack_one_message_probes_the_broker_before_the_rest(tmp_pa
     p.confirmed(16, multiple=True, ack=True)
     await until(lambda: p.buffer.count() == 0)
     await p.stop(grace=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broker_that_keeps_nacking_is_probed_after_a_growing_delay(tmp_path):
+    """A queue that refuses everything (full, reject-publish) for a second: a few
+    probes and one warning line, not a busy loop of re-sends and a line per nack;
+    once it accepts, every message is delivered once, in publish order."""
+    lines: list[str] = []
+
+    def observe(event) -> None:
+        if event.get("log_level") == LogLevel.warn and "nacked" in formatEvent(event):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        p = await make(tmp_path, nack_backoff_initial=0.05, nack_backoff_max=0.2)
+        link = BrokerLink(p)  # nacks until accepting
+        p.link_up(link)
+        for i in range(20):
+            p.publish(perf(i))
+        await until(lambda: p.counters.get("nacked") >= 20)
+        sent = len(link.sent)
+        await task.deferLater(reactor, 1.0, lambda: None)
+        # Delays 0.05, 0.1, 0.2, 0.2...: at most 7 probes in a second on any machine.
+        probes = len(link.sent) - sent
+        assert 1 <= probes <= 7, probes
+        assert p.counters.get("nacked") == 20 + probes
+        assert len(lines) == 1, lines
+        assert "messages nacked by the broker (kept in the buffer, sent again after a " \
+               "growing delay of up to 0.2 s): 1 nacked (totals: nacked 1); first nacked: " \
+               "exchange centaure.perf, routing key 'perf.h'" in lines[0]
+        link.accepting = True
+        await until(lambda: p.backlog == 0 and p.in_flight == 0, timeout=10)
+        assert link.accepted == list(range(20))
+        await p.stop(grace=0)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    # The nacks not told yet are told at stop.
+    assert len(lines) == 2 and f"(totals: nacked {20 + probes})" in lines[1], lines
+
+
+def test_nack_backoff_must_grow_from_a_positive_delay(tmp_path):
+    buf = ThreadedBuffer(SQLiteBuffer(str(tmp_path / "b.sqlite3")), reactor)
+    with pytest.raises(ValueError, match="initial=0, max=2"):
+        ReliablePublisher(buf, "test", "centaure", Counters("test"), reactor,
+                          nack_backoff_initial=0, nack_backoff_max=2)
