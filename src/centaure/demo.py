@@ -86,7 +86,12 @@ DEMO_TRAPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 TRAP_GAP = 2.0          # seconds between the demo's traps
 PLAIN_EVERY = 5.0       # seconds between progress lines in --plain mode
 STOP_TIMEOUT = 20.0     # longest wait for the connectors to stop (the writer flushes)
-CONNECTOR_NAMES = ("snmp", "traps", "alerter", "correlator", "db")
+CONNECTOR_NAMES = ("snmp", "traps", "alerter", "correlator", "db", "console")
+#: The web console's port when free (else any free port), its users file and the demo
+#: operator's password (made at the first run, kept 0600 in the work directory).
+CONSOLE_PORT = 8480
+CONSOLE_USERS = "console-users.yaml"
+CONSOLE_LOGIN = "console-password.txt"
 #: The demo's threshold rule: server01's recording has a core at 81 %, so the
 #: alerter publishes a breach and the correlator raises an alarm (origin threshold).
 DEMO_RULES = """\
@@ -188,8 +193,38 @@ def prepare_workdir(files: DemoFiles) -> None:
             shutil.rmtree(os.path.join(files.sim_dir, name), ignore_errors=True)
 
 
+def console_port() -> int:
+    """The console's usual port when nothing listens on it, else any free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", CONSOLE_PORT))
+        except OSError:
+            return free_port(socket.SOCK_STREAM)
+    return CONSOLE_PORT
+
+
+def console_password(files: DemoFiles) -> str:
+    """The demo operator's password: made at the first run, with its argon2 hash in
+    ``console-users.yaml`` (both files 0600)."""
+    import secrets
+
+    from connector_console.users import UserFile, write_user
+
+    users = os.path.join(files.workdir, CONSOLE_USERS)
+    login = os.path.join(files.workdir, CONSOLE_LOGIN)
+    if os.path.exists(login) and os.path.exists(users):
+        with open(login, encoding="utf-8") as f:
+            password = f.read().strip()
+        if UserFile(users).authenticate("demo", password) is not None:
+            return password
+    password = secrets.token_urlsafe(9)
+    write_user(users, "demo", "operator", password)
+    _write_private(login, password + "\n")
+    return password
+
+
 def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int,
-                 interval: float) -> None:
+                 interval: float, console: int = 0) -> None:
     """Write settings.ini, inventory.yaml and credentials.yaml for this run."""
     devices = []
     for i, d in enumerate(FLEET, 1):
@@ -227,6 +262,9 @@ def write_config(files: DemoFiles, sim_port: int, trap_port: int, http_port: int
                   "mib_cache": os.path.join("var", "mib-cache")},
         # No routes file: the alerter publishes thresholds and notifies nobody.
         "alerter": {"rules": "rules.yaml", "routes": "alert-routes.yaml"},
+        # The board is readable without logging in; acting on alarms needs the demo login.
+        "console": {"listen": "127.0.0.1", "port": str(console), "users_file": CONSOLE_USERS,
+                    "anonymous_view": "true"},
     }
     text = ("# Written by 'centaure demo' at each start (the ports change); see the\n"
             "# repository's settings.ini for every key. Query the demo's database with:\n"
@@ -614,7 +652,20 @@ class Demo:
             f"database: {self.files.database}",
             f"query it: centaure query -c {self.files.settings} router01",
             f"log: {self.files.log}{http}",
-        ]
+        ] + self.console_lines()
+
+    def console_lines(self) -> list[str]:
+        """The web console's address and the demo login, when it runs."""
+        if "console" not in self.runtime.health_checks:
+            return []
+        port = self.runtime.settings.section("console").port
+        try:
+            with open(os.path.join(self.files.workdir, CONSOLE_LOGIN), encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError:
+            password = "?"
+        return [f"console: http://127.0.0.1:{port}/ (live alarms; log in as demo, password "
+                f"{password}, to ack)"]
 
     def progress_line(self) -> str:
         """Polls, samples and events stored, bus messages, elapsed time."""
@@ -746,7 +797,8 @@ def demo_command(args) -> int:
                     f"\n  | {line}" for line in tail)) from None
             trap_port = free_port(socket.SOCK_DGRAM)
             http_port = free_port(socket.SOCK_STREAM)
-            write_config(files, sim.port, trap_port, http_port, args.interval)
+            console_password(files)
+            write_config(files, sim.port, trap_port, http_port, args.interval, console_port())
         except (DemoError, SimulatorError) as e:   # SimulatorError: FleetNotFound
             return _fail(str(e))
 

@@ -18,7 +18,8 @@ from connector.interfaces import IMessageHandler
 
 __all__ = ["SEVERITIES", "AlarmBoard", "ConsoleHandler", "alarm_row"]
 
-SEVERITIES = ("info", "warning", "minor", "major", "critical")
+#: Least severe first (``connector.messages.SEVERITIES`` reversed).
+SEVERITIES = tuple(reversed(messages.SEVERITIES))
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 Listener = Callable[[str, dict], None]

@@ -50,7 +50,9 @@ def console_command(settings, args) -> int:
         print(f"centaure console: {text}", file=sys.stderr)
         return 1
 
-    path = args.file or settings.section("console").users_file
+    from .settings import resolved
+
+    path = args.file or resolved(settings, settings.section("console").users_file)
     if not path:
         return fail("no users file: set [console] users_file in the settings (or give --file)")
     try:

@@ -8,6 +8,7 @@ the tables are not there yet: the board says so meanwhile).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from .board import AlarmBoard, ConsoleHandler
 from .commands import CommandSender
 from .reader import AlarmReader, StoreReader
 from .sessions import SessionStore
+from .settings import resolved
 from .statuses import StatusBoard
 from .users import UserFile, UsersError
 from .web import ConsoleResource, EventStreams, make_console_site
@@ -40,10 +42,10 @@ class ConsoleService(service.Service):
 
     log = Logger()
 
-    def __init__(self, runtime, engine: sa.Engine, users: UserFile) -> None:
+    def __init__(self, runtime, engine: sa.Engine, users: UserFile, conf=None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.conf = self.settings.section("console")
+        self.conf = conf or self.settings.section("console")
         self.engine = engine
         self.users = users
         self.counters = runtime.counters(CONNECTOR)
@@ -187,6 +189,9 @@ def build(runtime) -> ConsoleService:
     """The console of ``runtime``'s process (no I/O besides reading its users file)."""
     settings = runtime.settings
     conf = settings.section("console")
+    # Relative paths are taken from the settings file's folder, as for every other file.
+    conf = dataclasses.replace(conf, **{name: resolved(settings, getattr(conf, name))
+                                        for name in ("users_file", "tls_cert", "tls_key")})
     for name in ("tls_cert", "tls_key"):
         path = getattr(conf, name)
         if path and not os.path.isfile(path):
@@ -205,4 +210,4 @@ def build(runtime) -> ConsoleService:
     if conf.users_file and not os.path.exists(conf.users_file):
         raise ValueError(f"[console] users_file = {conf.users_file}: no such file (write it "
                          "with 'centaure console add-user')")
-    return ConsoleService(runtime, engine, users)
+    return ConsoleService(runtime, engine, users, conf)

@@ -7,10 +7,13 @@ keep it light (no twisted.web, no SQLAlchemy, no argon2 here).
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from connector.settings import Bool, Duration, FilePath, Int, Str, register_section, setting
+from connector.settings import (
+    Bool, Duration, FilePath, Int, Str, register_section, setting, settings_dir,
+)
 
-__all__ = ["ConsoleSettings"]
+__all__ = ["ConsoleSettings", "resolved"]
 
 
 @register_section("console")
@@ -44,3 +47,10 @@ class ConsoleSettings:
         Int(1, 100_000), "1000",
         "Most live-update (server-sent events) connections served at once; more are refused "
         "with 503.")
+
+
+def resolved(settings, path: str | None) -> str | None:
+    """``path`` of a ``[console]`` setting, relative to the settings file's folder."""
+    if not path:
+        return None
+    return os.path.join(settings_dir(settings), path)

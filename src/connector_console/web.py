@@ -71,11 +71,12 @@ def filter_rows(rows: list[dict], severity: str = "", host: str = "", text: str 
     ``text``: part of the host, name or message (case-insensitive);
     ``acked``: ``yes``, ``no`` or anything else for both.
     """
-    lowest = SEVERITIES.index(severity) if severity in SEVERITIES else 0
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    lowest = rank.get(severity, 0)
     host, text = host.lower(), text.lower()
     out = []
     for r in rows:
-        if SEVERITIES.index(r["severity"]) < lowest:
+        if rank.get(r["severity"], 0) < lowest:
             continue
         if host and host not in r["host"].lower():
             continue

@@ -85,6 +85,9 @@ def test_demo_runs_for_a_duration(workdir):
 
     db = os.path.join(workdir, "centaure.sqlite3")
     assert f"database: {db}" in out
+    # The web console's address and the demo operator's login are printed.
+    assert re.search(r"^console: http://127\.0\.0\.1:\d+/ \(live alarms; log in as demo, "
+                     r"password \S+, to ack\)$", out, re.M), out
     assert f"centaure query -c {os.path.join(workdir, 'settings.ini')} router01" in out
     # Every device of the fleet in the table, polled, with values.
     for device in FLEET:

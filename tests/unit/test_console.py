@@ -129,13 +129,15 @@ def test_filters_by_severity_host_text_and_ack():
     board.apply(alarm(1, "warning", host="sw-edge", name="coldStart"))
     board.apply(alarm(2, "critical", host="r1", name="linkDown", acked_by="bob"))
     board.apply(alarm(3, "major", host="r2", name="upsOnBattery"))
+    board.apply(alarm(4, "unknown", host="r3", name="mystery"))
     rows = board.rows()
     refs = lambda **f: [r["ref"] for r in filter_rows(rows, **f)]  # noqa: E731
-    assert refs() == ["2", "3", "1"]
+    assert refs() == ["2", "3", "1", "4"]
     assert refs(severity="major") == ["2", "3"]
-    assert refs(host="R") == ["2", "3"]
+    assert refs(host="R") == ["2", "3", "4"]
     assert refs(text="battery") == ["3"]
-    assert refs(acked="yes") == ["2"] and refs(acked="no") == ["3", "1"]
+    assert refs(acked="yes") == ["2"] and refs(acked="no") == ["3", "1", "4"]
+    assert refs(severity="info") == ["2", "3", "1"]
 
 
 def test_redirects_stay_on_the_console():

@@ -2,7 +2,7 @@
 // Rows are built with textContent only: an alarm's text is never parsed as HTML.
 "use strict";
 (function () {
-  const SEVERITIES = ["info", "warning", "minor", "major", "critical"];
+  const SEVERITIES = ["unknown", "info", "warning", "minor", "major", "critical"];
   const rank = (s) => SEVERITIES.indexOf(s);
   const table = document.getElementById("alarms");
   const tbody = table.tBodies[0];
@@ -58,7 +58,7 @@
 
   function wanted(a) {
     const f = new FormData(filters);
-    const lowest = Math.max(0, rank(f.get("severity") || "info"));
+    const lowest = f.get("severity") ? Math.max(0, rank(f.get("severity"))) : 0;
     const host = (f.get("host") || "").toLowerCase();
     const text = (f.get("text") || "").toLowerCase();
     const acked = f.get("acked") || "";
