@@ -35,6 +35,7 @@ from .board import SEVERITIES, AlarmBoard
 from .commands import ACTIONS, CommandSender
 from .interfaces import IAuthenticator, ISessionStore
 from .sessions import Session
+from .throttle import LoginThrottle
 from .users import User
 
 __all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"]
@@ -189,6 +190,7 @@ class ConsoleResource(resource.Resource):
         self.tls = tls
         self.statuses = statuses
         self.clock = clock or time.time
+        self.throttle = LoginThrottle(self.clock)
         self.version = version
         self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
                                      autoescape=select_autoescape(default=True),
@@ -201,6 +203,9 @@ class ConsoleResource(resource.Resource):
     def render(self, request: server.Request):
         for name, value in _HEADERS.items():
             request.setHeader(name, value)
+        if self.tls:
+            # Browsers then refuse plain HTTP to this console, where the cookie would leak.
+            request.setHeader(b"strict-transport-security", b"max-age=31536000")
         path = [p.decode("utf-8", "replace") for p in request.postpath]
         if path and path[-1] == "" and len(path) > 1:
             path = path[:-1]
@@ -306,14 +311,25 @@ class ConsoleResource(resource.Resource):
         if not name or not password or len(name) > CREDENTIAL_MAX \
                 or len(password) > CREDENTIAL_MAX:
             return self.login_page(request, 401, "Wrong name or password.", next_path)
+        client = request.getClientAddress().host
+        wait = self.throttle.wait(name, client)
+        if wait > 0:
+            self.log.warn("console: login for {name!r} from {client} refused: too many "
+                          "failed logins", name=name, client=client)
+            minutes = max(1, round(wait / 60))
+            return self.login_page(request, 429, "Too many failed logins for this name or "
+                                   f"from this address: try again in {minutes} "
+                                   f"minute{'s' * (minutes != 1)}.", next_path)
         d = threads.deferToThread(self.users.authenticate, name, password)
 
         def checked(user: User | None) -> None:
             if user is None:
+                self.throttle.failed(name, client)
                 self.log.info("console: failed login for {name!r} from {client}", name=name,
-                              client=request.getClientAddress().host)
+                              client=client)
                 body = self.login_page(request, 401, "Wrong name or password.", next_path)
             else:
+                self.throttle.succeeded(name)
                 session = self.sessions.open(user)
                 self._cookie(request, SESSION_COOKIE, session.token,
                              int(self.sessions.lifetime))

@@ -183,3 +183,25 @@ def test_connectors_table_marks_the_lost_and_the_stopped():
     assert (rows["traps"]["state"], rows["traps"]["age"]) == ("ok", 0)
     assert rows["db"]["state"] == "lost" and rows["snmp"]["state"] == "stopped"
     assert rows["traps"]["counters"]["published"] == 3.0
+
+
+def test_failed_logins_are_throttled_by_name_and_by_address():
+    from connector_console.throttle import LoginThrottle
+
+    clock = Clock()
+    throttle = LoginThrottle(clock.seconds, per_name=3, per_client=5, window=600)
+    for _ in range(3):
+        assert throttle.wait("alice", "10.0.0.1") == 0
+        throttle.failed("alice", "10.0.0.1")
+        clock.advance(10)
+    # The name is blocked from anywhere until its oldest failure leaves the window.
+    assert throttle.wait("alice", "10.0.0.2") == pytest.approx(570)
+    assert throttle.wait("bob", "10.0.0.1") == 0
+    throttle.failed("bob", "10.0.0.1")
+    throttle.failed("carol", "10.0.0.1")
+    # Five failures from one address: every name is blocked from it.
+    assert throttle.wait("dave", "10.0.0.1") > 0 and throttle.wait("dave", "10.0.0.9") == 0
+    clock.advance(571)
+    assert throttle.wait("alice", "10.0.0.2") == 0
+    throttle.succeeded("bob")
+    assert throttle.wait("bob", "10.0.0.3") == 0
