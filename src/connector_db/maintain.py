@@ -10,7 +10,10 @@ One pass, with the ``[retention]`` settings:
    older than ``samples`` are deleted in transactions of about
    ``delete_batch`` rows, device by device (the ``(device_id, ts)`` index
    finds them);
-3. events, alarm history, thresholds and notifications: rows older than
+3. rollups (:mod:`connector_db.rollups`): closed 5-minute and hourly
+   intervals not built yet are rolled up, before raw rows go; rollups older
+   than ``rollups_5m`` and ``rollups_1h`` are deleted in batches;
+4. events, alarm history, thresholds and notifications: rows older than
    their setting are deleted in batches, oldest ids first (each batch is a
    range of the primary key).
 
@@ -40,7 +43,7 @@ import sqlalchemy as sa
 
 from centaure_shared.storage.schema import Schema
 
-from . import partitions
+from . import partitions, rollups
 
 __all__ = ["Retention", "MaintainLockTimeout", "MaintainReport", "maintain", "maintenance_lock",
            "ensure_partitions", "maintain_command", "LOCK_NAMESPACE"]
@@ -59,6 +62,8 @@ class Retention:
     alarm_history: float = 365 * _DAY
     thresholds: float = 90 * _DAY
     notifications: float = 365 * _DAY
+    rollups_5m: float = 90 * _DAY
+    rollups_1h: float = 730 * _DAY
     partition_span: float = _DAY
     partitions_ahead: float = 3 * _DAY
     delete_batch: int = 5000
@@ -77,6 +82,7 @@ class MaintainReport:
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)
+    rolled_up: dict[str, int] = field(default_factory=dict)
     waited: float = 0.0
 
 
@@ -181,7 +187,16 @@ def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
         if report.waited >= 1:
             progress(f"waited {report.waited:.0f}s for another maintenance pass to finish")
         if samples:
+            # Before raw rows go: the intervals they hold are summarized first.
+            report.rolled_up = rollups.build(engine, schema, _ms(now), progress=progress,
+                                             batch=retention.delete_batch)
             _samples(engine, schema, retention, now, report, progress)
+            for table, keep in ((schema.rollups_5m, retention.rollups_5m),
+                                (schema.rollups_1h, retention.rollups_1h)):
+                n = _delete_series(engine, schema, table, _ms(now - keep),
+                                   retention.delete_batch, progress)
+                report.deleted[table.name] = n
+                progress(f"{table.name}: {n} rows older than {_days(keep)} deleted")
         for table, keep in ((schema.events, retention.events),
                             (schema.alarm_history, retention.alarm_history),
                             (schema.thresholds, retention.thresholds),
@@ -212,14 +227,15 @@ def _samples(engine, schema, retention, now, report, progress) -> None:
         progress(f"{table}: partitions older than {_days(retention.samples)} dropped: "
                  f"{', '.join(report.dropped) if report.dropped else 'none'}")
         return
-    n = _delete_samples(engine, schema, cutoff, retention.delete_batch, progress)
+    n = _delete_series(engine, schema, schema.samples, cutoff, retention.delete_batch, progress)
     report.deleted[table] = n
     progress(f"{table}: {n} rows older than {_days(retention.samples)} deleted")
 
 
-def _delete_samples(engine, schema, cutoff: int, batch: int, progress) -> int:
-    """Batched deletes of old samples, device by device along the (device_id, ts) index."""
-    s, total, shown = schema.samples, 0, time.monotonic()
+def _delete_series(engine, schema, s: sa.Table, cutoff: int, batch: int, progress) -> int:
+    """Batched deletes of old rows of samples or rollups, device by device along their
+    (device_id, ts) index."""
+    total, shown = 0, time.monotonic()
     with engine.connect() as conn:
         devices = conn.execute(sa.select(schema.devices.c.id)).scalars().all()
     for device in devices:

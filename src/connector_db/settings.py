@@ -277,6 +277,10 @@ class RetentionSettings:
     thresholds: float = setting(_KEEP, "90d", "Threshold crossings older than this are deleted.")
     notifications: float = setting(
         _KEEP, "365d", "Notification attempts (the delivery ledger) older than this are deleted.")
+    rollups_5m: float = setting(
+        _KEEP, "90d", "5-minute rollups of samples older than this are deleted.")
+    rollups_1h: float = setting(
+        _KEEP, "730d", "Hourly rollups of samples older than this are deleted.")
     partition_span: float = setting(
         PartitionSpan(), "1d",
         "Time covered by one partition of samples (MariaDB, PostgreSQL), aligned on UTC "

@@ -12,6 +12,11 @@ Choices:
   and 8 bytes per row. Sub-millisecond parts are dropped (rounded).
 * ``samples`` is keyed by ``(device_id, metric_id, idx, ts)``: a replayed
   ``perf`` message inserts nothing new. ``idx`` is ``''`` for scalars.
+* ``rollups_5m`` and ``rollups_1h`` summarize the numeric samples of each
+  (device, metric, index) per 5 minutes and per hour (``ts`` is the start
+  of the interval): min, max, avg, count and the last value with its time;
+  a counter's are those of its rates (per second) between consecutive
+  samples. ``rollup_state`` records up to where each resolution is built.
 * Rows coming from keyed messages (events, alarm history, thresholds,
   notifications) carry the AMQP ``message_id`` under a unique constraint.
 * Alarm refs are unsigned 64-bit: :class:`UInt64` stores them as BIGINT
@@ -64,6 +69,9 @@ class Schema:
     alarms: sa.Table
     thresholds: sa.Table
     notifications: sa.Table
+    rollups_5m: sa.Table
+    rollups_1h: sa.Table
+    rollup_state: sa.Table
 
 
 def make_schema(prefix: str = "") -> Schema:
@@ -73,6 +81,7 @@ def make_schema(prefix: str = "") -> Schema:
     md = sa.MetaData()
     tables = [make(md, prefix) for make in (_devices, _metrics, _samples, _events, _alarm_history,
                                             _alarms, _thresholds, _notifications)]
+    tables += [_rollups(md, prefix, "5m"), _rollups(md, prefix, "1h"), _rollup_state(md, prefix)]
     return Schema(prefix, md, *tables)
 
 
@@ -112,6 +121,36 @@ def _samples(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("value_text", sa.String(TEXT_VALUE_MAX), nullable=True),
         sa.PrimaryKeyConstraint("device_id", "metric_id", "idx", "ts", name=f"{p}pk_samples"),
         sa.Index(f"{p}ix_samples_device_ts", "device_id", "ts"),
+    )
+
+
+def _rollups(md: sa.MetaData, p: str, resolution: str) -> sa.Table:
+    """Numeric samples summarized per ``resolution`` (5m, 1h) per device, metric and index."""
+    name = f"{p}rollups_{resolution}"
+    return sa.Table(
+        name, md,
+        sa.Column("device_id", sa.Integer, nullable=False),
+        sa.Column("metric_id", sa.Integer, nullable=False),
+        sa.Column("idx", key_string(128), nullable=False),
+        sa.Column("ts", _ms(), nullable=False, comment="interval start, UNIX milliseconds"),
+        sa.Column("min_value", sa.Double, nullable=False),
+        sa.Column("max_value", sa.Double, nullable=False),
+        sa.Column("avg_value", sa.Double, nullable=False),
+        sa.Column("value_count", sa.Integer, nullable=False),
+        sa.Column("last_value", sa.Double, nullable=False),
+        sa.Column("last_ts", _ms(), nullable=False, comment="UNIX milliseconds"),
+        sa.PrimaryKeyConstraint("device_id", "metric_id", "idx", "ts",
+                                name=f"{p}pk_rollups_{resolution}"),
+        sa.Index(f"{p}ix_rollups_{resolution}_device_ts", "device_id", "ts"),
+    )
+
+
+def _rollup_state(md: sa.MetaData, p: str) -> sa.Table:
+    """Per resolution, the time before which every interval is rolled up."""
+    return sa.Table(
+        f"{p}rollup_state", md,
+        sa.Column("resolution", sa.String(8), primary_key=True),
+        sa.Column("done_until", _ms(), nullable=False, comment="UNIX milliseconds"),
     )
 
 
