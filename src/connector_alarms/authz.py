@@ -21,7 +21,13 @@ __all__ = ["CommandPolicy", "CommandRefused"]
 
 
 class CommandRefused(RejectedMessage):
-    """An ``alarm_command`` its sender may not give: dead-lettered, ``str()`` the reason."""
+    """An ``alarm_command`` its sender may not give: dead-lettered, ``str()`` the reason.
+
+    Counted as ``refused`` and named so in the dead-letter line, apart from
+    messages rejected for what they hold: a refusal may be someone probing.
+    """
+
+    kind = "refused"
 
 
 class CommandPolicy:

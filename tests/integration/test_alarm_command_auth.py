@@ -33,6 +33,7 @@ from tests.conftest import AMQP_URL, ROOT, rabbitmqctl, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import declare_check_queue, declare_consumer_queues
+from tests.integration.test_publisher_drop_log import bus_metrics
 
 pytestmark = pytest.mark.integration
 TS = 1_790_000_000.0
@@ -207,7 +208,13 @@ def test_only_operators_and_trusted_services_command_alarms(tmp_path, prefix, us
         ((row),) = json.loads(alarms_cli(ini, "--json").stdout)
         assert (row["ref"], row["active"], row["acked_by"]) == (raised.ref, True, "carol")
 
+        # Counted and told as refused commands, not as other rejected messages.
+        counted = bus_metrics(port)
+        assert counted["refused"] == counted["dead_lettered"] == 4, counted
+        assert "rejected" not in counted
         logs = daemon.logs()
+        assert "messages dead-lettered: 1 refused (totals: refused 1); first refused: " \
+               f"ack of alarm {raised.ref} refused: broker user {mallory!r}" in logs
         assert f"broker user {mallory!r} is neither in [correlator] operators" in logs
         assert f"alarm command: ack of alarm {raised.ref} ({HOST}) by {op} (broker user {op})" \
             in logs

@@ -38,6 +38,7 @@ def test_any_other_broker_user_is_refused_with_a_reason_naming_it(user_id):
     with pytest.raises(CommandRefused) as e:
         policy.authorize(command(action="clear"), user_id)
     assert isinstance(e.value, RejectedMessage)  # the consumer dead-letters it
+    assert e.value.kind == "refused"  # counted and told apart from other rejections
     text = str(e.value)
     assert f"broker user {user_id!r}" in text and "clear of alarm 42 refused" in text
     assert "[correlator] operators" in text and "command_services" in text

@@ -127,12 +127,13 @@ def test_a_refused_alarm_command_is_named_in_the_line_among_malformed_ones(warni
     queue.deliver(c, 101, messages.encode(command), user_id="eve")
     clock.advance(10)
     assert len(warnings) == 2
-    assert warnings[1].startswith("messages dead-lettered: 99 invalid, 2 rejected (totals: "
-                                  "invalid 100, rejected 2); first invalid: invalid JSON")
-    assert "; first rejected: clear of alarm 7 refused: broker user 'mallory' is neither in " \
+    assert warnings[1].startswith("messages dead-lettered: 99 invalid, 2 refused (totals: "
+                                  "invalid 100, refused 2); first invalid: invalid JSON")
+    assert "; first refused: clear of alarm 7 refused: broker user 'mallory' is neither in " \
            "[correlator] operators nor in [correlator] command_services (queue centaure.db, " \
            "routing key 'perf.h100', message id 'm100'); next report" in warnings[1]
-    assert c.counters.get("rejected") == 2 and len(queue.acked) == 102
+    assert c.counters.get("refused") == 2 and c.counters.get("rejected") == 0
+    assert len(queue.acked) == 102
     assert "broker user 'eve'" in dead.held[-1][1]["headers"][REASON_HEADER]
 
 
