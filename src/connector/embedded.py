@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from connector import messages
-from connector.consumer import Consumer, Delivery
+from connector.consumer import Consumer, DeadLetterLog, Delivery
 from connector.interfaces import IBus, IPublisher, ISubscriber
 from connector.metrics import Counters
 from connector.topology import QueueSpec, dead_letter_exchange, dead_letter_queue, topic_matches
@@ -46,7 +46,8 @@ class EmbeddedBus(service.Service):
     connected = True
 
     def __init__(self, clock, exchange_prefix: str = "centaure", prefetch: int = 500,
-                 retry_limit: int = 5, retry_delay: float = 1.0) -> None:
+                 retry_limit: int = 5, retry_delay: float = 1.0,
+                 counters: Counters | None = None) -> None:
         self.clock = clock
         self.prefix = exchange_prefix
         self.prefetch = prefetch
@@ -55,7 +56,16 @@ class EmbeddedBus(service.Service):
         self.bindings: dict[str, list[tuple[str, _Queue]]] = {}
         self.queues: dict[str, _Queue] = {}
         self.counters: dict[str, Counters] = {}
+        #: What the consumers dead-letter, counted in ``counters`` (the process's bus
+        #: counters; default ``counters_for("bus")``) and told one line every 10 s at
+        #: most for them all; what is left untold is told at stop.
+        self.dead_letters = DeadLetterLog(
+            clock, counters if counters is not None else self.counters_for("bus"))
         self.declare(dead_letter_queue(exchange_prefix))
+
+    def stopService(self):
+        super().stopService()
+        self.dead_letters.stop()
 
     def declare(self, spec: QueueSpec) -> _Queue:
         """Create ``spec``'s queue and bindings if they do not exist yet."""
@@ -158,5 +168,6 @@ class EmbeddedSubscriber:
         q.consumer = Consumer(
             queue.name, handler, EmbeddedPublisher(self.bus, self.app_id),
             dead_letter_exchange(self.bus.prefix), self.bus.counters_for(self.app_id),
-            self.bus.clock, self.bus.retry_limit, self.bus.retry_delay)
+            self.bus.clock, self.bus.retry_limit, self.bus.retry_delay,
+            dead_letters=self.bus.dead_letters)
         self.bus.clock.callLater(0, self.bus._dispatch, q)

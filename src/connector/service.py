@@ -95,7 +95,7 @@ def make_bus(settings: Settings, app_id: str, reactor, counters: Counters):
     urls = [u.reveal() for u in settings.bus.urls]
     if urls == ["embedded"]:
         return EmbeddedBus(reactor, settings.bus.exchange_prefix, settings.bus.prefetch,
-                           settings.bus.retry_limit, settings.bus.retry_delay)
+                           settings.bus.retry_limit, settings.bus.retry_delay, counters)
     from connector.amqp.bus import AMQPBus
 
     return AMQPBus(reactor, settings.bus, settings.buffer, app_id, counters)
