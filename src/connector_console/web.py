@@ -40,6 +40,8 @@ from .users import User
 
 __all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"]
 
+#: Alarms the board's HTML carries at most (the script shows them all).
+PAGE_ROWS = 500
 #: The graph's time ranges: name -> seconds.
 RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 SESSION_COOKIE = b"centaure_session"
@@ -89,17 +91,28 @@ def filter_rows(rows: list[dict], severity: str = "", host: str = "", text: str 
     return out
 
 
+def _event(kind: str, data) -> bytes:
+    """One server-sent event: its name and its JSON data."""
+    return (b"event: " + kind.encode() + b"\ndata: "
+            + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+
+
 class EventStreams:
     """The open ``/events`` streams: every board change is written to each of them.
 
     A comment line every ``keepalive`` seconds keeps proxies from closing an
-    idle stream and ends the streams of sessions that expired.
+    idle stream and ends the streams of sessions that expired. Changes are sent
+    ``batch`` seconds after the first of them, together.
     """
 
     log = Logger()
 
-    def __init__(self, board: AlarmBoard, limit: int, clock, keepalive: float = 15.0) -> None:
+    def __init__(self, board: AlarmBoard, limit: int, clock, keepalive: float = 15.0,
+                 batch: float = 0.05) -> None:
         self.board = board
+        self.batch = batch
+        self._pending: list[bytes] = []
+        self._flush = None
         self.limit = limit
         self.clock = clock
         self._streams: dict[server.Request, Session | None] = {}
@@ -116,6 +129,9 @@ class EventStreams:
         """End every stream (the process stops)."""
         if self._keepalive.running:
             self._keepalive.stop()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
         for request in list(self._streams):
             self._end(request)
 
@@ -136,15 +152,29 @@ class EventStreams:
         return True
 
     def _changed(self, kind: str, data: dict) -> None:
+        if not self._streams:
+            return
         if kind == "snapshot":
             data = self.board.rows()
+        # Encoded once for every stream, and sent with the other changes of the same
+        # ``batch`` seconds in one write per stream: a storm of changes costs a write per
+        # stream and interval, not per change.
+        self._pending.append(_event(kind, data))
+        if self._flush is None:
+            self._flush = self.clock.callLater(self.batch, self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._flush = None
+        events, self._pending = b"".join(self._pending), []
         for request in list(self._streams):
-            self._write(request, kind, data)
+            self._send(request, events)
 
     def _write(self, request: server.Request, kind: str, data) -> None:
-        body = json.dumps(data, separators=(",", ":"))
+        self._send(request, _event(kind, data))
+
+    def _send(self, request: server.Request, event: bytes) -> None:
         try:
-            request.write(b"event: " + kind.encode() + b"\ndata: " + body.encode() + b"\n\n")
+            request.write(event)
         except Exception:
             self._streams.pop(request, None)
 
@@ -364,8 +394,11 @@ class ConsoleResource(resource.Resource):
             return refusal
         filters = {k: _arg(request, k) or "" for k in ("severity", "host", "text", "acked")}
         rows = filter_rows(self.board.rows(), **filters)
-        return self.page(request, "board.html", session=session, rows=rows,
-                         total=len(self.board), filters=filters, loaded=self.board.loaded)
+        # The page's script draws every alarm from the event stream; the HTML carries the
+        # worst ones only, so that a board of thousands is quick to send and to show.
+        return self.page(request, "board.html", session=session, rows=rows[:PAGE_ROWS],
+                         matching=len(rows), total=len(self.board), filters=filters,
+                         loaded=self.board.loaded)
 
     def connectors_page(self, request: server.Request, rest: list[str]) -> bytes:
         session, refusal = self.viewer(request)

@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const SEVERITIES = ["unknown", "info", "warning", "minor", "major", "critical"];
-  const rank = (s) => SEVERITIES.indexOf(s);
+  const RANK = new Map(SEVERITIES.map((s, i) => [s, i]));
+  const rank = (s) => (RANK.has(s) ? RANK.get(s) : -1);
   const table = document.getElementById("alarms");
   const tbody = table.tBodies[0];
   const live = document.getElementById("live");
@@ -56,18 +57,21 @@
     return tr;
   }
 
-  function wanted(a) {
+  // The filters as a test on one alarm (read from the form once per drawing).
+  function filter() {
     const f = new FormData(filters);
     const lowest = f.get("severity") ? Math.max(0, rank(f.get("severity"))) : 0;
     const host = (f.get("host") || "").toLowerCase();
     const text = (f.get("text") || "").toLowerCase();
     const acked = f.get("acked") || "";
-    if (rank(a.severity) < lowest) return false;
-    if (host && !a.host.toLowerCase().includes(host)) return false;
-    if (text && ![a.host, a.name, a.message].some((v) => (v || "").toLowerCase().includes(text)))
-      return false;
-    if ((acked === "yes" && !a.acked_by) || (acked === "no" && a.acked_by)) return false;
-    return true;
+    return (a) => {
+      if (rank(a.severity) < lowest) return false;
+      if (host && !a.host.toLowerCase().includes(host)) return false;
+      if (text && ![a.host, a.name, a.message].some((v) => (v || "").toLowerCase().includes(text)))
+        return false;
+      if ((acked === "yes" && !a.acked_by) || (acked === "no" && a.acked_by)) return false;
+      return true;
+    };
   }
 
   function compare(x, y) {
@@ -84,17 +88,29 @@
       (x.ref < y.ref ? -1 : 1);
   }
 
-  function render(changed) {
-    const shown = Array.from(alarms.values()).filter(wanted).sort(compare);
+  // Changes are drawn at most every 250 ms: a storm of updates costs one redraw per
+  // interval, not one per alarm.
+  const changed = new Set();
+  let pending = null;
+  function schedule(ref) {
+    if (ref) changed.add(ref);
+    if (pending === null) pending = setTimeout(() => { pending = null; render(); }, 250);
+  }
+
+  function render() {
+    const shown = Array.from(alarms.values()).filter(filter()).sort(compare);
     const rows = shown.map((a) => {
       const tr = row(a);
-      if (changed && changed === a.ref) tr.classList.add("flash");
+      if (changed.has(a.ref)) tr.classList.add("flash");
       return tr;
     });
+    changed.clear();
     tbody.replaceChildren(...rows);
     document.getElementById("shown").textContent = String(shown.length);
     document.getElementById("total").textContent = String(alarms.size);
     document.getElementById("empty").hidden = shown.length > 0;
+    // When the table was last drawn (ms since the page's start): for benchmarks and tests.
+    table.dataset.renderedAt = String(performance.now());
   }
 
   function setLive(state, text) {
@@ -128,11 +144,11 @@
     source.addEventListener("upsert", (e) => {
       const a = JSON.parse(e.data);
       alarms.set(a.ref, a);
-      render(a.ref);
+      schedule(a.ref);
     });
     source.addEventListener("remove", (e) => {
       alarms.delete(JSON.parse(e.data).ref);
-      render();
+      schedule();
     });
   }
 
