@@ -77,6 +77,10 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the alerter's notification attempts (the delivery ledger)")
     parser.add_argument("--active", action="store_true",
                         help="with --alarms: only alarms not cleared")
+    parser.add_argument("--resolution", metavar="raw|5m|1h|auto", default="auto",
+                        help="samples: raw rows, 5-minute or hourly rollups (min, max, avg, "
+                             "count, last); auto (default): raw up to 6 hours, 5m up to 7 "
+                             "days, 1h beyond, raw when the rollups have nothing there")
 
 
 def query_command(settings: Any, args: argparse.Namespace) -> int:
@@ -119,6 +123,9 @@ class _Request:
     limit: int
     order: str
     output: str  # table, json or csv
+    resolution: str = "raw"  # raw, 5m, 1h or auto (samples)
+    # How the resolution was chosen, for the summary ("" when asked for as such).
+    why: str = ""
 
 
 def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> int:
@@ -136,14 +143,15 @@ def _query(settings: Any, args: argparse.Namespace, url: str, out: TextIO) -> in
     engine = sa.create_engine(url)
     try:
         if req.what == "samples" and db.layout == "per_device":
+            if req.resolution in ("5m", "1h"):
+                raise _error(f"--resolution {req.resolution}: [db] layout = per_device "
+                             "keeps raw samples only")
             rows = per_device_samples(
                 engine, _per_device_layout(settings, db), req.host, req.metric,
                 index=req.index, start=req.start, end=req.end, limit=req.limit,
                 order=req.order)
         elif req.what == "samples":
-            rows: Sequence[Any] = query.samples(
-                engine, schema, req.host, req.metric, index=req.index, start=req.start,
-                end=req.end, limit=req.limit, order=req.order)
+            req, rows = _samples_at_resolution(query, engine, schema, req)
         elif req.what == "events":
             rows = query.events(engine, schema, req.host, start=req.start, end=req.end,
                                 limit=req.limit, order=req.order)
@@ -222,8 +230,33 @@ def _request(args: argparse.Namespace, now: float) -> _Request:
         elif end is not None:
             window = f" until {_iso(end)}"
     output = "json" if args.json else "csv" if args.csv else "table"
+    resolution = str(args.resolution).strip().lower()
+    if resolution not in ("raw", "5m", "1h", "auto"):
+        raise _error(f"--resolution {args.resolution!r}: expected raw, 5m, 1h or auto")
+    if what != "samples" and resolution not in ("raw", "auto"):
+        raise _error(f"--resolution applies to samples, not to --{what}")
     return _Request(what, args.host or None, args.metric, args.index, start, end, window,
-                    limit, order, output)
+                    limit, order, output, resolution)
+
+
+def _samples_at_resolution(query: Any, engine: Any, schema: Any,
+                           req: _Request) -> tuple[_Request, Sequence[Any]]:
+    """Raw samples or rollups as ``req.resolution`` says; the request as answered."""
+    resolution, why = req.resolution, ""
+    if resolution == "auto":
+        resolution = query.pick_resolution(req.start, req.end, time.time())
+        why = "auto"
+    if resolution != "raw":
+        rows = query.rollups(engine, schema, req.host, req.metric, index=req.index,
+                             start=req.start, end=req.end, limit=req.limit, order=req.order,
+                             resolution=resolution)
+        if rows or why != "auto":
+            return dataclasses.replace(req, what="rollups", resolution=resolution, why=why), rows
+        why = f"auto: no {resolution} rollups there"
+        resolution = "raw"
+    rows = query.samples(engine, schema, req.host, req.metric, index=req.index,
+                         start=req.start, end=req.end, limit=req.limit, order=req.order)
+    return dataclasses.replace(req, resolution=resolution, why=why), rows
 
 
 def _parse_limit(raw: str) -> int:
@@ -276,6 +309,9 @@ def _check_sqlite_file(url: str) -> None:
 
 
 def _print(req: _Request, args: argparse.Namespace, rows: Sequence[Any], out: TextIO) -> None:
+    if req.output != "table" and (req.what == "rollups" or args.resolution != "auto"):
+        # Machine output stays parseable: which rows these are goes to stderr.
+        print(f"{_PROG}: {_resolution_text(req)}", file=sys.stderr)
     if req.output == "json":
         _print_json(rows, out)
     elif req.output == "csv":
@@ -359,13 +395,25 @@ def _aligned(lines: list[list[str]]) -> str:
 
 def _what_text(req: _Request, args: argparse.Namespace) -> str:
     """The subject of the summary line: "samples", "active alarms"..."""
+    if req.what == "rollups":
+        return f"{_ROLLUP_NAMES[req.resolution]} rollups"
     return "active alarms" if req.what == "alarms" and args.active else req.what
+
+
+_ROLLUP_NAMES = {"5m": "5-minute", "1h": "hourly"}
+
+
+def _resolution_text(req: _Request) -> str:
+    """Which rows were read: "hourly rollups (resolution 1h, auto)", "raw samples"..."""
+    text = (f"{_ROLLUP_NAMES[req.resolution]} rollups (resolution {req.resolution}"
+            if req.what == "rollups" else "raw samples (resolution raw")
+    return text + (f", {req.why})" if req.why else ")")
 
 
 def _nothing(req: _Request, args: argparse.Namespace) -> str:
     """The line for an empty result: "no samples for r1 cpu in the last 1h"."""
     subject = [req.host or ""]
-    if req.what == "samples":
+    if req.what in ("samples", "rollups"):
         subject += [req.metric or "", f"index {req.index}" if req.index is not None else ""]
     subject_text = " ".join(s for s in subject if s)
     text = f"no {_what_text(req, args)}"
@@ -383,6 +431,8 @@ def _summary(req: _Request, args: argparse.Namespace, n: int) -> str:
     else:
         how = "newest first" if req.order == "desc" else "oldest first"
     text = f"{n} {noun} ({how})"
+    if req.what == "rollups" or (req.what == "samples" and req.why.startswith("auto:")):
+        text += f"; {_resolution_text(req)}"
     if n == req.limit:
         text += f"; --limit {req.limit} reached, there may be more"
     return text
@@ -401,6 +451,9 @@ def _columns(*spec: tuple[str, str]) -> tuple[tuple[str, ...], tuple[Callable, .
 _COLUMNS = {
     "samples": _columns(("TIME", "ts"), ("METRIC", "metric"), ("INDEX", "index"),
                         ("VALUE", "value"), ("UNIT", "unit")),
+    "rollups": _columns(("TIME", "ts"), ("METRIC", "metric"), ("INDEX", "index"),
+                        ("MIN", "min"), ("MAX", "max"), ("AVG", "avg"), ("COUNT", "count"),
+                        ("LAST", "last"), ("UNIT", "unit")),
     "events": _columns(("TIME", "ts"), ("HOST", "host"), ("ADDRESS", "address"),
                        ("SEVERITY", "severity"), ("ACTION", "action"), ("NAME", "name"),
                        ("MESSAGE", "message")),
@@ -416,10 +469,11 @@ _COLUMNS = {
 
 
 def _row_type(what: str) -> type:
-    from centaure_shared.storage.query import AlarmRow, EventRow, NotificationRow, SampleRow
+    from centaure_shared.storage.query import (AlarmRow, EventRow, NotificationRow, RollupRow,
+                                               SampleRow)
 
     return {"samples": SampleRow, "events": EventRow, "alarms": AlarmRow,
-            "notifications": NotificationRow}[what]
+            "notifications": NotificationRow, "rollups": RollupRow}[what]
 
 
 def _iso(seconds: float) -> str:

@@ -7,8 +7,12 @@ included), not by the code under test.
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -127,3 +131,57 @@ def test_maintain_rolls_up_before_the_raw_rows_go(db):
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(schema.samples)).scalar() == 0
     assert len(stored(engine, schema.rollups_1h)) == 3 * 2 * 3  # 3 hours, 3 series, 2 devices
+
+
+def query_cli(tmp_path, engine, schema, *args) -> subprocess.CompletedProcess:
+    ini = tmp_path / "query.ini"
+    url = engine.url.render_as_string(hide_password=False)
+    ini.write_text(f"[database]\nurl = {url}\n[db]\ntable_prefix = {schema.prefix}\n")
+    return subprocess.run([sys.executable, "-m", "centaure.cli", "query", "-c", str(ini), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def test_query_reads_raw_rows_for_an_hour_and_hourly_rollups_for_30_days(db, tmp_path):
+    engine, schema = db
+    now = int(time.time() * 1000)
+    every = 600_000  # a sample every 10 minutes for 31 days
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.devices), [{"id": 1, "name": "r1"}])
+        c.execute(sa.insert(schema.metrics), [{"id": 1, "name": "cpu", "kind": "gauge"}])
+        c.execute(sa.insert(schema.samples), [
+            {"device_id": 1, "metric_id": 1, "idx": "", "ts": now - i * every,
+             "value_num": float(i % 100), "value_text": None} for i in range(31 * 144)])
+    maintain(engine, schema, Retention(samples=60 * 86400.0, lock_timeout=30.0),
+             now=now / 1000)
+
+    r = query_cli(tmp_path, engine, schema, "r1", "cpu", "--since", "1h")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "METRIC", "INDEX", "VALUE", "UNIT"]
+    assert lines[-1] == f"{len(lines) - 2} samples (newest first)" and len(lines) - 2 in (6, 7)
+
+    r = query_cli(tmp_path, engine, schema, "r1", "cpu", "--since", "30d", "--limit", "1000")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "METRIC", "INDEX", "MIN", "MAX", "AVG", "COUNT", "LAST",
+                                "UNIT"]
+    # 720 hours, give or take the hour in progress and the one not closed yet.
+    assert 718 <= len(lines) - 2 <= 721
+    assert lines[-1] == (f"{len(lines) - 2} hourly rollups (newest first); hourly rollups "
+                         "(resolution 1h, auto)")
+    counts = {int(line.split()[-3]) for line in lines[2:-2]}
+    assert counts == {6}  # six samples in every full hour
+
+    r = query_cli(tmp_path, engine, schema, "r1", "cpu", "--since", "2d", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows and {row["resolution"] for row in rows} == {"5m"}
+    assert r.stderr == "centaure query: 5-minute rollups (resolution 5m, auto)\n"
+
+    r = query_cli(tmp_path, engine, schema, "r1", "cpu", "--since", "30d", "--resolution", "raw",
+                  "--limit", "5")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split()[-2] == "VALUE"
+
+    r = query_cli(tmp_path, engine, schema, "r1", "cpu", "--resolution", "2h")
+    assert r.returncode == 1
+    assert r.stderr == ("centaure query: --resolution '2h': expected raw, 5m, 1h or auto\n")

@@ -44,7 +44,11 @@ __all__ = [
     "EventRow",
     "AlarmRow",
     "NotificationRow",
+    "RollupRow",
+    "RESOLUTIONS",
     "notifications",
+    "rollups",
+    "pick_resolution",
     "samples",
     "latest_samples",
     "devices",
@@ -146,7 +150,84 @@ class AlarmRow:
     cause_ref: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class RollupRow:
+    """One 5-minute or hourly summary of a series: ``ts`` is the interval's start.
+
+    A counter's figures are those of its rates per second.
+    """
+
+    host: str
+    metric: str
+    kind: str
+    unit: str | None
+    index: str
+    ts: float
+    min: float
+    max: float
+    avg: float
+    count: int
+    last: float
+    resolution: str
+
+
+#: Rollup resolutions and their intervals (seconds).
+RESOLUTIONS = {"5m": 300.0, "1h": 3600.0}
+# auto: raw rows up to this range, 5-minute rows up to the next, hourly beyond.
+_AUTO_RAW_MAX = 6 * 3600.0
+_AUTO_5M_MAX = 7 * 86400.0
+
+
+def pick_resolution(start: float | None, end: float | None, now: float) -> str:
+    """``raw``, ``5m`` or ``1h`` for a time range: raw up to 6 hours (or no start),
+    5-minute rollups up to 7 days, hourly beyond (720 points for 30 days)."""
+    if start is None:
+        return "raw"
+    span = (now if end is None else end) - start
+    if span <= _AUTO_RAW_MAX:
+        return "raw"
+    return "5m" if span <= _AUTO_5M_MAX else "1h"
+
+
 # --- public queries -------------------------------------------------------------------
+
+
+def rollups(engine: sa.Engine, schema: Schema, host: str, metric: str | None = None,
+            index: str | None = None, start: float | None = None, end: float | None = None,
+            limit: int = 100, order: str = "desc", resolution: str = "1h") -> list[RollupRow]:
+    """The ``resolution`` (``5m`` or ``1h``) rollups of ``host``, as :func:`samples` reads
+    raw rows (same arguments and errors); an interval is in range when its start is."""
+    check_limit(limit)
+    check_order(order)
+    if resolution not in RESOLUTIONS:
+        raise QueryError(f"resolution {resolution!r}: expected one of {', '.join(RESOLUTIONS)}")
+    start_ms, end_ms = time_range(start, end)
+    r = schema.rollups_5m if resolution == "5m" else schema.rollups_1h
+    m = schema.metrics
+    index = None if index is None else str(index)
+
+    def run(conn: sa.Connection) -> list[RollupRow]:
+        device_id = _device_id(conn, schema, host)
+        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, r.c.idx, r.c.ts, r.c.min_value,
+                          r.c.max_value, r.c.avg_value, r.c.value_count, r.c.last_value)
+                .join_from(r, m, m.c.id == r.c.metric_id)
+                .where(r.c.device_id == device_id))
+        if metric is not None:
+            ids = list(conn.execute(sa.select(m.c.id).where(m.c.name == metric)).scalars())
+            if not ids:
+                _unknown_metric(conn, schema, host, device_id, metric)
+            stmt = stmt.where(r.c.metric_id.in_(ids))
+        if index is not None:
+            stmt = stmt.where(r.c.idx == index)
+        stmt = _where_range(stmt, r.c.ts, start_ms, end_ms)
+        ts_order = r.c.ts.desc() if order == "desc" else r.c.ts.asc()
+        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, r.c.idx).limit(limit)
+        return [RollupRow(host, name, kind, unit, idx, ts / 1000.0, mn, mx, av, n, last,
+                          resolution)
+                for name, kind, unit, idx, ts, mn, mx, av, n, last in conn.execute(stmt)]
+
+    return _read(engine, schema, (schema.devices, r, m), run)
+
 
 
 def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = None,
