@@ -16,6 +16,9 @@ class IAuthenticator(Interface):
         Takes about as long for an unknown name as for a wrong password.
         """
 
+    def role(name):
+        """The role of user ``name`` (``viewer`` or ``operator``), or None for no such user."""
+
 
 class ISessionStore(Interface):
     """Logged-in sessions, by an unguessable token held in the browser's cookie."""

@@ -64,7 +64,9 @@ class ConsoleService(service.Service):
         self.resource = ConsoleResource(
             board=self.board, reader=self.reader, store=self.store, users=users, sessions=self.sessions,
             sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
-            tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds)
+            tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds,
+            proxy_header=self.conf.proxy_user_header,
+            proxy_addresses=self.conf.proxy_addresses, proxy_role=self.conf.proxy_role)
         self.site = make_console_site(self.resource)
         self.listening = None
         self.load_error: str | None = None

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from connector.settings import (
-    Bool, Duration, FilePath, Int, Str, register_section, setting, settings_dir,
+    Bool, Choice, Duration, FilePath, Int, Str, StrList, register_section, setting, settings_dir,
 )
 
 __all__ = ["ConsoleSettings", "resolved"]
@@ -43,6 +43,17 @@ class ConsoleSettings:
     session_lifetime: float = setting(
         Duration(60, 30 * 86400), "8h",
         "How long a login lasts; after it the browser is asked to log in again.")
+    proxy_user_header: str = setting(
+        Str(r"[A-Za-z0-9-]{0,64}", "an HTTP header name such as X-Remote-User, or nothing"), "",
+        "Header in which a reverse proxy that authenticates people (SSO) names the user; "
+        "believed only from proxy_addresses. Empty: logins with the users file only.")
+    proxy_addresses: tuple = setting(
+        StrList(Str(r"\S+", "an IP address")), "127.0.0.1, ::1",
+        "Addresses of the reverse proxies whose proxy_user_header is believed.")
+    proxy_role: str = setting(
+        Choice("none", "viewer", "operator"), "none",
+        "Role of a user named by the proxy but absent from users_file (none: refused); "
+        "one in the file has the file's role.")
     max_event_clients: int = setting(
         Int(1, 100_000), "1000",
         "Most live-update (server-sent events) connections served at once; more are refused "

@@ -123,6 +123,11 @@ class UserFile:
     def __len__(self) -> int:
         return len(self._users)
 
+    def role(self, name: str) -> str | None:
+        self._fresh()
+        entry = self._users.get(name)
+        return None if entry is None else entry["role"]
+
     def authenticate(self, name: str, password: str) -> User | None:
         self._fresh()
         entry = self._users.get(name)

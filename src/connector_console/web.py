@@ -36,7 +36,7 @@ from .commands import ACTIONS, CommandSender
 from .interfaces import IAuthenticator, ISessionStore
 from .sessions import Session
 from .throttle import LoginThrottle
-from .users import User
+from .users import NAME_RE, User
 
 __all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"]
 
@@ -207,7 +207,9 @@ class ConsoleResource(resource.Resource):
                  store=None,
                  sessions: ISessionStore, sender: CommandSender, streams: EventStreams,
                  anonymous_view: bool, tls: bool, statuses=None,
-                 clock: Callable[[], float] | None = None, version: str = "") -> None:
+                 clock: Callable[[], float] | None = None, version: str = "",
+                 proxy_header: str = "", proxy_addresses: tuple = (),
+                 proxy_role: str = "none") -> None:
         super().__init__()
         self.board = board
         self.reader = reader
@@ -221,6 +223,11 @@ class ConsoleResource(resource.Resource):
         self.statuses = statuses
         self.clock = clock or time.time
         self.throttle = LoginThrottle(self.clock)
+        self.proxy_header = proxy_header.encode() if proxy_header else None
+        self.proxy_addresses = frozenset(proxy_addresses)
+        self.proxy_role = proxy_role
+        #: Sessions of the users a trusted proxy names, by name (they never log in here).
+        self._proxied: dict[str, Session] = {}
         self.version = version
         self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
                                      autoescape=select_autoescape(default=True),
@@ -277,8 +284,38 @@ class ConsoleResource(resource.Resource):
     # --- sessions -------------------------------------------------------------------
 
     def session(self, request: server.Request) -> Session | None:
-        """The request's live session, if any."""
+        """The request's live session, if any: the user a trusted proxy names, else the
+        session of the request's cookie."""
+        if self.proxy_header is not None:
+            raw = request.getHeader(self.proxy_header)
+            if raw is not None:
+                name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                client = request.getClientAddress().host
+                if client in self.proxy_addresses:
+                    return self._proxy_session(name)
+                # Anyone can send the header: only the proxies are believed.
+                self.log.warn("console: {header} from {client} ignored (not in [console] "
+                              "proxy_addresses)", header=self.proxy_header.decode(),
+                              client=client)
         return self.sessions.get(request.getCookie(SESSION_COOKIE))
+
+    def _proxy_session(self, name: str) -> Session | None:
+        """The session of the user the proxy names (made at its first request)."""
+        if not NAME_RE.fullmatch(name):
+            return None
+        session = self._proxied.get(name)
+        if session is not None and self.sessions.get(session.token) is session:
+            return session
+        role = self.users.role(name)
+        if role is None:
+            role = None if self.proxy_role == "none" else self.proxy_role
+        if role is None:
+            self.log.warn("console: {name}, named by the proxy, is not a console user",
+                          name=name)
+            return None
+        session = self._proxied[name] = self.sessions.open(User(name, role))
+        self.log.info("console: {name} ({role}) named by the proxy", name=name, role=role)
+        return session
 
     def viewer(self, request: server.Request) -> tuple[Session | None, bytes | None]:
         """(session, None) when the request may read; (None, the refusal page) else."""
@@ -307,8 +344,11 @@ class ConsoleResource(resource.Resource):
 
     def refuse(self, request: server.Request, code: int, title: str, text: str) -> bytes:
         """A page saying why the request is refused."""
-        return self.page(request, "error.html", code, title=title, text=text,
-                         session=self.session(request))
+        try:
+            session = self.session(request)
+        except Exception:
+            session = None  # the page saying why must not fail for the same reason
+        return self.page(request, "error.html", code, title=title, text=text, session=session)
 
     # --- login ----------------------------------------------------------------------
 

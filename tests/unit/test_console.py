@@ -49,6 +49,8 @@ def test_users_file_holds_hashes_readable_by_its_owner_only(tmp_path):
     assert users.authenticate("alice", "wrong") is None
     assert users.authenticate("nobody", "s3cret pass") is None
     assert users.authenticate("bob", "other").operator is False
+    assert (users.role("alice"), users.role("bob"), users.role("nobody")) == \
+        ("operator", "viewer", None)
     # A role change keeps the password; a password change replaces it.
     assert write_user(path, "bob", "operator", None) is False
     assert UserFile(path).authenticate("bob", "other") == User("bob", "operator")

@@ -1,0 +1,101 @@
+"""Who can read and act on ``centaure-console`` without its login form.
+
+The real daemon with ``[console] anonymous_view = true`` and a trusted
+reverse proxy (``proxy_user_header = X-Remote-User`` believed from
+127.0.0.2 only), what a user sees:
+
+* anyone reads the board, without buttons, and a command without login is
+  refused with the login page (401);
+* the user the proxy names gets the role of the users file (an operator's
+  command is taken); a name absent from the file is nobody, and so is the
+  header sent by anyone but the proxy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import urllib.parse
+
+import pytest
+import sqlalchemy as sa
+
+from centaure_shared.storage.alarms import create_all, make_schema
+from tests.conftest import ROOT, settings_text
+from tests.integration.daemons import BIN, TwistdDaemon
+from tests.integration.private_mariadb import free_tcp_port
+from tests.integration.support import declare_consumer_queues
+
+pytestmark = pytest.mark.integration
+PROXY = "127.0.0.2"
+
+
+def request(port: int, method: str, path: str, headers: dict | None = None,
+            fields: dict | None = None, source: str = "127.0.0.1") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        body = urllib.parse.urlencode(fields).encode() if fields is not None else None
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body, headers)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
+    db_url = f"sqlite:///{tmp_path}/c.sqlite3"
+    engine = sa.create_engine(db_url)
+    create_all(engine, make_schema("corr_"))
+    engine.dispose()
+    port = free_tcp_port()
+    ini = tmp_path / "console.ini"
+    ini.write_text(settings_text(prefix, tmp_path, database={"url": db_url}, console={
+        "port": str(port), "users_file": "users.yaml", "anonymous_view": "true",
+        "proxy_user_header": "X-Remote-User", "proxy_addresses": PROXY}))
+    out = subprocess.run([f"{BIN}/centaure", "console", "add-user", "alice", "--role",
+                          "operator", "--password-stdin", "-c", str(ini)],
+                         input="not used through the proxy\n", capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    declare_consumer_queues(prefix, "console")
+    daemon = TwistdDaemon("centaure-console", ini)
+    try:
+        daemon.wait_log("alarm board loaded")
+        # Anyone reads; nobody acts.
+        status, page = request(port, "GET", "/")
+        assert status == 200 and "Active alarms" in page
+        assert 'id="whoami"' not in page and 'href="/login"' in page
+        status, page = request(port, "POST", "/alarm/42/command", fields={"action": "ack"})
+        assert status == 401 and "Log in to act on alarms." in page
+
+        # The proxy names alice: the file's operator.
+        alice = {"X-Remote-User": "alice"}
+        status, page = request(port, "GET", "/", alice, source=PROXY)
+        assert status == 200
+        assert '<span id="whoami">alice</span> <span class="role">(operator)</span>' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        status, page = request(port, "POST", "/alarm/42/command", alice,
+                               {"action": "ack", "csrf": csrf}, source=PROXY)
+        assert status == 404 and "The correlator has no alarm 42." in page
+        # ... but not without the CSRF token of her pages.
+        status, page = request(port, "POST", "/alarm/42/command", alice, {"action": "ack"},
+                               source=PROXY)
+        assert status == 403
+
+        # A name the file does not know, and the header from anyone but the proxy: nobody.
+        status, page = request(port, "GET", "/", {"X-Remote-User": "mallory"}, source=PROXY)
+        assert status == 200 and 'id="whoami"' not in page
+        status, page = request(port, "GET", "/", alice)
+        assert status == 200 and 'id="whoami"' not in page
+        status, page = request(port, "POST", "/alarm/42/command", alice,
+                               {"action": "ack", "csrf": csrf})
+        assert status == 401
+        logs = daemon.logs()
+        assert "mallory, named by the proxy, is not a console user" in logs
+        assert "X-Remote-User from 127.0.0.1 ignored (not in [console] proxy_addresses)" in logs
+    finally:
+        daemon.stop()
