@@ -35,6 +35,7 @@ from .web import ConsoleResource, EventStreams, make_console_site
 __all__ = ["CONNECTOR", "ConsoleService", "build"]
 
 CONNECTOR = "console"
+_log = Logger(namespace="connector_console.service")
 
 
 class ConsoleService(service.Service):
@@ -205,11 +206,18 @@ def build(runtime) -> ConsoleService:
         engine = make_engine(url)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
         raise ValueError(f"[database] url {mask_url(url)}: {e}") from None
+    if conf.users_file and not os.path.exists(conf.users_file):
+        raise ValueError(f"[console] users_file = {conf.users_file}: no such file (write it "
+                         "with 'centaure console add-user')")
     try:
         users = UserFile(conf.users_file)
     except UsersError as e:
         raise ValueError(f"[console] users_file: {e}") from None
-    if conf.users_file and not os.path.exists(conf.users_file):
-        raise ValueError(f"[console] users_file = {conf.users_file}: no such file (write it "
-                         "with 'centaure console add-user')")
+    for name in ("users_file", "tls_key"):
+        path = getattr(conf, name)
+        mode = os.stat(path).st_mode & 0o777 if path else 0
+        if mode & 0o077:
+            # Hashes can be attacked offline, a key used at once: owner only.
+            _log.warn("[console] {name} = {path} can be read by its group or others (mode "
+                      "{mode:04o}): chmod 600 it", name=name, path=path, mode=mode)
     return ConsoleService(runtime, engine, users, conf)

@@ -8,7 +8,8 @@ reverse proxy (``proxy_user_header = X-Remote-User`` believed from
   refused with the login page (401);
 * the user the proxy names gets the role of the users file (an operator's
   command is taken); a name absent from the file is nobody, and so is the
-  header sent by anyone but the proxy.
+  header sent by anyone but the proxy;
+* a users file others can read is warned about at start.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
                          cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     declare_consumer_queues(prefix, "console")
+    # Loosened by hand: the console says so at start, naming the file and its mode.
+    (tmp_path / "users.yaml").chmod(0o644)
     daemon = TwistdDaemon("centaure-console", ini)
     try:
         daemon.wait_log("alarm board loaded")
@@ -97,5 +100,7 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
         logs = daemon.logs()
         assert "mallory, named by the proxy, is not a console user" in logs
         assert "X-Remote-User from 127.0.0.1 ignored (not in [console] proxy_addresses)" in logs
+        assert (f"[console] users_file = {tmp_path}/users.yaml can be read by its group or "
+                "others (mode 0644): chmod 600 it") in logs
     finally:
         daemon.stop()
