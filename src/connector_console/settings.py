@@ -41,7 +41,7 @@ class ConsoleSettings:
     tls_key: str | None = setting(
         FilePath(optional=True), "", "PEM private key of tls_cert (a file only its owner reads).")
     session_lifetime: float = setting(
-        Duration(60, 30 * 86400), "8h",
+        Duration(1, 30 * 86400), "8h",
         "How long a login lasts; after it the browser is asked to log in again.")
     proxy_user_header: str = setting(
         Str(r"[A-Za-z0-9-]{0,64}", "an HTTP header name such as X-Remote-User, or nothing"), "",

@@ -17,6 +17,7 @@ missing or wrong, a viewer commanding), 404, 400.
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import time
@@ -228,6 +229,7 @@ class ConsoleResource(resource.Resource):
         self.proxy_role = proxy_role
         #: Sessions of the users a trusted proxy names, by name (they never log in here).
         self._proxied: dict[str, Session] = {}
+        self._proxy_secret = secrets.token_bytes(32)
         self.version = version
         self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
                                      autoescape=select_autoescape(default=True),
@@ -314,6 +316,9 @@ class ConsoleResource(resource.Resource):
                           name=name)
             return None
         session = self._proxied[name] = self.sessions.open(User(name, role))
+        # The same CSRF token for the user's every session: a page the proxy's user still
+        # has open keeps working when the session behind it is renewed.
+        session.csrf = hmac.new(self._proxy_secret, name.encode(), "sha256").hexdigest()
         self.log.info("console: {name} ({role}) named by the proxy", name=name, role=role)
         return session
 

@@ -9,6 +9,7 @@ reverse proxy (``proxy_user_header = X-Remote-User`` believed from
 * the user the proxy names gets the role of the users file (an operator's
   command is taken); a name absent from the file is nobody, and so is the
   header sent by anyone but the proxy;
+* a login through the form expires after ``session_lifetime``: the page says so (401);
 * a users file others can read is warned about at start.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import http.client
 import re
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -30,6 +32,7 @@ from tests.integration.support import declare_consumer_queues
 
 pytestmark = pytest.mark.integration
 PROXY = "127.0.0.2"
+PASSWORD = "alice's form passphrase"
 
 
 def request(port: int, method: str, path: str, headers: dict | None = None,
@@ -56,10 +59,11 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
     ini = tmp_path / "console.ini"
     ini.write_text(settings_text(prefix, tmp_path, database={"url": db_url}, console={
         "port": str(port), "users_file": "users.yaml", "anonymous_view": "true",
-        "proxy_user_header": "X-Remote-User", "proxy_addresses": PROXY}))
+        "proxy_user_header": "X-Remote-User", "proxy_addresses": PROXY,
+        "session_lifetime": "2s"}))
     out = subprocess.run([f"{BIN}/centaure", "console", "add-user", "alice", "--role",
                           "operator", "--password-stdin", "-c", str(ini)],
-                         input="not used through the proxy\n", capture_output=True, text=True,
+                         input=PASSWORD + "\n", capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     declare_consumer_queues(prefix, "console")
@@ -97,6 +101,31 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
         status, page = request(port, "POST", "/alarm/42/command", alice,
                                {"action": "ack", "csrf": csrf})
         assert status == 401
+        # A login through the form lasts session_lifetime; then the page says it expired.
+        status, page = request(port, "GET", "/login")
+        login_csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/login", urllib.parse.urlencode({
+            "csrf": login_csrf, "name": "alice", "password": PASSWORD, "next": "/"}),
+            {"Content-Type": "application/x-www-form-urlencoded",
+             "Cookie": f"centaure_login={login_csrf}"})
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert r.status == 303, r.status
+        session = {"Cookie": re.search(r"(centaure_session=[^;]+)",
+                                       r.getheader("Set-Cookie")).group(1)}
+        deadline = time.monotonic() + 30
+        while True:
+            status, page = request(port, "POST", "/alarm/42/command", session,
+                                   {"action": "ack", "csrf": "x"})
+            if status == 401:
+                break
+            assert status == 403, status  # logged in, wrong CSRF token: not yet expired
+            assert time.monotonic() < deadline, "the session never expired"
+            time.sleep(0.2)
+        assert "Your session has expired: log in again." in page
+
         logs = daemon.logs()
         assert "mallory, named by the proxy, is not a console user" in logs
         assert "X-Remote-User from 127.0.0.1 ignored (not in [console] proxy_addresses)" in logs
