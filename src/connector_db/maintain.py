@@ -17,6 +17,12 @@ One pass, with the ``[retention]`` settings:
    their setting are deleted in batches, oldest ids first (each batch is a
    range of the primary key).
 
+With ``[db] layout = per_device`` the samples are in the tables of that
+layout (those the writer created, in its registry, and ``per_device_tables``):
+they cannot be partitioned (they are the user's), so their rows older than
+``samples`` are deleted in batches, table by table, on the time column of
+``table_struct`` (source ``ts`` or ``ts_ms``); no rollups are built for them.
+
 The writer's ``alarms`` table (the latest state of each alarm) is not
 touched.
 
@@ -45,7 +51,8 @@ from centaure_shared.storage.schema import Schema
 
 from . import partitions, rollups
 
-__all__ = ["Retention", "MaintainLockTimeout", "MaintainReport", "maintain", "maintenance_lock",
+__all__ = ["Retention", "MaintainLockTimeout", "MaintainReport", "PerDeviceTables", "maintain",
+           "maintenance_lock",
            "ensure_partitions", "maintain_command", "LOCK_NAMESPACE"]
 
 #: The lock's name is ``<namespace>:<table prefix>``.
@@ -171,13 +178,44 @@ def ensure_partitions(engine: sa.Engine, schema: Schema, retention: Retention,
         return _ensure(engine, schema, retention, now)
 
 
+@dataclass(frozen=True)
+class PerDeviceTables:
+    """Where the per_device layout keeps samples: ``tables`` (checked SQL identifiers),
+    their time ``column`` and its unit (1: seconds, 1000: milliseconds)."""
+
+    tables: tuple[str, ...]
+    column: str
+    per_second: int
+
+    @classmethod
+    def from_settings(cls, engine: sa.Engine, db) -> PerDeviceTables:
+        """The registry's tables and ``per_device_tables`` of ``[db]`` that exist."""
+        from connector.settings import SQL_IDENTIFIER
+
+        from .per_device import REGISTRY_SUFFIX
+
+        ts = next(c for c in db.table_struct if c.source in ("ts", "ts_ms"))
+        registry = db.table_prefix + REGISTRY_SUFFIX
+        with engine.connect() as conn:
+            insp = sa.inspect(conn)
+            names = list(db.per_device_tables)
+            if insp.has_table(registry):
+                names += conn.execute(sa.text(
+                    f"SELECT table_name FROM {conn.dialect.identifier_preparer.quote(registry)}"
+                )).scalars().all()
+            found = [n for n in dict.fromkeys(names)
+                     if SQL_IDENTIFIER.fullmatch(n) and insp.has_table(n)]
+        return cls(tuple(found), ts.name, 1000 if ts.source == "ts_ms" else 1)
+
+
 def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
              now: float | None = None, samples: bool = True,
+             per_device: PerDeviceTables | None = None,
              progress: Callable[[str], None] = lambda line: None) -> MaintainReport:
     """One maintenance pass over layout ``schema``; ``progress`` gets a line per step.
 
-    ``samples`` False leaves samples alone (``[db] layout = per_device``
-    keeps them in its own tables).
+    ``samples`` False leaves the normalized samples alone (``[db] layout =
+    per_device``, whose tables ``per_device`` names).
     """
     now = time.time() if now is None else now
     report = MaintainReport()
@@ -197,6 +235,16 @@ def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
                                    retention.delete_batch, progress)
                 report.deleted[table.name] = n
                 progress(f"{table.name}: {n} rows older than {_days(keep)} deleted")
+        if per_device is not None:
+            cutoff = int((now - retention.samples) * per_device.per_second)
+            n = 0
+            for name in per_device.tables:
+                t = sa.table(name, sa.column(per_device.column))
+                n += _delete_old(engine, t, t.c[per_device.column], None, cutoff,
+                                 retention.delete_batch, progress)
+            report.deleted["per_device"] = n
+            progress(f"per_device: {n} rows older than {_days(retention.samples)} deleted "
+                     f"from {len(per_device.tables)} tables")
         for table, keep in ((schema.events, retention.events),
                             (schema.alarm_history, retention.alarm_history),
                             (schema.thresholds, retention.thresholds),
@@ -235,25 +283,31 @@ def _samples(engine, schema, retention, now, report, progress) -> None:
 def _delete_series(engine, schema, s: sa.Table, cutoff: int, batch: int, progress) -> int:
     """Batched deletes of old rows of samples or rollups, device by device along their
     (device_id, ts) index."""
-    total, shown = 0, time.monotonic()
+    total = 0
     with engine.connect() as conn:
         devices = conn.execute(sa.select(schema.devices.c.id)).scalars().all()
     for device in devices:
-        old = sa.and_(s.c.device_id == device, s.c.ts < cutoff)
-        while True:
-            with engine.begin() as conn:
-                # The ts of the batch's last row: its rows, and that ts's other metrics.
-                last = conn.execute(sa.select(s.c.ts).where(old).order_by(s.c.ts)
-                                    .offset(batch - 1).limit(1)).scalar()
-                where = old if last is None else sa.and_(s.c.device_id == device,
-                                                         s.c.ts <= last)
-                total += conn.execute(sa.delete(s).where(where)).rowcount or 0
-            if time.monotonic() - shown >= 5:
-                progress(f"{s.name}: {total} rows deleted so far")
-                shown = time.monotonic()
-            if last is None:
-                break
+        total += _delete_old(engine, s, s.c.ts, s.c.device_id == device, cutoff, batch,
+                             progress, total)
     return total
+
+
+def _delete_old(engine, t, ts, where, cutoff: int, batch: int, progress, before: int = 0) -> int:
+    """Delete rows of ``t`` (``where``) with ``ts`` below ``cutoff``, about ``batch`` a time."""
+    total, shown = 0, time.monotonic()
+    scope = (lambda *c: sa.and_(where, *c)) if where is not None else sa.and_
+    while True:
+        with engine.begin() as conn:
+            # The time of the batch's last row: its rows, and that time's other rows.
+            last = conn.execute(sa.select(ts).where(scope(ts < cutoff)).order_by(ts)
+                                .offset(batch - 1).limit(1)).scalar()
+            cond = scope(ts < cutoff) if last is None else scope(ts <= last)
+            total += conn.execute(sa.delete(t).where(cond)).rowcount or 0
+        if time.monotonic() - shown >= 5:
+            progress(f"{t.name}: {before + total} rows deleted so far")
+            shown = time.monotonic()
+        if last is None:
+            return total
 
 
 def _delete_by_id(engine, table: sa.Table, cutoff: int, batch: int, progress) -> int:
@@ -299,11 +353,11 @@ def maintain_command(settings) -> int:
         MIGRATIONS.check(engine, db.table_prefix, settings.source or "settings.ini")
         print(f"maintaining {shown} (prefix {db.table_prefix!r})", flush=True)
         started = time.monotonic()
+        per_device = (None if db.layout == "normalized"
+                      else PerDeviceTables.from_settings(engine, db))
         maintain(engine, make_schema(db.table_prefix), retention,
-                 samples=db.layout == "normalized",
+                 samples=db.layout == "normalized", per_device=per_device,
                  progress=lambda line: print(line, flush=True))
-        if db.layout != "normalized":
-            print(f"samples: [db] layout = {db.layout}: its tables are left as they are")
         print(f"done in {time.monotonic() - started:.1f}s")
         return 0
     except (SchemaOutOfDate, MaintainLockTimeout) as e:

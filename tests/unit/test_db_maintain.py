@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -123,3 +124,30 @@ def test_retention_settings_defaults_and_errors():
                              environ={})
     with pytest.raises(SettingsError, match=r"\[retention\] samples = '10m'"):
         settings_from_string("[retention]\nsamples = 10m\n", source="settings.ini", environ={})
+
+
+def test_per_device_tables_lose_their_old_rows_in_batches(sqlite, tmp_path):
+    """[db] layout = per_device: the registry's tables and per_device_tables, nothing else."""
+    engine, _, url = sqlite
+    now = int(time.time())
+    with engine.begin() as c:
+        c.exec_driver_sql("CREATE TABLE per_device_registry (table_name VARCHAR(64) PRIMARY KEY, "
+                          "created BIGINT NOT NULL)")
+        c.exec_driver_sql("INSERT INTO per_device_registry VALUES ('cpu_r1', 0)")
+        for name in ("cpu_r1", "legacy_r2", "other"):
+            c.exec_driver_sql(f"CREATE TABLE {name} (datetime INT, metric_index SMALLINT, "
+                              "value VARCHAR(63))")
+            c.exec_driver_sql(f"INSERT INTO {name} VALUES " + ", ".join(
+                f"({now - h * 3600 - 1800}, 0, '{h}')" for h in range(0, 20 * 24)))
+    ini = tmp_path / "settings.ini"
+    ini.write_text(f"[database]\nurl = {url}\n[db]\nlayout = per_device\n"
+                   "per_device_tables = legacy_r2\n[retention]\nsamples = 7d\ndelete_batch = 100\n")
+    r = subprocess.run([sys.executable, "-m", "centaure.cli", "db", "maintain", "-c", str(ini)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    old = 20 * 24 - 7 * 24  # rows 168.5 to 479.5 hours old
+    assert f"per_device: {2 * old} rows older than 7d deleted from 2 tables" in r.stdout
+    with engine.connect() as c:
+        def n(t):
+            return c.exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar()
+        assert (n("cpu_r1"), n("legacy_r2"), n("other")) == (7 * 24, 7 * 24, 20 * 24)
