@@ -234,6 +234,15 @@ class ConsoleResource(resource.Resource):
         self.templates = Environment(loader=PackageLoader("connector_console", "templates"),
                                      autoescape=select_autoescape(default=True),
                                      trim_blocks=True, lstrip_blocks=True)
+        #: (method, first path segment) -> handler(request, rest of the path).
+        self._routes: dict[tuple[str, str], Callable] = {
+            ("GET", ""): self.board_page, ("HEAD", ""): self.board_page,
+            ("GET", "login"): self.login_form, ("POST", "login"): self.login,
+            ("POST", "logout"): self.logout, ("GET", "events"): self.events,
+            ("GET", "api"): self.api, ("GET", "connectors"): self.connectors_page,
+            ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
+            ("GET", "device"): self.device_page,
+        }
         self.templates.filters["iso"] = iso
         self.templates.globals["SEVERITIES"] = SEVERITIES
 
@@ -249,20 +258,12 @@ class ConsoleResource(resource.Resource):
         if path and path[-1] == "" and len(path) > 1:
             path = path[:-1]
         method = request.method.decode("ascii", "replace")
-        routes: dict[tuple, Callable] = {
-            ("GET", ""): self.board_page, ("GET", "login"): self.login_form,
-            ("POST", "login"): self.login, ("POST", "logout"): self.logout,
-            ("GET", "events"): self.events, ("GET", "api"): self.api,
-            ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
-            ("HEAD", ""): self.board_page, ("GET", "connectors"): self.connectors_page,
-            ("GET", "device"): self.device_page,
-        }
-        handler = routes.get((method, path[0] if path else ""))
+        first = path[0] if path else ""
+        handler = self._routes.get((method, first))
         if handler is None:
-            if any(m == method for m, _ in routes) or method not in ("GET", "POST", "HEAD"):
-                if (path[0] if path else "") in {p for _, p in routes}:
-                    return self.refuse(request, 405, "Method not allowed",
-                                       f"{method} is not accepted here.")
+            if any(p == first for _, p in self._routes):
+                return self.refuse(request, 405, "Method not allowed",
+                                   f"{method} is not accepted here.")
             return self.refuse(request, 404, "Not found", "There is no such page.")
         try:
             result = handler(request, path[1:])
@@ -278,10 +279,8 @@ class ConsoleResource(resource.Resource):
 
     def _failed(self, failure, request: server.Request) -> None:
         self.log.failure("console: request failed", failure)
-        if not request.finished:
-            request.write(self.refuse(request, 500, "Error", "The console failed to answer; "
-                                      "its log says why."))
-            request.finish()
+        _reply(request, self.refuse(request, 500, "Error", "The console failed to answer; "
+                                    "its log says why."))
 
     # --- sessions -------------------------------------------------------------------
 
@@ -414,9 +413,7 @@ class ConsoleResource(resource.Resource):
                               client=request.getClientAddress().host)
                 _see_other(request, next_path.encode())
                 body = b""
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         return d.addCallback(checked)
 
@@ -482,9 +479,7 @@ class ConsoleResource(resource.Resource):
         def done(points: list) -> None:
             body = json.dumps({"ts": [p[0] for p in points],
                                "values": [p[1] for p in points]}).encode()
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         def failed(failure) -> None:
             if failure.check(QueryError):
@@ -497,9 +492,7 @@ class ConsoleResource(resource.Resource):
                               error=str(failure.value).splitlines()[0])
             else:
                 return failure
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         d = threads.deferToThread(self.store.samples, host, metric, index, start, end)
         return d.addCallbacks(done, failed)
@@ -539,9 +532,7 @@ class ConsoleResource(resource.Resource):
                                  alarms=alarms, series=series, metric=metric, index=index,
                                  span=span, ranges=RANGES, start=end - RANGES[span], end=end,
                                  **data)
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         return threads.deferToThread(read).addCallback(found)
 
@@ -582,9 +573,7 @@ class ConsoleResource(resource.Resource):
                 cause = self.board.get(alarm["cause_ref"]) if alarm["cause_ref"] else None
                 body = self.page(request, "alarm.html", session=session, alarm=alarm,
                                  cause=cause, done=_arg(request, "done") or "", **stored)
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         return threads.deferToThread(read).addCallback(found)
 
@@ -631,11 +620,17 @@ class ConsoleResource(resource.Resource):
                               host=alarm["host"])
                 _see_other(request, f"/alarm/{ref}?{urlencode({'done': action})}".encode())
                 body = b""
-            if not request.finished:
-                request.write(body)
-                request.finish()
+            _reply(request, body)
 
         return defer.ensureDeferred(run())
+
+
+def _reply(request: server.Request, body: bytes) -> None:
+    """Send ``body`` and end a response given later, unless the client has gone."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.write(body)
+    request.finish()
 
 
 def _see_other(request: server.Request, location: bytes) -> None:
