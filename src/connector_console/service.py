@@ -121,6 +121,11 @@ class ConsoleService(service.Service):
         self.log.info("web console on {url} ({users} users{anonymous})", url=self.url,
                       users=len(self.users),
                       anonymous=", anonymous_view" if self.conf.anonymous_view else "")
+        if not len(self.users) and not self.conf.anonymous_view \
+                and not self.conf.proxy_user_header:
+            self.log.warn("web console: no users, so nobody can log in: add one with "
+                          "'centaure console add-user NAME --role operator' and set "
+                          "[console] users_file")
 
     async def _load(self) -> None:
         def waiting(exc: BaseException) -> None:
