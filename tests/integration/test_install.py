@@ -28,8 +28,8 @@ from tests.conftest import AMQP_URL, ROOT, _delete_prefixed, rabbitmqctl
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = ("centaure-all", "centaure-alerter", "centaure-correlator", "centaure-db",
-           "centaure-snmp", "centaure-traps")
+PLUGINS = ("centaure-all", "centaure-alerter", "centaure-console", "centaure-correlator",
+           "centaure-db", "centaure-snmp", "centaure-traps")
 
 
 def run(argv: list[str], cwd, timeout: float = 600, check: bool = True,
@@ -117,7 +117,9 @@ def test_wheel_carries_what_the_program_reads(wheel_venv):
                      "connector_snmp/data/profiles/if-mib.yaml",
                      "connector_db/migrations/versions/0001_initial.py",
                      "connector_alarms/migrations/env.py",
-                     "twisted/plugins/centaure_snmp.py"):
+                     "twisted/plugins/centaure_snmp.py",
+                     "connector_console/templates/board.html",
+                     "connector_console/static/board.js"):
         assert expected in names, f"{expected} missing from {os.path.basename(wheel)}"
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
 
