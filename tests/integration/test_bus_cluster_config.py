@@ -47,7 +47,8 @@ def test_bus_config_quorum_declares_every_queue_quorum_with_its_arguments(write_
     assert out.stdout.strip().endswith("bus configured")
 
     queues = _queues(prefix)
-    assert set(queues) == {f"{prefix}.{n}" for n in ("db", "correlator", "alerter", "dead", "status")}
+    assert set(queues) == {f"{prefix}.{n}" for n in ("db", "correlator", "alerter", "console",
+                                                     "dead", "status")}
     assert all(kind == "quorum" for kind, _ in queues.values()), queues
     for name in ("db", "correlator", "alerter"):
         assert queues[f"{prefix}.{name}"][1] == {
@@ -59,6 +60,10 @@ def test_bus_config_quorum_declares_every_queue_quorum_with_its_arguments(write_
         "x-max-length": 10000, "x-message-ttl": 15 * 60 * 1000}
     assert queues[f"{prefix}.dead"][1] == {"x-queue-type": "quorum",
                                            "x-queue-leader-locator": "balanced"}
+    # The web console's views are rebuilt at its start: its queue drops what it no longer needs.
+    assert queues[f"{prefix}.console"][1] == {
+        "x-queue-type": "quorum", "x-queue-leader-locator": "balanced", "x-overflow": "drop-head",
+        "x-max-length": 100_000, "x-message-ttl": 10 * 60 * 1000}
 
     # Declaring again with the same arguments (as the daemons do) is accepted.
     again = _centaure("bus-config", "-c", settings)
@@ -100,7 +105,7 @@ def test_bus_config_names_a_queue_declared_with_other_arguments(write_settings, 
     assert f"ERROR: queue {prefix}.db exists on the broker with other arguments" in out.stdout
     assert f"rabbitmqctl delete_queue {prefix}.db" in out.stdout
     assert "x-queue-type" in out.stdout  # the broker's own reason
-    assert "bus NOT fully configured: 5 queue(s) differ" in out.stdout
+    assert "bus NOT fully configured: 6 queue(s) differ" in out.stdout
     # Nothing was changed: the queues are still classic.
     assert {kind for kind, _ in _queues(prefix).values()} == {"classic"}
 
