@@ -63,11 +63,13 @@ class ConsoleService(service.Service):
                                     f"{CONNECTOR}@{runtime.node}", runtime.reactor.seconds)
         self.tls = bool(self.conf.tls_cert)
         self.resource = ConsoleResource(
-            board=self.board, reader=self.reader, store=self.store, users=users, sessions=self.sessions,
+            board=self.board, reader=self.reader, store=self.store, users=users,
+            sessions=self.sessions,
             sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
             tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds,
             proxy_header=self.conf.proxy_user_header,
-            proxy_addresses=self.conf.proxy_addresses, proxy_role=self.conf.proxy_role)
+            proxy_addresses=self.conf.proxy_addresses, proxy_role=self.conf.proxy_role,
+            counters=self.counters)
         self.site = make_console_site(self.resource)
         self.listening = None
         self.load_error: str | None = None
@@ -156,6 +158,10 @@ class ConsoleService(service.Service):
 
     def health(self) -> dict:
         """For /health and the heartbeats: the board, its live streams, the sessions."""
+        self.counters.set("alarms_active", len(self.board))
+        self.counters.set("event_clients", len(self.streams))
+        self.counters.set("sessions", len(self.sessions))
+        self.counters.set("alarms_applied", self.board.applied)
         body = {"state": "ready" if self.board.loaded else "loading", "alarms": len(self.board),
                 "event_clients": len(self.streams), "sessions": len(self.sessions),
                 "url": self.url}

@@ -32,6 +32,8 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.web import resource, server, static
 
+from connector.metrics import Counters
+
 from .board import SEVERITIES, AlarmBoard
 from .commands import ACTIONS, CommandSender
 from .interfaces import IAuthenticator, ISessionStore
@@ -210,7 +212,7 @@ class ConsoleResource(resource.Resource):
                  anonymous_view: bool, tls: bool, statuses=None,
                  clock: Callable[[], float] | None = None, version: str = "",
                  proxy_header: str = "", proxy_addresses: tuple = (),
-                 proxy_role: str = "none") -> None:
+                 proxy_role: str = "none", counters=None) -> None:
         super().__init__()
         self.board = board
         self.reader = reader
@@ -224,6 +226,8 @@ class ConsoleResource(resource.Resource):
         self.statuses = statuses
         self.clock = clock or time.time
         self.throttle = LoginThrottle(self.clock)
+        #: logins, logins_failed, logins_throttled, commands_sent, commands_refused.
+        self.counters = counters if counters is not None else Counters("console")
         self.proxy_header = proxy_header.encode() if proxy_header else None
         self.proxy_addresses = frozenset(proxy_addresses)
         self.proxy_role = proxy_role
@@ -388,6 +392,7 @@ class ConsoleResource(resource.Resource):
         client = request.getClientAddress().host
         wait = self.throttle.wait(name, client)
         if wait > 0:
+            self.counters.inc("logins_throttled")
             self.log.warn("console: login for {name!r} from {client} refused: too many "
                           "failed logins", name=name, client=client)
             minutes = max(1, round(wait / 60))
@@ -398,11 +403,13 @@ class ConsoleResource(resource.Resource):
 
         def checked(user: User | None) -> None:
             if user is None:
+                self.counters.inc("logins_failed")
                 self.throttle.failed(name, client)
                 self.log.info("console: failed login for {name!r} from {client}", name=name,
                               client=client)
                 body = self.login_page(request, 401, "Wrong name or password.", next_path)
             else:
+                self.counters.inc("logins")
                 self.throttle.succeeded(name)
                 session = self.sessions.open(user)
                 self._cookie(request, SESSION_COOKIE, session.token,
@@ -588,12 +595,14 @@ class ConsoleResource(resource.Resource):
                                    if expired else "Log in to act on alarms.",
                                    f"/alarm/{ref}" if ref is not None else "/")
         if not session.csrf_ok(_arg(request, "csrf")):
+            self.counters.inc("commands_refused")
             self.log.warn("console: {name}: command refused, missing or wrong CSRF token",
                           name=session.user.name)
             return self.refuse(request, 403, "Refused", "This form did not come from your "
                                "console session (missing or wrong CSRF token): nothing was "
                                "sent.")
         if not session.user.operator:
+            self.counters.inc("commands_refused")
             self.log.warn("console: {name} (viewer) tried to command alarm {ref}",
                           name=session.user.name, ref=ref)
             return self.refuse(request, 403, "Refused", f"{session.user.name} is a viewer: "
@@ -615,6 +624,7 @@ class ConsoleResource(resource.Resource):
                                    f"The correlator has no alarm {ref}.")
             else:
                 await self.sender.send(ref, alarm["host"], action, session.user.name, note)
+                self.counters.inc("commands_sent")
                 self.log.info("console: {name} sent {action} of alarm {ref} ({host})",
                               name=session.user.name, action=action, ref=ref,
                               host=alarm["host"])

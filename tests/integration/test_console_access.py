@@ -10,7 +10,8 @@ reverse proxy (``proxy_user_header = X-Remote-User`` believed from
   command is taken); a name absent from the file is nobody, and so is the
   header sent by anyone but the proxy;
 * a login through the form expires after ``session_lifetime``: the page says so (401);
-* a users file others can read is warned about at start.
+* a users file others can read is warned about at start; logins and commands are counted
+  on /metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 import sqlalchemy as sa
@@ -55,9 +57,10 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
     engine = sa.create_engine(db_url)
     create_all(engine, make_schema("corr_"))
     engine.dispose()
-    port = free_tcp_port()
+    port, metrics_port = free_tcp_port(), free_tcp_port()
     ini = tmp_path / "console.ini"
-    ini.write_text(settings_text(prefix, tmp_path, database={"url": db_url}, console={
+    ini.write_text(settings_text(prefix, tmp_path, database={"url": db_url},
+                                 connector={"http_port": str(metrics_port)}, console={
         "port": str(port), "users_file": "users.yaml", "anonymous_view": "true",
         "proxy_user_header": "X-Remote-User", "proxy_addresses": PROXY,
         "session_lifetime": "2s"}))
@@ -125,6 +128,14 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
             assert time.monotonic() < deadline, "the session never expired"
             time.sleep(0.2)
         assert "Your session has expired: log in again." in page
+
+        # What happened is counted on /metrics.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as r:
+            metrics = r.read().decode()
+        assert 'centaure_logins_total{connector="console"} 1' in metrics, metrics
+        assert "centaure_commands_sent_total" not in metrics  # none reached an alarm
+        refused = re.search(r'centaure_commands_refused_total\{connector="console"\} (\d+)', metrics)
+        assert refused and int(refused.group(1)) >= 2, metrics
 
         logs = daemon.logs()
         assert "mallory, named by the proxy, is not a console user" in logs
