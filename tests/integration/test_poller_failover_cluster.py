@@ -3,7 +3,7 @@
 ``twistd centaure-snmp`` polls twenty devices (twenty real snmpd agents) every
 2 s, with ``[bus] url`` listing the three nodes of a real RabbitMQ cluster
 (heartbeat 5 s). The node it is connected to (read from ``/health``) is
-frozen (SIGSTOP) for 30 s, then thawed. The daemon must be on another node
+frozen (SIGSTOP) for 15 s (three heartbeats), then thawed. The daemon must be on another node
 within two heartbeats, and, read back from a quorum queue afterwards, each
 device's samples have no gap above 1.5 intervals: no poll was missed and
 every sample taken meanwhile was delivered. Copies of a sample (published
@@ -37,7 +37,7 @@ from tests.integration.test_poller_alarm import (
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 5.0
-FREEZE = 30.0
+FREEZE = 15.0
 
 
 def _write_setup(tmp_path, prefix: str, cluster, devices: list[dict], http_port: int) -> Path:
