@@ -20,7 +20,7 @@ unit: install
 
 test: install services
 	.venv/bin/lint-imports
-	.venv/bin/pytest -q tests
+	.venv/bin/pytest -q --durations=30 tests
 
 bench: install services
 	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
