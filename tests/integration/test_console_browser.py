@@ -12,7 +12,11 @@ With the real daemons (net-snmp ``snmptrap`` -> ``centaure-traps`` -> RabbitMQ -
   session (a viewer's) sees the ack arrive live;
 * the viewer's alarm page has no buttons, and a POST forged with the viewer's
   own session and CSRF token is refused (403), as is the operator's POST
-  without CSRF token; neither changes the alarm.
+  without CSRF token; neither changes the alarm; the operator's clear takes it
+  off the viewer's open board;
+* the alarm page shows the stored history; a device's graph draws exactly the
+  samples stored in its range; the connectors' table lists the daemons; the
+  live indicator says "reconnecting" while the console is down.
 
 Screenshots of the board go to ``test-artifacts/console/`` (or
 ``$CENTAURE_TEST_ARTIFACTS/console``), printed by the test.
@@ -377,6 +381,15 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
     operator.get(site.base + "/")
     live(operator)
     screenshot(operator, "board.png")
+
+    # The operator clears it: it leaves the viewer's open board.
+    viewer.get(site.base + "/")
+    live(viewer)
+    assert row(viewer, ref) is not None
+    operator.get(f"{site.base}/alarm/{ref}")
+    operator.find_element(By.ID, "clear").click()
+    wait_for(viewer, lambda d: row(d, ref) is None, "the cleared alarm gone")
+    assert ref not in {str(a["ref"]) for a in site.alarms()}  # active alarms only
 
 
 def test_the_connectors_table_shows_every_running_daemon(site, viewer):
