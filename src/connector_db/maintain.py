@@ -226,8 +226,7 @@ def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
             progress(f"waited {report.waited:.0f}s for another maintenance pass to finish")
         if samples:
             # Before raw rows go: the intervals they hold are summarized first.
-            report.rolled_up = rollups.build(engine, schema, _ms(now), progress=progress,
-                                             batch=retention.delete_batch)
+            report.rolled_up = rollups.build(engine, schema, _ms(now), progress=progress)
             _samples(engine, schema, retention, now, report, progress)
             for table, keep in ((schema.rollups_5m, retention.rollups_5m),
                                 (schema.rollups_1h, retention.rollups_1h)):

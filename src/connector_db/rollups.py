@@ -15,26 +15,29 @@ partitions are dropped), interval by interval once closed:
 An interval is closed :data:`SETTLE_MS` after its end (samples arriving
 later than that are not in its rollup). ``rollup_state`` keeps, per
 resolution, the time before which intervals are built; each chunk's rows
-and its new mark are one transaction (a chunk rebuilt after a crash
-replaces its rows), so a pass is idempotent. A first pass starts at the
-oldest sample.
+and its new mark are one transaction, so a pass is idempotent. A first
+pass starts at the oldest sample.
 
-Raw rows are read in primary-key order a chunk at a time and folded in
-Python: no dialect-specific SQL, one code path for SQLite, MariaDB and
-PostgreSQL.
+The database does the work: one ``INSERT ... SELECT`` per chunk of time and
+group of devices, with ``GROUP BY`` and the window functions ``LAG`` (a
+counter's previous sample) and ``FIRST_VALUE`` (an interval's last value),
+which SQLite (3.25+), MariaDB (10.2+) and PostgreSQL share. Rows are found
+through the ``(device_id, ts)`` index, :data:`DEVICES_PER_STATEMENT` devices
+a statement (on partitioned tables, in the chunk's partitions only).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
 from centaure_shared.storage.schema import Schema
 
-__all__ = ["RESOLUTIONS", "SETTLE_MS", "LOOKBACK_MS", "build", "Acc", "counter_delta"]
+from .store import insert_ignore
+
+__all__ = ["RESOLUTIONS", "SETTLE_MS", "LOOKBACK_MS", "DEVICES_PER_STATEMENT", "build"]
 
 #: Interval of each resolution, in milliseconds.
 RESOLUTIONS = {"5m": 300_000, "1h": 3_600_000}
@@ -42,58 +45,11 @@ RESOLUTIONS = {"5m": 300_000, "1h": 3_600_000}
 SETTLE_MS = 120_000
 #: How far before an interval a counter's previous sample is looked for.
 LOOKBACK_MS = 900_000
+#: Devices summarized by one statement.
+DEVICES_PER_STATEMENT = 500
 _CHUNK = {"5m": 3_600_000, "1h": 86_400_000}
-
-
-def counter_delta(previous: float, value: float) -> float:
-    """``value - previous`` for a counter, a wrap counted (32 or 64 bits)."""
-    delta = value - previous
-    if delta < 0:
-        delta += 2.0**32 if previous < 2**32 and value < 2**32 else 2.0**64
-    return delta
-
-
-@dataclass
-class Acc:
-    """One interval's summary being built."""
-
-    vmin: float
-    vmax: float
-    total: float
-    count: int
-    last: float
-    last_ts: int
-
-    @classmethod
-    def of(cls, value: float, ts: int) -> Acc:
-        """The summary of one value."""
-        return cls(value, value, value, 1, value, ts)
-
-    def add(self, value: float, ts: int) -> None:
-        """One more value (times come in order)."""
-        self.vmin = min(self.vmin, value)
-        self.vmax = max(self.vmax, value)
-        self.total += value
-        self.count += 1
-        if ts >= self.last_ts:
-            self.last, self.last_ts = value, ts
-
-    def merge(self, vmin: float, vmax: float, avg: float, count: int, last: float,
-              last_ts: int) -> None:
-        """Another summary (a 5-minute row into an hour)."""
-        self.vmin = min(self.vmin, vmin)
-        self.vmax = max(self.vmax, vmax)
-        self.total += avg * count
-        self.count += count
-        if last_ts >= self.last_ts:
-            self.last, self.last_ts = last, last_ts
-
-    def row(self, key: tuple, ts: int) -> dict:
-        """The rollup row of ``key`` (device_id, metric_id, idx) for the interval at ``ts``."""
-        return {"device_id": key[0], "metric_id": key[1], "idx": key[2], "ts": ts,
-                "min_value": self.vmin, "max_value": self.vmax,
-                "avg_value": self.total / self.count, "value_count": self.count,
-                "last_value": self.last, "last_ts": self.last_ts}
+_COLUMNS = ["device_id", "metric_id", "idx", "ts", "min_value", "max_value", "avg_value",
+            "value_count", "last_value", "last_ts"]
 
 
 def _state(conn, schema: Schema, resolution: str) -> int | None:
@@ -109,71 +65,61 @@ def _set_state(conn, schema: Schema, resolution: str, until: int, had: bool) -> 
         conn.execute(sa.insert(t).values(resolution=resolution, done_until=until))
 
 
-def _fold_raw(rows: Iterator, start: int, end: int, step: int) -> Iterator[dict]:
-    """5-minute rows of raw (device, metric, idx, ts, value, kind) rows in key, ts order."""
-    key = None
-    accs: dict[int, Acc] = {}
-    prev: tuple[int, float] | None = None
-    for device, metric, idx, ts, value, kind in rows:
-        k = (device, metric, idx)
-        if k != key:
-            for b, acc in sorted(accs.items()):
-                yield acc.row(key, b)
-            key, accs, prev = k, {}, None
-        if kind == "counter":
-            last, prev = prev, (ts, value)
-            if last is None or ts <= last[0]:
-                continue
-            value = counter_delta(last[1], value) / ((ts - last[0]) / 1000.0)
-        if ts < start or ts >= end:
-            continue
-        b = ts - ts % step
-        acc = accs.get(b)
-        if acc is None:
-            accs[b] = Acc.of(value, ts)
-        else:
-            acc.add(value, ts)
-    if key is not None:
-        for b, acc in sorted(accs.items()):
-            yield acc.row(key, b)
+def _key(t) -> tuple:
+    return (t.c.device_id, t.c.metric_id, t.c.idx)
 
 
-def _fold_5m(rows: Iterator, step: int) -> Iterator[dict]:
-    """Hourly rows of 5-minute rows in key, ts order."""
-    key = None
-    accs: dict[int, Acc] = {}
-    for device, metric, idx, ts, vmin, vmax, avg, count, last, last_ts in rows:
-        k = (device, metric, idx)
-        if k != key:
-            for b, acc in sorted(accs.items()):
-                yield acc.row(key, b)
-            key, accs = k, {}
-        b = ts - ts % step
-        acc = accs.get(b)
-        if acc is None:
-            accs[b] = Acc(vmin, vmax, avg * count, count, last, last_ts)
-        else:
-            acc.merge(vmin, vmax, avg, count, last, last_ts)
-    if key is not None:
-        for b, acc in sorted(accs.items()):
-            yield acc.row(key, b)
+def _five_minutes(schema: Schema, devices: list[int], start: int, end: int) -> sa.Select:
+    """5-minute rows of ``devices`` for intervals in [start, end)."""
+    s, m = schema.samples, schema.metrics
+    step = sa.literal_column(str(RESOLUTIONS["5m"]))
+    mine = s.c.device_id.in_(devices)
+    gauges = (sa.select(*_key(s), s.c.ts, s.c.value_num.label("v"))
+              .join_from(s, m, m.c.id == s.c.metric_id)
+              .where(mine, s.c.ts >= start, s.c.ts < end, s.c.value_num.is_not(None),
+                     m.c.kind != "counter"))
+    window = {"partition_by": _key(s), "order_by": s.c.ts}
+    seq = (sa.select(*_key(s), s.c.ts, s.c.value_num.label("v"),
+                     sa.func.lag(s.c.value_num).over(**window).label("prev"),
+                     sa.func.lag(s.c.ts).over(**window).label("prev_ts"))
+           .join_from(s, m, m.c.id == s.c.metric_id)
+           .where(mine, s.c.ts >= start - LOOKBACK_MS, s.c.ts < end,
+                  s.c.value_num.is_not(None), m.c.kind == "counter")
+           .subquery("seq"))
+    wrap32, wrap64 = sa.literal(2.0**32), sa.literal(2.0**64)
+    delta = sa.case((seq.c.v >= seq.c.prev, seq.c.v - seq.c.prev),
+                    (sa.and_(seq.c.prev < wrap32, seq.c.v < wrap32), seq.c.v - seq.c.prev + wrap32),
+                    else_=seq.c.v - seq.c.prev + wrap64)
+    rates = (sa.select(*_key(seq), seq.c.ts,
+                       (delta / ((seq.c.ts - seq.c.prev_ts) / sa.literal(1000.0))).label("v"))
+             .where(seq.c.prev.is_not(None), seq.c.ts >= start, seq.c.ts > seq.c.prev_ts))
+    vals = sa.union_all(gauges, rates).subquery("vals")
+    return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
 
 
-def _source_rows(conn, schema: Schema, resolution: str, start: int, end: int):
-    if resolution == "5m":
-        s, m = schema.samples, schema.metrics
-        stmt = (sa.select(s.c.device_id, s.c.metric_id, s.c.idx, s.c.ts, s.c.value_num, m.c.kind)
-                .join_from(s, m, m.c.id == s.c.metric_id)
-                .where(s.c.ts >= start - LOOKBACK_MS, s.c.ts < end, s.c.value_num.is_not(None))
-                .order_by(s.c.device_id, s.c.metric_id, s.c.idx, s.c.ts))
-        return _fold_raw(iter(conn.execute(stmt).all()), start, end, RESOLUTIONS["5m"])
+def _hours(schema: Schema, devices: list[int], start: int, end: int) -> sa.Select:
+    """Hourly rows of ``devices`` from their 5-minute rows in [start, end)."""
     r = schema.rollups_5m
-    stmt = (sa.select(r.c.device_id, r.c.metric_id, r.c.idx, r.c.ts, r.c.min_value,
-                      r.c.max_value, r.c.avg_value, r.c.value_count, r.c.last_value,
-                      r.c.last_ts)
-            .where(r.c.ts >= start, r.c.ts < end)
-            .order_by(r.c.device_id, r.c.metric_id, r.c.idx, r.c.ts))
-    return _fold_5m(iter(conn.execute(stmt).all()), RESOLUTIONS["1h"])
+    rows = (sa.select(r).where(r.c.device_id.in_(devices), r.c.ts >= start, r.c.ts < end)
+            .subquery("five"))
+    step = sa.literal_column(str(RESOLUTIONS["1h"]))
+    return _summarize(rows, step, rows.c.min_value, rows.c.max_value, rows.c.avg_value,
+                      rows.c.value_count, rows.c.last_value, rows.c.last_ts)
+
+
+def _summarize(src, step, vmin, vmax, vavg, vcount, vlast, vts) -> sa.Select:
+    """GROUP BY series and interval of ``src``: min, max, avg (weighted by ``vcount`` if
+    given), count, and the last value (that of the greatest ``vts``)."""
+    bucket = (src.c.ts - src.c.ts % step).label("b")
+    last = sa.func.first_value(vlast).over(
+        partition_by=(*_key(src), bucket), order_by=vts.desc()).label("lv")
+    n = sa.literal(1) if vcount is None else vcount
+    w = sa.select(*_key(src), bucket, vmin.label("mn"), vmax.label("mx"),
+                  (vavg * n).label("tot"), n.label("n"), last, vts.label("lts")).subquery("w")
+    return (sa.select(*_key(w), w.c.b, sa.func.min(w.c.mn), sa.func.max(w.c.mx),
+                      sa.func.sum(w.c.tot) / sa.func.sum(w.c.n), sa.func.sum(w.c.n),
+                      sa.func.max(w.c.lv), sa.func.max(w.c.lts))
+            .group_by(*_key(w), w.c.b))
 
 
 def _first(conn, schema: Schema, resolution: str) -> int | None:
@@ -182,8 +128,7 @@ def _first(conn, schema: Schema, resolution: str) -> int | None:
 
 
 def build(engine: sa.Engine, schema: Schema, now_ms: int | None = None, *,
-          progress: Callable[[str], None] = lambda line: None,
-          batch: int = 5000) -> dict[str, int]:
+          progress: Callable[[str], None] = lambda line: None) -> dict[str, int]:
     """Roll up every closed interval not built yet; rows written per resolution."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     written = {}
@@ -202,19 +147,19 @@ def build(engine: sa.Engine, schema: Schema, now_ms: int | None = None, *,
                 start = limit if first is None else min(first // step * step, limit)
         total = 0
         had = mark is not None
+        select = _five_minutes if resolution == "5m" else _hours
+        insert = insert_ignore(engine.dialect.name, table)
+        with engine.connect() as conn:
+            devices = conn.execute(sa.select(schema.devices.c.id).order_by(
+                schema.devices.c.id)).scalars().all()
         while start < limit:
             end = min(start + _CHUNK[resolution], limit)
             with engine.begin() as conn:
-                conn.execute(sa.delete(table).where(table.c.ts >= start, table.c.ts < end))
-                rows: list[dict] = []
-                for row in _source_rows(conn, schema, resolution, start, end):
-                    rows.append(row)
-                    if len(rows) == batch:
-                        conn.execute(sa.insert(table), rows)
-                        total, rows = total + len(rows), []
-                if rows:
-                    conn.execute(sa.insert(table), rows)
-                    total += len(rows)
+                for i in range(0, len(devices), DEVICES_PER_STATEMENT):
+                    group = list(devices[i:i + DEVICES_PER_STATEMENT])
+                    res = conn.execute(insert.from_select(
+                        _COLUMNS, select(schema, group, start, end)))
+                    total += max(res.rowcount or 0, 0)
                 _set_state(conn, schema, resolution, end, had)
             had = True
             start = end
