@@ -51,6 +51,7 @@ pytestmark = pytest.mark.integration
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -205,7 +206,19 @@ def login(driver, site: Site, name: str, password: str | None = None) -> None:
     driver.get(site.base + "/")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password or USERS[name][1])
-    driver.find_element(By.ID, "login").click()
+    button = driver.find_element(By.ID, "login")
+    button.click()
+    # The next page has come once the form's button is gone.
+    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(staleness_of(button))
+
+
+def act(driver, button: str, action: str | None = None) -> None:
+    """Press an alarm page's button and wait for the page saying the command was sent."""
+    element = driver.find_element(By.ID, button)
+    element.click()
+    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(staleness_of(element))
+    wait_for(driver, lambda d: f"{action or button} sent" in " ".join(
+        e.text for e in d.find_elements(By.ID, "sent")), f"'{action or button} sent'")
 
 
 def wait_for(driver, condition, what: str):
@@ -314,9 +327,9 @@ def test_a_trap_appears_live_and_the_ack_reaches_every_board(site, operator, vie
 
     # The operator opens the alarm and acks it with a note.
     operator.find_element(By.CSS_SELECTOR, f'tr[data-ref="{ref}"] td.name a').click()
+    wait_for(operator, lambda d: d.find_elements(By.ID, "note"), "the alarm's page")
     operator.find_element(By.ID, "note").send_keys("on it, replacing the SFP")
-    operator.find_element(By.ID, "ack").click()
-    assert "ack sent" in operator.find_element(By.ID, "sent").text
+    act(operator, "ack")
 
     # The viewer's board shows the ack, live.
     wait_for(viewer, lambda d: row(d, ref) is not None
@@ -371,7 +384,7 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
     # as the ack above was; the operator's note below proves the path is open).
     operator.get(f"{site.base}/alarm/{ref}")
     operator.find_element(By.ID, "note").send_keys("looked at it")
-    operator.find_element(By.ID, "add-note").click()
+    act(operator, "add-note", "note")
     operator.get(f"{site.base}/alarm/{ref}")
     wait_for(operator, lambda d: "looked at it" in d.find_element(By.ID, "notes").text
              or d.refresh(), "the operator's note")
@@ -387,7 +400,7 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
     live(viewer)
     assert row(viewer, ref) is not None
     operator.get(f"{site.base}/alarm/{ref}")
-    operator.find_element(By.ID, "clear").click()
+    act(operator, "clear")
     wait_for(viewer, lambda d: row(d, ref) is None, "the cleared alarm gone")
     assert ref not in {str(a["ref"]) for a in site.alarms()}  # active alarms only
 
