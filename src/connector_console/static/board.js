@@ -136,6 +136,8 @@
     source.addEventListener("snapshot", (e) => {
       const rows = JSON.parse(e.data);
       if (rows === null) return;  // the console is still reading the alarms
+      const loading = document.getElementById("loading");
+      if (loading) loading.hidden = true;
       alarms.clear();
       for (const a of rows) alarms.set(a.ref, a);
       render();
