@@ -1,0 +1,260 @@
+"""Time partitions of samples: migrating a filled table, dropping old days, insert rate.
+
+Against the real MariaDB and PostgreSQL of this machine (database ``test``,
+a fresh table prefix per run, dropped afterwards). Parts, per server:
+
+1. ``migrate``: ``--rows`` sample rows over 30 days in the table of revision
+   0001 (not partitioned), then ``migrate.upgrade`` to 0002 (daily
+   partitions): seconds, and per million rows; every row checked kept.
+2. ``retention``: ``maintain`` with 14 days kept on that table: the 15 or
+   16 oldest days dropped as partitions; then the same rows deleted in
+   batches from the table not partitioned (downgraded to 0001, filled
+   again), as SQLite and unpartitioned tables are purged.
+3. ``insert``: rows/s of the writer's insert-ignore executemany (5,000 rows
+   per transaction) into the partitioned table and into a table that is
+   not, alternated ``--runs`` times (medians).
+4. ``graph`` (``--graph``): one device, 10 gauges and a counter polled every
+   minute for 30 days (475,200 rows): the rollups' build time, then a
+   30-day graph of one metric read raw (43,200 rows) and from the hourly
+   rollups (720 rows), median of ``--runs``.
+
+Usage:
+    .venv/bin/python bench/bench_retention.py [--rows 1000000] [--runs 3]
+        [--servers mariadb,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import sqlalchemy as sa  # noqa: E402
+from alembic import command  # noqa: E402
+
+from connector_db import migrate, partitions  # noqa: E402
+from connector_db.maintain import Retention, maintain  # noqa: E402
+from connector_db.store import insert_ignore  # noqa: E402
+from centaure_shared.storage.schema import make_schema  # noqa: E402
+
+URLS = {
+    "mariadb": os.environ.get("CENTAURE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    "postgresql": os.environ.get("CENTAURE_TEST_POSTGRESQL",
+                                 "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
+}
+DAY = 86_400_000
+METRICS = 61
+DEVICES = 100
+
+
+def drop(engine, p: str) -> None:
+    md = sa.MetaData()
+    md.reflect(engine, only=lambda name, _md: name.startswith(p) and "_samples_p" not in name)
+    md.drop_all(engine)
+
+
+def to_0001(engine, p: str) -> None:
+    with engine.connect() as c:
+        command.upgrade(migrate._config(p, c), "0001")
+        c.commit()
+
+
+def downgrade_0001(engine, p: str) -> None:
+    with engine.connect() as c:
+        command.downgrade(migrate._config(p, c), "0001")
+        c.commit()
+
+
+def fill(engine, schema, rows: int, end_ms: int) -> None:
+    """``rows`` samples spread evenly over the 30 days before ``end_ms``."""
+    polls = max(1, rows // (DEVICES * METRICS))
+    step = 30 * DAY // polls
+    stmt = insert_ignore(engine.dialect.name, schema.samples)
+    batch: list[dict] = []
+    done = 0
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.devices), [{"id": d, "name": f"r{d}"}
+                                              for d in range(1, DEVICES + 1)])
+    for poll in range(polls):
+        ts = end_ms - 30 * DAY + poll * step
+        for d in range(1, DEVICES + 1):
+            for m in range(1, METRICS + 1):
+                batch.append({"device_id": d, "metric_id": m, "idx": "", "ts": ts,
+                              "value_num": float(m), "value_text": None})
+                done += 1
+                if len(batch) == 20_000 or done == rows:
+                    with engine.begin() as c:
+                        c.execute(stmt, batch)
+                    batch = []
+                if done == rows:
+                    return
+    if batch:
+        with engine.begin() as c:
+            c.execute(stmt, batch)
+
+
+def count(engine, schema) -> int:
+    with engine.connect() as c:
+        return c.execute(sa.select(sa.func.count()).select_from(schema.samples)).scalar_one()
+
+
+def bench_migrate_and_retention(name: str, rows: int) -> dict:
+    engine = sa.create_engine(URLS[name])
+    p = f"r{uuid.uuid4().hex[:8]}_"
+    schema = make_schema(p)
+    now_ms = int(time.time() * 1000)
+    out = {}
+    try:
+        to_0001(engine, p)
+        fill(engine, schema, rows, now_ms)
+        n = count(engine, schema)
+        started = time.perf_counter()
+        migrate.upgrade(engine, p)
+        out["migrate_s"] = time.perf_counter() - started
+        assert count(engine, schema) == n, "rows lost by the migration"
+        with engine.connect() as c:
+            out["partitions"] = len(partitions.partitions(c, schema.samples.name))
+        out["rows"] = n
+        from connector_db import rollups
+
+        started = time.perf_counter()
+        rollups.build(engine, schema, now_ms)
+        out["rollup_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        report = maintain(engine, schema, Retention(), now=now_ms / 1000)
+        out["drop_s"] = time.perf_counter() - started
+        out["dropped_partitions"] = len(report.dropped)
+        left = count(engine, schema)
+        out["dropped_rows"] = n - left
+        # The same purge by batched deletes, on the table not partitioned.
+        downgrade_0001(engine, p)
+        with engine.begin() as c:
+            c.execute(sa.delete(schema.samples))
+            c.execute(sa.delete(schema.devices))
+        fill(engine, schema, rows, now_ms)
+        # The batched deletes alone (revision 0001 has no rollup tables).
+        from connector_db.maintain import _delete_series
+
+        started = time.perf_counter()
+        out["deleted_rows"] = _delete_series(engine, schema, schema.samples,
+                                             now_ms - 14 * DAY, 5000, lambda line: None)
+        out["delete_s"] = time.perf_counter() - started
+        return out
+    finally:
+        drop(engine, p)
+        engine.dispose()
+
+
+def bench_insert(name: str, runs: int, rows: int = 200_000) -> dict:
+    engine = sa.create_engine(URLS[name])
+    prefixes = {"partitioned": f"i{uuid.uuid4().hex[:8]}_", "plain": f"i{uuid.uuid4().hex[:8]}_"}
+    now_ms = int(time.time() * 1000)
+    rates: dict[str, list[float]] = {k: [] for k in prefixes}
+    try:
+        migrate.upgrade(engine, prefixes["partitioned"])
+        to_0001(engine, prefixes["plain"])
+        for run in range(runs):
+            for kind, p in prefixes.items():
+                s = make_schema(p)
+                stmt = insert_ignore(engine.dialect.name, s.samples)
+                # A poll per second over ~55 minutes: within today and tomorrow's partitions.
+                base = now_ms + run * 10 * DAY // 100
+                data = [{"device_id": 1 + (i // METRICS) % DEVICES, "metric_id": 1 + i % METRICS,
+                         "idx": "", "ts": base + (i // (METRICS * DEVICES)) * 1000,
+                         "value_num": float(i), "value_text": None} for i in range(rows)]
+                started = time.perf_counter()
+                for i in range(0, rows, 5000):
+                    with engine.begin() as conn:
+                        conn.execute(stmt, data[i:i + 5000])
+                rates[kind].append(rows / (time.perf_counter() - started))
+        return {k: statistics.median(v) for k, v in rates.items()}
+    finally:
+        for p in prefixes.values():
+            drop(engine, p)
+        engine.dispose()
+
+
+def bench_graph(name: str, runs: int) -> dict:
+    from centaure_shared.storage import query
+    from connector_db import rollups
+
+    engine = sa.create_engine(URLS[name])
+    p = f"g{uuid.uuid4().hex[:8]}_"
+    schema = make_schema(p)
+    now_ms = int(time.time() * 1000) // 60_000 * 60_000
+    minutes = 30 * 1440
+    try:
+        migrate.upgrade(engine, p)
+        with engine.begin() as c:
+            c.execute(sa.insert(schema.devices), [{"id": 1, "name": "r1"}])
+            c.execute(sa.insert(schema.metrics), [
+                {"id": m, "name": f"m{m}", "kind": "counter" if m == 11 else "gauge"}
+                for m in range(1, 12)])
+        stmt = insert_ignore(engine.dialect.name, schema.samples)
+        rows = [{"device_id": 1, "metric_id": m, "idx": "", "ts": now_ms - i * 60_000,
+                 "value_num": float((i * 7919 + m) % 1000) if m < 11 else float(i * 1000),
+                 "value_text": None} for i in range(minutes) for m in range(1, 12)]
+        for i in range(0, len(rows), 20_000):
+            with engine.begin() as c:
+                c.execute(stmt, rows[i:i + 20_000])
+        started = time.perf_counter()
+        rollups.build(engine, schema, now_ms)
+        build_s = time.perf_counter() - started
+        start = (now_ms - 30 * 86_400_000) / 1000
+        raw_t, roll_t = [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            raw = query.samples(engine, schema, "r1", "m1", start=start, limit=100_000)
+            raw_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            hourly = query.rollups(engine, schema, "r1", "m1", start=start, limit=100_000,
+                                   resolution="1h")
+            roll_t.append(time.perf_counter() - t)
+        return {"rows": len(rows), "build_s": build_s, "raw_rows": len(raw),
+                "raw_s": statistics.median(raw_t), "rollup_rows": len(hourly),
+                "rollup_s": statistics.median(roll_t)}
+    finally:
+        drop(engine, p)
+        engine.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--servers", default="mariadb,postgresql")
+    ap.add_argument("--skip-insert", action="store_true")
+    ap.add_argument("--graph", action="store_true", help="only part 4")
+    args = ap.parse_args()
+    for name in args.servers.split(","):
+        if args.graph:
+            g = bench_graph(name, args.runs)
+            print(f"{name}: rollups of {g['rows']:,} raw rows built in {g['build_s']:.1f} s "
+                  f"({g['rows'] / g['build_s']:,.0f} raw rows/s); 30-day graph of one metric: "
+                  f"raw {g['raw_rows']:,} rows in {g['raw_s'] * 1000:.0f} ms, hourly rollups "
+                  f"{g['rollup_rows']} rows in {g['rollup_s'] * 1000:.1f} ms")
+            continue
+        r = bench_migrate_and_retention(name, args.rows)
+        per_m = r["migrate_s"] / (r["rows"] / 1e6)
+        print(f"{name}: migration of {r['rows']:,} rows (30 days) to {r['partitions']} "
+              f"partitions: {r['migrate_s']:.1f} s, {per_m:.1f} s per million rows")
+        print(f"{name}: rollups (5m, 1h) of those {r['rows']:,} rows ({DEVICES} devices) built "
+              f"in {r['rollup_s']:.1f} s ({r['rows'] / r['rollup_s']:,.0f} raw rows/s)")
+        print(f"{name}: 14 days kept: {r['dropped_partitions']} partitions "
+              f"({r['dropped_rows']:,} rows) dropped in {r['drop_s']:.2f} s; the same "
+              f"{r['deleted_rows']:,} rows deleted in batches in {r['delete_s']:.1f} s")
+        if not args.skip_insert:
+            rates = bench_insert(name, args.runs)
+            print(f"{name}: insert-ignore executemany, median of {args.runs}: partitioned "
+                  f"{rates['partitioned']:,.0f} rows/s, not partitioned {rates['plain']:,.0f} "
+                  f"rows/s ({rates['partitioned'] / rates['plain']:.2f}x)")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
