@@ -49,10 +49,9 @@ from tests.snmp.snmpd import free_udp_port, tool_env
 pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
@@ -206,17 +205,23 @@ def login(driver, site: Site, name: str, password: str | None = None) -> None:
     driver.get(site.base + "/")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password or USERS[name][1])
-    button = driver.find_element(By.ID, "login")
-    button.click()
-    # The next page has come once the form's button is gone.
-    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(staleness_of(button))
+    submit(driver, "login")
+
+
+def submit(driver, button: str) -> None:
+    """Press a form's button and wait for the next page (a new document)."""
+    driver.execute_script("window.beforeSubmit = true;")
+    driver.find_element(By.ID, button).click()
+    # A script run while the browser swaps documents may fail: asked again.
+    WebDriverWait(driver, WAIT, poll_frequency=0.05,
+                  ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return document.readyState === 'complete' "
+                                   "&& window.beforeSubmit === undefined;"))
 
 
 def act(driver, button: str, action: str | None = None) -> None:
     """Press an alarm page's button and wait for the page saying the command was sent."""
-    element = driver.find_element(By.ID, button)
-    element.click()
-    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(staleness_of(element))
+    submit(driver, button)
     wait_for(driver, lambda d: f"{action or button} sent" in " ".join(
         e.text for e in d.find_elements(By.ID, "sent")), f"'{action or button} sent'")
 
@@ -234,9 +239,15 @@ def live(driver) -> None:
              == "live-on", "the live indicator")
 
 
-def row(driver, ref: str):
-    found = driver.find_elements(By.CSS_SELECTOR, f'tr[data-ref="{ref}"]')
-    return found[0] if found else None
+def row(driver, ref: str) -> list[str] | None:
+    """The texts of alarm ``ref``'s cells on the board, None when it is not there.
+
+    Read in one script: the page redraws its rows as changes come, so an element
+    found one call earlier may be gone.
+    """
+    return driver.execute_script(
+        "const tr = document.querySelector(`#alarms tr[data-ref='${arguments[0]}']`);"
+        "return tr ? Array.from(tr.cells, (c) => c.textContent.trim()) : null;", ref)
 
 
 def post(site: Site, path: str, fields: dict, cookies: dict | None = None) -> tuple[int, str]:
@@ -319,21 +330,22 @@ def test_a_trap_appears_live_and_the_ack_reaches_every_board(site, operator, vie
              "the linkDown alarm")
     (alarm,) = [a for a in site.alarms() if a["ref"] not in before]
     ref = str(alarm["ref"])
-    cells = [td.text for td in row(operator, ref).find_elements(By.TAG_NAME, "td")]
+    cells = row(operator, ref)
     assert cells[:3] == ["major", "sw-core", "linkDown"] and cells[6] == "1"
     assert cells[7] == ""  # not acked
     wait_for(viewer, lambda d: row(d, ref) is not None, "the alarm on the second board")
     screenshot(operator, "board-new-alarm.png")
 
     # The operator opens the alarm and acks it with a note.
-    operator.find_element(By.CSS_SELECTOR, f'tr[data-ref="{ref}"] td.name a').click()
+    operator.execute_script(  # clicked from a script: the row may be redrawn meanwhile
+        "document.querySelector(`#alarms tr[data-ref='${arguments[0]}'] td.name a`).click();",
+        ref)
     wait_for(operator, lambda d: d.find_elements(By.ID, "note"), "the alarm's page")
     operator.find_element(By.ID, "note").send_keys("on it, replacing the SFP")
     act(operator, "ack")
 
     # The viewer's board shows the ack, live.
-    wait_for(viewer, lambda d: row(d, ref) is not None
-             and row(d, ref).find_element(By.CSS_SELECTOR, "td.ack").text == "alice",
+    wait_for(viewer, lambda d: (row(d, ref) or [""] * 8)[7] == "alice",
              "the ack by alice")
     assert viewer.execute_script("return window.notReloaded === true;")
     operator.get(site.base + "/")
@@ -362,6 +374,20 @@ def test_a_viewer_cannot_act_and_forms_need_their_csrf_token(site, operator, vie
              "the second alarm")
     (alarm,) = [a for a in site.alarms() if a["ref"] not in before]
     ref = str(alarm["ref"])
+
+    # The board's filters apply as one types, without a reload.
+    def shown(d) -> set[str]:
+        # Read in one go: the script redraws the rows as changes come.
+        return set(d.execute_script("return Array.from(document.querySelectorAll("
+                                    "'#alarms tbody tr'), (r) => r.dataset.ref);"))
+
+    acked = {str(a["ref"]) for a in site.alarms() if a["acked_by"]}
+    viewer.find_element(By.ID, "f-text").send_keys("interface 7")
+    wait_for(viewer, lambda d: shown(d) == {ref}, "only the second alarm")
+    viewer.find_element(By.ID, "f-text").clear()
+    Select(viewer.find_element(By.ID, "f-acked")).select_by_value("yes")
+    wait_for(viewer, lambda d: shown(d) == acked, "only the acked alarm")
+    assert "acked=yes" in viewer.current_url  # the filters stay in the address
 
     viewer.get(f"{site.base}/alarm/{ref}")
     assert viewer.find_element(By.ID, "acked-by").text == "nobody"

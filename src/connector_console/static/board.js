@@ -154,14 +154,17 @@
     });
   }
 
-  filters.addEventListener("input", () => {
+  function refilter() {
     render();
     // Keep the filters in the address, so that a reload or a shared link shows the same.
     const params = new URLSearchParams(new FormData(filters));
     for (const [k, v] of Array.from(params.entries())) if (!v) params.delete(k);
     const query = params.toString();
     history.replaceState(null, "", query ? "?" + query : location.pathname);
-  });
+  }
+  // "input" as one types; "change" for the lists (some browsers send only that).
+  filters.addEventListener("input", refilter);
+  filters.addEventListener("change", refilter);
   filters.addEventListener("submit", (e) => e.preventDefault());
 
   for (const th of table.tHead.rows[0].cells) {
