@@ -13,6 +13,9 @@ a fresh table prefix per run, dropped afterwards). Parts, per server:
 3. ``insert``: rows/s of the writer's insert-ignore executemany (5,000 rows
    per transaction) into the partitioned table and into a table that is
    not, alternated ``--runs`` times (medians).
+5. ``bytes`` (``--bytes``): the issue's data set (1,000 devices x 61 values x 20
+   polls a minute apart, 1,220,000 rows) in the partitioned table, rolled
+   up: bytes of data and indexes per raw row and per rollup row.
 4. ``graph`` (``--graph``): one device, 10 gauges and a counter polled every
    minute for 30 days (475,200 rows): the rollups' build time, then a
    30-day graph of one metric read raw (43,200 rows) and from the hourly
@@ -223,6 +226,67 @@ def bench_graph(name: str, runs: int) -> dict:
         engine.dispose()
 
 
+def _size(engine, table: str) -> int:
+    """Bytes of data and indexes of ``table`` (all its partitions)."""
+    with engine.connect() as c:
+        if engine.dialect.name == "postgresql":
+            c.exec_driver_sql(f'ANALYZE "{table}"')
+            return int(c.execute(sa.text(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "WHERE c.oid = to_regclass(:t) OR c.oid IN (SELECT inhrelid FROM pg_inherits "
+                "WHERE inhparent = to_regclass(:t))"), {"t": table}).scalar())
+        c.exec_driver_sql(f"ANALYZE TABLE `{table}`").all()
+        return int(c.execute(sa.text(
+            "SELECT SUM(data_length + index_length) FROM information_schema.partitions "
+            "WHERE table_schema = DATABASE() AND table_name = :t"), {"t": table}).scalar())
+
+
+def bench_bytes(name: str) -> dict:
+    from connector_db import rollups
+
+    engine = sa.create_engine(URLS[name])
+    p = f"s{uuid.uuid4().hex[:8]}_"
+    schema = make_schema(p)
+    hour = 3_600_000
+    base = int(time.time() * 1000) // hour * hour - 2 * hour
+    try:
+        migrate.upgrade(engine, p)
+        with engine.begin() as c:
+            c.execute(sa.insert(schema.devices), [{"id": d, "name": f"r{d}"}
+                                                  for d in range(1, 1001)])
+            c.execute(sa.insert(schema.metrics), [
+                {"id": m, "name": f"m{m}", "kind": "counter" if m % 5 == 0 else "gauge"}
+                for m in range(1, 62)])
+        stmt = insert_ignore(engine.dialect.name, schema.samples)
+        batch = []
+        for poll in range(20):
+            for d in range(1, 1001):
+                for m in range(1, 62):
+                    batch.append({"device_id": d, "metric_id": m,
+                                  "idx": str(m % 8) if m > 30 else "",
+                                  "ts": base + poll * 60_000, "value_num": float(poll * m + d),
+                                  "value_text": None})
+            if len(batch) >= 61_000:
+                with engine.begin() as c:
+                    c.execute(stmt, batch)
+                batch = []
+        rollups.build(engine, schema, base + 2 * hour)
+        out = {}
+        for t in (schema.samples, schema.rollups_5m, schema.rollups_1h):
+            key = t.name[len(p):]
+            rows = count_rows(engine, t)
+            out[key], out[f"{key}_rows"] = _size(engine, t.name) / max(rows, 1), rows
+        return out
+    finally:
+        drop(engine, p)
+        engine.dispose()
+
+
+def count_rows(engine, table) -> int:
+    with engine.connect() as c:
+        return c.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -230,8 +294,16 @@ def main() -> None:
     ap.add_argument("--servers", default="mariadb,postgresql")
     ap.add_argument("--skip-insert", action="store_true")
     ap.add_argument("--graph", action="store_true", help="only part 4")
+    ap.add_argument("--bytes", action="store_true", help="only part 5")
     args = ap.parse_args()
     for name in args.servers.split(","):
+        if args.bytes:
+            b = bench_bytes(name)
+            print(f"{name}: bytes per row (data + indexes): raw samples {b['samples']:.0f} "
+                  f"({b['samples_rows']:,} rows), 5-minute rollups {b['rollups_5m']:.0f} "
+                  f"({b['rollups_5m_rows']:,} rows), hourly rollups {b['rollups_1h']:.0f} "
+                  f"({b['rollups_1h_rows']:,} rows)")
+            continue
         if args.graph:
             g = bench_graph(name, args.runs)
             print(f"{name}: rollups of {g['rows']:,} raw rows built in {g['build_s']:.1f} s "
