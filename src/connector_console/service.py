@@ -32,7 +32,7 @@ from .statuses import StatusBoard
 from .users import UserFile, UsersError
 from .web import ConsoleResource, EventStreams, make_console_site
 
-__all__ = ["CONNECTOR", "ConsoleService", "build"]
+__all__ = ["CONNECTOR", "ConsoleService", "build", "untrusted_command_user"]
 
 CONNECTOR = "console"
 _log = Logger(namespace="connector_console.service")
@@ -123,6 +123,9 @@ class ConsoleService(service.Service):
         self.log.info("web console on {url} ({users} users{anonymous})", url=self.url,
                       users=len(self.users),
                       anonymous=", anonymous_view" if self.conf.anonymous_view else "")
+        problem = untrusted_command_user(self.settings)
+        if problem is not None:
+            self.log.warn("web console: {problem}", problem=problem)
         if not len(self.users) and not self.conf.anonymous_view \
                 and not self.conf.proxy_user_header:
             self.log.warn("web console: no users, so nobody can log in: add one with "
@@ -169,6 +172,31 @@ class ConsoleService(service.Service):
             body["degraded"] = True
             body["last_error"] = self.load_error
         return body
+
+
+def untrusted_command_user(settings) -> str | None:
+    """Why the console's commands would not be recorded under the person logged in, or None.
+
+    The correlator believes the person a command names only from a broker user in
+    ``[correlator] command_services``; the console's own is the one of ``[bus] url``.
+    On the embedded bus only this process can publish: commands are applied as sent.
+    """
+    urls = [u.reveal() for u in settings.bus.urls]
+    if urls == ["embedded"]:
+        return None
+    from connector.amqp.connection import BrokerURL
+
+    try:
+        services = settings.section("correlator").command_services
+    except KeyError:
+        return None
+    user = BrokerURL.parse(urls[0]).username
+    if user in services:
+        return None
+    return (f"the console publishes commands as broker user {user!r}, which is not in "
+            f"[correlator] command_services: the correlator will record them under {user!r} "
+            "(if it is an operator) or refuse them, never under the person logged in; give "
+            "the console a broker user of its own and list it there")
 
 
 def _correlator_prefix(settings) -> str:

@@ -10,8 +10,9 @@ reverse proxy (``proxy_user_header = X-Remote-User`` believed from
   command is taken); a name absent from the file is nobody, and so is the
   header sent by anyone but the proxy;
 * a login through the form expires after ``session_lifetime``: the page says so (401);
-* a users file others can read is warned about at start; logins and commands are counted
-  on /metrics.
+* a users file others can read is warned about at start, and so is a broker user
+  the correlator would not trust to name the person; logins and commands are
+  counted on /metrics.
 """
 
 from __future__ import annotations
@@ -142,5 +143,8 @@ def test_anonymous_view_and_a_trusted_proxys_user(tmp_path, prefix):
         assert "X-Remote-User from 127.0.0.1 ignored (not in [console] proxy_addresses)" in logs
         assert (f"[console] users_file = {tmp_path}/users.yaml can be read by its group or "
                 "others (mode 0644): chmod 600 it") in logs
+        # Its broker user (guest) is no trusted command service here: it says so.
+        assert ("the console publishes commands as broker user 'guest', which is not in "
+                "[correlator] command_services") in logs
     finally:
         daemon.stop()

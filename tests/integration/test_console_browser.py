@@ -315,6 +315,8 @@ def test_nothing_is_readable_without_a_good_login(site):
     finally:
         driver.quit()
     assert "failed login for 'alice'" in site.console.logs()
+    # Its broker user is a trusted command service: no warning about it.
+    assert "not in [correlator] command_services" not in site.console.logs()
 
 
 def test_a_trap_appears_live_and_the_ack_reaches_every_board(site, operator, viewer):

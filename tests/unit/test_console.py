@@ -207,3 +207,22 @@ def test_failed_logins_are_throttled_by_name_and_by_address():
     assert throttle.wait("alice", "10.0.0.2") == 0
     throttle.succeeded("bob")
     assert throttle.wait("bob", "10.0.0.3") == 0
+
+
+@pytest.mark.parametrize("bus, services, warned", [
+    ("embedded", "", False),
+    ("amqp://centaure-console:pw@rabbit1:5672/%2F", "centaure-console", False),
+    ("amqp://guest:guest@127.0.0.1:5672/%2F", "", True),
+    ("amqp://guest:guest@127.0.0.1:5672/%2F", "centaure-console", True),
+])
+def test_the_console_says_when_its_commands_would_not_name_the_person(bus, services, warned):
+    from connector.settings import settings_from_string
+    from connector_console.service import untrusted_command_user
+
+    settings = settings_from_string(f"[bus]\nurl = {bus}\n[correlator]\n"
+                                    f"command_services = {services}\n", environ={})
+    problem = untrusted_command_user(settings)
+    assert (problem is not None) == warned
+    if warned:
+        assert "broker user 'guest', which is not in [correlator] command_services" in problem
+        assert "pw" not in problem and "guest:guest" not in problem
