@@ -309,7 +309,8 @@ def _check_sqlite_file(url: str) -> None:
 
 
 def _print(req: _Request, args: argparse.Namespace, rows: Sequence[Any], out: TextIO) -> None:
-    if req.output != "table" and (req.what == "rollups" or args.resolution != "auto"):
+    if req.output != "table" and (req.what == "rollups" or (
+            req.what == "samples" and args.resolution != "auto")):
         # Machine output stays parseable: which rows these are goes to stderr.
         print(f"{_PROG}: {_resolution_text(req)}", file=sys.stderr)
     if req.output == "json":
