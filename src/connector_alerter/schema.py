@@ -12,7 +12,8 @@
 * ``<p>groups``: the grouper's state, one JSON row per group
   (:meth:`connector_alerter.grouping.Grouper.export`);
 * ``<p>last_notified``: the last transition told per alarm ref;
-* ``<p>silences``: silences (:mod:`connector_alerter.silences`);
+* ``<p>silences``: silences (defined in :mod:`centaure_shared.storage.silences`, where
+  the web console writes them too);
 * ``<p>eval_state``: the rule evaluator's state, one JSON row per host
   (:meth:`connector_alerter.evaluator.Evaluator.export_host`: windows, leaf
   truth, breach status), with ``ts`` the newest sample time it includes
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from centaure_shared.sql import HOST_MAX, PREFIX_RE, key_string, long_text
+from centaure_shared.storage.silences import silences_table
 
 __all__ = ["AlerterSchema", "make_schema", "create_all", "drop_all", "PREFIX_RE"]
 
@@ -89,18 +91,7 @@ def make_schema(prefix: str = "alert_") -> AlerterSchema:
         sa.Column("ref", sa.String(32), primary_key=True),
         sa.Column("state", long_text(), nullable=False, comment="JSON"),
     )
-    silences = sa.Table(
-        f"{p}silences", md, _id(),
-        sa.Column("host", sa.String(255), nullable=True),
-        sa.Column("name", sa.String(255), nullable=True),
-        sa.Column("device_type", sa.String(255), nullable=True),
-        sa.Column("severity", sa.String(128), nullable=True),
-        sa.Column("starts", sa.Double, nullable=False, comment="UNIX seconds"),
-        sa.Column("ends", sa.Double, nullable=False, comment="UNIX seconds"),
-        sa.Column("comment", sa.Text, nullable=False),
-        sa.Column("created_by", sa.String(255), nullable=True),
-        sa.Column("created", sa.Double, nullable=False, comment="UNIX seconds"),
-    )
+    silences = silences_table(md, p)
     eval_state = sa.Table(
         f"{p}eval_state", md,
         sa.Column("host", key_string(HOST_MAX), primary_key=True),
