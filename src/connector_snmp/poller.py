@@ -9,6 +9,7 @@ when the device has alarm tables or its reachability changed, an
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -55,15 +56,26 @@ def _needs_uptime(spec: MetricSpec) -> bool:
     return any(call.name == "counter_rate" for call in spec.operators)
 
 
+def _as_published(spec: MetricSpec) -> MetricSpec:
+    """``spec`` with the kind of the values it publishes.
+
+    A counter through ``counter_rate`` publishes rates: a gauge. Stored as a
+    counter, the rollups and graphs would take the rate of a rate.
+    """
+    if spec.kind == "counter" and _needs_uptime(spec):
+        return dataclasses.replace(spec, kind="gauge")
+    return spec
+
+
 def compile_plan(registry, profiles: list[Profile]) -> PollPlan:
     """The plan for a device with these profiles (operators built once here)."""
     plan = PollPlan()
     for profile in profiles:
         for spec in profile.scalars:
-            plan.scalars.append((spec, ops.compile_pipeline(registry, spec)))
+            plan.scalars.append((_as_published(spec), ops.compile_pipeline(registry, spec)))
         for table in profile.tables:
             for spec in table.columns:
-                plan.columns.append((spec, ops.compile_pipeline(registry, spec)))
+                plan.columns.append((_as_published(spec), ops.compile_pipeline(registry, spec)))
         plan.alarm_tables.extend(profile.alarm_tables)
     return plan.seal()
 
