@@ -27,6 +27,7 @@ from .board import AlarmBoard, ConsoleHandler
 from .commands import CommandSender
 from .reader import AlarmReader, StoreReader
 from .sessions import SessionStore
+from .silences import SilenceStore
 from .settings import resolved
 from .statuses import StatusBoard
 from .users import UserFile, UsersError
@@ -53,6 +54,7 @@ class ConsoleService(service.Service):
         prefix = _correlator_prefix(self.settings)
         self.reader = AlarmReader(engine, prefix)
         self.store = StoreReader(engine, _writer_prefix(self.settings))
+        self.silences = SilenceStore(engine, _alerter_prefix(self.settings))
         self.board = AlarmBoard()
         self.statuses = StatusBoard(self.settings.connector.status_interval,
                                     self.settings.connector.lost_after)
@@ -63,7 +65,8 @@ class ConsoleService(service.Service):
                                     f"{CONNECTOR}@{runtime.node}", runtime.reactor.seconds)
         self.tls = bool(self.conf.tls_cert)
         self.resource = ConsoleResource(
-            board=self.board, reader=self.reader, store=self.store, users=users,
+            board=self.board, reader=self.reader, store=self.store, silences=self.silences,
+            users=users,
             sessions=self.sessions,
             sender=self.sender, streams=self.streams, anonymous_view=self.conf.anonymous_view,
             tls=self.tls, statuses=self.statuses, clock=runtime.reactor.seconds,
@@ -205,6 +208,15 @@ def _correlator_prefix(settings) -> str:
         return settings.section("correlator").table_prefix
     except KeyError:
         return "corr_"
+
+
+def _alerter_prefix(settings) -> str:
+    """The alerter's table prefix, where its silences are (``[alerter] table_prefix``;
+    ``alert_`` without it)."""
+    try:
+        return settings.section("alerter").table_prefix
+    except KeyError:
+        return "alert_"
 
 
 def _writer_prefix(settings) -> str:

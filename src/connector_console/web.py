@@ -5,6 +5,8 @@ Routes (``GET`` unless told):
 * ``/`` the alarm board; ``/alarm/<ref>`` one alarm; ``POST /alarm/<ref>/command``
   an operator's ack, unack, clear or note; ``/events`` the board's live
   updates (server-sent events); ``/api/alarms`` the board as JSON;
+* ``/silences`` the active silences; ``POST /silences`` an operator adds one,
+  ``POST /silences/<id>/expire`` ends one now;
 * ``/login`` (``GET`` the form, ``POST`` the credentials), ``POST /logout``;
 * ``/static/...`` the stylesheet and script shipped in the package.
 
@@ -12,7 +14,7 @@ Every page but the login form needs a session (or ``[console] anonymous_view``
 for reading); every ``POST`` needs the session's CSRF token (the login form's:
 a token of its own, doubled in a cookie). Refusals are pages that say why:
 401 (not logged in, session expired, wrong password), 403 (CSRF token
-missing or wrong, a viewer commanding), 404, 400.
+missing or wrong, a viewer commanding or silencing), 404, 400.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .board import SEVERITIES, AlarmBoard
 from .commands import ACTIONS, CommandSender
 from .interfaces import IAuthenticator, ISessionStore
 from .sessions import Session
+from .silences import check_form
 from .throttle import LoginThrottle
 from .users import NAME_RE, User
 
@@ -207,7 +210,7 @@ class ConsoleResource(resource.Resource):
     log = Logger()
 
     def __init__(self, *, board: AlarmBoard, reader, users: IAuthenticator,
-                 store=None,
+                 store=None, silences=None,
                  sessions: ISessionStore, sender: CommandSender, streams: EventStreams,
                  anonymous_view: bool, tls: bool, statuses=None,
                  clock: Callable[[], float] | None = None, version: str = "",
@@ -217,6 +220,8 @@ class ConsoleResource(resource.Resource):
         self.board = board
         self.reader = reader
         self.store = store
+        #: A :class:`connector_console.silences.SilenceStore`, or None (no page).
+        self.silences = silences
         self.users = users
         self.sessions = sessions
         self.sender = sender
@@ -246,6 +251,7 @@ class ConsoleResource(resource.Resource):
             ("GET", "api"): self.api, ("GET", "connectors"): self.connectors_page,
             ("GET", "alarm"): self.alarm_page, ("POST", "alarm"): self.command,
             ("GET", "device"): self.device_page,
+            ("GET", "silences"): self.silences_page, ("POST", "silences"): self.silence_command,
         }
         self.templates.filters["iso"] = iso
         self.templates.globals["SEVERITIES"] = SEVERITIES
@@ -583,6 +589,104 @@ class ConsoleResource(resource.Resource):
             _reply(request, body)
 
         return threads.deferToThread(read).addCallback(found)
+
+    # --- silences -------------------------------------------------------------------
+
+    def silences_page(self, request: server.Request, rest: list[str]):
+        session, refusal = self.viewer(request)
+        if refusal is not None:
+            return refusal
+        if rest or self.silences is None:
+            return self.refuse(request, 404, "Not found", "There is no such page.")
+        return self._silences_reply(request, session, 200, done=_arg(request, "done") or "")
+
+    def _silences_reply(self, request: server.Request, session: Session | None, code: int,
+                        **values) -> defer.Deferred:
+        """The silences page (read in a thread), with ``values`` (an error, the form's)."""
+        def read() -> dict:
+            try:
+                return {"silences": self.silences.active()}
+            except sa.exc.SQLAlchemyError as e:
+                # The alerter creates its tables at its first start: the page says so.
+                return {"silences": [], "error_read": str(getattr(e, "orig", None) or e)
+                        .splitlines()[0]}
+
+        def found(data: dict) -> None:
+            _reply(request, self.page(request, "silences.html", code, session=session,
+                                      now=self.clock(), **data, **values))
+
+        return threads.deferToThread(read).addCallback(found)
+
+    def silence_command(self, request: server.Request, rest: list[str]):
+        """``POST /silences`` (add) or ``POST /silences/<id>/expire``: operators only."""
+        session = self.session(request)
+        if session is None:
+            expired = request.getCookie(SESSION_COOKIE) is not None
+            return self.login_page(request, 401, "Your session has expired: log in again."
+                                   if expired else "Log in to set silences.", "/silences")
+        if not session.csrf_ok(_arg(request, "csrf")):
+            self.counters.inc("commands_refused")
+            self.log.warn("console: {name}: silence refused, missing or wrong CSRF token",
+                          name=session.user.name)
+            return self.refuse(request, 403, "Refused", "This form did not come from your "
+                               "console session (missing or wrong CSRF token): nothing was "
+                               "changed.")
+        if not session.user.operator:
+            self.counters.inc("commands_refused")
+            self.log.warn("console: {name} (viewer) tried to change silences",
+                          name=session.user.name)
+            return self.refuse(request, 403, "Refused", f"{session.user.name} is a viewer: "
+                               "only operators add or expire silences.")
+        if self.silences is None:
+            return self.refuse(request, 404, "Not found", "There is no such page.")
+        if rest == []:
+            return self._add_silence(request, session)
+        if len(rest) == 2 and rest[1] == "expire" and rest[0].isdigit() and len(rest[0]) <= 18:
+            return self._expire_silence(request, session, int(rest[0]))
+        return self.refuse(request, 404, "Not found", "There is no such page.")
+
+    def _add_silence(self, request: server.Request, session: Session):
+        fields = {k: _arg(request, k) or "" for k in ("host", "name", "duration", "comment")}
+        try:
+            form = check_form(fields)
+        except ValueError as e:
+            return self._silences_reply(request, session, 400, form_error=str(e), form=fields)
+
+        def added(silence) -> None:
+            self.counters.inc("silences_added")
+            self.log.info("console: {name} silenced {what} until {until} UTC (silence {id})",
+                          name=session.user.name, what=silence.describe(),
+                          until=iso(silence.ends), id=silence.id)
+            _see_other(request, f"/silences?{urlencode({'done': 'added'})}".encode())
+            _reply(request, b"")
+
+        d = threads.deferToThread(self.silences.add, form, session.user.name)
+        return d.addCallbacks(added, self._silences_unwritable, errbackArgs=(request,))
+
+    def _expire_silence(self, request: server.Request, session: Session, silence_id: int):
+        def expired(found: bool) -> None:
+            if not found:
+                body = self.refuse(request, 404, "Not found", f"There is no active silence "
+                                   f"{silence_id} (it may have ended already).")
+            else:
+                self.counters.inc("silences_expired")
+                self.log.info("console: {name} expired silence {id}", name=session.user.name,
+                              id=silence_id)
+                _see_other(request, f"/silences?{urlencode({'done': 'expired'})}".encode())
+                body = b""
+            _reply(request, body)
+
+        d = threads.deferToThread(self.silences.expire, silence_id)
+        return d.addCallbacks(expired, self._silences_unwritable, errbackArgs=(request,))
+
+    def _silences_unwritable(self, failure, request: server.Request):
+        """A database error: a 503 page naming it (other failures go on to a 500)."""
+        if not failure.check(sa.exc.SQLAlchemyError):
+            return failure
+        text = str(getattr(failure.value, "orig", None) or failure.value).splitlines()[0]
+        self.log.warn("console: silences not written: {error}", error=text)
+        _reply(request, self.refuse(request, 503, "Not saved", "The silences table cannot be "
+                                    f"written now ({text}): nothing was changed."))
 
     # --- commands -------------------------------------------------------------------
 

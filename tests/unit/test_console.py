@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import pytest
@@ -226,3 +227,58 @@ def test_the_console_says_when_its_commands_would_not_name_the_person(bus, servi
     if warned:
         assert "broker user 'guest', which is not in [correlator] command_services" in problem
         assert "pw" not in problem and "guest:guest" not in problem
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"host": "", "name": " ", "duration": "2h", "comment": "works"},
+     "Give a host or an alarm name to match"),
+    ({"host": "r1", "duration": "", "comment": "works"}, "Give a duration"),
+    ({"host": "r1", "duration": "soon", "comment": "works"},
+     "Duration: 'soon': expected a number and a unit"),
+    ({"host": "r1", "duration": "0m", "comment": "works"},
+     "Duration: '0m': a silence needs a positive duration"),
+    ({"host": "r1", "duration": "-5m", "comment": "works"}, "Duration: '-5m'"),
+    ({"host": "r1", "duration": "100d", "comment": "works"}, "Duration '100d': at most 90 days"),
+    ({"host": "r1", "duration": "2h", "comment": "  "}, "Give a comment"),
+    ({"host": "r1\nr2", "duration": "2h", "comment": "works"},
+     "Host 'r1\\nr2': control characters"),
+    ({"name": "x" * 256, "duration": "2h", "comment": "works"},
+     "Alarm name: at most 255 characters"),
+])
+def test_the_silence_form_names_what_is_wrong(fields, expected):
+    from connector_console.silences import check_form
+
+    with pytest.raises(ValueError, match="^" + re.escape(expected)):
+        check_form(fields)
+
+
+def test_the_silence_form_keeps_matchers_duration_and_comment():
+    from connector_console.silences import SilenceForm, check_form
+
+    assert check_form({"host": " core-* ", "name": "", "duration": "90m",
+                       "comment": " works "}) == SilenceForm("core-*", None, 5400.0, "works")
+    assert check_form({"name": "linkDown", "duration": "1d", "comment": "c"}).duration == 86400
+
+
+def test_silences_are_stored_with_their_author_and_expired(tmp_path):
+    import sqlalchemy as sa
+
+    from centaure_shared.storage.silences import make_table
+    from connector_console.silences import SilenceStore, check_form
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/s.sqlite3")
+    make_table("t_").metadata.create_all(engine)
+    now = [TS]
+    store = SilenceStore(engine, "t_", clock=lambda: now[0])
+    s = store.add(check_form({"host": "r1", "name": "link*", "duration": "1h",
+                              "comment": "maintenance"}), "alice")
+    assert [(x.id, x.host, x.name, x.created_by, x.created, x.ends, x.comment)
+            for x in store.active()] == [(s.id, "r1", "link*", "alice", TS, TS + 3600,
+                                          "maintenance")]
+    assert s.matches({"host": "R1", "name": "linkDown"}, now=TS)
+    now[0] += 60
+    assert store.expire(s.id) and not store.expire(s.id) and not store.expire(999)
+    assert store.active() == []
+    with pytest.raises(ValueError, match="invalid table prefix 'Bad-'"):
+        SilenceStore(engine, "Bad-")
+    engine.dispose()
