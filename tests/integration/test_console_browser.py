@@ -14,6 +14,9 @@ With the real daemons (net-snmp ``snmptrap`` -> ``centaure-traps`` -> RabbitMQ -
   own session and CSRF token is refused (403), as is the operator's POST
   without CSRF token; neither changes the alarm; the operator's clear takes it
   off the viewer's open board;
+* a silence added from the Silences page (after a form with a bad duration
+  said so) is listed with its author for the viewer, who has no buttons and
+  whose forged expiry is refused (403); the operator expires it;
 * the alarm page shows the stored history; a device's graph draws exactly the
   samples stored in its range; the connectors' table lists the daemons; the
   live indicator says "reconnecting" while the console is down.
@@ -37,8 +40,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from centaure.shipped import example_path
+from centaure_shared.storage.silences import make_table as silences_table
 from connector.permissions import connector_rights
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, _delete_prefixed, rabbitmqctl, settings_text
 from tests.integration.daemons import BIN, TwistdDaemon
@@ -114,7 +119,8 @@ def site(tmp_path_factory):
 user (the rights ``bus-config --definitions`` gives it), trusted by the correlator."""
     tmp = tmp_path_factory.mktemp("console")
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    tables = {"db": f"w{prefix[1:9]}_", "correlator": f"c{prefix[1:9]}_"}
+    tables = {"db": f"w{prefix[1:9]}_", "correlator": f"c{prefix[1:9]}_",
+              "alerter": f"a{prefix[1:9]}_"}
     console_user, console_pw = f"console-{prefix}", uuid.uuid4().hex
     rights = connector_rights(prefix, "console")
     rabbitmqctl("add_user", console_user, console_pw)
@@ -144,7 +150,7 @@ user (the rights ``bus-config --definitions`` gives it), trusted by the correlat
         console_ini.write_text(settings_text(
             prefix, tmp, url=f"amqp://{console_user}:{console_pw}@127.0.0.1:5672/%2F",
             database={"url": MARIADB_URL}, correlator=correlator, db=db,
-            console={"port": str(console_port), "users_file": str(tmp / "users.yaml")}))
+            alerter={"table_prefix": tables["alerter"]}, console={"port": str(console_port), "users_file": str(tmp / "users.yaml")}))
         for name, (role, password) in USERS.items():
             out = subprocess.run([f"{BIN}/centaure", "console", "add-user", name, "--role", role,
                                   "--password-stdin", "-c", str(console_ini)],
@@ -154,6 +160,10 @@ user (the rights ``bus-config --definitions`` gives it), trusted by the correlat
         assert (tmp / "users.yaml").stat().st_mode & 0o077 == 0
         assert "passphrase" not in (tmp / "users.yaml").read_text()
 
+        # The alerter's silences table, where the console's Silences page writes.
+        engine = sa.create_engine(MARIADB_URL)
+        silences_table(tables["alerter"]).metadata.create_all(engine)
+        engine.dispose()
         daemons.append(TwistdDaemon("centaure-correlator", corr_ini, corr_port))
         daemons.append(TwistdDaemon("centaure-traps", traps_ini))
         daemons.append(TwistdDaemon("centaure-db", db_ini))
@@ -501,6 +511,49 @@ def test_a_device_graph_draws_every_sample_of_its_range(site, viewer):
     assert "linkDown" in viewer.find_element(By.ID, "device-alarms").text
     assert "cpuLoad" in viewer.find_element(By.ID, "latest").text
     screenshot(viewer, "device.png")
+
+
+def test_silences_are_added_and_expired_from_their_page(site, operator, viewer):
+    operator.get(site.base + "/")
+    operator.find_element(By.LINK_TEXT, "Silences").click()
+    wait_for(operator, lambda d: d.find_elements(By.ID, "add-silence"), "the silence form")
+    # A duration the form cannot read: said, and what was typed is kept.
+    operator.find_element(By.ID, "silence-host").send_keys("sw-core")
+    operator.find_element(By.ID, "silence-name").send_keys("link*")
+    operator.find_element(By.ID, "silence-duration").clear()
+    operator.find_element(By.ID, "silence-duration").send_keys("a while")
+    operator.find_element(By.ID, "silence-comment").send_keys("replacing the line card")
+    submit(operator, "add")
+    assert operator.find_element(By.ID, "form-error").text.startswith(
+        "Duration: 'a while': expected a number and a unit")
+    assert operator.find_element(By.ID, "silence-host").get_attribute("value") == "sw-core"
+    operator.find_element(By.ID, "silence-duration").clear()
+    operator.find_element(By.ID, "silence-duration").send_keys("2h")
+    submit(operator, "add")
+    assert operator.find_element(By.ID, "done").text == "Silence added."
+
+    def rows(driver) -> list[list[str]]:
+        return driver.execute_script(
+            "return Array.from(document.querySelectorAll('#silences tbody tr'),"
+            " (tr) => Array.from(tr.cells, (c) => c.textContent.trim()));")
+
+    ((sid, host, name, _, by, _, _, comment, action),) = rows(operator)
+    assert (host, name, by, comment, action) == ("sw-core", "link*", "alice",
+                                                 "replacing the line card", "Expire")
+    screenshot(operator, "silences.png")
+    # The viewer sees it, without form nor button; a forged expiry is refused.
+    viewer.get(f"{site.base}/silences")
+    assert rows(viewer) == [r[:8] for r in rows(operator)]
+    assert viewer.find_elements(By.CSS_SELECTOR, "main button") == []
+    assert viewer.find_elements(By.ID, "add-silence") == []
+    csrf = viewer.find_element(By.CSS_SELECTOR, 'form[action="/logout"] input[name="csrf"]') \
+        .get_attribute("value")
+    status, body = post(site, f"/silences/{sid}/expire", {"csrf": csrf}, session_of(viewer))
+    assert status == 403 and "victor is a viewer" in body
+    # Expired by the operator: off the list.
+    submit(operator, f"expire-{sid}")
+    assert operator.find_element(By.ID, "done").text.startswith("Silence expired")
+    assert rows(operator) == []
 
 
 def test_the_board_tells_when_it_is_not_live(site, operator):
