@@ -9,13 +9,18 @@ Parts (each prints its figures; medians of ``--runs``):
    ``--messages`` perf messages of ``--metrics`` metrics: sustained metrics/s
    stored, measured on the daemon's own ``rows_written`` counter between 10%
    and 90% of the work (start-up excluded).
-3. ``backlog`` (``--backlog N``): N one-metric messages queued while the
+3. ``compare`` (``--code DIR``): the ``bus`` part run alternately with
+   the daemon of this tree and with the daemon of another source tree
+   (e.g. ``git worktree add /tmp/before <commit>``), each on the table
+   layout its own migrations make: metrics/s of each (medians) and their
+   ratio, to show what a storage change costs the writer in one run.
+4. ``backlog`` (``--backlog N``): N one-metric messages queued while the
    writer is down, then replayed: rate and the daemon's RSS over the replay
    (memory must not grow with the backlog).
 
 Usage:
     .venv/bin/python bench/bench_db.py [--messages 4000] [--metrics 50] [--runs 3]
-        [--backlog 1000000]
+        [--backlog 1000000] [--code DIR]
 
 The end-to-end figure (a simulated fleet polled by ``centaure-snmp``, through
 RabbitMQ, stored by ``centaure-db``) is ``bench/bench_db_e2e.py``, which
@@ -110,17 +115,23 @@ def write_db_settings(d: str, bus_prefix: str, http_port: int, table_prefix: str
     return path
 
 
+def daemon_path(code: str) -> str:
+    """PYTHONPATH of a daemon run from source tree ``code`` (its ``src/`` since that layout)."""
+    src = os.path.join(code, "src")
+    return src if os.path.isdir(src) else code
+
+
 class DbDaemon:
     """``twistd centaure-db`` in a folder of its own."""
 
     def __init__(self, d: str, bus_prefix: str, table_prefix: str, batch: int,
-                 extra: str = "") -> None:
+                 extra: str = "", code: str = ROOT) -> None:
         self.port = free_tcp_port()
         path = write_db_settings(d, bus_prefix, self.port, table_prefix, batch, extra)
         self.log = open(os.path.join(d, f"db-{self.port}.log"), "w")
         self.proc = subprocess.Popen([f"{BIN}/twistd", "-n", "--pidfile=", "centaure-db", "-c",
                                       path], cwd=d, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONPATH=ROOT))
+                                     env=dict(os.environ, PYTHONPATH=daemon_path(code)))
 
     def health(self) -> dict:
         try:
@@ -230,11 +241,11 @@ def sustained_rate(seen: list[tuple[float, int]], total: int) -> float:
 
 # --- 2. bus -> SQL --------------------------------------------------------------------
 
-def bench_bus(n: int, metrics: int, batch: int) -> float:
+def bench_bus(n: int, metrics: int, batch: int, code: str = ROOT) -> float:
     prefix, tp = f"b{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}_"
     with tempfile.TemporaryDirectory() as d:
         prefill(prefix, n, metrics)
-        daemon = DbDaemon(d, prefix, tp, batch)
+        daemon = DbDaemon(d, prefix, tp, batch, code=code)
         try:
             daemon.wait_ready()
             seen = watch_rows(daemon, n * metrics, timeout=600)
@@ -270,6 +281,19 @@ def bench_backlog(n: int, batch: int) -> dict:
             drop_prefixed(MARIADB_URL, tp)
 
 
+def compare(args) -> None:
+    """This tree's writer against ``args.code``'s, alternated in one run."""
+    here, there = [], []
+    for run in range(args.runs):
+        here.append(bench_bus(args.messages, args.metrics, args.batch))
+        there.append(bench_bus(args.messages, args.metrics, args.batch, code=args.code))
+        print(f"run {run + 1}: this tree {here[-1]:,.0f} metrics/s, "
+              f"{args.code} {there[-1]:,.0f} metrics/s", flush=True)
+    h, t = statistics.median(here), statistics.median(there)
+    print(f"centaure-db, RabbitMQ -> MariaDB, perf of {args.metrics} metrics (median of "
+          f"{args.runs}): this tree {h:,.0f} metrics/s, {args.code} {t:,.0f} metrics/s: {h / t:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=4000)
@@ -278,8 +302,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--backlog", type=int, default=0)
     ap.add_argument("--skip-bus", action="store_true")
+    ap.add_argument("--code", default="",
+                    help="another source tree whose centaure-db is run alternately with this one's")
     args = ap.parse_args()
     rows = args.messages * args.metrics
+    if args.code:
+        compare(args)
+        return
 
     raw = []
     for run in range(args.runs):
