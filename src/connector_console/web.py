@@ -341,6 +341,38 @@ class ConsoleResource(resource.Resource):
             request, 401, "Your session has expired: log in again." if expired
             else "Log in to see the console.")
 
+    def operator(self, request: server.Request, *, back: str, log_in_to: str, kind: str,
+                 undone: str, tried: str, operators_do: str
+                 ) -> tuple[Session, None] | tuple[None, bytes]:
+        """(session, None) when the request may change something: a session, the form's
+        CSRF token, an operator; else (None, the refusal page), each refusal counted in
+        ``commands_refused`` and logged.
+
+        The wording is the action's: the login page says "Log in to ``log_in_to``." and
+        comes back to ``back``; a bad token is a "``kind`` refused" and "nothing was
+        ``undone``"; a viewer "tried to ``tried``", and "only operators ``operators_do``".
+        """
+        session = self.session(request)
+        if session is None:
+            expired = request.getCookie(SESSION_COOKIE) is not None
+            return None, self.login_page(request, 401, "Your session has expired: log in "
+                                         "again." if expired else f"Log in to {log_in_to}.",
+                                         back)
+        name = session.user.name
+        if not session.csrf_ok(_arg(request, "csrf")):
+            self.counters.inc("commands_refused")
+            self.log.warn("console: {name}: {kind} refused, missing or wrong CSRF token",
+                          name=name, kind=kind)
+            return None, self.refuse(request, 403, "Refused", "This form did not come from "
+                                     "your console session (missing or wrong CSRF token): "
+                                     f"nothing was {undone}.")
+        if not session.user.operator:
+            self.counters.inc("commands_refused")
+            self.log.warn("console: {name} (viewer) tried to {tried}", name=name, tried=tried)
+            return None, self.refuse(request, 403, "Refused", f"{name} is a viewer: only "
+                                     f"operators {operators_do}.")
+        return session, None
+
     def _cookie(self, request: server.Request, name: bytes, value: str, max_age: int | None,
                 path: bytes = b"/") -> None:
         request.addCookie(name, value, path=path, httpOnly=True, secure=self.tls or None,
@@ -619,24 +651,11 @@ class ConsoleResource(resource.Resource):
 
     def silence_command(self, request: server.Request, rest: list[str]):
         """``POST /silences`` (add) or ``POST /silences/<id>/expire``: operators only."""
-        session = self.session(request)
-        if session is None:
-            expired = request.getCookie(SESSION_COOKIE) is not None
-            return self.login_page(request, 401, "Your session has expired: log in again."
-                                   if expired else "Log in to set silences.", "/silences")
-        if not session.csrf_ok(_arg(request, "csrf")):
-            self.counters.inc("commands_refused")
-            self.log.warn("console: {name}: silence refused, missing or wrong CSRF token",
-                          name=session.user.name)
-            return self.refuse(request, 403, "Refused", "This form did not come from your "
-                               "console session (missing or wrong CSRF token): nothing was "
-                               "changed.")
-        if not session.user.operator:
-            self.counters.inc("commands_refused")
-            self.log.warn("console: {name} (viewer) tried to change silences",
-                          name=session.user.name)
-            return self.refuse(request, 403, "Refused", f"{session.user.name} is a viewer: "
-                               "only operators add or expire silences.")
+        session, refusal = self.operator(
+            request, back="/silences", log_in_to="set silences", kind="silence",
+            undone="changed", tried="change silences", operators_do="add or expire silences")
+        if refusal is not None:
+            return refusal
         if self.silences is None:
             return self.refuse(request, 404, "Not found", "There is no such page.")
         if rest == []:
@@ -691,26 +710,13 @@ class ConsoleResource(resource.Resource):
     # --- commands -------------------------------------------------------------------
 
     def command(self, request: server.Request, rest: list[str]):
-        session = self.session(request)
         ref = _ref(rest[:1])
-        if session is None:
-            expired = request.getCookie(SESSION_COOKIE) is not None
-            return self.login_page(request, 401, "Your session has expired: log in again."
-                                   if expired else "Log in to act on alarms.",
-                                   f"/alarm/{ref}" if ref is not None else "/")
-        if not session.csrf_ok(_arg(request, "csrf")):
-            self.counters.inc("commands_refused")
-            self.log.warn("console: {name}: command refused, missing or wrong CSRF token",
-                          name=session.user.name)
-            return self.refuse(request, 403, "Refused", "This form did not come from your "
-                               "console session (missing or wrong CSRF token): nothing was "
-                               "sent.")
-        if not session.user.operator:
-            self.counters.inc("commands_refused")
-            self.log.warn("console: {name} (viewer) tried to command alarm {ref}",
-                          name=session.user.name, ref=ref)
-            return self.refuse(request, 403, "Refused", f"{session.user.name} is a viewer: "
-                               "only operators ack, unack, clear or annotate alarms.")
+        session, refusal = self.operator(
+            request, back=f"/alarm/{ref}" if ref is not None else "/",
+            log_in_to="act on alarms", kind="command", undone="sent",
+            tried=f"command alarm {ref}", operators_do="ack, unack, clear or annotate alarms")
+        if refusal is not None:
+            return refusal
         if ref is None or rest[1:] != ["command"]:
             return self.refuse(request, 404, "Not found", "There is no such page.")
         action = _arg(request, "action") or ""
