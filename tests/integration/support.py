@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pika
+import yaml
 from twisted.internet import defer, reactor, task, threads
 
+from centaure.shipped import example_path
 from connector import messages
 from connector.settings import load_settings
-from tests.conftest import AMQP_URL, rabbitmqctl
+from tests.conftest import AMQP_URL, rabbitmqctl, settings_text
+from tests.integration.daemons import TwistdDaemon
+from tests.integration.private_mariadb import free_tcp_port
 
 
 def perf(i: int, host: str = "dev") -> messages.Perf:
@@ -202,3 +213,120 @@ def drop_prefixed_tables(url: str, table_prefix: str | tuple[str, ...]) -> None:
         md.drop_all(engine)
     finally:
         engine.dispose()
+
+
+def publish_confirmed(prefix: str, items: Iterable[messages.MessageBase]) -> None:
+    """As the daemons publish: to ``<prefix>.<type>`` with the message's routing key,
+    persistent, with a message id, each confirmed by the broker."""
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for m in items:
+            ch.basic_publish(messages.exchange_name(prefix, m.msg_type), messages.routing_key(m),
+                             messages.encode(m),
+                             pika.BasicProperties(message_id=uuid.uuid4().hex, type=m.msg_type,
+                                                  delivery_mode=2))
+    finally:
+        conn.close()
+
+
+def run_on_embedded_bus(plugin: str, folder: Path, reload: str | None = None,
+                        **sections: dict[str, str]) -> tuple[str, str]:
+    """Run ``twistd <plugin>`` on the embedded bus in ``folder`` (an empty inventory, /health
+    on a free port, ``sections`` added to its settings.ini) until /health says 200; with
+    ``reload``, send it SIGHUP and wait for that log line; then stop it.
+
+    Returns its log as it was once healthy (before any reload) and as it is at the end.
+    """
+    (folder / "inventory.yaml").write_text("devices: []\n")
+    port = free_tcp_port()
+    settings = folder / "settings.ini"
+    connector = dict(sections.pop("connector", {}), http_port=str(port))
+    settings.write_text(settings_text("centaure", folder, url="embedded", connector=connector,
+                                      **sections))
+    daemon = TwistdDaemon(plugin, settings, http_port=port)
+    try:
+        daemon.wait_health(lambda status, body: status == 200, timeout=60)
+        started = daemon.logs()
+        if reload is not None:
+            daemon.proc.send_signal(signal.SIGHUP)
+            daemon.wait_log(reload)
+    finally:
+        daemon.stop()
+    return started, daemon.logs()
+
+
+def connector_metrics(http_port: int, connector: str) -> dict[str, float]:
+    """A daemon's ``/metrics`` of one connector: name (no ``centaure_`` nor ``_total``) ->
+    value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or f'connector="{connector}"' not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name.split("{")[0].removeprefix("centaure_").removesuffix("_total")] = float(value)
+    return out
+
+
+def traps_folder(folder: Path) -> tuple[int, int]:
+    """A trap receiver's files in ``folder`` (the shipped traps.yaml, an inventory of one
+    switch ``sw-core`` at 127.0.0.1); a free UDP port for its traps and a TCP one for
+    /health."""
+    from tests.snmp.snmpd import free_udp_port
+
+    shutil.copy(example_path("traps.yaml"), folder / "traps.yaml")
+    (folder / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
+        {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
+    return free_udp_port(), free_tcp_port()
+
+
+def traps_settings(folder: Path, prefix: str, port: int, http_port: int,
+                   url: str = AMQP_URL, traps: dict[str, str] | None = None,
+                   connector: dict[str, str] | None = None,
+                   **sections: dict[str, str]) -> Path:
+    """Write ``folder``/settings.ini for a trap receiver of :func:`traps_folder` listening
+    on ``port`` (``traps``, ``connector`` and ``sections`` added); its path."""
+    path = folder / "settings.ini"
+    path.write_text(settings_text(
+        prefix, folder, url=url, inventory={"path": "inventory.yaml"},
+        traps={"listen": f"127.0.0.1:{port}", "definitions": "traps.yaml", **(traps or {})},
+        connector={"http_port": str(http_port), "node": "testnode", **(connector or {})},
+        **sections))
+    return path
+
+
+class UdpLoop:
+    """A UDP socket on 127.0.0.1 (``port``, or any free one) served by a thread that hands
+    each datagram to :meth:`handle` until :meth:`close`."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        # Short, so that close() is seen quickly.
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def handle(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram from ``addr``."""
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.handle(data, addr)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()

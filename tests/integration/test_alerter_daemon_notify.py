@@ -39,19 +39,19 @@ import collections
 import time
 import uuid
 
-import pika
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import threads
 
 from connector import messages
-from tests.conftest import AMQP_URL, MARIADB_URL, settings_text
+from tests.conftest import MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
     declare_consumer_queues,
     drop_prefixed_tables,
+    publish_confirmed,
     sleep,
     until_while_alive,
 )
@@ -114,21 +114,6 @@ def key_of(a: messages.Alarm) -> str:
     return f"{a.ref}:raised:{float(a.first_seen)!r}"
 
 
-def publish(prefix: str, alarms: list[messages.Alarm]) -> None:
-    """As the correlator does: to ``<prefix>.alarm``, key ``alarm.<host>``, confirmed."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        for a in alarms:
-            ch.basic_publish(messages.exchange_name(prefix, "alarm"), messages.routing_key(a),
-                             messages.encode(a),
-                             pika.BasicProperties(message_id=uuid.uuid4().hex, type="alarm",
-                                                  delivery_mode=2))
-    finally:
-        conn.close()
-
-
 def ready(status: int, body: dict) -> bool:
     return status == 200 and \
         body.get("connectors", {}).get("alerter", {}).get("state") == "ready"
@@ -172,7 +157,7 @@ async def test_kill_9_mid_delivery_every_transition_mailed_once_per_key(tmp_path
 
     try:
         await threads.deferToThread(alerter.wait_health, ready)
-        await threads.deferToThread(publish, prefix, raised)
+        await threads.deferToThread(publish_confirmed, prefix, raised)
         published = time.monotonic()
 
         # The first mails are in: kill -9 in the middle of the deliveries.
@@ -183,7 +168,7 @@ async def test_kill_9_mid_delivery_every_transition_mailed_once_per_key(tmp_path
         before = len(smtp.inbox)
 
         # Down: every alarm clears; the messages wait in the alerter's queue.
-        await threads.deferToThread(publish, prefix, cleared)
+        await threads.deferToThread(publish_confirmed, prefix, cleared)
         await sleep(0.3)
         assert len(smtp.inbox) == before   # nobody sends anything meanwhile
 

@@ -36,7 +36,12 @@ from connector import messages
 from tests.conftest import AMQP_URL, MARIADB_URL, ROOT, settings_text
 from tests.integration.daemons import BIN, TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
-from tests.integration.support import declare_consumer_queues, drop_prefixed_tables, sleep
+from tests.integration.support import (
+    declare_consumer_queues,
+    drop_prefixed_tables,
+    publish_confirmed,
+    until_while_alive,
+)
 from tests.smtpserver import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -105,21 +110,6 @@ def alarm(ref: int, host: str, first: float) -> messages.Alarm:
                           first_seen=first, last_seen=first, count=1, origin="trap")
 
 
-def publish(prefix: str, alarms: list[messages.Alarm]) -> None:
-    """As the correlator does: to ``<prefix>.alarm``, confirmed."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        for a in alarms:
-            ch.basic_publish(messages.exchange_name(prefix, "alarm"), messages.routing_key(a),
-                             messages.encode(a),
-                             pika.BasicProperties(message_id=uuid.uuid4().hex, type="alarm",
-                                                  delivery_mode=2))
-    finally:
-        conn.close()
-
-
 def ledger(prefix: str) -> list[messages.Notification]:
     """The notification records waiting in the SQL writer's queue (what it would store)."""
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -179,12 +169,8 @@ async def test_a_silence_set_in_the_console_holds_its_alarms_mail_until_expired(
         declare_consumer_queues(prefix, "alerter", "console", "db")
 
     async def until(predicate, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            for d in daemons:
-                assert d.alive(), d.logs()[-3000:]
-            assert time.monotonic() < deadline, f"{what}: not seen; mails {subjects(smtp)}"
-            await sleep(0.05)
+        await until_while_alive(daemons, predicate, what, timeout,
+                                lambda: f"mails {subjects(smtp)}")
 
     try:
         await threads.deferToThread(setup)
@@ -238,7 +224,7 @@ async def test_a_silence_set_in_the_console_holds_its_alarms_mail_until_expired(
 
         # The next raise of the silenced alarm is not mailed; another host's is.
         t0 = round(time.time() - 5, 3)
-        await threads.deferToThread(publish, prefix, [alarm(9001, SILENCED, t0),
+        await threads.deferToThread(publish_confirmed, prefix, [alarm(9001, SILENCED, t0),
                                                       alarm(9002, OTHER, t0 + 0.5)])
         await until(lambda: any(OTHER in s for s in subjects(smtp)), "the other host's mail")
         records: list[messages.Notification] = []

@@ -7,22 +7,14 @@ operator would, and reads its log.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from centaure.shipped import example_path
 from connector.settings import load_settings, loose_secret_files
-from tests.conftest import settings_text
-from tests.integration.daemons import TwistdDaemon
+from tests.integration.support import run_on_embedded_bus
+from tests.snmp.snmpd import free_udp_port
 
 SECRET = "hunter2-do-not-log"
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def secret_file(folder, name: str, mode: int, text: str = SECRET):
@@ -30,6 +22,12 @@ def secret_file(folder, name: str, mode: int, text: str = SECRET):
     path.write_text(text + "\n")
     path.chmod(mode)
     return path
+
+
+def trap_receiver(**more: str) -> dict[str, str]:
+    """The [traps] section of a receiver on a free port with the shipped definitions."""
+    return {"listen": f"127.0.0.1:{free_udp_port()}",
+            "definitions": str(example_path("traps.yaml")), **more}
 
 
 def test_loose_secret_files_are_named_with_their_mode_never_their_content(tmp_path):
@@ -53,20 +51,9 @@ def test_loose_secret_files_are_named_with_their_mode_never_their_content(tmp_pa
 @pytest.mark.integration
 def test_a_daemon_warns_at_start_of_a_secret_file_others_can_read(tmp_path):
     password = secret_file(tmp_path, "smtp-password", 0o644)
-    (tmp_path / "inventory.yaml").write_text("devices: []\n")
-    port = _free_port(socket.SOCK_STREAM)
-    settings = tmp_path / "settings.ini"
-    settings.write_text(settings_text(
-        "centaure", tmp_path, url="embedded", connector={"http_port": str(port)},
-        traps={"listen": f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}",
-               "definitions": example_path("traps.yaml")},
-        smtp={"password": f"file:{password}"}))
-    daemon = TwistdDaemon("centaure-traps", settings, http_port=port)
-    try:
-        daemon.wait_health(lambda status, body: status == 200, timeout=60)
-    finally:
-        daemon.stop()
-    log = daemon.logs()
+    _, log = run_on_embedded_bus(
+        "centaure-traps", tmp_path,
+        traps=trap_receiver(), smtp={"password": f"file:{password}"})
     warned = [line for line in log.splitlines() if f"the secret file {password}" in line]
     assert len(warned) == 1, log
     assert "[smtp] password" in warned[0] and "mode 0644" in warned[0] and "warn" in warned[0]
@@ -181,29 +168,15 @@ def _warnings_about(log: str, path) -> list[str]:
 
 @pytest.mark.integration
 def test_the_trap_daemon_warns_of_its_v3_users_at_start_and_at_reload(tmp_path):
-    import signal
-
     key = secret_file(tmp_path, "ops-priv.key", 0o644)
     users = secret_file(tmp_path, "trap-users.yaml", 0o644, (
         f"- user: ops\n  engine_id: 8000000001020304\n  auth_protocol: SHA\n"
         f"  auth_key: {SECRET}\n  priv_protocol: AES\n  priv_key: file:{key}\n"))
-    (tmp_path / "inventory.yaml").write_text("devices: []\n")
-    port = _free_port(socket.SOCK_STREAM)
-    settings = tmp_path / "settings.ini"
-    settings.write_text(settings_text(
-        "centaure", tmp_path, url="embedded", connector={"http_port": str(port)},
-        traps={"listen": f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}",
-               "definitions": example_path("traps.yaml"), "v3_users": str(users)}))
-    daemon = TwistdDaemon("centaure-traps", settings, http_port=port)
-    try:
-        daemon.wait_health(lambda status, body: status == 200, timeout=60)
-        assert len(_warnings_about(daemon.logs(), users)) == 1, daemon.logs()
-        assert len(_warnings_about(daemon.logs(), key)) == 1, daemon.logs()
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_log("trap definitions reloaded")
-    finally:
-        daemon.stop()
-    log = daemon.logs()
+    started, log = run_on_embedded_bus(
+        "centaure-traps", tmp_path, reload="trap definitions reloaded",
+        traps=trap_receiver(v3_users=str(users)))
+    assert len(_warnings_about(started, users)) == 1, started
+    assert len(_warnings_about(started, key)) == 1, started
     held, keyed = _warnings_about(log, users), _warnings_about(log, key)
     assert len(held) == 2 and len(keyed) == 2, log
     assert all("mode 0644" in line and "warn" in line for line in held + keyed)
@@ -212,28 +185,14 @@ def test_the_trap_daemon_warns_of_its_v3_users_at_start_and_at_reload(tmp_path):
 
 @pytest.mark.integration
 def test_the_poller_warns_of_its_credentials_at_start_and_at_reload(tmp_path):
-    import signal
-
     key = secret_file(tmp_path, "priv.key", 0o640)
     credentials = secret_file(tmp_path, "credentials.yaml", 0o604, (
         f"default:\n  community: {SECRET}\n"
         f"huawei:\n  version: v3\n  user: u\n  auth_protocol: SHA\n  auth_key: file:{key}\n"))
-    (tmp_path / "inventory.yaml").write_text("devices: []\n")
-    port = _free_port(socket.SOCK_STREAM)
-    settings = tmp_path / "settings.ini"
-    settings.write_text(settings_text(
-        "centaure", tmp_path, url="embedded", connector={"http_port": str(port)},
-        snmp={"credentials": "credentials.yaml"}))
-    daemon = TwistdDaemon("centaure-snmp", settings, http_port=port)
-    try:
-        daemon.wait_health(lambda status, body: status == 200, timeout=60)
-        assert len(_warnings_about(daemon.logs(), credentials)) == 1, daemon.logs()
-        assert len(_warnings_about(daemon.logs(), key)) == 1, daemon.logs()
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_log("configuration reloaded")
-    finally:
-        daemon.stop()
-    log = daemon.logs()
+    started, log = run_on_embedded_bus("centaure-snmp", tmp_path, reload="configuration reloaded",
+                                       snmp={"credentials": "credentials.yaml"})
+    assert len(_warnings_about(started, credentials)) == 1, started
+    assert len(_warnings_about(started, key)) == 1, started
     held, keyed = _warnings_about(log, credentials), _warnings_about(log, key)
     assert len(held) == 2 and len(keyed) == 2, log
     assert all("mode 0604" in line and "warn" in line for line in held)

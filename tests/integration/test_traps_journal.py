@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import threading
 import time
-import urllib.request
 
 import pika
 import pytest
-import yaml
 
-from centaure.shipped import example_path
 from snmpwire import ber
-from tests.conftest import AMQP_URL, settings_text
+from tests.conftest import AMQP_URL
 from tests.integration.daemons import TwistdDaemon
-from tests.integration.support import declare_check_queue
-from tests.snmp.snmpd import free_udp_port
+from tests.integration.support import (
+    connector_metrics,
+    declare_check_queue,
+    traps_folder,
+    traps_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,15 +87,7 @@ def udp_stats(port: int) -> dict | None:
 
 
 def metrics(http_port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or 'connector="traps"' not in line:
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name.split("{")[0].removeprefix("centaure_").removesuffix("_total")] = float(value)
-    return out
+    return connector_metrics(http_port, "traps")
 
 
 def seqs_on(queue: str, idle: float = 2.0) -> list[int]:
@@ -124,24 +116,14 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
 
 def make_daemon(tmp_path, prefix, url: str = AMQP_URL, traps: dict | None = None,
                 buffer: dict | None = None) -> tuple[TwistdDaemon, int, int]:
-    port = free_udp_port()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    http_port = s.getsockname()[1]
-    s.close()
-    shutil.copy(example_path("traps.yaml"), tmp_path / "traps.yaml")
-    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
-        {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
-    extra = {"inventory": {"path": "inventory.yaml"},
-             "traps": {"listen": f"127.0.0.1:{port}", "definitions": "traps.yaml",
-                       "rate_limit": "0", "dedup_window": "0", **(traps or {})},
-             "connector": {"http_port": str(http_port), "status_interval": "1s",
-                           "node": "testnode"}}
+    port, http_port = traps_folder(tmp_path)
+    extra = {}
     if buffer:
         extra["buffer"] = {"path": str(tmp_path / "buffer-{connector}.sqlite3"), **buffer}
-    text = settings_text(prefix, tmp_path, url=url, **extra)
-    (tmp_path / "settings.ini").write_text(text)
-    daemon = TwistdDaemon("centaure-traps", tmp_path / "settings.ini", http_port)
+    path = traps_settings(tmp_path, prefix, port, http_port, url=url,
+                          traps={"rate_limit": "0", "dedup_window": "0", **(traps or {})},
+                          connector={"status_interval": "1s"}, **extra)
+    daemon = TwistdDaemon("centaure-traps", path, http_port)
     daemon.wait_log("receiving traps on")
     return daemon, port, http_port
 

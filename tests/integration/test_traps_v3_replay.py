@@ -10,15 +10,12 @@ by an authenticated Report).  Real RabbitMQ, real daemon.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 
 import pytest
 import yaml
@@ -27,11 +24,17 @@ from connector import messages
 from connector_traps.service import engine_id_for
 from snmpwire import ber
 from snmpwire.usm import decode_scoped_pdu, parse_message
-from tests.conftest import ROOT, settings_text
+from tests.conftest import ROOT
 from tests.integration.daemons import TwistdDaemon
-from tests.integration.support import declare_check_queue, drain
-from tests.snmp.snmpd import free_udp_port, tool_env
-from centaure.shipped import example_path
+from tests.integration.support import (
+    UdpLoop,
+    connector_metrics,
+    declare_check_queue,
+    drain,
+    traps_folder,
+    traps_settings,
+)
+from tests.snmp.snmpd import tool_env
 
 pytestmark = pytest.mark.integration
 ENGINE = "8000000001020304"
@@ -45,53 +48,27 @@ BOB = ["-v", "3", "-u", "bob", "-l", "authPriv", "-a", "SHA-512", "-A", "bobpass
        "-x", "AES-256", "-X", "bobprivkey12", "-t", "3", "-r", "1"]
 
 
-class Relay:
+class Relay(UdpLoop):
     """Forwards datagrams between one client and the daemon, keeping the client's."""
 
     def __init__(self, target: int) -> None:
         self.target = ("127.0.0.1", target)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.kept: list[bytes] = []
         self._client = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if addr == self.target:
-                if self._client is not None:
-                    self.sock.sendto(data, self._client)
-            else:
-                self._client = addr
-                self.kept.append(data)
-                self.sock.sendto(data, self.target)
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
+    def handle(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr == self.target:
+            if self._client is not None:
+                self.sock.sendto(data, self._client)
+        else:
+            self._client = addr
+            self.kept.append(data)
+            self.sock.sendto(data, self.target)
 
 
 def metrics(http_port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or 'connector="traps"' not in line:
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name.split("{")[0].removeprefix("centaure_").removesuffix("_total")] = float(value)
-    return out
+    return connector_metrics(http_port, "traps")
 
 
 def send(tmp_path, tool: str, port: int, *args: str) -> None:
@@ -133,14 +110,7 @@ def wait_for(daemon: TwistdDaemon, text: str, since: int, timeout: float = 30) -
 
 @pytest.fixture
 def setup(tmp_path, prefix):
-    port = free_udp_port()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    http_port = s.getsockname()[1]
-    s.close()
-    shutil.copy(example_path("traps.yaml"), tmp_path / "traps.yaml")
-    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
-        {"name": "sw-core", "address": "127.0.0.1", "device_type": "switch"}]}))
+    port, http_port = traps_folder(tmp_path)
     (tmp_path / "trap-users.yaml").write_text(yaml.safe_dump([
         {"user": "alice", "engine_id": ENGINE, "auth_protocol": "SHA", "auth_key": "alicepass1",
          "priv_protocol": "AES", "priv_key": "aliceprivkey1"},
@@ -149,11 +119,8 @@ def setup(tmp_path, prefix):
     ]))
 
     def write(**traps: str) -> None:
-        (tmp_path / "settings.ini").write_text(settings_text(
-            prefix, tmp_path, inventory={"path": "inventory.yaml"},
-            connector={"http_port": str(http_port), "node": "testnode"},
-            traps={"listen": f"127.0.0.1:{port}", "definitions": "traps.yaml",
-                   "v3_users": "trap-users.yaml", "dedup_window": "0", **traps}))
+        traps_settings(tmp_path, prefix, port, http_port,
+                       traps={"v3_users": "trap-users.yaml", "dedup_window": "0", **traps})
 
     write()
     return port, http_port, write

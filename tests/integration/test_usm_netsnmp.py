@@ -18,6 +18,7 @@ import pytest
 from snmpwire import ber
 from connector_traps.usm import UserTable, V3Receiver
 from snmpwire.usm import UsmUser, parse_message
+from tests.integration.support import UdpLoop
 from tests.snmp.snmpd import free_udp_port, tool_env
 
 pytestmark = [
@@ -63,36 +64,23 @@ def _level(a, x):
     return "noAuthNoPriv" if a is None else ("authNoPriv" if x is None else "authPriv")
 
 
-class Server:
+class Server(UdpLoop):
     """A blocking UDP loop in a thread, driven by a V3Receiver."""
 
     def __init__(self, receiver: V3Receiver) -> None:
         self.receiver = receiver
-        self.port = free_udp_port()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.settimeout(0.2)
         self.results: queue.Queue = queue.Queue()
         self.datagrams: list[bytes] = []  # as received, for sending them again
         self.lock = threading.Lock()
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(free_udp_port())
 
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.datagrams.append(data)
-                res = self.receiver.handle(data, addr)
-            if res.response is not None:
-                self.sock.sendto(res.response, addr)
-            self.results.put(res)
+    def handle(self, data: bytes, addr: tuple[str, int]) -> None:
+        with self.lock:
+            self.datagrams.append(data)
+            res = self.receiver.handle(data, addr)
+        if res.response is not None:
+            self.sock.sendto(res.response, addr)
+        self.results.put(res)
 
     def drain(self, timeout: float = 0.5) -> list:
         out = []
@@ -110,11 +98,6 @@ class Server:
     def counters(self) -> dict[str, int]:
         with self.lock:
             return dict(self.receiver.counters)
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 class Later:
