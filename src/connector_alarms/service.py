@@ -40,7 +40,9 @@ they ignore). A crash before 2 loses nothing: the inputs were not acked and
 come back; redelivered ids already applied change nothing.
 
 Expiry and held updates run on a timer as an input-less batch through the
-same steps.
+same steps. Another timer (``[correlator] purge_interval``) deletes the rows
+of alarms cleared more than ``keep_cleared`` ago that memory no longer
+holds, in small batches on a thread (:mod:`connector_alarms.retention`).
 
 Several nodes (``[bus] partitions = P``): hosts are spread over P
 partitions (:func:`connector.partitions.partition_of`) and the broker's
@@ -143,7 +145,7 @@ PIPELINE = 2
 #: ``[correlator]`` settings a reload applies; the others need a restart.
 RELOADABLE = ("update_interval", "expire_after", "expire_names", "keep_cleared", "flap_high",
               "flap_low", "mask_severity", "mask_all", "batch_size", "batch_interval",
-              "tick_interval", "operators", "command_services")
+              "tick_interval", "operators", "command_services", "purge_interval")
 #: Sections the running correlator is built on: changed, they need a restart.
 RESTART_SECTIONS = ("database", "db", "bus", "buffer", "connector")
 
@@ -256,6 +258,8 @@ class CorrelatorService(service.Service):
         self._confirmed: list[str] = []
         self._stopping = False
         self._ticker: task.LoopingCall | None = None
+        #: Deletes the rows of old cleared alarms on a timer (:mod:`connector_alarms.retention`).
+        self.purger = None
         #: A reloaded configuration waiting for the next batch: (settings, parents).
         self._new_config: tuple[Any, dict[str, str | None]] | None = None
         self._reloading: defer.Deferred | None = None
@@ -360,6 +364,14 @@ class CorrelatorService(service.Service):
         self._ticker = task.LoopingCall(self._on_tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.conf.tick_interval, now=False)
+        from .retention import Purger
+
+        # Several nodes: each purges the hosts it owns (see connector_alarms.retention).
+        self.purger = Purger(self.reactor, self.store.purge_cleared,
+                             lambda: self.conf.keep_cleared, self.counters,
+                             self.conf.purge_interval,
+                             keep=self.owns if self.partitions else None)
+        self.purger.start()
 
     # --- partitions (IPartitionOwner, with [bus] partitions) ------------------------
 
@@ -472,6 +484,8 @@ class CorrelatorService(service.Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        if self.purger is not None:
+            yield self.purger.stop()
         # The batches in flight end; the queued ones fail (the broker gives them back).
         yield self.batches.close(drain=False)
         yield threads.deferToThread(self.engine.dispose)
@@ -540,6 +554,8 @@ class CorrelatorService(service.Service):
             self._ticker = task.LoopingCall(self._on_tick)
             self._ticker.clock = self.reactor
             self._ticker.start(conf.tick_interval, now=False)
+        if self.purger is not None:
+            self.purger.set_interval(conf.purge_interval)
         self.log.info(
             "correlator reloaded: topology {links} parent links ({moved} changed); "
             "settings {changed}; {masked} alarms masked, {unmasked} unmasked{restart}",

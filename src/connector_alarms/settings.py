@@ -39,7 +39,12 @@ class CorrelatorSettings:
     keep_cleared: float = setting(
         Duration(60, 365 * 86400), "1d",
         "How long cleared alarms stay in the correlator's state (late messages are ordered "
-        "against them; 'centaure alarms --all' lists them).")
+        "against them; 'centaure alarms --all' lists them). Their rows are deleted then "
+        "too, and every purge_interval any older cleared row left in the table.")
+    purge_interval: float = setting(
+        Duration(1, 86400), "1h",
+        "How often the correlator deletes, in small batches, the rows of cleared alarms "
+        "older than keep_cleared that its memory no longer holds.")
     flap_high: float = setting(Float(1, 100), "50",
                                "Percent state change above which an alarm starts flapping.")
     flap_low: float = setting(Float(0, 100), "25",

@@ -71,7 +71,7 @@ from .model import SEEN_IDS_PER_HOST, AlarmRecord, HostState, SeenIds
 from .schema import AlarmSchema, make_schema
 
 __all__ = ["StateStore", "Snapshot", "LoadedHosts", "fence", "UnpersistedFields",
-           "check_mapping", "ALARM_FIELDS",
+           "check_mapping", "PURGE_BATCH", "ALARM_FIELDS",
            "ALARM_JSON_FIELDS", "HOST_FIELDS", "HOST_TABLE_FIELDS", "HOST_RUNTIME_FIELDS"]
 
 #: AlarmRecord fields, each stored in the ``alarms`` column of the same name.
@@ -93,6 +93,8 @@ HOST_RUNTIME_FIELDS: tuple[str, ...] = ("dirty", "touched")
 
 # Rows and ids are sent in chunks of this many (IN lists, well under every limit).
 _CHUNK = 1000
+#: Rows of old cleared alarms deleted per transaction by :meth:`StateStore.purge_cleared`.
+PURGE_BATCH = 500
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -470,8 +472,9 @@ class StateStore:
                                                         list[tuple[str, bytes]]]:
         """Every host state and the outbox, as of the last commit (blocking).
 
-        A host's alarms are its active ones and those cleared at or after
-        ``keep_cleared_since`` (older cleared rows stay in the table, unread),
+        A host's alarms are its active ones, those cleared at or after
+        ``keep_cleared_since`` and those still shown as flapping (older
+        cleared rows stay in the table, unread, until :meth:`purge_cleared`),
         in ``first_seen`` order; every state comes back not dirty. The outbox
         is (message_id, body) pairs in the order they were added: republish
         them at start-up, then confirm them with ``outbox_done``. Call it
@@ -516,8 +519,11 @@ class StateStore:
                 if state is None:  # not expected: a host's row is saved with its ids
                     state = states[host] = HostState(host=host)
                 state.seen_ids = SeenIds.from_chunks(host_chunks, self.seen_capacity)
+            # A cleared alarm still shown as flapping is kept whatever its age: the
+            # correlator forgets it only once flapping stops (and tells consumers then).
             query = (sa.select(*(a.c[f] for f in _ROW_KEYS))
-                     .where(sa.or_(a.c.active, a.c.cleared_at >= keep_cleared_since))
+                     .where(sa.or_(a.c.active, a.c.flapping,
+                                   a.c.cleared_at >= keep_cleared_since))
                      .order_by(a.c.host, a.c.first_seen, a.c.ref))
             for row in conn.execute(query):
                 values = tuple(row)
@@ -532,3 +538,39 @@ class StateStore:
             outbox = [(mid, bytes(body)) for mid, body in conn.execute(
                 sa.select(s.outbox.c.message_id, s.outbox.c.body).order_by(s.outbox.c.id))]
         return LoadedHosts(states, outbox, rows, host_rows)
+
+    def purge_cleared(self, before: float, keep: Callable[[str], bool] | None = None,
+                      batch: int = PURGE_BATCH) -> int:
+        """Delete the rows of cleared alarms cleared before ``before``; how many (blocking).
+
+        Only rows that no :meth:`load` or :meth:`load_hosts` with
+        ``keep_cleared_since >= before`` returns: not active, not flapping,
+        cleared (``cleared_at``, else ``changed_ts``) before ``before``.
+        ``keep`` (a host -> bool predicate, e.g. the hosts this node owns)
+        limits the purge to those hosts. Pages through the candidates by ref
+        and deletes at most ``batch`` rows per transaction, each delete
+        checking the conditions again: a row raised again meanwhile stays.
+        Touches neither what the snapshots compare with nor memory.
+        """
+        a = self.schema.alarms
+        since = sa.func.coalesce(a.c.cleared_at, a.c.changed_ts)
+        old = sa.and_(a.c.active.is_(False), a.c.flapping.is_(False), since < before)
+        delete = a.delete().where(a.c.ref.in_(sa.bindparam("refs", expanding=True)), old)
+        deleted, after = 0, None
+        while True:
+            # Keyset pages in the database's own order of refs (signed on SQLite:
+            # the bound ref is converted the same way, so the pages still follow).
+            page = sa.select(a.c.ref, a.c.host).where(old).order_by(a.c.ref).limit(batch)
+            if after is not None:
+                page = page.where(a.c.ref > after)
+            with self.engine.connect() as conn:
+                found = conn.execute(page).all()
+            if not found:
+                return deleted
+            after = int(found[-1][0])
+            refs = [int(ref) for ref, host in found if keep is None or keep(host)]
+            if refs:
+                with self.engine.begin() as conn:
+                    deleted += conn.execute(delete, {"refs": refs}).rowcount
+            if len(found) < batch:
+                return deleted

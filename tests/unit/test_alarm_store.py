@@ -326,7 +326,9 @@ def test_load_keeps_active_and_recently_cleared(store):
     since = TS + 100
     for ref, active, cleared_at in ((1, True, None), (2, False, since), (3, False, since + 1),
                                     (4, False, since - 0.001), (5, True, since - 50)):
-        state.alarms[ref] = full_record(ref, "h", active=active, cleared_at=cleared_at)
+        # Not flapping: a cleared alarm shown as flapping is always loaded.
+        state.alarms[ref] = full_record(ref, "h", active=active, cleared_at=cleared_at,
+                                        flapping=False)
     store.save(store.snapshot([state]))
     got, _ = store.load(keep_cleared_since=since)
     assert sorted(got["h"].alarms) == [1, 2, 3, 5]
