@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import sqlalchemy as sa
 
 from centaure_shared.storage.alarms import make_schema
 
-__all__ = ["AlarmReader"]
+__all__ = ["AlarmReader", "Graph", "StoreReader"]
 
 
 class AlarmReader:
@@ -57,8 +59,36 @@ class AlarmReader:
         return row
 
 
-#: Most samples one graph draws (a range holding more shows its newest ones).
+#: Most points one graph draws (a range holding more shows its newest ones).
 MAX_POINTS = 20_000
+#: How each resolution's points are named on the page.
+_POINTS = {"raw": "samples", "5m": "5-minute averages", "1h": "hourly averages"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """The points of one series over a range, as the device page's graph draws them.
+
+    ``resolution`` is ``raw`` (``values`` are the samples; a text value is None, a gap)
+    or ``5m``/``1h`` (``values`` are the intervals' averages, ``low`` and ``high`` their
+    minima and maxima); ``label`` says which, for the page.
+    """
+
+    resolution: str
+    label: str
+    points: str
+    ts: list[float]
+    values: list[float | None]
+    low: list[float] | None = None
+    high: list[float] | None = None
+
+    def as_json(self) -> dict:
+        """The ``/api/samples`` answer: ts, values (and min, max), resolution, label."""
+        out = {"resolution": self.resolution, "label": self.label, "points": self.points,
+               "ts": self.ts, "values": self.values}
+        if self.low is not None:
+            out.update(min=self.low, max=self.high)
+        return out
 
 
 class StoreReader:
@@ -88,15 +118,33 @@ class StoreReader:
         return {"latest": latest or [], "events": events or []}
 
     def samples(self, host: str, metric: str, index: str, start: float,
-                end: float) -> list[tuple[float, float | None]]:
-        """(ts, value) of one metric and index in [start, end], oldest first; text values as
-        None (a gap). ``query.QueryError`` for a host or metric never stored."""
+                end: float) -> Graph:
+        """One metric and index of ``host`` in [start, end], oldest first, at the resolution
+        ``centaure query --resolution auto`` reads: raw samples up to 6 hours, 5-minute
+        rollups up to 7 days, hourly beyond; raw samples where the rollups have nothing
+        (not built yet). ``query.QueryError`` for a host or metric never stored."""
         from centaure_shared.storage import query
 
+        resolution = query.pick_resolution(start, end, time.time())
+        why = ""
+        if resolution != "raw":
+            rollups = query.rollups(self.engine, self.schema, host, metric, index, start, end,
+                                    limit=MAX_POINTS, order="desc", resolution=resolution)
+            if rollups:
+                rollups.reverse()
+                # A counter's rollups are those of its rates (per second).
+                of = " of its rate per second" if rollups[0].kind == "counter" else ""
+                return Graph(resolution, f"{_POINTS[resolution]}{of}, min–max band",
+                             _POINTS[resolution], [r.ts for r in rollups],
+                             [r.avg for r in rollups], [r.min for r in rollups],
+                             [r.max for r in rollups])
+            why = f" (no {_POINTS[resolution]} there yet)"
         rows = query.samples(self.engine, self.schema, host, metric, index, start, end,
                              limit=MAX_POINTS, order="desc")
-        return [(r.ts, r.value if isinstance(r.value, (int, float)) else None)
-                for r in reversed(rows)]
+        return Graph("raw", f"raw samples{why}", _POINTS["raw"],
+                     [r.ts for r in reversed(rows)],
+                     [r.value if isinstance(r.value, (int, float)) else None
+                      for r in reversed(rows)])
 
     def history(self, ref: int, limit: int = 200) -> list[dict]:
         """The alarm's stored changes (one per ``alarm`` message), oldest first."""

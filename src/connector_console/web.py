@@ -49,7 +49,8 @@ __all__ = ["ConsoleResource", "EventStreams", "filter_rows", "make_console_site"
 #: Alarms the board's HTML carries at most (the script shows them all).
 PAGE_ROWS = 500
 #: The graph's time ranges: name -> seconds.
-RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400,
+          "30d": 30 * 86400}
 SESSION_COOKIE = b"centaure_session"
 LOGIN_COOKIE = b"centaure_login"
 #: Longest name or password accepted by the login form (argon2 hashes any length).
@@ -506,7 +507,9 @@ class ConsoleResource(resource.Resource):
         return json.dumps(self.board.rows()).encode()
 
     def api_samples(self, request: server.Request):
-        """``{"ts": [...], "values": [...]}`` of one metric and index of a host over a range."""
+        """One metric and index of a host over a range: ``{"ts": [...], "values": [...]}``,
+        raw samples or, for a long range, rollups (then ``min`` and ``max`` too); which,
+        in ``resolution`` and ``label`` (see :meth:`StoreReader.samples`)."""
         from centaure_shared.storage.query import QueryError
 
         request.setHeader(b"content-type", b"application/json")
@@ -521,10 +524,8 @@ class ConsoleResource(resource.Resource):
             return json.dumps({"error": "host, metric, start and end (UNIX seconds, start "
                                         "not after end) are needed"}).encode()
 
-        def done(points: list) -> None:
-            body = json.dumps({"ts": [p[0] for p in points],
-                               "values": [p[1] for p in points]}).encode()
-            _reply(request, body)
+        def done(graph) -> None:
+            _reply(request, json.dumps(graph.as_json()).encode())
 
         def failed(failure) -> None:
             if failure.check(QueryError):

@@ -18,7 +18,8 @@ With the real daemons (net-snmp ``snmptrap`` -> ``centaure-traps`` -> RabbitMQ -
   said so) is listed with its author for the viewer, who has no buttons and
   whose forged expiry is refused (403); the operator expires it;
 * the alarm page shows the stored history; a device's graph draws exactly the
-  samples stored in its range; the connectors' table lists the daemons; the
+  samples stored in its range and says "raw samples"; rolled up, its last 30 days
+  are the hourly averages with their min–max band, and it says so; the connectors' table lists the daemons; the
   live indicator says "reconnecting" while the console is down.
 
 Screenshots of the board go to ``test-artifacts/console/`` (or
@@ -462,6 +463,7 @@ def test_a_device_graph_draws_every_sample_of_its_range(site, viewer):
     from centaure_shared.storage import query
     from centaure_shared.storage.schema import make_schema
     from connector import messages
+    from connector_db.rollups import build
 
     now = time.time()
     # 40 samples in the last hour, 5 before it (outside the range drawn).
@@ -501,16 +503,34 @@ def test_a_device_graph_draws_every_sample_of_its_range(site, viewer):
         points = wait_for(viewer, lambda d: graph.get_attribute("data-points"), "the graph")
         start, end = (float(graph.get_attribute(a)) for a in ("data-start", "data-end"))
         in_range = query.samples(engine, schema, "sw-core", "cpuLoad", "", start, end, limit=1000)
+        assert int(points) == len(in_range) == 40
+        assert graph.get_attribute("data-drawn") == "40"  # uPlot's own count of points
+        assert viewer.find_elements(By.CSS_SELECTOR, "#graph canvas")
+        assert "40 samples of cpuLoad" in viewer.find_element(By.ID, "graph-status").text
+        assert viewer.find_element(By.ID, "graph-resolution").text == "Resolution: raw samples"
+        screenshot(viewer, "device.png")
+
+        # Rolled up (what centaure db maintain does), the last 30 days are hourly averages
+        # drawn with their min-max band.
+        build(engine, schema)
+        hourly = query.rollups(engine, schema, "sw-core", "cpuLoad", "", now - 30 * 86400,
+                               now + 60, resolution="1h")
+        assert hourly
+        viewer.get(f"{site.base}/device?host=sw-core&metric=cpuLoad&range=30d")
+        graph = viewer.find_element(By.ID, "graph")
+        points = wait_for(viewer, lambda d: graph.get_attribute("data-points"), "the 30d graph")
     finally:
         engine.dispose()
-    assert int(points) == len(in_range) == 40
-    assert graph.get_attribute("data-drawn") == "40"  # uPlot's own count of points
-    assert viewer.find_elements(By.CSS_SELECTOR, "#graph canvas")
-    assert "40 samples of cpuLoad" in viewer.find_element(By.ID, "graph-status").text
+    assert graph.get_attribute("data-resolution") == "1h"
+    assert int(points) == int(graph.get_attribute("data-drawn")) == len(hourly)
+    assert viewer.find_element(By.ID, "graph-resolution").text == \
+        "Resolution: hourly averages, min–max band"
+    assert f"{len(hourly)} hourly averages of cpuLoad" in \
+        viewer.find_element(By.ID, "graph-status").text
+    screenshot(viewer, "device-30d.png")
     # The device's active alarms and last values are on the page too.
     assert "linkDown" in viewer.find_element(By.ID, "device-alarms").text
     assert "cpuLoad" in viewer.find_element(By.ID, "latest").text
-    screenshot(viewer, "device.png")
 
 
 def test_silences_are_added_and_expired_from_their_page(site, operator, viewer):

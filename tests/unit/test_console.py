@@ -282,3 +282,35 @@ def test_silences_are_stored_with_their_author_and_expired(tmp_path):
     with pytest.raises(ValueError, match="invalid table prefix 'Bad-'"):
         SilenceStore(engine, "Bad-")
     engine.dispose()
+
+
+def test_a_long_range_not_rolled_up_yet_is_drawn_from_the_raw_samples_and_says_so(tmp_path):
+    import time
+
+    import sqlalchemy as sa
+
+    from centaure_shared.storage.schema import create_all, make_schema
+    from connector.consumer import Delivery
+    from connector_console.reader import StoreReader
+    from connector_db.store import NormalizedStore
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/w.sqlite3")
+    schema = make_schema("w_")
+    create_all(engine, schema)
+    store = NormalizedStore(engine, schema)
+    now = round(time.time())
+    stamps = [now - 3600 * i for i in range(48)]
+    store.write([store.prepare(messages.Perf(
+        source="snmp@n1", ts=ts, host="r1", address="10.0.0.1", device_type="router",
+        metrics=[messages.Metric(name="cpu", value=i, kind="gauge", oid="1.3.6.1")]),
+        Delivery(b"", "x", "perf.r1", message_id=f"p{i}")) for i, ts in enumerate(stamps)])
+    reader = StoreReader(engine, "w_")
+    # Two days would be 5-minute rollups: none are built, so the raw samples, said so.
+    graph = reader.samples("r1", "cpu", "", now - 2 * 86400, now).as_json()
+    assert graph == {"resolution": "raw", "label": "raw samples (no 5-minute averages there "
+                     "yet)", "points": "samples", "ts": sorted(stamps),
+                     "values": [float(i) for i in reversed(range(48))]}
+    graph = reader.samples("r1", "cpu", "", now - 3600, now).as_json()
+    assert (graph["label"], graph["ts"], graph["values"]) == ("raw samples", stamps[1::-1],
+                                                              [1.0, 0.0])
+    engine.dispose()
