@@ -213,8 +213,17 @@ class Grouper:
             self.journal.last[ref] = None if rec is None else dict(rec)
 
     def forget_last(self, before: float) -> list[str]:
-        """Drop the last-told records of cleared alarms told before ``before``; their refs."""
-        gone = [ref for ref, v in self.last.items() if v["state"] == "cleared" and v["at"] < before]
+        """Drop the last-told records told before ``before`` that no group needs; their refs.
+
+        A cleared alarm's record, and a raised one's whose alarm is in no
+        group any more: its recovery was not told (a route without
+        ``send_resolved``) or its route is gone. Such a record only stops a
+        message replayed that late from telling the raise again; an alarm
+        still in a group keeps its record whatever its age.
+        """
+        grouped = {ref for g in self.groups.values() for ref in g["alarms"]}
+        gone = [ref for ref, v in self.last.items() if v["at"] < before
+                and (v["state"] == "cleared" or ref not in grouped)]
         for ref in gone:
             self._touch_last(ref)
             del self.last[ref]

@@ -28,6 +28,21 @@ is due, reuses SMTP sessions (:class:`connector_alerter.channels.Mailer`)
 and records each batch's outcomes in one transaction; a retry is attempted
 when it is due.
 
+Housekeeping (every ``[alerter] purge_interval``, 1 hour by default, on the
+node holding the notifier, hence one at a time on a site): sent and failed
+outbox rows done more than ``keep_notified`` (7 days) ago are deleted, never
+pending ones; so are the last-told records older than that whose alarm is in
+no group any more (a cleared alarm's, or a raised one's whose recovery a route
+without ``send_resolved`` did not tell, which no clear would ever replace),
+with the groups' next save; and silences that ended more than
+``keep_ended_silences`` (30 days) ago, which hide nothing any more (the
+notifier reads those ended in the last day only to name them). Deletes go
+``PURGE_BATCH`` rows per transaction; one log line per pass that deleted
+something; ``purged_outbox``, ``purged_last_notified``, ``purged_silences``
+and ``purge_errors`` on ``/metrics``. Not purged: ``groups`` (a group lives
+while it holds an alarm: active, or cleared and hidden until its recovery can
+be told) and ``eval_state`` (a row per host the rules evaluate).
+
 Every attempt is published as a :class:`connector.messages.Notification`
 through ``publish`` (sent, failed with the reason and whether it is retried,
 suppressed). The clock is injectable (``clock``) and blocking SQL runs
@@ -60,9 +75,12 @@ __all__ = ["Notifier", "DeliveryOptions", "open_notifier", "shown_recipient"]
 
 _log = Logger()
 
-#: How long sent/failed outbox rows and last-told records of cleared alarms are kept.
+#: How long sent/failed outbox rows and last-told records no group needs are kept
+#: (default of ``[alerter] keep_notified``).
 KEEP_DONE = 7 * 86400
-#: How often that housekeeping runs.
+#: How long ended silences are kept (default of ``[alerter] keep_ended_silences``).
+KEEP_ENDED_SILENCES = 30 * 86400
+#: How often that housekeeping runs (default of ``[alerter] purge_interval``).
 HOUSEKEEPING_EVERY = 3600
 #: Outbox rows taken per query when delivering (the loop goes on until none is due).
 DELIVER_BATCH = 200
@@ -83,7 +101,10 @@ class DeliveryOptions:
                  retry_max: float = 600.0, max_attempts: int = 20,
                  webhook_timeout: float = 10.0, tls_options: Any = None,
                  smtp_connections: int = 4, max_concurrent: int = 64,
-                 allow_plain_auth: bool = False, device_fields: Sequence[str] = ()) -> None:
+                 allow_plain_auth: bool = False, device_fields: Sequence[str] = (),
+                 keep_notified: float = KEEP_DONE,
+                 keep_ended_silences: float = KEEP_ENDED_SILENCES,
+                 purge_interval: float = HOUSEKEEPING_EVERY) -> None:
         self.smtp_host, self.smtp_port, self.sender = smtp_host, smtp_port, sender
         self.starttls, self.username, self.password = starttls, username, password
         self.smtp_timeout, self.link_template = smtp_timeout, link_template
@@ -96,6 +117,9 @@ class DeliveryOptions:
         self.allow_plain_auth = allow_plain_auth
         #: Inventory columns notifications show besides the usual ([alerter] device_fields).
         self.device_fields = tuple(device_fields)
+        #: Housekeeping ([alerter] keep_notified, keep_ended_silences, purge_interval).
+        self.keep_notified, self.keep_ended_silences = keep_notified, keep_ended_silences
+        self.purge_interval = purge_interval
 
     @classmethod
     def from_settings(cls, settings) -> "DeliveryOptions":
@@ -107,7 +131,14 @@ class DeliveryOptions:
                    retry_max=a.retry_max, max_attempts=a.max_attempts,
                    webhook_timeout=a.webhook_timeout, smtp_connections=s.connections,
                    max_concurrent=a.max_concurrent_sends,
-                   allow_plain_auth=s.allow_plain_auth, device_fields=a.device_fields)
+                   allow_plain_auth=s.allow_plain_auth, device_fields=a.device_fields,
+                   keep_notified=a.keep_notified, keep_ended_silences=a.keep_ended_silences,
+                   purge_interval=a.purge_interval)
+
+
+def _days(seconds: float) -> str:
+    """``7d``, ``36h``: a retention as the settings say it."""
+    return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else f"{seconds / 3600:g}h"
 
 
 class _SafeFormat(dict):
@@ -198,8 +229,11 @@ class Notifier:
                  clock: Callable[[], float] = time.time,
                  inventory: Callable[[str], Mapping[str, Any]] = lambda host: {},
                  run_blocking: Callable[..., Any] | None = None,
-                 rule_emails: Mapping[str, Sequence[str]] | None = None) -> None:
+                 rule_emails: Mapping[str, Sequence[str]] | None = None,
+                 metrics: Any = None) -> None:
         self.routes = routes
+        #: Where the housekeeping's counts go for /metrics (``inc(name, n)``), if anywhere.
+        self.metrics = metrics
         #: Threshold rule name -> its own recipients, and the route made of them.
         self.rule_emails: dict[str, tuple[str, ...]] = {}
         self.rule_routes: dict[str, Route] = {}
@@ -495,9 +529,11 @@ class Notifier:
         """Queue what is due at ``now`` (committed), publish suppressions; the batches."""
         await self.reload_silences(now)
         batches = self.grouper.due(now, self.hold)
-        housekeeping = now - self._housekept >= HOUSEKEEPING_EVERY
+        housekeeping = now - self._housekept >= self.options.purge_interval
+        forgotten: list[str] = []
         if housekeeping:
-            self.grouper.forget_last(now - KEEP_DONE)
+            # Journalled: the save below deletes their rows with the groups' changes.
+            forgotten = self.grouper.forget_last(now - self.options.keep_notified)
         rows: list[dict[str, Any]] = []
         for b in batches:
             if b.sends:
@@ -505,12 +541,42 @@ class Notifier:
         await self._save(rows, now)
         if housekeeping:
             self._housekept = now
-            await self.run_blocking(self.store.purge, now - KEEP_DONE)
+            await self._housekeep(now, len(forgotten))
         for b in batches:
             self._publish_suppressed(b, now)
         if rows:
             self._kick()
         return batches
+
+    async def _housekeep(self, now: float, forgotten: int) -> None:
+        """Delete old outbox rows and ended silences (batched); one log line if any went.
+
+        Runs on the node holding the notifier (one at a time on a site). A
+        failure is logged and tried again at the next pass.
+        """
+        o = self.options
+        try:
+            outbox = await self.run_blocking(self.store.purge, now - o.keep_notified)
+            silences = await self.run_blocking(self.store.purge_silences,
+                                               now - o.keep_ended_silences)
+        except Exception as e:
+            if self.metrics is not None:
+                self.metrics.inc("purge_errors")
+            _log_failure("alerter purge", e)
+            return
+        counts = {"purged_outbox": outbox, "purged_silences": silences,
+                  "purged_last_notified": forgotten}
+        if self.metrics is not None:
+            for name, n in counts.items():
+                if n:
+                    self.metrics.inc(name, n)
+        if any(counts.values()):
+            _log.info("alerter purge: {outbox} sent or failed notifications and {last} "
+                      "last-told records older than {keep_notified}, {silences} silences "
+                      "ended more than {keep_silences} ago deleted", outbox=outbox,
+                      last=forgotten, silences=silences,
+                      keep_notified=_days(o.keep_notified),
+                      keep_silences=_days(o.keep_ended_silences))
 
     def _publish_suppressed(self, b: Batch, now: float) -> None:
         route = self.route_map.get(b.route)
@@ -730,7 +796,8 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
                         source: str,
                         inventory: Callable[[str], Mapping[str, Any]] = lambda host: {},
                         tick_interval: float | None = 1.0,
-                        rule_emails: Mapping[str, Sequence[str]] | None = None) -> Notifier:
+                        rule_emails: Mapping[str, Sequence[str]] | None = None,
+                        metrics: Any = None) -> Notifier:
     """A started :class:`Notifier` from loaded settings (for the alerter's service).
 
     Reads ``[alerter] routes`` (:class:`connector_alerter.routes.RoutesError`
@@ -758,7 +825,7 @@ async def open_notifier(settings, reactor, publish: Callable[[Notification], Any
     notifier = Notifier(routes=routes, store=OutboxStore(engine, alerter.table_prefix),
                         publish=publish, reactor=reactor,
                         options=DeliveryOptions.from_settings(settings), source=source,
-                        inventory=inventory, rule_emails=rule_emails)
+                        inventory=inventory, rule_emails=rule_emails, metrics=metrics)
     if notifier.options.username and notifier.options.allow_plain_auth:
         # The mailer says at start, not at the first mail, that the password may
         # go in clear.

@@ -31,7 +31,10 @@ from zope.interface import Interface, implementer
 from .schema import AlerterSchema, make_schema
 from .silences import Silence, _row as _silence_row
 
-__all__ = ["OutboxRow", "OutboxStore", "dedup_key", "group_row_id"]
+__all__ = ["OutboxRow", "OutboxStore", "dedup_key", "group_row_id", "PURGE_BATCH"]
+
+#: Rows deleted per transaction by the purges (:meth:`OutboxStore.purge`).
+PURGE_BATCH = 500
 
 
 def dedup_key(idempotency_key: str, channel: str, recipient: str) -> str:
@@ -80,8 +83,11 @@ class IOutboxStore(Interface):
     def mark_many(marks):
         """Record delivery outcomes (ONE transaction)."""
 
-    def purge(before):
+    def purge(before, batch=PURGE_BATCH):
         """Forget rows done before ``before``; how many."""
+
+    def purge_silences(before, batch=PURGE_BATCH):
+        """Delete the silences ended before ``before``; how many."""
 
     def silences(now):
         """The silences active at ``now`` or later."""
@@ -224,12 +230,25 @@ class OutboxStore:
                     values["done_at"] = now
                 conn.execute(t.update().where(t.c.id == row_id).values(**values))
 
-    def purge(self, before: float) -> int:
-        """Delete sent and failed rows finished before ``before``; how many."""
+    def purge(self, before: float, batch: int = PURGE_BATCH) -> int:
+        """Delete sent and failed rows finished before ``before``; how many.
+
+        At most ``batch`` rows per transaction (a short lock each, SQLite's
+        writer included); pending rows are never deleted, whatever their age.
+        """
         t = self.schema.outbox
-        with self.engine.begin() as conn:
-            return conn.execute(t.delete().where(t.c.state != "pending",
-                                                 t.c.done_at < before)).rowcount
+        return _purge_by_id(self.engine, t, sa.and_(t.c.state != "pending",
+                                                   t.c.done_at < before), batch)
+
+    def purge_silences(self, before: float, batch: int = PURGE_BATCH) -> int:
+        """Delete the silences that ended before ``before``; how many (``batch`` per transaction).
+
+        An ended silence hides nothing; the notifier reads those ended in the
+        last day only to name them (``[alerter] keep_ended_silences`` is at
+        least a day).
+        """
+        t = self.schema.silences
+        return _purge_by_id(self.engine, t, t.c.ends < before, batch)
 
     # --- silences -----------------------------------------------------------------
 
@@ -251,6 +270,21 @@ class OutboxStore:
                          host=r["host"], payload=json.loads(r["payload"]), state=r["state"],
                          attempts=r["attempts"], next_at=r["next_at"],
                          last_error=r["last_error"])
+
+
+def _purge_by_id(engine: sa.Engine, table: sa.Table, condition: Any, batch: int) -> int:
+    """Delete the rows of ``table`` meeting ``condition``, ``batch`` ids per transaction."""
+    deleted = 0
+    ids = sa.select(table.c.id).where(condition).order_by(table.c.id).limit(batch)
+    while True:
+        with engine.begin() as conn:
+            found = list(conn.scalars(ids))
+            if found:
+                # The condition again: a row changed since it was read stays.
+                deleted += conn.execute(table.delete().where(table.c.id.in_(found),
+                                                             condition)).rowcount
+        if len(found) < batch:
+            return deleted
 
 
 def _chunks(items: list, size: int = 500) -> Iterable[list]:

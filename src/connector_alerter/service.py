@@ -327,7 +327,7 @@ class AlerterService(service.Service):
         self.notifier = await open_notifier(
             self.settings, self.reactor, self._publish_notification,
             source=f"{CONNECTOR}@{self.runtime.node}", inventory=self._inventory_fields,
-            rule_emails=self._rule_emails())
+            rule_emails=self._rule_emails(), metrics=self.counters)
 
     # --- reload (SIGHUP) ------------------------------------------------------------
 

@@ -54,6 +54,18 @@ class AlerterSettings:
     webhook_timeout: float = setting(Duration(0.1, 300), "10s", "Timeout of a webhook POST.")
     max_concurrent_sends: int = setting(Int(1, 1000), "64",
                                         "Notifications being sent at once (all channels).")
+    keep_notified: float = setting(
+        Duration(3600, 365 * 86400), "7d",
+        "How long sent and failed notifications stay in the outbox table, and the record of "
+        "the last notice told per alarm once the alarm is in no group any more.")
+    keep_ended_silences: float = setting(
+        Duration(86400, 3650 * 86400), "30d",
+        "How long a silence stays in the silences table after it ended (listed by "
+        "'centaure silence list --all').")
+    purge_interval: float = setting(
+        Duration(1, 86400), "1h",
+        "How often the alerter holding the notifier deletes, in small batches, what "
+        "keep_notified and keep_ended_silences let go.")
 
 
 @register_section("smtp")

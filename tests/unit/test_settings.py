@@ -205,6 +205,8 @@ GOOD = [
     ("connector", "http_ports", "db=8473, correlator = 8474", {"db": 8473, "correlator": 8474}),
     ("correlator", "expire_after", "info=1h,critical=0", {"info": 3600.0, "critical": 0.0}),
     ("correlator", "purge_interval", "15m", 900.0),
+    ("alerter", "keep_ended_silences", "90d", 90 * 86400.0),
+    ("alerter", "keep_notified", "1h", 3600.0),
     # bool
     ("bus", "tls_verify", "false", False),
     ("bus", "tls_verify", "YES", True),
@@ -357,6 +359,9 @@ BAD = [
      "seconds)"),
     ("correlator", "purge_interval", "2d",
      "expected a duration from 1s to 1d (e.g. 10, 500ms, 10s, 5m, 2h, 1d; a bare number is seconds)"),
+    ("alerter", "keep_ended_silences", "12h",
+     "expected a duration from 1d to 3650d (e.g. 10, 500ms, 10s, 5m, 2h, 1d; a bare number is "
+     "seconds)"),
     ("connector", "status_interval", "500ms",
      "expected a duration from 1s to 1h (e.g. 10, 500ms, 10s, 5m, 2h, 1d; a bare number is seconds)"),
     ("database", "url", "centaure.sqlite3", f"is not a URL; {DB_URL}"),

@@ -12,7 +12,9 @@ that one or worse), between ``starts`` and ``ends``.
 The ``<prefix>silences`` table (``[alerter] table_prefix``, ``alert_`` by
 default) is built by :func:`silences_table`; :func:`add`, :func:`list_` and
 :func:`remove` are blocking (call them from a thread). A silence is never
-deleted: :func:`remove` ends it now, so that the alerter can still name it.
+deleted by hand: :func:`remove` ends it now, so that the alerter can still name it;
+the alerter deletes the silences ended more than ``[alerter] keep_ended_silences``
+ago (30 days by default, :meth:`connector_alerter.outbox.OutboxStore.purge_silences`).
 """
 
 from __future__ import annotations
