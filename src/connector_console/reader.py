@@ -148,20 +148,20 @@ class StoreReader:
 
     def history(self, ref: int, limit: int = 200) -> list[dict]:
         """The alarm's stored changes (one per ``alarm`` message), oldest first."""
-        h = self.schema.alarm_history
-        stmt = (sa.select(h.c.ts, h.c.state, h.c.severity, h.c.count, h.c.acked_by,
-                          h.c.flapping, h.c.message)
-                .where(h.c.ref == ref).order_by(h.c.ts.desc()).limit(limit))
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return [dict(r._mapping, ts=r.ts / 1000.0) for r in reversed(rows)]
+        return self._of_alarm(self.schema.alarm_history, ref, limit, (
+            "state", "severity", "count", "acked_by", "flapping", "message"))[::-1]
 
     def notifications(self, ref: int, limit: int = 200) -> list[dict]:
         """The alerter's notification attempts for the alarm (the ledger), newest first."""
-        n = self.schema.notifications
-        stmt = (sa.select(n.c.ts, n.c.channel, n.c.recipient, n.c.state, n.c.attempts,
-                          n.c.reason, n.c.rule)
-                .where(n.c.ref == ref).order_by(n.c.ts.desc()).limit(limit))
+        return self._of_alarm(self.schema.notifications, ref, limit, (
+            "channel", "recipient", "state", "attempts", "reason", "rule"))
+
+    def _of_alarm(self, table: sa.Table, ref: int, limit: int,
+                  columns: tuple[str, ...]) -> list[dict]:
+        """The newest ``limit`` rows of ``table`` about alarm ``ref``: ``ts`` (in seconds)
+        and ``columns``."""
+        stmt = (sa.select(table.c.ts, *(table.c[name] for name in columns))
+                .where(table.c.ref == ref).order_by(table.c.ts.desc()).limit(limit))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [dict(r._mapping, ts=r.ts / 1000.0) for r in rows]

@@ -34,6 +34,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.web import resource, server, static
 
+from centaure_shared.sql import error_summary
 from connector.metrics import Counters
 
 from .board import SEVERITIES, AlarmBoard
@@ -535,7 +536,7 @@ class ConsoleResource(resource.Resource):
                 request.setResponseCode(503)
                 body = json.dumps({"error": "the samples cannot be read now"}).encode()
                 self.log.warn("console: samples of {host} unreadable: {error}", host=host,
-                              error=str(failure.value).splitlines()[0])
+                              error=error_summary(failure.value))
             else:
                 return failure
             _reply(request, body)
@@ -560,7 +561,7 @@ class ConsoleResource(resource.Resource):
                 return self.store.device(host)
             except sa.exc.SQLAlchemyError as e:
                 return {"latest": [], "events": [],
-                        "error": str(getattr(e, "orig", None) or e).splitlines()[0]}
+                        "error": error_summary(e)}
 
         def found(data: dict | None) -> None:
             if data is None and not alarms:
@@ -607,7 +608,7 @@ class ConsoleResource(resource.Resource):
                               "notifications": self.store.notifications(ref)}
                 except sa.exc.SQLAlchemyError as e:
                     # The SQL writer's tables may not be in this database: the page says so.
-                    stored["error"] = str(getattr(e, "orig", None) or e).splitlines()[0]
+                    stored["error"] = error_summary(e)
             return alarm, stored
 
         def found(result: tuple[dict | None, dict]) -> None:
@@ -641,8 +642,7 @@ class ConsoleResource(resource.Resource):
                 return {"silences": self.silences.active()}
             except sa.exc.SQLAlchemyError as e:
                 # The alerter creates its tables at its first start: the page says so.
-                return {"silences": [], "error_read": str(getattr(e, "orig", None) or e)
-                        .splitlines()[0]}
+                return {"silences": [], "error_read": error_summary(e)}
 
         def found(data: dict) -> None:
             _reply(request, self.page(request, "silences.html", code, session=session,
@@ -703,7 +703,7 @@ class ConsoleResource(resource.Resource):
         """A database error: a 503 page naming it (other failures go on to a 500)."""
         if not failure.check(sa.exc.SQLAlchemyError):
             return failure
-        text = str(getattr(failure.value, "orig", None) or failure.value).splitlines()[0]
+        text = error_summary(failure.value)
         self.log.warn("console: silences not written: {error}", error=text)
         _reply(request, self.refuse(request, 503, "Not saved", "The silences table cannot be "
                                     f"written now ({text}): nothing was changed."))

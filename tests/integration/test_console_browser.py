@@ -190,26 +190,26 @@ user (the rights ``bus-config --definitions`` gives it), trusted by the correlat
             drop_prefixed_tables(MARIADB_URL, tuple(tables.values()))
 
 
-@pytest.fixture(scope="module")
-def operator(site):
-    """The operator's browser, logged in, on the board."""
+def logged_in(site: Site, name: str):
+    """A browser of its own, ``name`` logged in, on the board; closed at the end."""
     driver = browser()
     try:
-        login(driver, site, "alice")
+        login(driver, site, name)
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def operator(site):
+    """The operator's browser, logged in, on the board."""
+    yield from logged_in(site, "alice")
 
 
 @pytest.fixture(scope="module")
 def viewer(site):
     """A second session: the viewer's browser, logged in, on the board."""
-    driver = browser()
-    try:
-        login(driver, site, "victor")
-        yield driver
-    finally:
-        driver.quit()
+    yield from logged_in(site, "victor")
 
 
 def login(driver, site: Site, name: str, password: str | None = None) -> None:

@@ -166,6 +166,17 @@ def _warnings_about(log: str, path) -> list[str]:
     return [line for line in log.splitlines() if f"file {path}" in line]
 
 
+def _warned_at_start_and_reload(started: str, log: str, *paths) -> list[list[str]]:
+    """Each path's warning lines in ``log``, once checked: one at start, one more at reload,
+    and never the secret."""
+    for path in paths:
+        assert len(_warnings_about(started, path)) == 1, started
+    found = [_warnings_about(log, path) for path in paths]
+    assert all(len(lines) == 2 for lines in found), log
+    assert SECRET not in log
+    return found
+
+
 @pytest.mark.integration
 def test_the_trap_daemon_warns_of_its_v3_users_at_start_and_at_reload(tmp_path):
     key = secret_file(tmp_path, "ops-priv.key", 0o644)
@@ -175,12 +186,8 @@ def test_the_trap_daemon_warns_of_its_v3_users_at_start_and_at_reload(tmp_path):
     started, log = run_on_embedded_bus(
         "centaure-traps", tmp_path, reload="trap definitions reloaded",
         traps=trap_receiver(v3_users=str(users)))
-    assert len(_warnings_about(started, users)) == 1, started
-    assert len(_warnings_about(started, key)) == 1, started
-    held, keyed = _warnings_about(log, users), _warnings_about(log, key)
-    assert len(held) == 2 and len(keyed) == 2, log
+    held, keyed = _warned_at_start_and_reload(started, log, users, key)
     assert all("mode 0644" in line and "warn" in line for line in held + keyed)
-    assert SECRET not in log
 
 
 @pytest.mark.integration
@@ -191,10 +198,6 @@ def test_the_poller_warns_of_its_credentials_at_start_and_at_reload(tmp_path):
         f"huawei:\n  version: v3\n  user: u\n  auth_protocol: SHA\n  auth_key: file:{key}\n"))
     started, log = run_on_embedded_bus("centaure-snmp", tmp_path, reload="configuration reloaded",
                                        snmp={"credentials": "credentials.yaml"})
-    assert len(_warnings_about(started, credentials)) == 1, started
-    assert len(_warnings_about(started, key)) == 1, started
-    held, keyed = _warnings_about(log, credentials), _warnings_about(log, key)
-    assert len(held) == 2 and len(keyed) == 2, log
+    held, keyed = _warned_at_start_and_reload(started, log, credentials, key)
     assert all("mode 0604" in line and "warn" in line for line in held)
     assert all("[huawei] auth_key" in line and "mode 0640" in line for line in keyed)
-    assert SECRET not in log

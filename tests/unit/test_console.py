@@ -314,3 +314,31 @@ def test_a_long_range_not_rolled_up_yet_is_drawn_from_the_raw_samples_and_says_s
     assert (graph["label"], graph["ts"], graph["values"]) == ("raw samples", stamps[1::-1],
                                                               [1.0, 0.0])
     engine.dispose()
+
+
+def test_an_alarms_stored_history_is_oldest_first_and_its_notifications_newest_first(tmp_path):
+    import sqlalchemy as sa
+
+    from centaure_shared.storage.schema import create_all, make_schema
+    from connector.consumer import Delivery
+    from connector_console.reader import StoreReader
+    from connector_db.store import NormalizedStore
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/w.sqlite3")
+    create_all(engine, make_schema("w_"))
+    store = NormalizedStore(engine, make_schema("w_"))
+    sent = [alarm(7, ts=TS), alarm(7, severity="critical", ts=TS + 60, last_seen=TS + 60,
+                                   acked_by="alice"), alarm(8, ts=TS + 30)]
+    sent += [messages.Notification(source="alerter@n1", ts=TS + i, ref=7, channel="email",
+                                   recipient="noc@example.com", state=state, attempts=i + 1,
+                                   host="r1", rule="noc")
+             for i, state in enumerate(("failed", "sent"))]
+    store.write([store.prepare(m, Delivery(b"", "x", "k", message_id=f"m{i}"))
+                 for i, m in enumerate(sent)])
+    reader = StoreReader(engine, "w_")
+    assert [(h["ts"], h["severity"], h["acked_by"]) for h in reader.history(7)] == [
+        (TS, "major", None), (TS + 60, "critical", "alice")]
+    assert [(n["ts"], n["state"], n["attempts"], n["rule"]) for n in reader.notifications(7)] \
+        == [(TS + 1, "sent", 2, "noc"), (TS, "failed", 1, "noc")]
+    assert reader.history(9) == [] and reader.notifications(8) == []
+    engine.dispose()
