@@ -109,18 +109,18 @@ def outbox_rows(store: OutboxStore, now: float) -> dict[str, int]:
 
 def add_silences(store: OutboxStore, now: float) -> dict[str, int]:
     """Silences ended 40 d and 2 d ago, removed by hand 31 d ago, active for a year: name -> id."""
-    e = store.engine
+    e, p = store.engine, store.schema.prefix
     made = {
-        "ended_40d": silences.add(e, "alert_", duration=3600, comment="old", host="h1",
+        "ended_40d": silences.add(e, p, duration=3600, comment="old", host="h1",
                                   now=now - 40 * DAY - 3600),
-        "ended_2d": silences.add(e, "alert_", duration=3600, comment="recent", host="h1",
+        "ended_2d": silences.add(e, p, duration=3600, comment="recent", host="h1",
                                  now=now - 2 * DAY - 3600),
-        "removed_31d": silences.add(e, "alert_", duration=365 * DAY, comment="removed",
+        "removed_31d": silences.add(e, p, duration=365 * DAY, comment="removed",
                                     host="h1", now=now - 32 * DAY),
-        "long": silences.add(e, "alert_", duration=365 * DAY, comment="maintenance",
+        "long": silences.add(e, p, duration=365 * DAY, comment="maintenance",
                              host="h9", now=now - 60 * DAY),
     }
-    silences.remove(e, "alert_", made["removed_31d"].id, now=now - 31 * DAY)
+    silences.remove(e, p, made["removed_31d"].id, now=now - 31 * DAY)
     return {name: s.id for name, s in made.items()}
 
 
@@ -135,7 +135,8 @@ def test_outbox_purge_in_batches_keeps_pending_and_recent(store):
 def test_silences_ended_before_the_retention_go(store):
     ids = add_silences(store, T0)
     assert store.purge_silences(T0 - 30 * DAY, batch=1) == 2
-    left = {s.id for s in silences.list_(store.engine, "alert_", now=T0, include_expired=True)}
+    left = {s.id for s in silences.list_(store.engine, store.schema.prefix, now=T0,
+                                         include_expired=True)}
     assert left == {ids["ended_2d"], ids["long"]}
     # The active one still hides its alarms.
     assert [s.id for s in store.silences(T0) if s.active(T0)] == [ids["long"]]
@@ -171,6 +172,12 @@ def last_notified(store: OutboxStore) -> list[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_housekeeping_purges_on_schedule_with_one_line_and_metrics(store, monkeypatch):
+    await housekeeping_purges_on_schedule(store, monkeypatch)
+
+
+async def housekeeping_purges_on_schedule(store: OutboxStore, monkeypatch) -> None:
+    """Shared with the integration tests (``store`` on SQLite, MariaDB or PostgreSQL)."""
+    p = store.schema.prefix
     lines: list[str] = []
     monkeypatch.setattr(notifier_module, "_log",
                         Logger(observer=lambda e: lines.append(formatEvent(e))))
@@ -190,8 +197,7 @@ async def test_housekeeping_purges_on_schedule_with_one_line_and_metrics(store, 
     later = T0 + 40 * DAY
     await f.tick(later)
     assert store.rows() == [] and last_notified(store) == []
-    left = {s.id for s in silences.list_(store.engine, "alert_", now=later,
-                                         include_expired=True)}
+    left = {s.id for s in silences.list_(store.engine, p, now=later, include_expired=True)}
     assert left == {ids["ended_2d"], ids["long"]}
     assert [ln for ln in lines if "alerter purge" in ln] == [
         "alerter purge: 1 sent or failed notifications and 1 last-told records older than "
@@ -199,10 +205,9 @@ async def test_housekeeping_purges_on_schedule_with_one_line_and_metrics(store, 
     assert (f.metrics.get("purged_outbox"), f.metrics.get("purged_last_notified"),
             f.metrics.get("purged_silences")) == (1, 1, 2)
     # Not before purge_interval has passed again.
-    silences.add(store.engine, "alert_", duration=60, comment="x", host="h1",
-                 now=later - 31 * DAY)
+    silences.add(store.engine, p, duration=60, comment="x", host="h1", now=later - 31 * DAY)
     await f.tick(later + 60)
-    assert len(silences.list_(store.engine, "alert_", now=later, include_expired=True)) == 3
+    assert len(silences.list_(store.engine, p, now=later, include_expired=True)) == 3
 
 
 @pytest_twisted.ensureDeferred
