@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger, formatEvent
 
 from connector import messages
-from connector.metrics import Counters
+from connector.metrics import Counters, render_prometheus
 from connector.service import makeService
 from connector.settings import settings_from_string
 from connector_alarms import migrate
@@ -261,7 +261,8 @@ async def daemon_purges_and_goes_on(url: str, table_prefix: str, tmp_path) -> No
     try:
         await until(lambda: not (PURGED & set(refs(engine, store))), "the old rows purged")
         assert refs(engine, store) == sorted({r.ref for r in rows} - PURGED)
-        assert root.runtime.counters("correlator").get("purged_alarms") == len(PURGED)
+        metrics = render_prometheus(root.runtime.all_counters())
+        assert f'centaure_purged_alarms_total{{connector="correlator"}} {len(PURGED)}' in metrics
         # The purged alarm 2 raised again: a new alarm, stored; the daemon goes on.
         event = messages.Event(ts=now, source="traps@n1", host="r1", address="10.0.0.1",
                                snmp_version="v2c", trap_oid="1.3.6.1.6.3.1.1.5.3",
