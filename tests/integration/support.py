@@ -9,17 +9,18 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pika
+import pytest
 import yaml
 from twisted.internet import defer, reactor, task, threads
 
 from centaure.shipped import example_path
 from connector import messages
 from connector.settings import load_settings
-from tests.conftest import AMQP_URL, rabbitmqctl, settings_text
+from tests.conftest import AMQP_URL, MARIADB_URL, rabbitmqctl, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 
@@ -200,6 +201,16 @@ def queue_depth(name: str) -> int:
         return conn.channel().queue_declare(queue=name, passive=True).method.message_count
     finally:
         conn.close()
+
+
+@pytest.fixture
+def sql_tables() -> Iterator[dict[str, str]]:
+    """Table prefixes of the test's own for the daemons that keep SQL tables (``db``,
+    ``correlator``, ``alerter``); every table they begin on MariaDB is dropped at the end."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"db": f"w{tag}_", "correlator": f"c{tag}_", "alerter": f"a{tag}_"}
+    yield names
+    drop_prefixed_tables(MARIADB_URL, tuple(names.values()))
 
 
 def drop_prefixed_tables(url: str, table_prefix: str | tuple[str, ...]) -> None:

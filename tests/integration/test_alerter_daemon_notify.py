@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import collections
 import time
-import uuid
 
 import pytest
 import pytest_twisted
@@ -50,9 +49,9 @@ from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
     declare_consumer_queues,
-    drop_prefixed_tables,
     publish_confirmed,
     sleep,
+    sql_tables,
     until_while_alive,
 )
 from tests.smtpserver import SmtpServer
@@ -82,14 +81,6 @@ routes:
 """
 KEY_HEADERS = ("Idempotency-Key", "X-Centaure-Idempotency-Key")
 T0 = round(time.time() - 120, 3)
-
-
-@pytest.fixture
-def tables():
-    tag = uuid.uuid4().hex[:8]
-    names = {"alerter": f"a{tag}_"}
-    yield names
-    drop_prefixed_tables(MARIADB_URL, tuple(names.values()))
 
 
 def host(i: int) -> str:
@@ -131,7 +122,8 @@ def keys(smtp: SmtpServer) -> list[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_kill_9_mid_delivery_every_transition_mailed_once_per_key(tmp_path, prefix,
-                                                                        tables):
+                                                                        sql_tables):
+    tables = sql_tables
     smtp = SmtpServer()
     smtp.start()
     (tmp_path / "alert-routes.yaml").write_text(ROUTES)

@@ -18,9 +18,9 @@ import html
 import json
 import re
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections import defaultdict
 
 import pytest
@@ -33,7 +33,7 @@ from connector.consumer import Delivery
 from tests.conftest import MARIADB_URL, settings_text
 from tests.integration.daemons import TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
-from tests.integration.support import declare_consumer_queues, drop_prefixed_tables
+from tests.integration.support import declare_consumer_queues, sql_tables
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +48,12 @@ def values_at(i: int) -> float:
 
 
 @pytest.fixture
-def stored(prefix):
+def stored(sql_tables):
     """31 days of ``cpuLoad`` of ``sw-core`` stored and rolled up; (tables, {ts: value})."""
     from connector_db.rollups import build
     from connector_db.store import NormalizedStore
 
-    tag = uuid.uuid4().hex[:8]
-    tables = {"db": f"w{tag}_", "correlator": f"c{tag}_"}
+    tables = sql_tables
     engine = sa.create_engine(MARIADB_URL)
     schema = make_schema(tables["db"])
     now = time.time()
@@ -75,7 +74,6 @@ def stored(prefix):
         yield tables, samples
     finally:
         engine.dispose()
-        drop_prefixed_tables(MARIADB_URL, tuple(tables.values()))
 
 
 def get(port: int, path: str) -> tuple[int, str]:

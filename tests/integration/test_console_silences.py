@@ -24,7 +24,6 @@ import re
 import subprocess
 import time
 import urllib.parse
-import uuid
 
 import pika
 import pytest
@@ -38,8 +37,8 @@ from tests.integration.daemons import BIN, TwistdDaemon
 from tests.integration.private_mariadb import free_tcp_port
 from tests.integration.support import (
     declare_consumer_queues,
-    drop_prefixed_tables,
     publish_confirmed,
+    sql_tables,
     until_while_alive,
 )
 from tests.smtpserver import SmtpServer
@@ -132,9 +131,9 @@ def subjects(smtp: SmtpServer) -> list[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_a_silence_set_in_the_console_holds_its_alarms_mail_until_expired(tmp_path,
-                                                                              prefix):
-    tag = uuid.uuid4().hex[:8]
-    tables = {"alerter": f"a{tag}_", "correlator": f"c{tag}_"}
+                                                                              prefix,
+                                                                              sql_tables):
+    tables = sql_tables
     smtp = SmtpServer()
     smtp.start()
     (tmp_path / "alert-routes.yaml").write_text(ROUTES)
@@ -264,5 +263,3 @@ async def test_a_silence_set_in_the_console_holds_its_alarms_mail_until_expired(
         for d in daemons:
             d.stop()
         await smtp.stop()
-        await threads.deferToThread(drop_prefixed_tables, MARIADB_URL,
-                                    tuple(tables.values()))
