@@ -283,3 +283,28 @@ async def daemon_purges_and_goes_on(url: str, table_prefix: str, tmp_path) -> No
 @pytest_twisted.ensureDeferred
 async def test_daemon_purges_on_its_timer_and_goes_on(tmp_path):
     await daemon_purges_and_goes_on(f"sqlite:///{tmp_path}/c.sqlite3", "corr_", tmp_path)
+
+
+# -- several nodes: each purges the hosts it owns ------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_partitions_a_node_purges_only_the_hosts_it_owns(tmp_path):
+    from connector.partitions import partition_of
+    from tests.unit import test_correlator_partitions as parts
+
+    service = await parts.started(tmp_path)
+    try:
+        store = service.store
+        now = time.time()
+        mine, theirs = record(1, parts.A, cleared_ago=3 * DAY, now=now), \
+            record(2, parts.B, cleared_ago=3 * DAY, now=now)
+        save_states(store, mine, theirs)
+        await service.purger.run_once()            # nothing owned yet: nothing goes
+        assert refs(store.engine, store) == [1, 2]
+        await service.prepare({partition_of(parts.A, parts.P)})
+        assert await service.purger.run_once() == 1
+        assert refs(store.engine, store) == [2]    # B's partition is another node's
+        assert service.runtime.counters("correlator").get("purged_alarms") == 1
+    finally:
+        await service.stopService()
