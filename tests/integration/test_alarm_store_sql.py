@@ -129,7 +129,9 @@ def test_updates_forgotten_and_keep_cleared(store):
     rec.active, rec.cleared_at, rec.acked_by, rec.acked_at, rec.cause_ref = (
         False, TS + 100, None, None, None)
     rec.notes.append([TS + 2, "carol", "done"])
+    # Cleared, and no longer flapping (one shown as flapping is loaded whatever its age).
     state.alarms[1].active, state.alarms[1].cleared_at = False, TS + 10
+    state.alarms[1].flapping = False
     del state.alarms[3]
     for ref in (MAX_REF, 1, 3):  # what the correlator does for every alarm it changes
         state.touch(ref)
