@@ -40,7 +40,7 @@ def db(request):
 def test_migrated_schema_is_make_schema(db):
     engine, p = db
     assert migrate.current(engine, p) is None
-    assert migrate.upgrade(engine, p) == migrate.head() == "0003"
+    assert migrate.upgrade(engine, p) == migrate.head() == "0004"
     assert tables(engine, p) == set(make_schema(p).metadata.tables) | {f"{p}alembic_version"}
     assert schema_diffs(engine, p) == []
     # What autogenerate leaves out (MariaDB's UNSIGNED and key collations,
@@ -64,22 +64,22 @@ def test_upgrade_is_idempotent(db):
         migrate.check(engine, p)
     migrate.upgrade(engine, p)
     with Statements(engine) as sql:
-        assert migrate.upgrade(engine, p) == "0003"
+        assert migrate.upgrade(engine, p) == "0004"
     assert sql.seen and sql.writes() == []
-    assert migrate.current(engine, p) == "0003"
+    assert migrate.current(engine, p) == "0004"
     migrate.check(engine, p)
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {p}alembic_version")).all() == [
-            ("0003",)]
+            ("0004",)]
 
 
 def test_processes_upgrading_at_once(db):
     engine, p = db
-    assert run_concurrent_upgrades(engine.url.render_as_string(hide_password=False), p) == ["0003"] * 4
+    assert run_concurrent_upgrades(engine.url.render_as_string(hide_password=False), p) == ["0004"] * 4
     assert schema_diffs(engine, p) == []
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {p}alembic_version")).all() == [
-            ("0003",)]
+            ("0004",)]
 
 
 def test_downgrade_drops_the_tables(db):

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from centaure_shared.sql import HOST_MAX, PREFIX_RE, UInt64, key_string
 
@@ -173,7 +174,7 @@ def _events(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("varbinds", sa.Text, nullable=False, comment="JSON"),
         sa.Column("unknown_sender", sa.Boolean, nullable=False),
-        sa.UniqueConstraint("message_id", name=f"{p}uq_events_message_id"),
+        *_keyed_by_message(p, "events"),
         sa.Index(f"{p}ix_events_host_ts", "host", "ts"),
         sa.Index(f"{p}ix_events_ts", "ts"),
     )
@@ -207,7 +208,7 @@ def _alarm_history(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("message_id", key_string(_MSGID), nullable=False),
         sa.Column("ref", UInt64(), nullable=False),
         *_alarm_columns(),
-        sa.UniqueConstraint("message_id", name=f"{p}uq_alarm_history_message_id"),
+        *_keyed_by_message(p, "alarm_history"),
         sa.Index(f"{p}ix_alarm_history_ref_ts", "ref", "ts"),
         sa.Index(f"{p}ix_alarm_history_host_ts", "host", "ts"),
     )
@@ -235,7 +236,7 @@ def _thresholds(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("rule", sa.String(_NAME), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("values", sa.Text, nullable=False, comment="JSON"),
-        sa.UniqueConstraint("message_id", name=f"{p}uq_thresholds_message_id"),
+        *_keyed_by_message(p, "thresholds"),
         sa.Index(f"{p}ix_thresholds_host_ts", "host", "ts"),
     )
 
@@ -255,7 +256,7 @@ def _notifications(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
-        sa.UniqueConstraint("message_id", name=f"{p}uq_notifications_message_id"),
+        *_keyed_by_message(p, "notifications"),
         sa.Index(f"{p}ix_notifications_ts", "ts"),
     )
 
@@ -263,7 +264,43 @@ def _notifications(md: sa.MetaData, p: str) -> sa.Table:
 def _auto_id() -> sa.Column:
     # BIGINT for the tables that grow without bound; SQLite autoincrements only INTEGER keys.
     return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                     primary_key=True, autoincrement=True)
+                     autoincrement=True)
+
+
+class _IdTimeKey(sa.PrimaryKeyConstraint):
+    """The primary key of a table partitioned on ``ts``: ``(id, ts)`` in the DDL, ``(id)``
+    on SQLite.
+
+    MariaDB/MySQL and PostgreSQL want the partition column in every unique
+    key of a partitioned table. SQLite is never partitioned, and
+    autoincrements only a lone INTEGER PRIMARY KEY (its rowid). SQLAlchemy
+    sees ``(id)`` everywhere, so that it lets the database make the ids
+    (AUTO_INCREMENT, a sequence, the rowid); ``id`` stays unique in practice
+    (one counter per table).
+    """
+
+
+@compiles(_IdTimeKey)
+def _id_time_key(constraint: _IdTimeKey, compiler, **kw) -> str:
+    cols = [c.name for c in constraint.columns] + ["ts"]
+    return (compiler.define_constraint_preamble(constraint, **kw)
+            + f"PRIMARY KEY ({', '.join(compiler.preparer.quote(c) for c in cols)})")
+
+
+@compiles(_IdTimeKey, "sqlite")
+def _id_key_on_sqlite(constraint: _IdTimeKey, compiler, **kw) -> str:
+    return compiler.visit_primary_key_constraint(constraint, **kw)
+
+
+def _keyed_by_message(p: str, table: str) -> list[sa.Constraint]:
+    """Keys of the tables of keyed messages (partitioned on ``ts``).
+
+    ``(message_id, ts)`` is unique: a re-delivered or replayed message
+    carries the same id and the same body, hence the same ``ts`` (the
+    message's own time, never the delivery's), so it inserts nothing.
+    """
+    return [_IdTimeKey("id"),
+            sa.UniqueConstraint("message_id", "ts", name=f"{p}uq_{table}_message_id_ts")]
 
 
 def create_all(engine: sa.Engine, schema: Schema) -> None:
