@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
@@ -71,23 +72,27 @@ class Graph:
 
     ``resolution`` is ``raw`` (``values`` are the samples; a text value is None, a gap)
     or ``5m``/``1h`` (``values`` are the intervals' averages, ``low`` and ``high`` their
-    minima and maxima); ``label`` says which, for the page.
+    minima and maxima, then from ``raw_from`` the samples not rolled up yet, whose
+    ``low`` and ``high`` are None). ``label`` says which, ``summary`` how many, for the
+    page.
     """
 
     resolution: str
     label: str
-    points: str
+    summary: str
     ts: list[float]
     values: list[float | None]
-    low: list[float] | None = None
-    high: list[float] | None = None
+    low: list[float | None] | None = None
+    high: list[float | None] | None = None
+    raw_from: float | None = None
 
     def as_json(self) -> dict:
-        """The ``/api/samples`` answer: ts, values (and min, max), resolution, label."""
-        out = {"resolution": self.resolution, "label": self.label, "points": self.points,
+        """The ``/api/samples`` answer: ts, values (and min, max, raw_from), resolution,
+        label, summary."""
+        out = {"resolution": self.resolution, "label": self.label, "summary": self.summary,
                "ts": self.ts, "values": self.values}
         if self.low is not None:
-            out.update(min=self.low, max=self.high)
+            out.update(min=self.low, max=self.high, raw_from=self.raw_from)
         return out
 
 
@@ -121,8 +126,10 @@ class StoreReader:
                 end: float) -> Graph:
         """One metric and index of ``host`` in [start, end], oldest first, at the resolution
         ``centaure query --resolution auto`` reads: raw samples up to 6 hours, 5-minute
-        rollups up to 7 days, hourly beyond; raw samples where the rollups have nothing
-        (not built yet). ``query.QueryError`` for a host or metric never stored."""
+        rollups up to 7 days, hourly beyond, then the raw samples of the intervals not
+        rolled up yet (a gauge's: a counter's rollups are rates); raw samples where the
+        rollups have nothing (none built yet). ``query.QueryError`` for a host or metric
+        never stored."""
         from centaure_shared.storage import query
 
         resolution = query.pick_resolution(start, end, time.time())
@@ -131,20 +138,44 @@ class StoreReader:
             rollups = query.rollups(self.engine, self.schema, host, metric, index, start, end,
                                     limit=MAX_POINTS, order="desc", resolution=resolution)
             if rollups:
-                rollups.reverse()
-                # A counter's rollups are those of its rates (per second).
-                of = " of its rate per second" if rollups[0].kind == "counter" else ""
-                return Graph(resolution, f"{_POINTS[resolution]}{of}, min–max band",
-                             _POINTS[resolution], [r.ts for r in rollups],
-                             [r.avg for r in rollups], [r.min for r in rollups],
-                             [r.max for r in rollups])
+                return self._rolled_up(query, host, metric, index, end, rollups[::-1])
             why = f" (no {_POINTS[resolution]} there yet)"
+        ts, values = self._raw(query, host, metric, index, start, end)
+        return Graph("raw", f"raw samples{why}", f"{len(ts)} samples", ts, values)
+
+    def _rolled_up(self, query, host: str, metric: str, index: str, end: float,
+                   rollups: list) -> Graph:
+        """The graph of ``rollups`` (oldest first), then the raw samples after them."""
+        resolution = rollups[0].resolution
+        points = _POINTS[resolution]
+        ts, values = [r.ts for r in rollups], [r.avg for r in rollups]
+        low, high = [r.min for r in rollups], [r.max for r in rollups]
+        if rollups[0].kind == "counter":
+            return Graph(resolution, f"{points} of its rate per second, min–max band",
+                         f"{len(ts)} {points}", ts, values, low, high)
+        # Rollups are built by a periodic pass (hourly, as shipped) from closed intervals:
+        # the samples since the last one end the graph, so that it reaches its range's end.
+        after = rollups[-1].ts + query.RESOLUTIONS[resolution]
+        tail_ts, tail = self._raw(query, host, metric, index, after, end) if after <= end \
+            else ([], [])
+        label, summary = f"{points}, min–max band", f"{len(ts)} {points}"
+        if tail_ts:
+            since = datetime.fromtimestamp(after, timezone.utc).strftime("%Y-%m-%d %H:%M")
+            label += f"; raw samples from {since} UTC (not rolled up yet)"
+            summary += f" and {len(tail_ts)} samples"
+            ts, values = ts + tail_ts, values + tail
+            low, high = low + [None] * len(tail), high + [None] * len(tail)
+        return Graph(resolution, label, summary, ts, values, low, high,
+                     after if tail_ts else None)
+
+    def _raw(self, query, host: str, metric: str, index: str, start: float,
+             end: float) -> tuple[list[float], list[float | None]]:
+        """(times, values) of the newest MAX_POINTS samples in range, oldest first; a text
+        value is None (a gap)."""
         rows = query.samples(self.engine, self.schema, host, metric, index, start, end,
-                             limit=MAX_POINTS, order="desc")
-        return Graph("raw", f"raw samples{why}", _POINTS["raw"],
-                     [r.ts for r in reversed(rows)],
-                     [r.value if isinstance(r.value, (int, float)) else None
-                      for r in reversed(rows)])
+                             limit=MAX_POINTS, order="desc")[::-1]
+        return ([r.ts for r in rows],
+                [r.value if isinstance(r.value, (int, float)) else None for r in rows])
 
     def history(self, ref: int, limit: int = 200) -> list[dict]:
         """The alarm's stored changes (one per ``alarm`` message), oldest first."""

@@ -19,7 +19,8 @@ With the real daemons (net-snmp ``snmptrap`` -> ``centaure-traps`` -> RabbitMQ -
   whose forged expiry is refused (403); the operator expires it;
 * the alarm page shows the stored history; a device's graph draws exactly the
   samples stored in its range and says "raw samples"; rolled up, its last 30 days
-  are the hourly averages with their min–max band, and it says so; the connectors' table lists the daemons; the
+  are the hourly averages with their min–max band (then the samples not rolled up
+  yet), and it says so; the connectors' table lists the daemons; the
   live indicator says "reconnecting" while the console is down.
 
 Screenshots of the board go to ``test-artifacts/console/`` (or
@@ -511,22 +512,24 @@ def test_a_device_graph_draws_every_sample_of_its_range(site, viewer):
         screenshot(viewer, "device.png")
 
         # Rolled up (what centaure db maintain does), the last 30 days are hourly averages
-        # drawn with their min-max band.
+        # drawn with their min-max band, then the samples not rolled up yet.
         build(engine, schema)
         hourly = query.rollups(engine, schema, "sw-core", "cpuLoad", "", now - 30 * 86400,
                                now + 60, resolution="1h")
         assert hourly
+        tail = query.samples(engine, schema, "sw-core", "cpuLoad", "",
+                             max(r.ts for r in hourly) + 3600, now + 60, limit=1000)
         viewer.get(f"{site.base}/device?host=sw-core&metric=cpuLoad&range=30d")
         graph = viewer.find_element(By.ID, "graph")
         points = wait_for(viewer, lambda d: graph.get_attribute("data-points"), "the 30d graph")
     finally:
         engine.dispose()
     assert graph.get_attribute("data-resolution") == "1h"
-    assert int(points) == int(graph.get_attribute("data-drawn")) == len(hourly)
-    assert viewer.find_element(By.ID, "graph-resolution").text == \
-        "Resolution: hourly averages, min–max band"
-    assert f"{len(hourly)} hourly averages of cpuLoad" in \
-        viewer.find_element(By.ID, "graph-status").text
+    assert int(points) == int(graph.get_attribute("data-drawn")) == len(hourly) + len(tail)
+    assert viewer.find_element(By.ID, "graph-resolution").text.startswith(
+        "Resolution: hourly averages, min–max band")
+    summary = f"{len(hourly)} hourly averages" + (f" and {len(tail)} samples" if tail else "")
+    assert f"{summary} of cpuLoad" in viewer.find_element(By.ID, "graph-status").text
     screenshot(viewer, "device-30d.png")
     # The device's active alarms and last values are on the page too.
     assert "linkDown" in viewer.find_element(By.ID, "device-alarms").text

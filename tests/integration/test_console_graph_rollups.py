@@ -7,7 +7,8 @@ device page as a browser does, then its data endpoint with the page's range.
 What a user checks:
 
 * ``last 30d``: hourly points, each the average, minimum and maximum of its
-  hour's six samples, and the answer says so ("hourly averages, min–max band");
+  hour's six samples, and the answer says so ("hourly averages, min–max band"),
+  then the samples of the hours not rolled up yet, so that the graph reaches now;
 * ``last 1h``: the raw samples of that hour, "raw samples";
 * ``last 24h``: 5-minute points.
 """
@@ -116,32 +117,48 @@ def test_a_long_range_draws_hourly_rollups_and_says_so(tmp_path, prefix, stored)
     finally:
         daemon.stop()
 
-    # 30 days: one point an hour, each its hour's average, minimum and maximum.
+    # 30 days: one point an hour, each its hour's average, minimum and maximum, then the
+    # samples of the hours not rolled up yet, as they are (no band).
     assert month["resolution"] == "1h", month
-    assert month["label"] == "hourly averages, min–max band"
-    assert month["points"] == "hourly averages"
+    rolled = sum(1 for ts in month["ts"] if month["raw_from"] is None or ts < month["raw_from"])
+    tail = len(month["ts"]) - rolled
+    assert month["label"] == "hourly averages, min–max band" + (
+        f"; raw samples from {time.strftime('%Y-%m-%d %H:%M', time.gmtime(month['raw_from']))}"
+        " UTC (not rolled up yet)" if tail else "")
+    assert month["summary"] == f"{rolled} hourly averages" + (f" and {tail} samples" if tail
+                                                               else "")
     by_hour: dict[float, list[float]] = defaultdict(list)
     for ts, v in samples.items():
         by_hour[ts // 3600 * 3600].append(v)
     # 720 hours, less the one the range starts in and the ones not closed yet.
-    assert 717 <= len(month["ts"]) <= 720, len(month["ts"])
+    assert 717 <= rolled <= 720, rolled
     assert month["ts"] == sorted(month["ts"])
-    assert all(month["start"] <= ts <= month["end"] and ts % 3600 == 0 for ts in month["ts"])
-    for ts, avg, low, high in zip(month["ts"], month["values"], month["min"], month["max"]):
+    assert all(month["start"] <= ts <= month["end"] for ts in month["ts"])
+    for ts, avg, low, high in zip(month["ts"][:rolled], month["values"], month["min"],
+                                  month["max"]):
         want = by_hour[ts]
-        assert len(want) == 6
+        assert ts % 3600 == 0 and len(want) == 6
         assert (low, high) == (min(want), max(want)), ts
         assert avg == pytest.approx(sum(want) / 6), ts
         assert low < avg < high
+    after = month["ts"][rolled - 1] + 3600
+    want = sorted(ts for ts in samples if after <= ts <= month["end"])
+    assert month["ts"][rolled:] == pytest.approx(want, abs=0.001)
+    assert month["values"][rolled:] == [samples[ts] for ts in want]
+    assert month["min"][rolled:] == month["max"][rolled:] == [None] * len(want)
+    assert month["raw_from"] == (after if want else None)
 
     # 1 hour: the raw samples of that hour, as stored.
     assert hour["resolution"] == "raw" and hour["label"] == "raw samples", hour
-    assert hour["points"] == "samples" and "min" not in hour
+    assert "min" not in hour
     want = sorted(ts for ts in samples if hour["start"] <= ts <= hour["end"])
-    assert len(want) in (6, 7)
+    assert len(want) in (6, 7) and hour["summary"] == f"{len(want)} samples"
     assert hour["ts"] == pytest.approx(want, abs=0.001)
     assert hour["values"] == [samples[ts] for ts in want]
 
-    # 24 hours: 5-minute rollups (one sample each, every other interval).
-    assert day["resolution"] == "5m" and day["label"] == "5-minute averages, min–max band"
-    assert 142 <= len(day["ts"]) <= 144 and all(ts % 300 == 0 for ts in day["ts"])
+    # 24 hours: 5-minute rollups (one sample each, every other interval), reaching the end.
+    assert day["resolution"] == "5m"
+    assert day["label"].startswith("5-minute averages, min–max band")
+    fives = [ts for ts, low in zip(day["ts"], day["min"]) if low is not None]
+    assert 142 <= len(fives) <= 144 and all(ts % 300 == 0 for ts in fives)
+    assert day["end"] - day["ts"][-1] <= EVERY

@@ -308,7 +308,7 @@ def test_a_long_range_not_rolled_up_yet_is_drawn_from_the_raw_samples_and_says_s
     # Two days would be 5-minute rollups: none are built, so the raw samples, said so.
     graph = reader.samples("r1", "cpu", "", now - 2 * 86400, now).as_json()
     assert graph == {"resolution": "raw", "label": "raw samples (no 5-minute averages there "
-                     "yet)", "points": "samples", "ts": sorted(stamps),
+                     "yet)", "summary": "48 samples", "ts": sorted(stamps),
                      "values": [float(i) for i in reversed(range(48))]}
     graph = reader.samples("r1", "cpu", "", now - 3600, now).as_json()
     assert (graph["label"], graph["ts"], graph["values"]) == ("raw samples", stamps[1::-1],
@@ -341,4 +341,38 @@ def test_an_alarms_stored_history_is_oldest_first_and_its_notifications_newest_f
     assert [(n["ts"], n["state"], n["attempts"], n["rule"]) for n in reader.notifications(7)] \
         == [(TS + 1, "sent", 2, "noc"), (TS, "failed", 1, "noc")]
     assert reader.history(9) == [] and reader.notifications(8) == []
+    engine.dispose()
+
+
+def test_a_counters_long_range_is_its_rolled_up_rate_with_no_raw_tail(tmp_path):
+    import time
+
+    import sqlalchemy as sa
+
+    from centaure_shared.storage.schema import create_all, make_schema
+    from connector.consumer import Delivery
+    from connector_console.reader import StoreReader
+    from connector_db.rollups import build
+    from connector_db.store import NormalizedStore
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/w.sqlite3")
+    schema = make_schema("w_")
+    create_all(engine, schema)
+    store = NormalizedStore(engine, schema)
+    now = round(time.time())
+    # 1,000 octets a second for two days, a sample every 5 minutes.
+    stamps = sorted(now - 300 * i for i in range(576))
+    store.write([store.prepare(messages.Perf(
+        source="snmp@n1", ts=ts, host="r1", address="10.0.0.1", device_type="router",
+        metrics=[messages.Metric(name="ifInOctets", value=1000 * (ts - stamps[0]),
+                                 kind="counter", oid="1.3.6.1")]),
+        Delivery(b"", "x", "perf.r1", message_id=f"p{ts}")) for ts in stamps])
+    build(engine, schema, now * 1000)
+    graph = StoreReader(engine, "w_").samples("r1", "ifInOctets", "", now - 86400,
+                                              now).as_json()
+    assert graph["resolution"] == "5m" and graph["raw_from"] is None
+    assert graph["label"] == "5-minute averages of its rate per second, min–max band"
+    assert graph["summary"] == f"{len(graph['ts'])} 5-minute averages"
+    assert 280 <= len(graph["ts"]) <= 288
+    assert set(graph["values"]) == set(graph["min"]) == set(graph["max"]) == {1000.0}
     engine.dispose()

@@ -34,7 +34,7 @@
       graph.dataset.points = String(body.ts.length);
       graph.dataset.resolution = body.resolution;
       const label = d.metric + (d.index ? " [" + d.index + "]" : "");
-      status.textContent = body.ts.length + " " + body.points + " of " + label + " in this range";
+      status.textContent = body.summary + " of " + label + " in this range";
       if (resolution) resolution.textContent = "Resolution: " + body.label;
       if (typeof uPlot === "undefined") {
         status.textContent += " (the graph library is not installed: scripts/vendor-uplot.sh)";
@@ -50,7 +50,8 @@
         series: series, axes: [{}, {size: 70}],
       };
       if (body.min) {
-        // Rollups: the interval's minimum and maximum, the band between them filled.
+        // Rollups: the interval's minimum and maximum, the band between them filled (none
+        // for the samples after the last rollup: a gap in the band).
         series.push({label: "min", stroke: "#a5d8ff", width: 1},
                     {label: "max", stroke: "#a5d8ff", width: 1});
         data.push(body.min, body.max);
