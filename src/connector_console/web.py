@@ -5,6 +5,8 @@ Routes (``GET`` unless told):
 * ``/`` the alarm board; ``/alarm/<ref>`` one alarm; ``POST /alarm/<ref>/command``
   an operator's ack, unack, clear or note; ``/events`` the board's live
   updates (server-sent events); ``/api/alarms`` the board as JSON;
+* ``/device?host=NAME`` a device's alarms, last values, events and graph;
+  ``/api/samples`` the graph's points (raw samples, or rollups for a long range);
 * ``/silences`` the active silences; ``POST /silences`` an operator adds one,
   ``POST /silences/<id>/expire`` ends one now;
 * ``/login`` (``GET`` the form, ``POST`` the credentials), ``POST /logout``;
