@@ -3,13 +3,15 @@
 * A wheel built from a copy of the checkout, installed with its ``demo`` extra
   into a fresh virtualenv: ``centaure init``, ``twistd --help`` (every plugin),
   ``centaure rules check`` and ``centaure demo`` run from a 0700 folder, and
-  the demo stores samples.
-* A plain ``pip install -e`` (setuptools' default editable mode) into another
-  fresh virtualenv: ``twistd --help`` lists the plugins and ``centaure
-  bus-config`` declares the topology on the real RabbitMQ with the shipped
-  settings.
+  the demo stores samples before Ctrl-C stops it cleanly.
+* Then a plain ``pip install -e`` (setuptools' default editable mode) of
+  another copy into the same virtualenv, replacing the wheel (as a user moving
+  to a checkout does; its dependencies are there already, which spares a
+  second venv and a second download of them): the package is imported from
+  that copy, ``twistd --help`` lists the plugins and ``centaure bus-config``
+  declares the topology on the real RabbitMQ with the shipped settings.
 
-Neither venv sees this checkout: each command runs with a clean environment
+The venv never sees this checkout: each command runs with a clean environment
 (no PYTHONPATH) from a folder of its own.
 """
 
@@ -17,10 +19,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -32,16 +37,21 @@ PLUGINS = ("centaure-all", "centaure-alerter", "centaure-console", "centaure-cor
            "centaure-db", "centaure-snmp", "centaure-traps")
 
 
-def run(argv: list[str], cwd, timeout: float = 600, check: bool = True,
-        venv: str | None = None) -> subprocess.CompletedProcess:
-    """Run a command as a user would: no PYTHONPATH, the venv's bin first on PATH."""
+def user_env(venv: str | None = None) -> dict[str, str]:
+    """A user's environment: no PYTHONPATH, the venv's bin first on PATH."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV")}
     if venv:
         env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", "")
         env["VIRTUAL_ENV"] = venv
-    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+    return env
+
+
+def run(argv: list[str], cwd, timeout: float = 600, check: bool = True,
+        venv: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command as a user would (:func:`user_env`)."""
+    r = subprocess.run(argv, cwd=cwd, env=user_env(venv), capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, argv))} exited {r.returncode}:\n"
                              f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -76,6 +86,43 @@ def fresh_venv(path: str) -> str:
     return path
 
 
+def imported_from(venv: str, cwd: str, module: str) -> str:
+    """The folder ``module`` is imported from by the venv's Python."""
+    out = run([os.path.join(venv, "bin", "python"), "-c",
+               f"import os, {module}; print(os.path.dirname({module}.__file__))"],
+              cwd=cwd, venv=venv).stdout
+    return out.strip()
+
+
+def demo_until_polled(centaure: str, work: str, venv: str, timeout: float = 180) -> str:
+    """``centaure demo`` until it says every device is polled and stored, then Ctrl-C
+    (SIGINT); returns its output once it has exited 0 (the test fails otherwise)."""
+    out_path = os.path.join(work, "demo.out")
+
+    def output() -> str:
+        with open(out_path, errors="replace") as f:
+            return f.read()
+
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([centaure, "demo", "--plain", "--workdir", "demo"], cwd=work,
+                                env=user_env(venv), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while "every device polled and stored" not in output():
+            assert proc.poll() is None, f"the demo exited {proc.returncode}:\n{output()[-3000:]}"
+            assert time.monotonic() < deadline, f"no poll stored in {timeout}s:\n{output()[-3000:]}"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, f"the demo exited {code} after Ctrl-C:\n{output()[-3000:]}"
+    return output()
+
+
 def twistd_plugins(venv: str, cwd: str) -> list[str]:
     out = run([os.path.join(venv, "bin", "twistd"), "--help"], cwd=cwd, venv=venv).stdout
     return sorted({word for line in out.splitlines() for word in line.split()[:1]
@@ -90,15 +137,20 @@ def home(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def wheel_venv(home) -> tuple[str, str]:
-    """(venv, wheel): the wheel built from a copy of the checkout, installed with [demo]."""
+    """(venv, wheel): the wheel built from a copy of the checkout, installed with [demo]
+    into the module's one virtualenv (``editable_venv`` replaces it there afterwards)."""
     src = copy_checkout(os.path.join(home, "src"))
     dist = os.path.join(home, "dist")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src], cwd=home)
+    with ThreadPoolExecutor(1) as pool:
+        # Independent of the build: made meanwhile.
+        made = pool.submit(fresh_venv, os.path.join(home, "venv"))
+        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src],
+            cwd=home)
+        venv = made.result()
     wheels = [n for n in os.listdir(dist) if n.endswith(".whl")]
     assert len(wheels) == 1, wheels
     wheel = os.path.join(dist, wheels[0])
     shutil.rmtree(src)  # the installed wheel must not need the source
-    venv = fresh_venv(os.path.join(home, "venv-wheel"))
     run([os.path.join(venv, "bin", "pip"), "install", "-q", f"{wheel}[demo]"], cwd=home,
         venv=venv)
     return venv, wheel
@@ -128,6 +180,8 @@ def test_wheel_init_plugins_rules_and_demo(wheel_venv, home):
     venv, _ = wheel_venv
     work = private_dir(os.path.join(home, "work"))
     centaure = os.path.join(venv, "bin", "centaure")
+    assert imported_from(venv, work, "connector").startswith(os.path.join(venv, "lib", "")), \
+        "the wheel is not what the venv imports"
 
     r = run([centaure, "init", "etc"], cwd=work, venv=venv)
     assert "wrote etc/settings.ini" in r.stdout
@@ -142,29 +196,31 @@ def test_wheel_init_plugins_rules_and_demo(wheel_venv, home):
     rules = run([centaure, "rules", "check", "-c", settings], cwd=work, venv=venv)
     assert "rules valid" in rules.stdout
 
-    demo = run([centaure, "demo", "--duration", "20", "--plain", "--workdir", "demo"],
-               cwd=work, venv=venv, timeout=300)
-    assert "Traceback" not in demo.stdout + demo.stderr
+    demo = demo_until_polled(centaure, work, venv)
+    assert "Traceback" not in demo, demo[-3000:]
+    assert "centaure demo stopped after" in demo, demo[-3000:]
     db = os.path.join(work, "demo", "centaure.sqlite3")
     with sqlite3.connect(db) as conn:
         (samples,) = conn.execute("select count(*) from samples").fetchone()
         hosts = {h for (h,) in conn.execute("select name from devices")}
-    assert samples > 0, demo.stdout[-2000:]
+    assert samples > 0, demo[-2000:]
     assert "router01" in hosts
 
 
 @pytest.fixture(scope="module")
-def editable_venv(home) -> tuple[str, str]:
-    """(venv, checkout copy): a plain ``pip install -e`` of a copy of the checkout."""
+def editable_venv(home, wheel_venv) -> tuple[str, str]:
+    """(venv, checkout copy): a plain ``pip install -e`` of a copy of the checkout, over
+    the wheel (the wheel's tests come first: this fixture asks for it)."""
+    venv, _ = wheel_venv
     src = copy_checkout(os.path.join(home, "checkout"))
-    venv = fresh_venv(os.path.join(home, "venv-editable"))
     run([os.path.join(venv, "bin", "pip"), "install", "-q", "-e", src], cwd=home, venv=venv)
     return venv, src
 
 
 def test_editable_install_plugins_and_bus_config(editable_venv, home, tmp_path):
-    venv, _ = editable_venv
+    venv, src = editable_venv
     work = private_dir(os.path.join(home, "work-editable"))
+    assert imported_from(venv, work, "connector") == os.path.join(src, "src", "connector")
     assert twistd_plugins(venv, work) == sorted(PLUGINS)
 
     centaure = os.path.join(venv, "bin", "centaure")
