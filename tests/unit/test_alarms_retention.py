@@ -308,3 +308,19 @@ async def test_with_partitions_a_node_purges_only_the_hosts_it_owns(tmp_path):
         assert service.runtime.counters("correlator").get("purged_alarms") == 1
     finally:
         await service.stopService()
+
+
+def test_a_reload_changes_the_purge_interval(store):
+    clock = task.Clock()
+    purger = Purger(clock, store.purge_cleared, lambda: DAY, Counters("correlator"), 3600.0,
+                    clock=lambda: NOW, run=sync_run)
+    purger.start()
+    assert purger.passes == 1
+    purger.set_interval(60.0)                 # [correlator] purge_interval = 1m, SIGHUP
+    clock.advance(60)
+    assert purger.passes == 2
+    clock.pump([60] * 59)
+    assert purger.passes == 61
+    purger.stop()
+    clock.advance(3600)
+    assert purger.passes == 61
