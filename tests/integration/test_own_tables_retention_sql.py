@@ -8,7 +8,8 @@ servers store them, batched deletes, the daemon's own timer):
   cleared and flapping ones, and goes on handling alarms, one raised again after its
   row was purged included (a new alarm, nothing lost);
 * the alerter deletes silences ended long ago, old sent and failed notifications and
-  the last-told records of alarms in no group; active silences still hold alarms.
+  the last-told records of alarms in no group; active silences still hold alarms; the
+  daemon (embedded bus) purges on its schedule and goes on routing alarms.
 """
 
 from __future__ import annotations
@@ -110,3 +111,8 @@ def test_alerter_silences_ended_long_ago_go(alert_store):
 @pytest_twisted.ensureDeferred
 async def test_alerter_housekeeping_on_schedule(alert_store, monkeypatch):
     await alert.housekeeping_purges_on_schedule(alert_store, monkeypatch)
+
+
+@pytest_twisted.ensureDeferred
+async def test_alerter_daemon_purges_and_goes_on(url, table_prefix, tmp_path):
+    await alert.alerter_daemon_purges_and_goes_on(url, table_prefix, tmp_path)

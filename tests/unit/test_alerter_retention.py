@@ -227,3 +227,77 @@ async def test_housekeeping_failure_is_logged_and_the_notifier_goes_on(store, mo
     await f.n.handle_alarm(alarm(5), now=T0 + 1)
     await f.tick(T0 + 2)
     assert [r.state for r in store.rows()] == ["sent"]
+
+
+# -- the daemon: the purge on the notifier's schedule, the alerter going on -----------------
+
+
+async def alerter_daemon_purges_and_goes_on(url: str, table_prefix: str, tmp_path) -> None:
+    """Old silences and notifications of a site go while the alerter runs; alarms are handled.
+
+    Shared with the integration tests (``url``: SQLite, MariaDB or PostgreSQL).
+    """
+    import time
+
+    from twisted.internet import task
+
+    from connector import messages
+    from connector.metrics import render_prometheus
+    from connector.service import makeService
+    from connector.settings import settings_from_string
+
+    engine = sa.create_engine(url)
+    migrate.upgrade(engine, table_prefix)
+    store = OutboxStore(engine, table_prefix)
+    now = time.time()
+    ids = add_silences(store, now)
+    outbox_rows(store, now)
+    (tmp_path / "rules.yaml").write_text("[]\n")
+    (tmp_path / "alert-routes.yaml").write_text(
+        "routes:\n  - name: all\n    group_wait: 0s\n    webhook: [http://127.0.0.1:9/hook]\n")
+    settings = settings_from_string(
+        f"[bus]\nurl = embedded\n\n[buffer]\npath = {tmp_path}/b-{{connector}}.sqlite3\n\n"
+        f"[connector]\nhttp_port = 0\n\n[database]\nurl = {url}\n\n"
+        f"[alerter]\ntable_prefix = {table_prefix}\npurge_interval = 1s\n"
+        "retry_initial = 1h\n", source=str(tmp_path / "settings.ini"))
+    root = makeService({"settings": settings}, ["alerter"], "alerter")
+    publisher = root.runtime.bus.publisher("correlator")
+
+    def silence_ids() -> set[int]:
+        return {s.id for s in silences.list_(engine, table_prefix, now=now,
+                                             include_expired=True)}
+
+    async def until(predicate, what: str, timeout: float = 20.0):
+        for _ in range(int(timeout / 0.05)):
+            if predicate():
+                return
+            await task.deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    root.startService()
+    try:
+        await until(lambda: silence_ids() == {ids["ended_2d"], ids["long"]},
+                    "the silences ended long ago purged")
+        await until(lambda: sorted(r.idem_key for r in store.rows())
+                    == ["pending_old", "sent_new"], "the old notifications purged")
+        metrics = render_prometheus(root.runtime.all_counters())
+        assert 'centaure_purged_silences_total{connector="alerter"} 2' in metrics
+        assert 'centaure_purged_outbox_total{connector="alerter"} 2' in metrics
+        # The alerter goes on: an alarm is routed and queued for its receiver.
+        await publisher.publish(messages.Alarm(
+            ts=now, source="correlator@t", host="r7", ref=77, name="linkDown",
+            severity="major", state="raised", message="down", first_seen=now, last_seen=now,
+            count=1, origin="trap"))
+        await until(lambda: any(r.ref == "77" for r in store.rows()), "the alarm queued")
+        await task.deferLater(reactor, 1.5, lambda: None)  # more passes: the rest stays
+        assert silence_ids() == {ids["ended_2d"], ids["long"]}
+        assert any(r.ref == "77" for r in store.rows())
+    finally:
+        await root.stopService()
+        engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_alerter_daemon_purges_and_goes_on(tmp_path):
+    await alerter_daemon_purges_and_goes_on(f"sqlite:///{tmp_path}/c.sqlite3", "alert_",
+                                            tmp_path)
