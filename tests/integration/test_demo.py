@@ -76,12 +76,68 @@ def responder_running(endpoint: str) -> bool:
     return False
 
 
-def test_demo_runs_for_a_duration(workdir):
-    r = subprocess.run(demo_argv(workdir, "--duration", "25"), cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    out = r.stdout
-    assert r.returncode == 0, f"stdout:\n{out}\nstderr:\n{r.stderr}"
-    assert "Traceback" not in out + r.stderr, out + r.stderr
+def alarm_history(workdir: str, origin: str) -> list[tuple[str, str, str, str]]:
+    """(host, name, severity, state) of the demo database's alarm history rows of
+    ``origin``, in order; empty while the database or its tables are not there yet."""
+    path = os.path.join(workdir, "centaure.sqlite3")
+    if not os.path.exists(path):
+        return []
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "SELECT host, name, severity, state FROM alarm_history WHERE origin = :origin "
+                "ORDER BY ts, id"), {"origin": origin})]
+    except sa.exc.OperationalError:
+        return []
+    finally:
+        engine.dispose()
+
+
+PROGRESS = re.compile(r"polls \d+ \| samples stored [\d,]+ \| events stored \d+ \| "
+                      r"active alarms \d+")
+
+
+def everything_shown(workdir: str, out: str) -> bool:
+    """True once the demo has shown and stored what a user looks for: every device
+    polled, the linkDown and linkUp of its traps, a progress line, and in the database
+    the trap alarm raised then cleared and the threshold rule's alarm."""
+    return ("every device polled and stored" in out
+            and re.search(r"^event: .*router01\s+linkUp\s+info", out, re.M) is not None
+            and PROGRESS.search(out) is not None
+            and len(alarm_history(workdir, "trap")) >= 2
+            and bool(alarm_history(workdir, "threshold")))
+
+
+def test_demo_shows_the_fleet_traps_and_alarms_then_stops_on_sigint(workdir):
+    out_path = os.path.join(workdir, "sigint.out")
+
+    def output() -> str:
+        with open(out_path) as f:
+            return f.read()
+
+    with open(out_path, "w") as out_file:
+        proc = subprocess.Popen(demo_argv(workdir), cwd=ROOT, stdout=out_file,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        # Until it is all there, however slow the machine; then Ctrl-C.
+        deadline = time.monotonic() + 120
+        while not everything_shown(workdir, output()):
+            assert proc.poll() is None, output()
+            assert time.monotonic() < deadline, output()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = output()
+    assert code == 0, out
+    assert "Traceback" not in out, out
+    assert "stopped after" in out and "the database now holds" in out, out
+    endpoint = re.search(r"snmpsim on (127\.0\.0\.1:\d+)", out).group(1)
+    assert not responder_running(endpoint), f"snmpsim still serves {endpoint}"
 
     db = os.path.join(workdir, "centaure.sqlite3")
     assert f"database: {db}" in out
@@ -99,9 +155,7 @@ def test_demo_runs_for_a_duration(workdir):
     # The traps the demo sent itself came back as events.
     assert re.search(r"^event: .*router01\s+linkDown\s+major", out, re.M), out
     assert re.search(r"^event: .*router01\s+linkUp\s+info", out, re.M), out
-    assert re.search(r"polls \d+ \| samples stored [\d,]+ \| events stored \d+ \| "
-                     r"active alarms \d+", out), out
-    assert "stopped after" in out
+    assert PROGRESS.search(out), out
 
     per_device, events = stored(workdir)
     assert set(per_device) >= {d.name for d in FLEET}, per_device
@@ -109,49 +163,23 @@ def test_demo_runs_for_a_duration(workdir):
     assert ("router01", "linkDown", "major") in events, events
     assert ("router01", "linkUp", "info") in events, events
     # The correlator turned them into one alarm, raised then cleared, that the writer stored.
-    engine = sa.create_engine(f"sqlite:///{os.path.join(workdir, 'centaure.sqlite3')}")
-    try:
-        with engine.connect() as conn:
-            history = [tuple(r) for r in conn.execute(sa.text(
-                "SELECT host, name, state FROM alarm_history WHERE origin = 'trap' "
-                "ORDER BY ts, id"))]
-    finally:
-        engine.dispose()
+    history = [(host, name, state) for host, name, _, state in alarm_history(workdir, "trap")]
     assert history == [("router01", "linkDown", "raised"), ("router01", "linkDown", "cleared")]
     # The alerter's rule: server01 has a core at 81 %, two polls in a row -> a
     # threshold, which the correlator raised as an alarm with the rule's severity.
-    with engine.connect() as conn:
-        breaches = [tuple(r) for r in conn.execute(sa.text(
-            "SELECT host, name, severity, state FROM alarm_history "
-            "WHERE origin = 'threshold' ORDER BY ts, id"))]
-    engine.dispose()
+    breaches = alarm_history(workdir, "threshold")
     assert breaches[:1] == [("server01", "cpu-core-high", "minor", "raised")], breaches
 
 
-def test_demo_stops_cleanly_on_sigint(workdir):
+def test_demo_runs_for_a_duration_and_adds_to_the_database(workdir):
     samples_before = sum(stored(workdir)[0].values())
-    out_path = os.path.join(workdir, "sigint.out")
-    with open(out_path, "w") as out_file:
-        proc = subprocess.Popen(demo_argv(workdir), cwd=ROOT, stdout=out_file,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while "every device polled and stored" not in open(out_path).read():
-                assert proc.poll() is None, open(out_path).read()
-                assert time.monotonic() < deadline, open(out_path).read()
-                time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(40)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    out = open(out_path).read()
-    assert code == 0, out
-    assert "Traceback" not in out, out
+    # Polled every second, so that a few seconds see every device polled.
+    r = subprocess.run(demo_argv(workdir, "--duration", "6", "--interval", "1"), cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout
+    assert r.returncode == 0, f"stdout:\n{out}\nstderr:\n{r.stderr}"
+    assert "Traceback" not in out + r.stderr, out + r.stderr
     assert "stopped after" in out and "the database now holds" in out, out
-    endpoint = re.search(r"snmpsim on (127\.0\.0\.1:\d+)", out).group(1)
-    assert not responder_running(endpoint), f"snmpsim still serves {endpoint}"
     # A second run in the same work dir adds to the database.
     per_device, _ = stored(workdir)
     assert sum(per_device.values()) > samples_before
