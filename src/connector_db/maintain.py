@@ -1,11 +1,13 @@
-"""``centaure db maintain``: old rows go, partitions of samples are made ahead.
+"""``centaure db maintain``: old rows go, time partitions are made ahead.
 
 One pass, with the ``[retention]`` settings:
 
-1. samples, when partitioned (MariaDB/MySQL, PostgreSQL: migration 0002):
+1. samples, events, alarm history, thresholds and notifications, each when
+   partitioned (MariaDB/MySQL, PostgreSQL: migrations 0002 and 0004):
    partitions are made up to ``partitions_ahead`` from now, then those whose
-   every row is older than ``samples`` are dropped (whole partitions: no
-   row-by-row delete, no table rewrite);
+   every row is older than the table's setting (``samples``, ``events``,
+   ...) are dropped (whole partitions: no row-by-row delete, no table
+   rewrite);
 2. samples elsewhere (SQLite, a table made without the migrations): rows
    older than ``samples`` are deleted in transactions of about
    ``delete_batch`` rows, device by device (the ``(device_id, ts)`` index
@@ -13,9 +15,9 @@ One pass, with the ``[retention]`` settings:
 3. rollups (:mod:`connector_db.rollups`): closed 5-minute and hourly
    intervals not built yet are rolled up, before raw rows go; rollups older
    than ``rollups_5m`` and ``rollups_1h`` are deleted in batches;
-4. events, alarm history, thresholds and notifications: rows older than
-   their setting are deleted in batches, oldest ids first (each batch is a
-   range of the primary key).
+4. events, alarm history, thresholds and notifications elsewhere (SQLite,
+   tables made without the migrations): rows older than their setting are
+   deleted in batches, oldest ids first (each batch is a range of ids).
 
 With ``[db] layout = per_device`` the samples are in the tables of that
 layout (those the writer created, in its registry, and ``per_device_tables``):
@@ -58,6 +60,8 @@ __all__ = ["Retention", "MaintainLockTimeout", "MaintainReport", "PerDeviceTable
 #: The lock's name is ``<namespace>:<table prefix>``.
 LOCK_NAMESPACE = "centaure-maintain"
 _DAY = 86400.0
+#: The tables of keyed messages, each kept as long as the ``[retention]`` setting of its name.
+_KEYED = ("events", "alarm_history", "thresholds", "notifications")
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,13 @@ class Retention:
 
 @dataclass
 class MaintainReport:
-    """What one pass did."""
+    """What one pass did: partitions made and dropped (every table's, and by table),
+    rows deleted and rolled up by table."""
 
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    created_in: dict[str, list[str]] = field(default_factory=dict)
+    dropped_from: dict[str, list[str]] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
     rolled_up: dict[str, int] = field(default_factory=dict)
     waited: float = 0.0
@@ -156,18 +163,19 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-def _ensure(engine: sa.Engine, schema: Schema, retention: Retention, now: float) -> list[str]:
+def _ensure(engine: sa.Engine, table: str, retention: Retention, now: float) -> list[str] | None:
+    """Partitions of ``table`` made up to ``partitions_ahead``; None if it is not partitioned."""
     with engine.begin() as conn:
-        if not partitions.is_partitioned(conn, schema.samples.name):
-            return []
-        return partitions.ensure_ahead(conn, schema.samples.name, _ms(now),
-                                       _ms(retention.partition_span),
+        if not partitions.is_partitioned(conn, table):
+            return None
+        return partitions.ensure_ahead(conn, table, _ms(now), _ms(retention.partition_span),
                                        _ms(retention.partitions_ahead))
 
 
 def ensure_partitions(engine: sa.Engine, schema: Schema, retention: Retention,
                       now: float | None = None) -> list[str] | None:
-    """The writer's hourly check: partitions of samples made ahead; None if a pass runs.
+    """The writer's hourly check: partitions made ahead for every partitioned table, as
+    ``<partition> of <table>``; None if a maintenance pass runs.
 
     Does not wait for the lock: a maintenance pass holding it makes them.
     """
@@ -175,7 +183,11 @@ def ensure_partitions(engine: sa.Engine, schema: Schema, retention: Retention,
     with maintenance_lock(engine, schema.prefix, None) as taken:
         if not taken:
             return None
-        return _ensure(engine, schema, retention, now)
+        made = []
+        for name in ("samples", *_KEYED):
+            table = getattr(schema, name).name
+            made += [f"{p} of {table}" for p in _ensure(engine, table, retention, now) or ()]
+        return made
 
 
 @dataclass(frozen=True)
@@ -244,10 +256,10 @@ def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
             report.deleted["per_device"] = n
             progress(f"per_device: {n} rows older than {_days(retention.samples)} deleted "
                      f"from {len(per_device.tables)} tables")
-        for table, keep in ((schema.events, retention.events),
-                            (schema.alarm_history, retention.alarm_history),
-                            (schema.thresholds, retention.thresholds),
-                            (schema.notifications, retention.notifications)):
+        for name in _KEYED:
+            table, keep = getattr(schema, name), getattr(retention, name)
+            if _partitions(engine, table.name, keep, retention, now, report, progress):
+                continue
             n = _delete_by_id(engine, table, _ms(now - keep), retention.delete_batch, progress)
             report.deleted[table.name] = n
             progress(f"{table.name}: {n} rows older than {_days(keep)} deleted")
@@ -260,19 +272,28 @@ def _days(seconds: float) -> str:
     return format_duration(seconds)
 
 
+def _partitions(engine, table: str, keep: float, retention, now, report, progress) -> bool:
+    """Partitions of ``table`` made ahead, those holding only rows older than ``keep``
+    dropped; False (nothing done) when ``table`` is not partitioned."""
+    created = _ensure(engine, table, retention, now)
+    if created is None:
+        return False
+    report.created += created
+    report.created_in[table] = created
+    progress(f"{table}: partitions made ahead: {', '.join(created) if created else 'none needed'}")
+    with engine.begin() as conn:
+        dropped = partitions.drop_before(conn, table, _ms(now - keep))
+    report.dropped += dropped
+    report.dropped_from[table] = dropped
+    progress(f"{table}: partitions older than {_days(keep)} dropped: "
+             f"{', '.join(dropped) if dropped else 'none'}")
+    return True
+
+
 def _samples(engine, schema, retention, now, report, progress) -> None:
     table = schema.samples.name
     cutoff = _ms(now - retention.samples)
-    with engine.connect() as conn:
-        partitioned = partitions.is_partitioned(conn, table)
-    if partitioned:
-        report.created = _ensure(engine, schema, retention, now)
-        progress(f"{table}: partitions made ahead: "
-                 f"{', '.join(report.created) if report.created else 'none needed'}")
-        with engine.begin() as conn:
-            report.dropped = partitions.drop_before(conn, table, cutoff)
-        progress(f"{table}: partitions older than {_days(retention.samples)} dropped: "
-                 f"{', '.join(report.dropped) if report.dropped else 'none'}")
+    if _partitions(engine, table, retention.samples, retention, now, report, progress):
         return
     n = _delete_series(engine, schema, schema.samples, cutoff, retention.delete_batch, progress)
     report.deleted[table] = n

@@ -1,10 +1,13 @@
-"""Time partitions of the samples table (MariaDB/MySQL and PostgreSQL).
+"""Time partitions of the writer's tables (MariaDB/MySQL and PostgreSQL).
 
-The table is range-partitioned on ``ts`` (UNIX milliseconds). Partition
-bounds are multiples of the span since the epoch (UTC midnights for whole
-days), and a partition is named after its lower bound: ``p20261206_0000`` on
-MariaDB, ``<table>_p20261206_0000`` on PostgreSQL (partitions are tables
-there, in the same namespace as the others).
+Samples, events, alarm history, thresholds and notifications are
+range-partitioned on ``ts`` (UNIX milliseconds) by the migrations (0002,
+0004), which also make the first partitions; the same functions here then
+serve every such table. Partition bounds made here are multiples of the span
+since the epoch (UTC midnights for whole days), and a partition is named
+after its lower bound: ``p20261206_0000`` on MariaDB,
+``<table>_p20261206_0000`` on PostgreSQL (partitions are tables there, in
+the same namespace as the others).
 
 Never an insert into a missing partition: besides the partitions made ahead
 of time (:func:`ensure_ahead`, run by ``centaure db maintain`` and hourly by
@@ -30,20 +33,15 @@ integers formatted here.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 __all__ = ["Partition", "is_partitioned", "partitions", "ensure_ahead", "drop_before",
-           "partition_table", "unpartition_table", "partition_name", "DAY_MS",
-           "MAX_INITIAL_PARTITIONS"]
+           "partition_name", "DAY_MS"]
 
 DAY_MS = 86_400_000
-#: Most partitions :func:`partition_table` makes for existing rows (older ones share the first).
-MAX_INITIAL_PARTITIONS = 1000
-_FUTURE = "pfuture"
 _TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,60}$")
 _PG_BOUND_RE = re.compile(
     r"FOR VALUES FROM \('?(MINVALUE|-?[0-9]+)'?\) TO \('?(MAXVALUE|-?[0-9]+)'?\)")
@@ -241,86 +239,3 @@ def drop_before(conn: sa.Connection, table: str, cutoff_ms: int) -> list[str]:
             conn.exec_driver_sql(f"DELETE FROM {_q(conn, default.name)} WHERE ts < %(c)s",
                                  {"c": cutoff_ms})
     return [p.name for p in old]
-
-
-def _initial_ranges(conn, table: str, now_ms: int, span_ms: int,
-                    ahead_ms: int) -> list[tuple[int, int]]:
-    """Ranges for a table being partitioned: from its oldest row's span to ``now + ahead``."""
-    oldest = conn.exec_driver_sql(f"SELECT MIN(ts) FROM {_q(conn, table)}").scalar()
-    start = min(int(oldest), now_ms) if oldest is not None else now_ms
-    start = max(start, now_ms - (MAX_INITIAL_PARTITIONS - 1) * span_ms)
-    lower = (start // span_ms) * span_ms
-    ranges = []
-    for upper in _bounds_after(lower, now_ms + ahead_ms, span_ms):
-        ranges.append((lower, upper))
-        lower = upper
-    return ranges
-
-
-def partition_table(conn: sa.Connection, table: str, recreate, *, span_ms: int = DAY_MS,
-                    ahead_ms: int = 3 * DAY_MS, now_ms: int | None = None) -> int:
-    """Partition an existing ``table`` on ``ts``, keeping every row; the partitions made.
-
-    The first partition also takes every row older than its span.
-    MariaDB/MySQL: one ``ALTER TABLE ... PARTITION BY RANGE`` (it copies the
-    table). PostgreSQL: the table is renamed, ``recreate(name)`` creates the
-    partitioned table (columns, keys and indexes under their usual names;
-    it gets the old table's name), the rows are copied, the old table
-    dropped, all in the caller's transaction.
-    """
-    _check(table)
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    ranges = _initial_ranges(conn, table, now_ms, span_ms, ahead_ms)
-    t = _q(conn, table)
-    if _mysql(conn):
-        defs = ", ".join(
-            f"PARTITION {_q(conn, partition_name(table, lo, 'mysql'))} VALUES LESS THAN ({int(hi)})"
-            for lo, hi in ranges)
-        conn.exec_driver_sql(f"ALTER TABLE {t} PARTITION BY RANGE (ts) "
-                             f"({defs}, PARTITION {_FUTURE} VALUES LESS THAN MAXVALUE)")
-        return len(ranges) + 1
-    if conn.dialect.name != "postgresql":
-        return 0
-    old = _check(f"{table}_unpartitioned")
-    _pg_set_aside(conn, table, old)
-    recreate(table)
-    for i, (lo, hi) in enumerate(ranges):
-        low = "MINVALUE" if i == 0 else str(int(lo))
-        conn.exec_driver_sql(
-            f"CREATE TABLE {_q(conn, partition_name(table, lo, 'postgresql'))} PARTITION OF {t} "
-            f"FOR VALUES FROM ({low}) TO ({int(hi)})")
-    conn.exec_driver_sql(f"CREATE TABLE {_q(conn, _default_name(table))} PARTITION OF {t} DEFAULT")
-    _pg_copy(conn, old, table)
-    return len(ranges) + 1
-
-
-def unpartition_table(conn: sa.Connection, table: str, recreate) -> None:
-    """Undo :func:`partition_table`, keeping every row (``recreate`` as there, not partitioned)."""
-    _check(table)
-    if _mysql(conn):
-        conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} REMOVE PARTITIONING")
-        return
-    if conn.dialect.name != "postgresql":
-        return
-    old = _check(f"{table}_partitioned")
-    _pg_set_aside(conn, table, old)
-    recreate(table)
-    _pg_copy(conn, old, table)
-
-
-def _pg_set_aside(conn, table: str, new_name: str) -> None:
-    """Rename ``table`` and its indexes (their names are global in the schema) out of the way."""
-    idx = conn.execute(sa.text(
-        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = to_regclass(quote_ident(:t))"), {"t": table}).scalars().all()
-    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} RENAME TO {_q(conn, new_name)}")
-    for name in idx:
-        conn.exec_driver_sql(f"ALTER INDEX {_q(conn, name)} RENAME TO "
-                             f"{_q(conn, _check(name[:55] + '_old'))}")
-
-
-def _pg_copy(conn, source: str, target: str) -> None:
-    cols = "device_id, metric_id, idx, ts, value_num, value_text"
-    conn.exec_driver_sql(f"INSERT INTO {_q(conn, target)} ({cols}) "
-                         f"SELECT {cols} FROM {_q(conn, source)}")
-    conn.exec_driver_sql(f"DROP TABLE {_q(conn, source)}")

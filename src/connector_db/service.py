@@ -53,7 +53,7 @@ class DbService(service.Service):
 
     log = Logger()
 
-    #: Seconds between two checks that the partitions of samples are made ahead.
+    #: Seconds between two checks that the time partitions of the tables are made ahead.
     PARTITION_CHECK_INTERVAL = 3600.0
 
     def __init__(self, runtime, engine: sa.Engine, store_factory, partition_check=None) -> None:
@@ -141,18 +141,19 @@ class DbService(service.Service):
             lambda: self._stopping, waiting)
 
     async def _check_partitions(self) -> None:
-        """Make tomorrow's partitions of samples if missing; a failure is logged, not fatal.
+        """Make tomorrow's partitions of every partitioned table if missing (samples, events,
+        alarm history, thresholds, notifications); a failure is logged, not fatal.
 
         A catch-all partition takes rows meanwhile, so a failed check loses nothing.
         """
         try:
             made = await threads.deferToThread(self.partition_check)
         except Exception as exc:
-            self.log.warn("partitions of samples not checked: {error}",
+            self.log.warn("time partitions not checked: {error}",
                           error=error_summary(exc))
             return
         if made:
-            self.log.info("partitions of samples made ahead: {names}", names=", ".join(made))
+            self.log.info("time partitions made ahead: {names}", names=", ".join(made))
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -302,30 +302,33 @@ def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, 
 
 
 def test_writer_makes_the_partitions_ahead_at_start(run_daemon, shared_tables):
-    """Tomorrow's partition (and partitions_ahead's) exist once the writer has started,
-    even when no 'centaure db maintain' ran since the migration."""
+    """Tomorrow's partition (and partitions_ahead's) exist for samples and events once the
+    writer has started, even when no 'centaure db maintain' ran since the migration."""
     from connector_db import migrate, partitions
 
     engine = sa.create_engine(MARIADB_URL)
-    table = f"{shared_tables}samples"
+    tables = [f"{shared_tables}samples", f"{shared_tables}events"]
     try:
         migrate.upgrade(engine, shared_tables)
         now_ms = int(time.time() * 1000)
         with engine.begin() as c:
-            later = [p.name for p in partitions.partitions(c, table)
-                     if p.lower is not None and p.lower > now_ms]
-            assert later, "the migration made partitions ahead"
-            c.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {', '.join(later)}")
+            for table in tables:
+                later = [p.name for p in partitions.partitions(c, table)
+                         if p.lower is not None and p.lower > now_ms]
+                assert later, "the migration made partitions ahead"
+                c.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {', '.join(later)}")
         daemon = run_daemon(MARIADB_URL, shared_tables, retention={"partitions_ahead": "5d"})
         daemon.wait_health(200, schema="ready")
         deadline = time.monotonic() + 30
-        while True:
-            with engine.connect() as c:
-                uppers = [p.upper for p in partitions.partitions(c, table) if p.upper]
-            if uppers and uppers[-1] > now_ms + 5 * 86_400_000:
-                break
-            assert time.monotonic() < deadline, f"partitions {uppers}:\n{daemon.logs()[-3000:]}"
-            time.sleep(0.2)
-        assert "partitions of samples made ahead" in daemon.logs()
+        for table in tables:
+            while True:
+                with engine.connect() as c:
+                    uppers = [p.upper for p in partitions.partitions(c, table) if p.upper]
+                if uppers and uppers[-1] > now_ms + 5 * 86_400_000:
+                    break
+                assert time.monotonic() < deadline, (
+                    f"{table} partitions {uppers}:\n{daemon.logs()[-3000:]}")
+                time.sleep(0.2)
+        assert f"of {tables[1]}" in daemon.logs().split("time partitions made ahead: ")[1]
     finally:
         engine.dispose()

@@ -215,3 +215,113 @@ def test_a_replayed_message_inserts_nothing(db03):
             for ts in (boundary - 1, boundary):
                 part = partitions.partition_name(table, ts // DAY * DAY, engine.dialect.name)
                 assert by_part[part].count(ts) == 3, (name, part)
+
+
+def retention(**kw) -> Retention:
+    return Retention(**{"lock_timeout": 30.0, **kw})
+
+
+#: How long each table keeps its rows in the tests (days): all different.
+KEEP = {"events": 90, "alarm_history": 365, "thresholds": 30, "notifications": 200}
+
+
+def times_of(engine, table: sa.Table) -> list[int]:
+    with engine.connect() as c:
+        return c.execute(sa.select(table.c.ts).order_by(table.c.ts)).scalars().all()
+
+
+def test_maintain_drops_each_tables_old_partitions_once(db03):
+    """Each table's partitions past its own retention go whole; every row within it is kept;
+    a second pass finds nothing to do."""
+    engine, schema = db03
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite is not partitioned (its batched deletes: tests/unit/test_db_maintain.py)")
+    now = MIDNIGHT + 12 * HOUR
+    times = [MIDNIGHT - d * DAY + HOUR for d in range(400)]  # 01:00 of the last 400 days
+    fill(engine, schema, times)
+    migrate.upgrade(engine, schema.prefix)
+    with engine.connect() as c:
+        before = {name: partitions.partitions(c, getattr(schema, name).name) for name in KEYED}
+    keep = retention(delete_batch=100, **{n: d * 86400.0 for n, d in KEEP.items()})
+    report = maintain(engine, schema, keep, now=now / 1000)
+    for name in KEYED:
+        table = getattr(schema, name)
+        cutoff = now - KEEP[name] * DAY
+        old = [p.name for p in before[name] if p.upper is not None and p.upper <= cutoff]
+        assert old and report.dropped_from[table.name] == old, name
+        # The partition holding the cutoff stays whole: rows from its lower bound on are kept.
+        holder = next(p for p in before[name] if not p.catch_all and cutoff < p.upper)
+        assert times_of(engine, table) == sorted(
+            t for t in times if holder.lower is None or t >= holder.lower), name
+        assert min(times_of(engine, table)) <= cutoff < min(t for t in times if t > cutoff)
+        assert table.name not in report.deleted  # dropped, not deleted row by row
+        assert_in_place(engine, table.name)
+    snapshot_after = snapshot(engine, schema)
+    again = maintain(engine, schema, keep, now=now / 1000)
+    assert again.created == [] and again.dropped == []
+    assert all(again.dropped_from[getattr(schema, n).name] == [] for n in KEYED)
+    assert snapshot(engine, schema) == snapshot_after
+
+
+def test_writer_check_makes_every_tables_partitions_ahead(db):
+    engine, schema = db
+    now = time.time()
+    made = ensure_partitions(engine, schema, retention(partitions_ahead=10 * 86400.0), now=now)
+    for name in ("samples", *KEYED):
+        table = getattr(schema, name).name
+        assert any(m.endswith(f" of {table}") for m in made), (name, made)
+        with engine.connect() as c:
+            last = [p for p in partitions.partitions(c, table) if not p.catch_all][-1]
+        assert last.upper > now * 1000 + 10 * DAY
+    assert ensure_partitions(engine, schema, retention(partitions_ahead=10 * 86400.0),
+                             now=now) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_writer_across_midnight_while_maintain_drops(db03):
+    """Events written (and re-delivered) across midnight while passes drop old partitions:
+    every event kept once, in the partition of its day."""
+    engine, schema = db03
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite is not partitioned")
+    fill(engine, schema, [MIDNIGHT - d * DAY for d in range(95, 101)])  # past 90 days
+    migrate.upgrade(engine, schema.prefix)
+    table = schema.events.name
+    writer = SqlWriter(NormalizedStore(engine, schema), reactor, batch_interval=0.005,
+                       batch_size=50)
+    done = threading.Event()
+    passes = []
+
+    def maintaining():
+        while True:
+            passes.append(maintain(engine, schema, retention(), now=MIDNIGHT / 1000))
+            if done.is_set():
+                return
+
+    running = threads.deferToThread(maintaining)
+    sent = []
+    try:
+        for second in range(-60, 60):  # a trap per second and host across midnight
+            ts = (MIDNIGHT + second * 1000) / 1000
+            for host in ("r1", "r2"):
+                event = messages(ts)[0]
+                event = type(event)(**{**{f: getattr(event, f) for f in event.__struct_fields__},
+                                       "host": host})
+                for _ in range(2):  # delivered twice
+                    sent.append(writer.handle(event, dl(f"{host}{second}")))
+            if second % 10 == 0:
+                await defer.gatherResults(sent)
+    finally:
+        await defer.gatherResults(sent)
+        done.set()
+        await running
+        writer.stop_pool()
+    assert passes and passes[0].dropped_from[table]
+    assert all(not p.dropped_from[table] for p in passes[1:])
+    times = [t for t in times_of(engine, schema.events) if t >= MIDNIGHT - 60_000]
+    assert times == sorted(MIDNIGHT + s * 1000 for s in range(-60, 60) for _ in range(2))
+    by_part = rows_by_partition(engine, table)
+    before = partitions.partition_name(table, MIDNIGHT - DAY, engine.dialect.name)
+    after = partitions.partition_name(table, MIDNIGHT, engine.dialect.name)
+    assert len(by_part[before]) == 60 * 2 and len(by_part[after]) == 60 * 2
+    assert min(times_of(engine, schema.events)) >= MIDNIGHT - 91 * DAY

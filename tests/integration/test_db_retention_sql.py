@@ -181,10 +181,13 @@ def test_maintain_drops_old_partitions_and_rows_once(db):
     kept = sample_times(engine, schema)
     assert min(kept) >= (cutoff // DAY) * DAY
     assert sorted(set(kept)) == [t for t in times if t >= (cutoff // DAY) * DAY][::-1]
-    assert len(report.dropped) == 20 - 15
-    assert report.deleted[schema.events.name] == 20 - 10
+    assert len(report.dropped_from[schema.samples.name]) == 20 - 15
+    # Events are partitioned too (revision 0004): every row within 90 days kept.
+    assert report.dropped_from[schema.events.name]
     with engine.connect() as c:
-        assert c.execute(sa.select(sa.func.min(schema.events.c.ts))).scalar() >= now - 90 * DAY
+        events = c.execute(sa.select(schema.events.c.ts)).scalars().all()
+    assert sorted(t for t in events if t >= now - 90 * DAY) == [
+        now - d * DAY for d in range(90, -1, -10)]
     again = maintain(engine, schema, keep, now=now / 1000)
     assert again.created == [] and again.dropped == []
     assert set(again.deleted.values()) == {0}
@@ -229,8 +232,12 @@ def test_two_maintain_commands_at_once(db, tmp_path):
     # One pass dropped them, the other found nothing left.
     assert sorted(line.endswith(": none") for line in dropped) == [False, True]
     with engine.connect() as c:
-        # 90 days of events kept (the run's clock is past MIDNIGHT, before the next one).
-        assert c.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar() == 90
+        # 90 days of events kept (the run's clock is past MIDNIGHT, before the next one),
+        # and the partitions of rows older than that dropped (the 30-day partition holding
+        # the cutoff stays: the migration gave rows older than 31 days such partitions).
+        ts = schema.events.c.ts
+        assert c.execute(sa.select(sa.func.count()).where(ts > MIDNIGHT - 90 * DAY)).scalar() == 90
+        assert c.execute(sa.select(sa.func.count()).where(ts < MIDNIGHT - 91 * DAY)).scalar() == 0
     assert_in_place(engine, schema.samples.name)
 
 
