@@ -271,24 +271,29 @@ class RetentionSettings:
         _KEEP, "14d",
         "Raw samples older than this go: their time partitions are dropped (MariaDB, "
         "PostgreSQL), or their rows deleted in batches (SQLite, tables not partitioned).")
-    events: float = setting(_KEEP, "90d", "Stored traps and informs older than this are deleted.")
+    events: float = setting(
+        _KEEP, "90d", "Stored traps and informs (events) older than this go, as samples do.")
     alarm_history: float = setting(
-        _KEEP, "365d", "Alarm state changes (alarm_history) older than this are deleted.")
-    thresholds: float = setting(_KEEP, "90d", "Threshold crossings older than this are deleted.")
+        _KEEP, "365d", "Alarm state changes (alarm_history) older than this go, as samples do.")
+    thresholds: float = setting(
+        _KEEP, "90d", "Threshold crossings (thresholds) older than this go, as samples do.")
     notifications: float = setting(
-        _KEEP, "365d", "Notification attempts (the delivery ledger) older than this are deleted.")
+        _KEEP, "365d",
+        "Notification attempts (notifications, the delivery ledger) older than this go, as "
+        "samples do.")
     rollups_5m: float = setting(
         _KEEP, "90d", "5-minute rollups of samples older than this are deleted.")
     rollups_1h: float = setting(
         _KEEP, "730d", "Hourly rollups of samples older than this are deleted.")
     partition_span: float = setting(
         PartitionSpan(), "1d",
-        "Time covered by one partition of samples (MariaDB, PostgreSQL), aligned on UTC "
-        "midnight for whole days; a change applies to partitions created afterwards.")
+        "Time covered by one new time partition of every partitioned table (MariaDB, "
+        "PostgreSQL), aligned on UTC midnight for whole days; a change applies to "
+        "partitions created afterwards.")
     partitions_ahead: float = setting(
         Duration(3600, 366 * 86400), "3d",
-        "Partitions of samples exist this far ahead of now (created by 'centaure db "
-        "maintain' and by the writer every hour); later rows go to a catch-all partition.")
+        "Time partitions exist this far ahead of now (created by 'centaure db maintain' and "
+        "by the writer every hour); later rows go to a catch-all partition.")
     delete_batch: int = setting(
         Int(100, 1_000_000), "5000", "Rows deleted per transaction, about (batched deletes).")
     lock_timeout: float = setting(
