@@ -18,7 +18,11 @@ Choices:
   a counter's are those of its rates (per second) between consecutive
   samples. ``rollup_state`` records up to where each resolution is built.
 * Rows coming from keyed messages (events, alarm history, thresholds,
-  notifications) carry the AMQP ``message_id`` under a unique constraint.
+  notifications) carry the AMQP ``message_id``, unique with ``ts`` (the
+  message's own time: a re-delivered message inserts nothing). These tables
+  are partitioned on ``ts`` by the migrations (MariaDB/MySQL, PostgreSQL),
+  which want ``ts`` in every unique key: their primary key is ``(id, ts)``,
+  ``(id)`` on SQLite (:class:`_IdTimeKey`).
 * Alarm refs are unsigned 64-bit: :class:`UInt64` stores them as BIGINT
   UNSIGNED on MySQL/MariaDB, NUMERIC(20) on PostgreSQL, and as the
   two's-complement signed 64-bit INTEGER on SQLite (exact, mapped back on
