@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import pytest_twisted
@@ -22,7 +24,7 @@ from connector_db import migrate, partitions
 from connector_db.maintain import Retention, ensure_partitions, maintain
 from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
-from centaure_shared.storage.schema import make_schema
+from centaure_shared.storage.schema import Schema, make_schema
 from tests.conftest import SQL_URLS
 from tests.integration.test_db_retention_sql import assert_in_place, rows_by_partition
 from tests.unit.test_db_migrate import prefixed_engine
@@ -40,14 +42,28 @@ def _url(name: str, tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'centaure.sqlite3'}" if name == "sqlite" else SQL_URLS[name]
 
 
-@pytest.fixture(params=sorted(SQL_URLS) + ["sqlite"])
-def db03(request, tmp_path):
-    """(engine, schema) of a fresh prefix at revision 0003, the one before partitions."""
-    with prefixed_engine(_url(request.param, tmp_path)) as (engine, p):
+@contextmanager
+def at_0003(url: str) -> Iterator[tuple[sa.Engine, Schema]]:
+    """(engine, schema) of a fresh prefix at revision 0003, the one before these partitions."""
+    with prefixed_engine(url) as (engine, p):
         with engine.connect() as c:
             command.upgrade(migrate._config(p, c), "0003")
             c.commit()
         yield engine, make_schema(p)
+
+
+@pytest.fixture(params=sorted(SQL_URLS) + ["sqlite"])
+def db03(request, tmp_path):
+    """At revision 0003 on MariaDB, PostgreSQL and SQLite."""
+    with at_0003(_url(request.param, tmp_path)) as db:
+        yield db
+
+
+@pytest.fixture(params=sorted(SQL_URLS))
+def sql03(request):
+    """At revision 0003 on MariaDB and PostgreSQL (SQLite is never partitioned)."""
+    with at_0003(SQL_URLS[request.param]) as db:
+        yield db
 
 
 @pytest.fixture(params=sorted(SQL_URLS))
@@ -230,12 +246,10 @@ def times_of(engine, table: sa.Table) -> list[int]:
         return c.execute(sa.select(table.c.ts).order_by(table.c.ts)).scalars().all()
 
 
-def test_maintain_drops_each_tables_old_partitions_once(db03):
+def test_maintain_drops_each_tables_old_partitions_once(sql03):
     """Each table's partitions past its own retention go whole; every row within it is kept;
-    a second pass finds nothing to do."""
-    engine, schema = db03
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite is not partitioned (its batched deletes: tests/unit/test_db_maintain.py)")
+    a second pass finds nothing to do (SQLite's batched deletes: tests/unit/test_db_maintain.py)."""
+    engine, schema = sql03
     now = MIDNIGHT + 12 * HOUR
     times = [MIDNIGHT - d * DAY + HOUR for d in range(400)]  # 01:00 of the last 400 days
     fill(engine, schema, times)
@@ -278,12 +292,10 @@ def test_writer_check_makes_every_tables_partitions_ahead(db):
 
 
 @pytest_twisted.ensureDeferred
-async def test_writer_across_midnight_while_maintain_drops(db03):
+async def test_writer_across_midnight_while_maintain_drops(sql03):
     """Events written (and re-delivered) across midnight while passes drop old partitions:
     every event kept once, in the partition of its day."""
-    engine, schema = db03
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite is not partitioned")
+    engine, schema = sql03
     fill(engine, schema, [MIDNIGHT - d * DAY for d in range(95, 101)])  # past 90 days
     migrate.upgrade(engine, schema.prefix)
     table = schema.events.name

@@ -16,7 +16,7 @@ a constraint in place).
 
 Every row is kept, with its ``id``, and ids go on from where they were.
 MariaDB/MySQL changes the keys and partitions each table in one ``ALTER
-TABLE`` (which copies it). PostgreSQL renames each table aside, creates the
+TABLE`` (which copies it; the downgrade too). PostgreSQL renames each table aside, creates the
 partitioned one under the same names, copies the rows, hands the ``id``
 sequence over and drops the old one, in the upgrade's transaction.
 Partitions are a UTC day each for the last 31 days and up to three days
@@ -182,8 +182,8 @@ def _ranges(conn: sa.Connection, table: str, now_ms: int) -> list[tuple[int, int
         lower = upper
 
 
-def _keys(conn: sa.Connection, table: str, name: str, partitioned: bool) -> str:
-    """MariaDB/MySQL: the ALTER specifications that swap the keys of ``table``."""
+def _keys(conn: sa.Connection, name: str, partitioned: bool) -> str:
+    """MariaDB/MySQL: the ALTER specifications that swap the keys of table ``name``."""
     p = table_prefix()
     new, old = f"{p}uq_{name}_message_id_ts", f"{p}uq_{name}_message_id"
     if partitioned:
@@ -198,14 +198,14 @@ def _mysql_upgrade(conn: sa.Connection, table: str, name: str, now_ms: int) -> N
     defs = ", ".join(f"PARTITION {_q(conn, _part_name(table, lo, True))} "
                      f"VALUES LESS THAN ({int(hi)})" for lo, hi in _ranges(conn, table, now_ms))
     # One statement, one copy of the table: keys swapped and rows partitioned together.
-    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} {_keys(conn, table, name, True)} "
+    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} {_keys(conn, name, True)} "
                          f"PARTITION BY RANGE (ts) "
                          f"({defs}, PARTITION pfuture VALUES LESS THAN MAXVALUE)")
 
 
 def _mysql_downgrade(conn: sa.Connection, table: str, name: str) -> None:
-    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} REMOVE PARTITIONING")
-    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} {_keys(conn, table, name, False)}")
+    conn.exec_driver_sql(f"ALTER TABLE {_q(conn, table)} {_keys(conn, name, False)} "
+                         "REMOVE PARTITIONING")
 
 
 def _rebuild(conn: sa.Connection, table: str, name: str, partitioned: bool,
@@ -242,8 +242,10 @@ def _rebuild(conn: sa.Connection, table: str, name: str, partitioned: bool,
     else:
         id_col = sa.Column("id", sa.Integer, nullable=False)
     key = ["id", "ts"] if pg and partitioned else ["id"]
-    unique = (sa.UniqueConstraint("message_id", "ts", name=f"{p}uq_{name}_message_id_ts")
-              if partitioned else sa.UniqueConstraint("message_id", name=f"{p}uq_{name}_message_id"))
+    if partitioned:
+        unique = sa.UniqueConstraint("message_id", "ts", name=f"{p}uq_{name}_message_id_ts")
+    else:
+        unique = sa.UniqueConstraint("message_id", name=f"{p}uq_{name}_message_id")
     cols = columns()
     kw = {"postgresql_partition_by": "RANGE (ts)"} if ranges else {}
     op.create_table(table, id_col, *cols, sa.PrimaryKeyConstraint(*key), unique, **kw)
