@@ -384,3 +384,27 @@ def test_db_command_unusable_url(tmp_path):
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith(f"centaure db upgrade: sqlite:///{missing}: OperationalError: ")
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_revisions_are_frozen_copies():
+    """A revision imports nothing that a later change could alter under it: only the
+    standard library, SQLAlchemy, Alembic and the stable column types and prefix of
+    centaure_shared.sql (a helper of connector_db changed later would change an applied
+    revision)."""
+    import ast
+    import pathlib
+
+    allowed = {"__future__", "re", "time", "datetime", "collections.abc", "typing",
+               "sqlalchemy", "alembic", "centaure_shared.sql"}
+    versions = pathlib.Path(ROOT, "src", "connector_db", "migrations", "versions")
+    files = sorted(versions.glob("[0-9]*.py"))
+    assert len(files) >= 4
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert set(names) <= allowed, (f.name, names)
