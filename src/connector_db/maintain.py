@@ -8,10 +8,10 @@ One pass, with the ``[retention]`` settings:
    every row is older than the table's setting (``samples``, ``events``,
    ...) are dropped (whole partitions: no row-by-row delete, no table
    rewrite);
-2. samples elsewhere (SQLite, a table made without the migrations): rows
-   older than ``samples`` are deleted in transactions of about
-   ``delete_batch`` rows, device by device (the ``(device_id, ts)`` index
-   finds them);
+2. samples elsewhere (SQLite, a table made without the migrations), and
+   text samples (``samples_text``, never partitioned: few rows): rows older
+   than ``samples`` are deleted in transactions of about ``delete_batch``
+   rows, series by series (the primary key ``(series_id, ts)`` finds them);
 3. rollups (:mod:`connector_db.rollups`): closed 5-minute and hourly
    intervals not built yet are rolled up, before raw rows go; rollups older
    than ``rollups_5m`` and ``rollups_1h`` are deleted in batches;
@@ -240,6 +240,7 @@ def maintain(engine: sa.Engine, schema: Schema, retention: Retention, *,
             # Before raw rows go: the intervals they hold are summarized first.
             report.rolled_up = rollups.build(engine, schema, _ms(now), progress=progress)
             _samples(engine, schema, retention, now, report, progress)
+            _samples_text(engine, schema, retention, now, report, progress)
             for table, keep in ((schema.rollups_5m, retention.rollups_5m),
                                 (schema.rollups_1h, retention.rollups_1h)):
                 n = _delete_series(engine, schema, table, _ms(now - keep),
@@ -300,14 +301,26 @@ def _samples(engine, schema, retention, now, report, progress) -> None:
     progress(f"{table}: {n} rows older than {_days(retention.samples)} deleted")
 
 
+def _samples_text(engine, schema, retention, now, report, progress) -> None:
+    table = schema.samples_text
+    n = _delete_series(engine, schema, table, _ms(now - retention.samples),
+                       retention.delete_batch, progress)
+    report.deleted[table.name] = n
+    progress(f"{table.name}: {n} rows older than {_days(retention.samples)} deleted")
+
+
 def _delete_series(engine, schema, s: sa.Table, cutoff: int, batch: int, progress) -> int:
-    """Batched deletes of old rows of samples or rollups, device by device along their
-    (device_id, ts) index."""
+    """Batched deletes of old rows of samples, text samples or rollups, series by series
+    along their primary key (series_id, ts), about ``batch`` rows a transaction."""
     total = 0
     with engine.connect() as conn:
-        devices = conn.execute(sa.select(schema.devices.c.id)).scalars().all()
-    for device in devices:
-        total += _delete_old(engine, s, s.c.ts, s.c.device_id == device, cutoff, batch,
+        series = conn.execute(sa.select(schema.series.c.id).order_by(
+            schema.series.c.id)).scalars().all()
+    # A device's worth of series a statement (as many as a fleet has devices, not one
+    # statement per series); few enough that finding a batch's last row sorts few rows.
+    for i in range(0, len(series), 64):
+        group = list(series[i:i + 64])
+        total += _delete_old(engine, s, s.c.ts, s.c.series_id.in_(group), cutoff, batch,
                              progress, total)
     return total
 

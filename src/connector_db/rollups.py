@@ -3,7 +3,7 @@
 Built from the stored samples by ``centaure db maintain`` (before old raw
 partitions are dropped), interval by interval once closed:
 
-* ``5m``: every numeric sample of a (device, metric, index) whose time falls
+* ``5m``: every numeric sample of a series (device, metric, index) whose time falls
   in the 5 minutes; a counter's values are its rates, per second, between
   consecutive samples (the rate belongs to the later sample's interval; the
   samples of :data:`LOOKBACK_MS` before the interval give the first one). A
@@ -19,11 +19,13 @@ and its new mark are one transaction, so a pass is idempotent. A first
 pass starts at the oldest sample.
 
 The database does the work: one ``INSERT ... SELECT`` per chunk of time and
-group of devices, with ``GROUP BY`` and the window functions ``LAG`` (a
+group of series, with ``GROUP BY`` and the window functions ``LAG`` (a
 counter's previous sample) and ``FIRST_VALUE`` (an interval's last value),
 which SQLite (3.25+), MariaDB (10.2+) and PostgreSQL share. Rows are found
-through the ``(device_id, ts)`` index, :data:`DEVICES_PER_STATEMENT` devices
-a statement (on partitioned tables, in the chunk's partitions only).
+through the primary key ``(series_id, ts)``, :data:`SERIES_PER_STATEMENT`
+series of one kind (gauges, or counters) a statement, listed by id (a range
+per series on the key; on partitioned tables, in the chunk's partitions
+only).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from centaure_shared.storage.schema import Schema
 
 from .store import insert_ignore
 
-__all__ = ["RESOLUTIONS", "SETTLE_MS", "LOOKBACK_MS", "DEVICES_PER_STATEMENT", "build"]
+__all__ = ["RESOLUTIONS", "SETTLE_MS", "LOOKBACK_MS", "SERIES_PER_STATEMENT", "build"]
 
 #: Interval of each resolution, in milliseconds.
 RESOLUTIONS = {"5m": 300_000, "1h": 3_600_000}
@@ -45,11 +47,11 @@ RESOLUTIONS = {"5m": 300_000, "1h": 3_600_000}
 SETTLE_MS = 120_000
 #: How far before an interval a counter's previous sample is looked for.
 LOOKBACK_MS = 900_000
-#: Devices summarized by one statement.
-DEVICES_PER_STATEMENT = 500
+#: Series summarized by one statement.
+SERIES_PER_STATEMENT = 5000
 _CHUNK = {"5m": 3_600_000, "1h": 86_400_000}
-_COLUMNS = ["device_id", "metric_id", "idx", "ts", "min_value", "max_value", "avg_value",
-            "value_count", "last_value", "last_ts"]
+_COLUMNS = ["series_id", "ts", "min_value", "max_value", "avg_value", "value_count",
+            "last_value", "last_ts"]
 
 
 def _state(conn, schema: Schema, resolution: str) -> int | None:
@@ -66,25 +68,25 @@ def _set_state(conn, schema: Schema, resolution: str, until: int, had: bool) -> 
 
 
 def _key(t) -> tuple:
-    return (t.c.device_id, t.c.metric_id, t.c.idx)
+    return (t.c.series_id,)
 
 
-def _five_minutes(schema: Schema, devices: list[int], start: int, end: int) -> sa.Select:
-    """5-minute rows of ``devices`` for intervals in [start, end)."""
-    s, m = schema.samples, schema.metrics
+def _five_minutes(schema: Schema, series: list[int], counters: bool, start: int,
+                  end: int) -> sa.Select:
+    """5-minute rows of ``series`` (all gauges, or all ``counters``) for intervals in
+    [start, end)."""
+    s = schema.samples
     step = sa.literal_column(str(RESOLUTIONS["5m"]))
-    mine = s.c.device_id.in_(devices)
-    gauges = (sa.select(*_key(s), s.c.ts, s.c.value_num.label("v"))
-              .join_from(s, m, m.c.id == s.c.metric_id)
-              .where(mine, s.c.ts >= start, s.c.ts < end, s.c.value_num.is_not(None),
-                     m.c.kind != "counter"))
+    mine = s.c.series_id.in_(series)
+    if not counters:
+        vals = (sa.select(s.c.series_id, s.c.ts, s.c.value.label("v"))
+                .where(mine, s.c.ts >= start, s.c.ts < end).subquery("vals"))
+        return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
     window = {"partition_by": _key(s), "order_by": s.c.ts}
-    seq = (sa.select(*_key(s), s.c.ts, s.c.value_num.label("v"),
-                     sa.func.lag(s.c.value_num).over(**window).label("prev"),
+    seq = (sa.select(s.c.series_id, s.c.ts, s.c.value.label("v"),
+                     sa.func.lag(s.c.value).over(**window).label("prev"),
                      sa.func.lag(s.c.ts).over(**window).label("prev_ts"))
-           .join_from(s, m, m.c.id == s.c.metric_id)
-           .where(mine, s.c.ts >= start - LOOKBACK_MS, s.c.ts < end,
-                  s.c.value_num.is_not(None), m.c.kind == "counter")
+           .where(mine, s.c.ts >= start - LOOKBACK_MS, s.c.ts < end)
            .subquery("seq"))
     wrap32, wrap64 = sa.literal(2.0**32), sa.literal(2.0**64)
     delta = sa.case((seq.c.v >= seq.c.prev, seq.c.v - seq.c.prev),
@@ -93,14 +95,15 @@ def _five_minutes(schema: Schema, devices: list[int], start: int, end: int) -> s
     rates = (sa.select(*_key(seq), seq.c.ts,
                        (delta / ((seq.c.ts - seq.c.prev_ts) / sa.literal(1000.0))).label("v"))
              .where(seq.c.prev.is_not(None), seq.c.ts >= start, seq.c.ts > seq.c.prev_ts))
-    vals = sa.union_all(gauges, rates).subquery("vals")
+    vals = rates.subquery("vals")
     return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
 
 
-def _hours(schema: Schema, devices: list[int], start: int, end: int) -> sa.Select:
-    """Hourly rows of ``devices`` from their 5-minute rows in [start, end)."""
+def _hours(schema: Schema, series: list[int], _counters: bool, start: int,
+           end: int) -> sa.Select:
+    """Hourly rows of ``series`` from their 5-minute rows in [start, end)."""
     r = schema.rollups_5m
-    rows = (sa.select(r).where(r.c.device_id.in_(devices), r.c.ts >= start, r.c.ts < end)
+    rows = (sa.select(r).where(r.c.series_id.in_(series), r.c.ts >= start, r.c.ts < end)
             .subquery("five"))
     step = sa.literal_column(str(RESOLUTIONS["1h"]))
     return _summarize(rows, step, rows.c.min_value, rows.c.max_value, rows.c.avg_value,
@@ -120,6 +123,21 @@ def _summarize(src, step, vmin, vmax, vavg, vcount, vlast, vts) -> sa.Select:
                       sa.func.sum(w.c.tot) / sa.func.sum(w.c.n), sa.func.sum(w.c.n),
                       sa.func.max(w.c.lv), sa.func.max(w.c.lts))
             .group_by(*_key(w), w.c.b))
+
+
+def _series_groups(engine: sa.Engine, schema: Schema) -> list[tuple[list[int], bool]]:
+    """Every series id, by kind (gauge or counter), in groups of SERIES_PER_STATEMENT."""
+    se, m = schema.series, schema.metrics
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(se.c.id, m.c.kind == "counter")
+                            .join_from(se, m, m.c.id == se.c.metric_id)
+                            .order_by(se.c.id)).all()
+    groups = []
+    for counters in (False, True):
+        ids = [id_ for id_, is_counter in rows if bool(is_counter) == counters]
+        groups += [(ids[i:i + SERIES_PER_STATEMENT], counters)
+                   for i in range(0, len(ids), SERIES_PER_STATEMENT)]
+    return groups
 
 
 def _first(conn, schema: Schema, resolution: str) -> int | None:
@@ -149,16 +167,13 @@ def build(engine: sa.Engine, schema: Schema, now_ms: int | None = None, *,
         had = mark is not None
         select = _five_minutes if resolution == "5m" else _hours
         insert = insert_ignore(engine.dialect.name, table)
-        with engine.connect() as conn:
-            devices = conn.execute(sa.select(schema.devices.c.id).order_by(
-                schema.devices.c.id)).scalars().all()
+        groups = _series_groups(engine, schema) if start < limit else []
         while start < limit:
             end = min(start + _CHUNK[resolution], limit)
             with engine.begin() as conn:
-                for i in range(0, len(devices), DEVICES_PER_STATEMENT):
-                    group = list(devices[i:i + DEVICES_PER_STATEMENT])
+                for group, counters in groups:
                     res = conn.execute(insert.from_select(
-                        _COLUMNS, select(schema, group, start, end)))
+                        _COLUMNS, select(schema, group, counters, start, end)))
                     total += max(res.rowcount or 0, 0)
                 _set_state(conn, schema, resolution, end, had)
             had = True

@@ -8,15 +8,18 @@ Another store can put these rows in its own transaction with ``write_in``
 
 Idempotency (a replayed message writes no duplicate row):
 
-* samples are keyed by (device, metric, index, ts in ms); events, alarm
+* samples are keyed by (series, ts in ms), a series being one (device,
+  metric, index): numbers in ``samples``, texts and polls without a value
+  in ``samples_text``; events, alarm
   history, thresholds and notifications by the AMQP ``message_id`` (or, if a
   delivery has none, a hash of the message's body); these are inserted with
   insert-ignore semantics per dialect (SQLite ``INSERT OR IGNORE``,
   MySQL/MariaDB ``INSERT IGNORE``, PostgreSQL ``ON CONFLICT DO NOTHING``);
 * the current state of an alarm (``alarms``) is upserted by ref, and only a
   message at least as recent as the stored one changes it;
-* devices and metrics are got-or-created, with a per-process cache of ids
-  filled only after a commit.
+* devices, metrics and series are got-or-created (insert-ignore, then a
+  select that sees rows another writer committed meanwhile), with a
+  per-process cache of ids filled only after a commit.
 
 Values are always bound parameters, written with executemany.
 """
@@ -81,7 +84,8 @@ class _Prepared:
 
     def __init__(self, rows: dict[str, list[dict]], perf: tuple | None) -> None:
         self.rows = rows
-        # perf: (host, address, device_type, [(metric name, kind, unit), ...])
+        # perf: (host, address, device_type, [(metric name, kind, unit), ...], ts,
+        #        [(index, number or None, text or None), ...])
         self.perf = perf
         self.nrows = sum(len(r) for r in rows.values()) + (len(perf[3]) if perf else 0)
 
@@ -95,6 +99,7 @@ class NormalizedStore:
         self.schema = schema
         self._device_ids: dict[str, int] = {}
         self._metric_ids: dict[tuple[str, str], int] = {}
+        self._series_ids: dict[tuple[int, int, str], int] = {}
         self._dialect = engine.dialect.name
         self._statements = self._build_statements()
         self._limits = {t.name: self._string_limits(t) for t in schema.metadata.sorted_tables}
@@ -115,8 +120,9 @@ class NormalizedStore:
         return item
 
     def health(self) -> dict[str, Any]:
-        """Cache sizes (devices and metrics known to this process)."""
-        return {"devices_cached": len(self._device_ids), "metrics_cached": len(self._metric_ids)}
+        """Cache sizes (devices, metrics and series known to this process)."""
+        return {"devices_cached": len(self._device_ids), "metrics_cached": len(self._metric_ids),
+                "series_cached": len(self._series_ids)}
 
     def _rows_of(self, m, delivery) -> _Prepared | None:
         s = self.schema
@@ -130,6 +136,9 @@ class NormalizedStore:
                 self._check_len(f"metrics[{i}].unit", metric.unit, 32)
                 v = metric.value
                 num = text = None
+                if "\x00" in metric.index:
+                    raise UnstorableMessage(
+                        f"metrics[{i}].index: NUL character in value")
                 if v is None:
                     pass
                 elif isinstance(v, str):
@@ -137,6 +146,10 @@ class NormalizedStore:
                         raise UnstorableMessage(
                             f"metric {metric.name!r} index {metric.index!r}: text value of "
                             f"{len(v)} characters, longer than {TEXT_VALUE_MAX}")
+                    if "\x00" in v:
+                        raise UnstorableMessage(
+                            f"metric {metric.name!r} index {metric.index!r}: NUL character "
+                            "in text value")
                     text = v
                 elif isinstance(v, (int, float)) and not isinstance(v, bool):
                     num = float(v)  # OverflowError for huge ints: unstorable
@@ -148,10 +161,9 @@ class NormalizedStore:
                     raise UnstorableMessage(
                         f"metric {metric.name!r}: unsupported value type {type(v).__name__}")
                 metrics.append((metric.name, metric.kind, metric.unit))
-                samples.append({"idx": metric.index, "ts": ts, "value_num": num,
-                                "value_text": text})
-            item = _Prepared({}, (m.host, m.address, m.device_type, metrics))
-            item.rows = {s.samples.name: samples}  # device/metric ids filled in the thread
+                samples.append((metric.index, num, text))
+            # Series ids are filled in on the writer's thread (write_in).
+            item = _Prepared({}, (m.host, m.address, m.device_type, metrics, ts, samples))
             return item
         if isinstance(m, Event):
             row = {"message_id": message_id(m, delivery), "ts": ts, "host": m.host,
@@ -240,8 +252,8 @@ class NormalizedStore:
     def _build_statements(self) -> dict[str, Any]:
         s = self.schema
         st = {t.name: insert_ignore(self._dialect, t) for t in
-              (s.devices, s.metrics, s.samples, s.events, s.alarm_history, s.thresholds,
-               s.notifications)}
+              (s.devices, s.metrics, s.series, s.samples, s.samples_text, s.events,
+               s.alarm_history, s.thresholds, s.notifications)}
         st[s.alarms.name] = self._alarm_upsert()
         return st
 
@@ -263,20 +275,31 @@ class NormalizedStore:
         written: dict[str, int] = {}
         new_devices: dict[str, int] = {}
         new_metrics: dict[tuple[str, str], int] = {}
+        new_series: dict[tuple[int, int, str], int] = {}
         perfs = [it.perf for it in items if it.perf is not None]
         if perfs:
             new_devices = self._ensure_devices(conn, perfs)
             new_metrics = self._ensure_metrics(conn, perfs)
             dev = {**self._device_ids, **new_devices}
             met = {**self._metric_ids, **new_metrics}
+            keys = [[(dev[host], met[(name, kind)], index)
+                     for (name, kind, _unit), (index, _, _) in zip(metrics, values)]
+                    for host, _, _, metrics, _, values in perfs]
+            new_series = self._ensure_series(conn, keys)
+            ser = {**self._series_ids, **new_series} if new_series else self._series_ids
         rows: dict[str, list[dict]] = {}
+        numbers, texts = s.samples.name, s.samples_text.name
+        perf_keys = iter(keys) if perfs else None
         for it in items:
             if it.perf is not None:
-                host, _, _, metrics = it.perf
-                did = dev[host]
-                out = rows.setdefault(s.samples.name, [])
-                for (name, kind, _unit), sample in zip(metrics, it.rows[s.samples.name]):
-                    out.append({"device_id": did, "metric_id": met[(name, kind)], **sample})
+                ts, values = it.perf[4], it.perf[5]
+                for key, (_, num, text) in zip(next(perf_keys), values):
+                    if num is not None:
+                        rows.setdefault(numbers, []).append(
+                            {"series_id": ser[key], "ts": ts, "value": num})
+                    else:
+                        rows.setdefault(texts, []).append(
+                            {"series_id": ser[key], "ts": ts, "value": text})
             else:
                 for table, trows in it.rows.items():
                     rows.setdefault(table, []).extend(trows)
@@ -293,18 +316,19 @@ class NormalizedStore:
                     latest[r["ref"]] = r
             conn.execute(self._statements[s.alarms.name], list(latest.values()))
             written[s.alarms.name] = written.get(s.alarms.name, 0) + len(latest)
-        return written, (new_devices, new_metrics)
+        return written, (new_devices, new_metrics, new_series)
 
     def after_commit(self, new_ids: Any) -> None:
         """Cache the ids a committed :meth:`write_in` created (from its result)."""
-        new_devices, new_metrics = new_ids
+        new_devices, new_metrics, new_series = new_ids
         self._device_ids.update(new_devices)
         self._metric_ids.update(new_metrics)
+        self._series_ids.update(new_series)
 
     def _ensure_devices(self, conn, perfs) -> dict[str, int]:
         t = self.schema.devices
         missing: dict[str, dict] = {}
-        for host, address, device_type, _ in perfs:
+        for host, address, device_type, *_ in perfs:
             if host not in self._device_ids and host not in missing:
                 missing[host] = {"name": host, "address": address[:64] or None,
                                  "device_type": device_type[:255] or None}
@@ -316,7 +340,7 @@ class NormalizedStore:
     def _ensure_metrics(self, conn, perfs) -> dict[tuple[str, str], int]:
         t = self.schema.metrics
         missing: dict[tuple[str, str], dict] = {}
-        for _, _, _, metrics in perfs:
+        for _, _, _, metrics, *_ in perfs:
             for name, kind, unit in metrics:
                 key = (name, kind)
                 if key not in self._metric_ids and key not in missing:
@@ -337,6 +361,34 @@ class NormalizedStore:
                 return found
             names = sorted({k[0] for k in lost})
         raise RuntimeError(f"metrics not found after insert: {sorted(lost)[:5]}")
+
+    def _ensure_series(self, conn, keys: list[list[tuple[int, int, str]]]
+                       ) -> dict[tuple[int, int, str], int]:
+        """Ids of the (device, metric, index) in ``keys`` not cached yet, created if new."""
+        t = self.schema.series
+        missing: dict[tuple[int, int, str], dict] = {}
+        for message_keys in keys:
+            for key in message_keys:
+                if key not in self._series_ids and key not in missing:
+                    missing[key] = {"device_id": key[0], "metric_id": key[1], "idx": key[2]}
+        if not missing:
+            return {}
+        conn.execute(self._statements[t.name], list(missing.values()))
+        # Read back by device (the unique key's first column), every series of it: one
+        # query for a new device's whole set, and the cache filled for the others too.
+        devices = sorted({k[0] for k in missing})
+        found: dict[tuple[int, int, str], int] = {}
+        for locking in (False, True):
+            for i in range(0, len(devices), 500):
+                query = (sa.select(t.c.id, t.c.device_id, t.c.metric_id, t.c.idx)
+                         .where(t.c.device_id.in_(devices[i:i + 500])))
+                for id_, did, mid, idx in conn.execute(_latest(query) if locking else query):
+                    found[(did, mid, idx)] = id_
+            lost = set(missing) - set(found)
+            if not lost:
+                return found
+            devices = sorted({k[0] for k in lost})
+        raise RuntimeError(f"series not found after insert: {sorted(lost)[:5]}")
 
     @staticmethod
     def _select_ids(conn, t, col, names, _key) -> dict:

@@ -22,6 +22,7 @@ from connector_db import migrate
 from centaure_shared.storage.schema import make_schema
 from centaure_shared.sql import is_outage
 from tests.integration.private_mariadb import private_mariadb
+from tests.sql_samples import insert_samples
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def fill(engine: sa.Engine, now: float) -> dict[str, float]:
             {"id": h + 1, "name": f"h{h:02d}", "address": "10.0.0.1", "device_type": "router"}
             for h in range(HOSTS)])
         conn.execute(schema.metrics.insert(), [{"id": 1, "name": "cpu", "kind": "gauge"}])
-        conn.execute(schema.samples.insert(), [
+        insert_samples(conn, schema, [
             {"device_id": h + 1, "metric_id": 1, "idx": "", "ts": int((first + 60 * p) * 1000),
              "value_num": value, "value_text": None}
             for h in range(HOSTS) for p, value in enumerate((50.0, 95.0, 97.0))])

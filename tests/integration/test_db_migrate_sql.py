@@ -40,7 +40,7 @@ def db(request):
 def test_migrated_schema_is_make_schema(db):
     engine, p = db
     assert migrate.current(engine, p) is None
-    assert migrate.upgrade(engine, p) == migrate.head() == "0004"
+    assert migrate.upgrade(engine, p) == migrate.head() == "0005"
     assert tables(engine, p) == set(make_schema(p).metadata.tables) | {f"{p}alembic_version"}
     assert schema_diffs(engine, p) == []
     # What autogenerate leaves out (MariaDB's UNSIGNED and key collations,
@@ -50,7 +50,7 @@ def test_migrated_schema_is_make_schema(db):
 
 def test_key_columns_are_binary_and_refs_unsigned_on_mariadb():
     p, cols = migrated_columns_on_mariadb(URLS["mariadb"], migrate.upgrade)
-    for table, column in (("devices", "name"), ("metrics", "name"), ("samples", "idx"),
+    for table, column in (("devices", "name"), ("metrics", "name"), ("series", "idx"),
                           ("events", "message_id"), ("notifications", "message_id")):
         assert cols[(f"{p}{table}", column)][0] == "utf8mb4_nopad_bin", (table, column)
     for table, column in (("alarms", "ref"), ("alarm_history", "ref"),
@@ -64,22 +64,22 @@ def test_upgrade_is_idempotent(db):
         migrate.check(engine, p)
     migrate.upgrade(engine, p)
     with Statements(engine) as sql:
-        assert migrate.upgrade(engine, p) == "0004"
+        assert migrate.upgrade(engine, p) == "0005"
     assert sql.seen and sql.writes() == []
-    assert migrate.current(engine, p) == "0004"
+    assert migrate.current(engine, p) == "0005"
     migrate.check(engine, p)
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {p}alembic_version")).all() == [
-            ("0004",)]
+            ("0005",)]
 
 
 def test_processes_upgrading_at_once(db):
     engine, p = db
-    assert run_concurrent_upgrades(engine.url.render_as_string(hide_password=False), p) == ["0004"] * 4
+    assert run_concurrent_upgrades(engine.url.render_as_string(hide_password=False), p) == ["0005"] * 4
     assert schema_diffs(engine, p) == []
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {p}alembic_version")).all() == [
-            ("0004",)]
+            ("0005",)]
 
 
 def test_downgrade_drops_the_tables(db):
@@ -119,6 +119,7 @@ async def test_writer_on_a_migrated_schema(db):
         def count(t):
             return c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
 
-        assert count(schema.samples) == 30
+        assert count(schema.samples) == 24 and count(schema.samples_text) == 6  # 6 texts
+        assert count(schema.series) == 30
         assert count(schema.metrics) == 30
         assert count(schema.devices) == 1

@@ -27,6 +27,7 @@ from connector_db.store import NormalizedStore
 from connector_db.writer import SqlWriter
 from centaure_shared.storage.schema import make_schema
 from tests.conftest import SQL_URLS
+from tests.sql_samples import insert_samples
 from tests.unit.test_db_migrate import prefixed_engine
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,11 @@ def add_samples(engine, schema, times_ms, devices=2, metrics=3) -> int:
              "value_num": float(ts % 1000 + m), "value_text": None}
             for ts in times_ms for d in range(1, devices + 1) for m in range(1, metrics + 1)]
     with engine.begin() as c:
-        c.execute(sa.insert(schema.samples), rows)
+        if sa.inspect(c).has_table(schema.series.name):
+            insert_samples(c, schema, rows)
+        else:  # the layout before revision 0005
+            wide = sa.table(schema.samples.name, *(sa.column(k) for k in rows[0]))
+            c.execute(sa.insert(wide), rows)
     return len(rows)
 
 
@@ -71,8 +76,9 @@ def add_events(engine, schema, times_ms) -> None:
 
 
 def sample_times(engine, schema) -> list[int]:
+    t = sa.table(schema.samples.name, sa.column("ts"))  # in every layout
     with engine.connect() as c:
-        return c.execute(sa.select(schema.samples.c.ts).order_by(schema.samples.c.ts)).scalars().all()
+        return c.execute(sa.select(t.c.ts).order_by(t.c.ts)).scalars().all()
 
 
 def rows_by_partition(engine, table) -> dict[str, list[int]]:

@@ -22,6 +22,7 @@ from connector_db.maintain import Retention, maintain
 from connector_db.rollups import build
 from centaure_shared.storage.schema import make_schema
 from tests.conftest import SQL_URLS
+from tests.sql_samples import insert_samples
 from tests.unit.test_db_migrate import prefixed_engine
 
 pytestmark = pytest.mark.integration
@@ -58,12 +59,14 @@ def fill(engine, schema) -> None:
         c.execute(sa.insert(schema.metrics), [
             {"id": 1, "name": "cpu", "kind": "gauge"}, {"id": 2, "name": "ifInOctets",
                                                         "kind": "counter"}])
-        c.execute(sa.insert(schema.samples), rows)
+        insert_samples(c, schema, rows)
 
 
 def expected(engine, schema, step: int) -> dict:
     """(device, metric, idx, interval) -> (min, max, avg, count, last) by SQL."""
-    s = schema.samples.name
+    # The raw rows with their series' device, metric and index.
+    s = (f"(SELECT se.device_id, se.metric_id, se.idx, s.ts, s.value AS value_num "
+         f"FROM {schema.samples.name} s JOIN {schema.series.name} se ON se.id = s.series_id) w")
     # Gauges as they are; a counter's rates from LAG(), 2**32 added when it went down.
     values = f"""
         SELECT device_id, metric_id, idx, ts, value_num AS v FROM {s} WHERE metric_id = 1
@@ -90,10 +93,13 @@ def expected(engine, schema, step: int) -> dict:
 
 
 def stored(engine, table) -> dict:
+    """The rows of a rollup table by (device, metric, index, interval)."""
+    se = make_schema(table.name[:-len("rollups_5m")]).series
     with engine.connect() as c:
         return {(r.device_id, r.metric_id, r.idx, r.ts): (r.min_value, r.max_value, r.avg_value,
                                                           r.value_count, r.last_value)
-                for r in c.execute(sa.select(table))}
+                for r in c.execute(sa.select(se.c.device_id, se.c.metric_id, se.c.idx, table)
+                                   .join_from(table, se, se.c.id == table.c.series_id))}
 
 
 def assert_same(got: dict, want: dict) -> None:
@@ -148,7 +154,7 @@ def test_query_reads_raw_rows_for_an_hour_and_hourly_rollups_for_30_days(db, tmp
     with engine.begin() as c:
         c.execute(sa.insert(schema.devices), [{"id": 1, "name": "r1"}])
         c.execute(sa.insert(schema.metrics), [{"id": 1, "name": "cpu", "kind": "gauge"}])
-        c.execute(sa.insert(schema.samples), [
+        insert_samples(c, schema, [
             {"device_id": 1, "metric_id": 1, "idx": "", "ts": now - i * every,
              "value_num": float(i % 100), "value_text": None} for i in range(31 * 144)])
     maintain(engine, schema, Retention(samples=60 * 86400.0, lock_timeout=30.0),

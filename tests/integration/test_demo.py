@@ -52,8 +52,9 @@ def stored(workdir: str) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
     try:
         with engine.connect() as conn:
             per_device = dict(conn.execute(sa.text(
-                "SELECT d.name, COUNT(*) FROM samples s JOIN devices d ON d.id = s.device_id "
-                "GROUP BY d.name")).all())
+                "SELECT d.name, COUNT(*) FROM (SELECT series_id FROM samples UNION ALL "
+                "SELECT series_id FROM samples_text) s JOIN series se ON se.id = s.series_id "
+                "JOIN devices d ON d.id = se.device_id GROUP BY d.name")).all())
             events = [tuple(r) for r in conn.execute(sa.text(
                 "SELECT host, name, severity FROM events ORDER BY ts"))]
     finally:

@@ -72,7 +72,7 @@ def samples(table_prefix: str) -> tuple[int, int]:
     try:
         with engine.connect() as c:
             return tuple(c.execute(sa.text(
-                f"SELECT COUNT(*), COUNT(DISTINCT value_num) FROM {table_prefix}samples")).one())
+                f"SELECT COUNT(*), COUNT(DISTINCT value) FROM {table_prefix}samples")).one())
     finally:
         engine.dispose()
 
@@ -139,7 +139,7 @@ def test_two_writers_one_killed_store_every_message_once(tmp_path, prefix, table
         try:
             with engine.connect() as c:
                 values = {int(v) for (v,) in c.execute(sa.text(
-                    f"SELECT value_num FROM {table_prefix}samples"))}
+                    f"SELECT value FROM {table_prefix}samples"))}
                 devices = c.execute(sa.text(
                     f"SELECT COUNT(*) FROM {table_prefix}devices")).scalar_one()
         finally:

@@ -17,6 +17,7 @@ from connector.settings import SettingsError, settings_from_string
 from connector_db import migrate
 from connector_db.maintain import Retention, ensure_partitions, maintain
 from centaure_shared.storage.schema import make_schema
+from tests.sql_samples import insert_samples
 
 DAY = 86_400_000
 NOW = 1_796_515_200.0  # seconds
@@ -35,10 +36,11 @@ def fill(engine, schema, days: int, devices: int = 3, metrics: int = 40) -> None
     with engine.begin() as c:
         c.execute(sa.insert(schema.devices), [{"id": d, "name": f"r{d}"}
                                               for d in range(1, devices + 1)])
-        c.execute(sa.insert(schema.samples), [
+        # Numbers, and one text series per device (its rows in samples_text).
+        insert_samples(c, schema, [
             {"device_id": d, "metric_id": m, "idx": "", "ts": int(NOW * 1000) - day * DAY + 1,
-             "value_num": 1.0} for day in range(days) for d in range(1, devices + 1)
-            for m in range(metrics)])
+             "value_num": 1.0 if m < metrics else None, "value_text": "up"}
+            for day in range(days) for d in range(1, devices + 1) for m in range(metrics + 1)])
         for table in (schema.events, schema.notifications):
             rows = []
             for day in range(0, 400, 5):
@@ -70,6 +72,9 @@ def test_sqlite_deletes_old_rows_in_batches_and_keeps_the_rest(sqlite):
     # Rows at 00:00:00.001: days 0 to 14 are within 14 days, each of their rows kept.
     assert count(engine, schema.samples) == 15 * 3 * 40
     assert report.deleted[schema.samples.name] == 15 * 3 * 40
+    assert count(engine, schema.samples_text, schema.samples_text.c.ts < cutoff) == 0
+    assert count(engine, schema.samples_text) == 15 * 3
+    assert report.deleted[schema.samples_text.name] == 15 * 3
     assert report.created == [] and report.dropped == []
     # events: every 5th day for 400 days; 90 days kept (days 0 to 90 by 5: exactly 90
     # days old is not older than 90 days).

@@ -188,7 +188,7 @@ def tprefix(engine):
 
 
 def test_head_is_the_newest_revision():
-    assert migrate.head() == "0004"
+    assert migrate.head() == "0005"
 
 
 def test_upgrade_from_empty_creates_every_table(engine, tprefix):
@@ -200,7 +200,7 @@ def test_upgrade_from_empty_creates_every_table(engine, tprefix):
     assert migrate.current(engine, tprefix) == migrate.head()
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {tprefix}alembic_version")).all() == [
-            ("0004",)]
+            ("0005",)]
 
 
 def test_migrated_schema_is_make_schema(engine, tprefix):
@@ -223,9 +223,9 @@ def test_upgrade_twice_is_a_no_op(engine, tprefix):
     with engine.begin() as c:
         c.execute(make_schema(tprefix).devices.insert().values(name="r1"))
     with Statements(engine) as sql:
-        assert migrate.upgrade(engine, tprefix) == "0004"
+        assert migrate.upgrade(engine, tprefix) == "0005"
     assert sql.seen and sql.writes() == []
-    assert migrate.current(engine, tprefix) == "0004"
+    assert migrate.current(engine, tprefix) == "0005"
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT name FROM {tprefix}devices")).all() == [("r1",)]
         assert c.execute(sa.text(f"SELECT count(*) FROM {tprefix}alembic_version")).scalar() == 1
@@ -235,9 +235,9 @@ def test_check_raises_until_upgraded(engine, tprefix):
     with pytest.raises(SchemaOutOfDate) as info:
         migrate.check(engine, tprefix)
     assert isinstance(info.value, ValueError)
-    assert info.value.revision is None and info.value.head == "0004"
+    assert info.value.revision is None and info.value.head == "0005"
     assert str(info.value) == ("the database schema is at revision None, this Centaure needs "
-                               "0004: run 'centaure db upgrade -c settings.ini'")
+                               "0005: run 'centaure db upgrade -c settings.ini'")
     migrate.upgrade(engine, tprefix)
     assert migrate.check(engine, tprefix) is None
 
@@ -268,7 +268,7 @@ def test_two_prefixes_side_by_side(engine):
             migrate.check(engine, b)
         with engine.begin() as c:
             c.execute(make_schema(a).devices.insert().values(name="only-in-a"))
-        assert migrate.upgrade(engine, b) == "0004"
+        assert migrate.upgrade(engine, b) == "0005"
         assert tables(engine, a) == {t.replace(b, a, 1) for t in tables(engine, b)}
         assert schema_diffs(engine, a) == [] and schema_diffs(engine, b) == []
         with engine.connect() as c:
@@ -280,7 +280,7 @@ def test_two_prefixes_side_by_side(engine):
             c.commit()
         assert tables(engine, b) == {f"{b}alembic_version"}
         assert migrate.current(engine, b) is None
-        assert migrate.current(engine, a) == "0004" and schema_diffs(engine, a) == []
+        assert migrate.current(engine, a) == "0005" and schema_diffs(engine, a) == []
         with engine.connect() as c:
             assert c.execute(sa.text(f"SELECT name FROM {a}devices")).all() == [("only-in-a",)]
         # ... and it comes back by upgrading again.
@@ -309,11 +309,11 @@ def run_concurrent_upgrades(url: str, prefix: str, n: int = 4,
 
 
 def test_processes_upgrading_at_once(engine, tprefix):
-    assert run_concurrent_upgrades(str(engine.url), tprefix) == ["0004"] * 4
+    assert run_concurrent_upgrades(str(engine.url), tprefix) == ["0005"] * 4
     assert schema_diffs(engine, tprefix) == []
     with engine.connect() as c:
         assert c.execute(sa.text(f"SELECT version_num FROM {tprefix}alembic_version")).all() == [
-            ("0004",)]
+            ("0005",)]
 
 
 # -- the centaure db command, as a real process ---------------------------------------------
@@ -331,31 +331,31 @@ def test_db_command(tmp_path, engine):
     try:
         r = centaure(tmp_path, url, "db", "current")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision None (this Centaure needs 0004)\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision None (this Centaure needs 0005)\n"
 
         r = centaure(tmp_path, url, "db", "check")
         assert r.returncode == 1 and r.stdout == ""
         assert r.stderr == ("centaure db check: the database schema is at revision None, this "
-                            f"Centaure needs 0004: run 'centaure db upgrade -c "
+                            f"Centaure needs 0005: run 'centaure db upgrade -c "
                             f"{tmp_path / 'settings.ini'}'\n")
 
         r = centaure(tmp_path, url, "db", "upgrade")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == (f"upgrading {url} (prefix 'x_') from None to 0004\n"
-                            "schema at revision 0004\n")
-        assert migrate.current(engine, "x_") == "0004" and schema_diffs(engine, "x_") == []
+        assert r.stdout == (f"upgrading {url} (prefix 'x_') from None to 0005\n"
+                            "schema at revision 0005\n")
+        assert migrate.current(engine, "x_") == "0005" and schema_diffs(engine, "x_") == []
 
         r = centaure(tmp_path, url, "db", "upgrade")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0004, up to date\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0005, up to date\n"
 
         r = centaure(tmp_path, url, "db", "current")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0004 (up to date)\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0005 (up to date)\n"
 
         r = centaure(tmp_path, url, "db", "check")
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0004, up to date\n"
+        assert r.stdout == f"{url} (prefix 'x_'): schema at revision 0005, up to date\n"
 
         # the default prefix '' is another layout, not created yet
         r = centaure(tmp_path, url, "db", "check", prefix="")

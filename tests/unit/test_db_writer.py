@@ -15,6 +15,7 @@ from connector.messages import Alarm, Event, Metric, Perf, Varbind
 from centaure_shared.storage.schema import create_all, make_schema
 from connector_db.store import NormalizedStore, UnstorableMessage
 from connector_db.writer import SqlWriter
+from tests.sql_samples import sample_rows
 
 TS = 1_700_000_000.25
 
@@ -78,10 +79,11 @@ async def test_perf_of_50_metrics_stores_50_samples_and_creates_ids_once(db, mak
     await w.handle(perf(ts=TS + 60), delivery("p2"))
     assert count(engine, s.samples) == 100
     assert count(engine, s.devices) == 1 and count(engine, s.metrics) == 10
+    assert count(engine, s.series) == 50  # one per metric and index, created once
     with engine.connect() as c:
-        row = c.execute(sa.select(s.samples).where(s.samples.c.idx == "4")
-                        .order_by(s.samples.c.ts, s.samples.c.metric_id).limit(1)).one()
-    assert row.ts == 1_700_000_000_250 and row.value_num == 40.0 and row.value_text is None
+        row = next(r for r in sample_rows(c, s) if r["idx"] == "4")
+    assert row["ts"] == 1_700_000_000_250 and row["value_num"] == 40.0
+    assert row["value_text"] is None
     assert w.rows_written[s.samples.name] == 100
     assert w.health()["degraded"] is False and w.counters.get("batches") == 2
 

@@ -203,30 +203,31 @@ def rollups(engine: sa.Engine, schema: Schema, host: str, metric: str | None = N
         raise QueryError(f"resolution {resolution!r}: expected one of {', '.join(RESOLUTIONS)}")
     start_ms, end_ms = time_range(start, end)
     r = schema.rollups_5m if resolution == "5m" else schema.rollups_1h
-    m = schema.metrics
+    m, se = schema.metrics, schema.series
     index = None if index is None else str(index)
 
     def run(conn: sa.Connection) -> list[RollupRow]:
         device_id = _device_id(conn, schema, host)
-        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, r.c.idx, r.c.ts, r.c.min_value,
+        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, se.c.idx, r.c.ts, r.c.min_value,
                           r.c.max_value, r.c.avg_value, r.c.value_count, r.c.last_value)
-                .join_from(r, m, m.c.id == r.c.metric_id)
-                .where(r.c.device_id == device_id))
+                .join_from(r, se, se.c.id == r.c.series_id)
+                .join(m, m.c.id == se.c.metric_id)
+                .where(se.c.device_id == device_id))
         if metric is not None:
             ids = list(conn.execute(sa.select(m.c.id).where(m.c.name == metric)).scalars())
             if not ids:
                 _unknown_metric(conn, schema, host, device_id, metric)
-            stmt = stmt.where(r.c.metric_id.in_(ids))
+            stmt = stmt.where(se.c.metric_id.in_(ids))
         if index is not None:
-            stmt = stmt.where(r.c.idx == index)
+            stmt = stmt.where(se.c.idx == index)
         stmt = _where_range(stmt, r.c.ts, start_ms, end_ms)
         ts_order = r.c.ts.desc() if order == "desc" else r.c.ts.asc()
-        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, r.c.idx).limit(limit)
+        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, se.c.idx).limit(limit)
         return [RollupRow(host, name, kind, unit, idx, ts / 1000.0, mn, mx, av, n, last,
                           resolution)
                 for name, kind, unit, idx, ts, mn, mx, av, n, last in conn.execute(stmt)]
 
-    return _read(engine, schema, (schema.devices, r, m), run)
+    return _read(engine, schema, (schema.devices, r, m, se), run)
 
 
 
@@ -248,7 +249,7 @@ def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = N
     if metric is not None and metrics is not None:
         raise QueryError("give metric or metrics, not both")
     start_ms, end_ms = time_range(start, end)
-    s, m = schema.samples, schema.metrics
+    m, se = schema.metrics, schema.series
     index = None if index is None else str(index)
     names = None if metrics is None else sorted(set(metrics))
 
@@ -263,31 +264,51 @@ def samples(engine: sa.Engine, schema: Schema, host: str, metric: str | None = N
                 _unknown_metric(conn, schema, host, device_id, metric)
         elif names == []:
             return []
-        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, s.c.idx, s.c.ts, s.c.value_num,
-                          s.c.value_text)
-                .join_from(s, m, m.c.id == s.c.metric_id)
-                .where(s.c.device_id == device_id))
+        # The series asked for, found on the unique key (device_id, metric_id, idx).
+        wanted = sa.select(se.c.id).where(se.c.device_id == device_id)
         if metric_ids is not None:
-            stmt = stmt.where(s.c.metric_id.in_(metric_ids))
+            wanted = wanted.where(se.c.metric_id.in_(metric_ids))
         elif names is not None:
-            stmt = stmt.where(s.c.metric_id.in_(sa.select(m.c.id).where(m.c.name.in_(names))))
+            wanted = wanted.where(se.c.metric_id.in_(sa.select(m.c.id).where(m.c.name.in_(names))))
+        any_index = wanted
         if index is not None:
-            stmt = stmt.where(s.c.idx == index)
-        stmt = _where_range(stmt, s.c.ts, start_ms, end_ms)
-        ts_order = s.c.ts.desc() if order == "desc" else s.c.ts.asc()
-        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, s.c.idx).limit(limit)
+            wanted = wanted.where(se.c.idx == index)
+        both = _both(schema, lambda t: _where_range(
+            sa.select(t.c.series_id, t.c.ts, *_values(schema, t))
+            .where(t.c.series_id.in_(wanted)), t.c.ts, start_ms, end_ms)).subquery("u")
+        stmt = (sa.select(m.c.name, m.c.kind, m.c.unit, se.c.idx, both.c.ts, both.c.num,
+                          both.c.text)
+                .join_from(both, se, se.c.id == both.c.series_id)
+                .join(m, m.c.id == se.c.metric_id))
+        ts_order = both.c.ts.desc() if order == "desc" else both.c.ts.asc()
+        stmt = stmt.order_by(ts_order, m.c.name, m.c.kind, se.c.idx).limit(limit)
         rows = [SampleRow(host, name, kind, unit, idx, ts / 1000.0, _value(num, text))
                 for name, kind, unit, idx, ts, num, text in conn.execute(stmt)]
         if not rows and metric is not None:
             # Nothing in range: tell a metric the host never had from a quiet one.
-            # An index seek on the primary key (device_id, metric_id, ...).
-            had = conn.execute(sa.select(s.c.ts).where(
-                s.c.device_id == device_id, s.c.metric_id.in_(metric_ids)).limit(1)).first()
-            if had is None:
+            # A primary-key seek per series of the metric.
+            had = any(conn.execute(sa.select(t.c.ts).where(t.c.series_id.in_(any_index))
+                                   .limit(1)).first()
+                      for t in (schema.samples, schema.samples_text))
+            if not had:
                 _unknown_metric(conn, schema, host, device_id, metric)
         return rows
 
-    return _read(engine, schema, (schema.devices, s, m), run)
+    return _read(engine, schema, (schema.devices, schema.samples, schema.samples_text, m, se),
+                 run)
+
+
+def _values(schema: Schema, t: sa.Table) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """(num, text) of a row of samples (a number) or of samples_text (a text or NULL)."""
+    if t is schema.samples:
+        return t.c.value.label("num"), sa.cast(sa.null(), schema.samples_text.c.value.type
+                                               ).label("text")
+    return sa.cast(sa.null(), schema.samples.c.value.type).label("num"), t.c.value.label("text")
+
+
+def _both(schema: Schema, select: Callable[[sa.Table], sa.Select]) -> sa.CompoundSelect:
+    """``select`` of samples UNION ALL the same of samples_text."""
+    return sa.union_all(select(schema.samples), select(schema.samples_text))
 
 
 def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
@@ -310,49 +331,72 @@ def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
     names = None if metrics is None else sorted(set(metrics))
     if names == []:
         return []
-    s, d, m = schema.samples, schema.devices, schema.metrics
+    d, m, se = schema.devices, schema.metrics, schema.series
 
     def run(conn: sa.Connection) -> list[SampleRow]:
-        newest = sa.select(s.c.device_id, s.c.metric_id, s.c.idx,
-                           sa.func.max(s.c.ts).label("ts"))
+        wanted = sa.select(se.c.id)
         if host is not None:
-            newest = newest.where(s.c.device_id == _device_id(conn, schema, host))
+            wanted = wanted.where(se.c.device_id == _device_id(conn, schema, host))
         if names is not None:
-            newest = newest.where(s.c.metric_id.in_(
+            wanted = wanted.where(se.c.metric_id.in_(
                 sa.select(m.c.id).where(m.c.name.in_(names))))
-        newest = newest.group_by(s.c.device_id, s.c.metric_id, s.c.idx).subquery("newest")
-        stmt = (sa.select(d.c.name, m.c.name, m.c.kind, m.c.unit, s.c.idx, s.c.ts,
-                          s.c.value_num, s.c.value_text)
-                .select_from(newest)
-                .join(s, sa.and_(s.c.device_id == newest.c.device_id,
-                                 s.c.metric_id == newest.c.metric_id,
-                                 s.c.idx == newest.c.idx, s.c.ts == newest.c.ts))
-                .join(d, d.c.id == s.c.device_id)
-                .join(m, m.c.id == s.c.metric_id)
-                .order_by(d.c.name, m.c.name, m.c.kind, s.c.idx)
-                .limit(limit))
+        found: dict[int, tuple] = {}
+        # Numbers and texts apart, each its series' newest row; the newer of the two wins.
+        for t in (schema.samples, schema.samples_text):
+            newest = (sa.select(t.c.series_id, sa.func.max(t.c.ts).label("ts"))
+                      .where(t.c.series_id.in_(wanted))
+                      .group_by(t.c.series_id).subquery("newest"))
+            num, text = _values(schema, t)
+            stmt = (sa.select(d.c.name, m.c.name, m.c.kind, m.c.unit, se.c.idx, t.c.ts,
+                              num, text, se.c.id)
+                    .select_from(newest)
+                    .join(t, sa.and_(t.c.series_id == newest.c.series_id,
+                                     t.c.ts == newest.c.ts))
+                    .join(se, se.c.id == t.c.series_id)
+                    .join(d, d.c.id == se.c.device_id)
+                    .join(m, m.c.id == se.c.metric_id)
+                    .order_by(d.c.name, m.c.name, m.c.kind, se.c.idx)
+                    .limit(limit))
+            # The first ``limit`` series of each table hold the first ``limit`` of both.
+            for *row, series_id in conn.execute(stmt):
+                if series_id not in found or row[5] > found[series_id][5]:
+                    found[series_id] = tuple(row)
+        rows = sorted(found.values(), key=lambda r: (r[0], r[1], r[2], r[4]))[:limit]
         return [SampleRow(h, name, kind, unit, idx, ts / 1000.0, _value(num, text))
-                for h, name, kind, unit, idx, ts, num, text in conn.execute(stmt)]
+                for h, name, kind, unit, idx, ts, num, text in rows]
 
-    return _read(engine, schema, (d, s, m), run)
+    return _read(engine, schema, (d, schema.samples, schema.samples_text, m, se), run)
 
 
 def devices(engine: sa.Engine, schema: Schema) -> list[DeviceRow]:
     """Every device that was polled, by name, with the time of its newest sample.
 
     No sample count: counting is a scan of the samples; the newest time is one
-    seek per device on the (device_id, ts) index.
+    backward primary-key seek per series (numbers and texts).
     """
-    s, d = schema.samples, schema.devices
+    d, se = schema.devices, schema.series
+
+    def newest(t: sa.Table) -> sa.ScalarSelect:
+        return (sa.select(t.c.ts).where(t.c.series_id == se.c.id).order_by(t.c.ts.desc())
+                .limit(1).scalar_subquery())
 
     def run(conn: sa.Connection) -> list[DeviceRow]:
-        last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
-                .scalar_subquery())
-        stmt = sa.select(d.c.name, d.c.address, d.c.device_type, last).order_by(d.c.name)
-        return [DeviceRow(name, address, device_type, None if ts is None else ts / 1000.0)
-                for name, address, device_type, ts in conn.execute(stmt)]
+        per_series = sa.select(se.c.device_id, newest(schema.samples).label("a"),
+                               newest(schema.samples_text).label("b")).subquery("per_series")
+        per_device = (sa.select(per_series.c.device_id, sa.func.max(per_series.c.a).label("a"),
+                                sa.func.max(per_series.c.b).label("b"))
+                      .group_by(per_series.c.device_id).subquery("per_device"))
+        stmt = (sa.select(d.c.name, d.c.address, d.c.device_type, per_device.c.a,
+                          per_device.c.b)
+                .outerjoin_from(d, per_device, per_device.c.device_id == d.c.id)
+                .order_by(d.c.name))
+        out = []
+        for name, address, device_type, a, b in conn.execute(stmt):
+            ts = max((x for x in (a, b) if x is not None), default=None)
+            out.append(DeviceRow(name, address, device_type, None if ts is None else ts / 1000.0))
+        return out
 
-    return _read(engine, schema, (d, s), run)
+    return _read(engine, schema, (d, se, schema.samples, schema.samples_text), run)
 
 
 def metric_names(engine: sa.Engine, schema: Schema) -> list[str]:
@@ -568,9 +612,9 @@ def _check_host_known(conn: sa.Connection, schema: Schema, host: str) -> None:
 def _unknown_metric(conn: sa.Connection, schema: Schema, host: str, device_id: int,
                     metric: str) -> None:
     """Raise the QueryError for a metric ``host`` never had, with close names."""
-    s, m = schema.samples, schema.metrics
-    # One primary-key seek per known metric, not a scan of the host's samples.
-    has = sa.exists().where(s.c.device_id == device_id, s.c.metric_id == m.c.id)
+    se, m = schema.series, schema.metrics
+    # The host's series (the unique key's first column), not a scan of its samples.
+    has = sa.exists().where(se.c.device_id == device_id, se.c.metric_id == m.c.id)
     names = sorted(set(conn.execute(sa.select(m.c.name).where(has)).scalars()))
     if not names:
         raise QueryError(f"device {host!r} has no metric {metric!r}: it has no samples")
