@@ -186,6 +186,7 @@ class Cluster:
         self.root = Path(root)
         tag = uuid.uuid4().hex[:6]
         self.nodes = [Node(self.root, f"c{tag}n{i + 1}@localhost") for i in range(size)]
+        self._starting: list[Node] = []
 
     @property
     def urls(self) -> list[str]:
@@ -234,6 +235,22 @@ class Cluster:
                 raise ClusterError(f"cluster not formed after {timeout:.0f}s: "
                                    f"running {sorted(self.running())}, want {sorted(want)}")
             time.sleep(1)
+
+    def start_again(self, node: Node) -> None:
+        """Start ``node`` again (stopped or killed) without waiting for it: a test
+        restoring the cluster for the next one; :meth:`ready` waits for it.
+
+        A node boots in seconds: meanwhile the tests that do not need the cluster run."""
+        node.start()
+        self._starting.append(node)
+
+    def ready(self, timeout: float = 180) -> None:
+        """Wait until the nodes given to :meth:`start_again` run, clustered."""
+        starting, self._starting = self._starting, []
+        for node in starting:
+            node.wait_up(timeout)
+        if starting:
+            self.wait_running()
 
     def destroy(self) -> None:
         """Kill every node and remove the folder."""

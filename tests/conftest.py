@@ -200,8 +200,16 @@ def sql_database(request, tmp_path):
         engine.dispose()
 
 
+@pytest.fixture
+def rabbit_cluster(rabbit_cluster_session):
+    """The session's 3-node RabbitMQ cluster, every node running: a node that an
+    earlier test started again in the background (``Cluster.start_again``) is waited for."""
+    rabbit_cluster_session.ready()
+    return rabbit_cluster_session
+
+
 @pytest.fixture(scope="session")
-def rabbit_cluster():
+def rabbit_cluster_session():
     """A 3-node RabbitMQ cluster on free ports, started once per run for the tests that ask.
 
     Its nodes and folder are removed at the end. If it cannot start, the

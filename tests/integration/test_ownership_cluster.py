@@ -111,6 +111,4 @@ async def test_owner_on_a_killed_broker_node_loses_its_tokens_to_the_other(
         await bus_b.stopService()
         await bus_a.stopService()
         await threads.deferToThread(n1.proc.wait, 30)
-        await threads.deferToThread(n1.start)
-        await threads.deferToThread(n1.wait_up)
-        await threads.deferToThread(rabbit_cluster.wait_running)
+        rabbit_cluster.start_again(n1)

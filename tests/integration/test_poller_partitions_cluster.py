@@ -7,7 +7,7 @@ closes, so it polls nothing; the token queues elect leaders on the other
 nodes and beta takes every token: it polls every device within ``BOUND``
 seconds of the stop, and no device goes unpolled for longer than that plus
 two intervals. Node 1 is started again afterwards (the cluster is shared by
-the session).
+the session; the next test that asks for it waits for the node).
 """
 
 from __future__ import annotations
@@ -89,9 +89,7 @@ def test_a_poller_whose_broker_node_stops_hands_its_devices_over(rabbit_cluster,
         alpha.stop()
         beta.stop()
         if stopped:
-            n1.start()
-            n1.wait_up()
-            rabbit_cluster.wait_running()
+            rabbit_cluster.start_again(n1)
         _delete_prefixed(rabbit_cluster, prefix)
 
     print(f"node 1 stopped in {node_stopped:.1f}s; beta polled alpha's {len(alphas)} devices "
