@@ -35,12 +35,28 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     return r.stdout
 
 
+def _broker_accepts_connections() -> bool:
+    """True if an AMQP connection to the test broker opens (its app runs)."""
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
+        return True
+    except Exception:
+        return False
+
+
 def restore_broker() -> None:
     """Undo what fault tests do to the broker (safe to call any time)."""
-    subprocess.run(["rabbitmqctl", "-q", "start_app"], capture_output=True, timeout=120)
+    # Each rabbitmqctl run starts an Erlang VM (about a second): start_app and
+    # await_startup only when the app is not serving.
+    serving = _broker_accepts_connections()
+    if not serving:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], capture_output=True, timeout=120)
     subprocess.run(["rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0.4"],
                    capture_output=True, timeout=60)
-    subprocess.run(["rabbitmqctl", "-q", "await_startup"], capture_output=True, timeout=120)
+    if not serving:
+        subprocess.run(["rabbitmqctl", "-q", "await_startup"], capture_output=True, timeout=120)
 
 
 @pytest.fixture
