@@ -243,14 +243,19 @@ def _rebuild(conn: sa.Connection, table: str, name: str, partitioned: bool,
         id_col = sa.Column("id", sa.Integer, nullable=False)
     key = ["id", "ts"] if pg and partitioned else ["id"]
     if partitioned:
-        unique = sa.UniqueConstraint("message_id", "ts", name=f"{p}uq_{name}_message_id_ts")
+        unique, unique_cols = f"{p}uq_{name}_message_id_ts", ["message_id", "ts"]
     else:
-        unique = sa.UniqueConstraint("message_id", name=f"{p}uq_{name}_message_id")
+        unique, unique_cols = f"{p}uq_{name}_message_id", ["message_id"]
     cols = columns()
-    kw = {"postgresql_partition_by": "RANGE (ts)"} if ranges else {}
-    op.create_table(table, id_col, *cols, sa.PrimaryKeyConstraint(*key), unique, **kw)
-    for ix_name, ix_cols in indexes:
-        op.create_index(f"{p}{ix_name}", table, ix_cols)
+    if pg:
+        # Keys and indexes are built once the rows are in (a sort each, not an insert per row).
+        kw = {"postgresql_partition_by": "RANGE (ts)"} if ranges else {}
+        op.create_table(table, id_col, *cols, **kw)
+    else:
+        op.create_table(table, id_col, *cols, sa.PrimaryKeyConstraint(*key),
+                        sa.UniqueConstraint(*unique_cols, name=unique))
+        for ix_name, ix_cols in indexes:
+            op.create_index(f"{p}{ix_name}", table, ix_cols)
     for i, (lo, hi) in enumerate(ranges):
         # The first partition also takes every older row.
         low = "MINVALUE" if i == 0 else str(int(lo))
@@ -263,6 +268,11 @@ def _rebuild(conn: sa.Connection, table: str, name: str, partitioned: bool,
     names = ", ".join(_q(conn, c) for c in ["id"] + [c.name for c in cols])
     conn.exec_driver_sql(f"INSERT INTO {t} ({names}) SELECT {names} FROM {_q(conn, old)}")
     if pg:
+        conn.exec_driver_sql(f"ALTER TABLE {t} ADD PRIMARY KEY ({', '.join(key)})")
+        conn.exec_driver_sql(f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, unique)} UNIQUE "
+                             f"({', '.join(unique_cols)})")
+        for ix_name, ix_cols in indexes:
+            op.create_index(f"{p}{ix_name}", table, ix_cols)
         # The sequence goes on from the copied ids, and lives as long as the new table.
         conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} OWNED BY {t}.id")
     conn.exec_driver_sql(f"DROP TABLE {_q(conn, old)}")
