@@ -321,9 +321,9 @@ def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
     no rows, so a view may ask for metrics not polled yet. Rows are sorted by
     host, metric, index; ``limit`` caps them.
 
-    GROUP BY the primary key's prefix with MAX(ts), joined back to the
-    samples: MariaDB/MySQL answer it with a loose index scan; SQLite and
-    PostgreSQL read the (covering) primary-key index once.
+    Per series, the newest number and the newest text are each one backward
+    seek on a primary key ``(series_id, ts)`` (a correlated ``ORDER BY ts
+    DESC LIMIT 1``), never a scan of the samples; the newer of the two wins.
     """
     check_limit(limit)
     if isinstance(metrics, str):
@@ -333,37 +333,33 @@ def latest_samples(engine: sa.Engine, schema: Schema, host: str | None = None,
         return []
     d, m, se = schema.devices, schema.metrics, schema.series
 
+    def newest(t: sa.Table, col: sa.Column) -> sa.ScalarSelect:
+        return (sa.select(col).where(t.c.series_id == se.c.id).order_by(t.c.ts.desc())
+                .limit(1).scalar_subquery())
+
     def run(conn: sa.Connection) -> list[SampleRow]:
-        wanted = sa.select(se.c.id)
+        n, x = schema.samples, schema.samples_text
+        per_series = sa.select(d.c.name.label("host"), m.c.name, m.c.kind, m.c.unit, se.c.idx,
+                               newest(n, n.c.ts).label("num_ts"),
+                               newest(n, n.c.value).label("num"),
+                               newest(x, x.c.ts).label("text_ts"),
+                               newest(x, x.c.value).label("text"))
+        per_series = (per_series.join_from(se, d, d.c.id == se.c.device_id)
+                      .join(m, m.c.id == se.c.metric_id))
         if host is not None:
-            wanted = wanted.where(se.c.device_id == _device_id(conn, schema, host))
+            per_series = per_series.where(se.c.device_id == _device_id(conn, schema, host))
         if names is not None:
-            wanted = wanted.where(se.c.metric_id.in_(
-                sa.select(m.c.id).where(m.c.name.in_(names))))
-        found: dict[int, tuple] = {}
-        # Numbers and texts apart, each its series' newest row; the newer of the two wins.
-        for t in (schema.samples, schema.samples_text):
-            newest = (sa.select(t.c.series_id, sa.func.max(t.c.ts).label("ts"))
-                      .where(t.c.series_id.in_(wanted))
-                      .group_by(t.c.series_id).subquery("newest"))
-            num, text = _values(schema, t)
-            stmt = (sa.select(d.c.name, m.c.name, m.c.kind, m.c.unit, se.c.idx, t.c.ts,
-                              num, text, se.c.id)
-                    .select_from(newest)
-                    .join(t, sa.and_(t.c.series_id == newest.c.series_id,
-                                     t.c.ts == newest.c.ts))
-                    .join(se, se.c.id == t.c.series_id)
-                    .join(d, d.c.id == se.c.device_id)
-                    .join(m, m.c.id == se.c.metric_id)
-                    .order_by(d.c.name, m.c.name, m.c.kind, se.c.idx)
-                    .limit(limit))
-            # The first ``limit`` series of each table hold the first ``limit`` of both.
-            for *row, series_id in conn.execute(stmt):
-                if series_id not in found or row[5] > found[series_id][5]:
-                    found[series_id] = tuple(row)
-        rows = sorted(found.values(), key=lambda r: (r[0], r[1], r[2], r[4]))[:limit]
-        return [SampleRow(h, name, kind, unit, idx, ts / 1000.0, _value(num, text))
-                for h, name, kind, unit, idx, ts, num, text in rows]
+            per_series = per_series.where(m.c.name.in_(names))
+        v = per_series.subquery("v")
+        stmt = (sa.select(v).where(sa.or_(v.c.num_ts.is_not(None), v.c.text_ts.is_not(None)))
+                .order_by(v.c.host, v.c.name, v.c.kind, v.c.idx).limit(limit))
+        out = []
+        for h, name, kind, unit, idx, num_ts, num, text_ts, text in conn.execute(stmt):
+            if text_ts is None or (num_ts is not None and num_ts >= text_ts):
+                out.append(SampleRow(h, name, kind, unit, idx, num_ts / 1000.0, num))
+            else:
+                out.append(SampleRow(h, name, kind, unit, idx, text_ts / 1000.0, text))
+        return out
 
     return _read(engine, schema, (d, schema.samples, schema.samples_text, m, se), run)
 
