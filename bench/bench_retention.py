@@ -1,18 +1,20 @@
-"""Time partitions of samples: migrating a filled table, dropping old days, insert rate.
+"""Samples: migrating a filled table, dropping old days, insert rate, bytes per row.
 
 Against the real MariaDB and PostgreSQL of this machine (database ``test``,
 a fresh table prefix per run, dropped afterwards). Parts, per server:
 
-1. ``migrate``: ``--rows`` sample rows over 30 days in the table of revision
-   0001 (not partitioned), then ``migrate.upgrade`` to 0002 (daily
-   partitions): seconds, and per million rows; every row checked kept.
+1. ``migrate``: ``--rows`` sample rows over 30 days in the wide table of
+   revision 0004 (device_id, metric_id, idx, ts, value_num, value_text; a
+   partition per day), then ``migrate.upgrade`` to head (0005: series,
+   narrow samples): seconds, and per million rows; every row checked kept.
 2. ``retention``: ``maintain`` with 14 days kept on that table: the 15 or
    16 oldest days dropped as partitions; then the same rows deleted in
-   batches from the table not partitioned (downgraded to 0001, filled
-   again), as SQLite and unpartitioned tables are purged.
+   batches from a table not partitioned (``create_all``), as SQLite and
+   unpartitioned tables are purged.
 3. ``insert``: rows/s of the writer's insert-ignore executemany (5,000 rows
-   per transaction) into the partitioned table and into a table that is
-   not, alternated ``--runs`` times (medians).
+   per transaction) into the narrow samples of head and into the wide
+   samples of revision 0004 (both partitioned), alternated ``--runs``
+   times (medians).
 5. ``bytes`` (``--bytes``): the issue's data set (1,000 devices x 61 values x 20
    polls a minute apart, 1,220,000 rows) in the partitioned table, rolled
    up: bytes of data and indexes per raw row and per rollup row.
@@ -70,23 +72,42 @@ def drop(engine, p: str) -> None:
     md.drop_all(engine)
 
 
-def to_0001(engine, p: str) -> None:
+#: The last revision with wide samples (device_id, metric_id, idx, ts, value_num, value_text).
+WIDE = "0004"
+
+
+def to_revision(engine, p: str, revision: str = WIDE) -> None:
     with engine.connect() as c:
-        command.upgrade(migrate._config(p, c), "0001")
+        command.upgrade(migrate._config(p, c), revision)
         c.commit()
 
 
-def downgrade_0001(engine, p: str) -> None:
-    with engine.connect() as c:
-        command.downgrade(migrate._config(p, c), "0001")
-        c.commit()
+def wide_samples(p: str) -> sa.TableClause:
+    """The samples table of revision 0004 and before."""
+    return sa.table(f"{p}samples", *(sa.column(c) for c in (
+        "device_id", "metric_id", "idx", "ts", "value_num", "value_text")))
 
 
-def fill(engine, schema, rows: int, end_ms: int) -> None:
-    """``rows`` samples spread evenly over the 30 days before ``end_ms``."""
+def make_series(engine, schema, devices: int, metrics: int) -> dict[tuple[int, int], int]:
+    """A series per device and metric (index ''); their ids."""
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.series), [
+            {"device_id": d, "metric_id": m, "idx": ""}
+            for d in range(1, devices + 1) for m in range(1, metrics + 1)])
+        return {(d, m): i for i, d, m in c.execute(sa.select(
+            schema.series.c.id, schema.series.c.device_id, schema.series.c.metric_id))}
+
+
+def fill(engine, schema, rows: int, end_ms: int, wide: bool = False) -> None:
+    """``rows`` samples spread evenly over the 30 days before ``end_ms`` (``wide``: in the
+    samples of revision 0004)."""
     polls = max(1, rows // (DEVICES * METRICS))
     step = 30 * DAY // polls
-    stmt = insert_ignore(engine.dialect.name, schema.samples)
+    if wide:
+        stmt = sa.insert(wide_samples(schema.prefix))
+    else:
+        stmt = insert_ignore(engine.dialect.name, schema.samples)
+        series = make_series(engine, schema, DEVICES, METRICS)
     batch: list[dict] = []
     done = 0
     with engine.begin() as c:
@@ -96,8 +117,11 @@ def fill(engine, schema, rows: int, end_ms: int) -> None:
         ts = end_ms - 30 * DAY + poll * step
         for d in range(1, DEVICES + 1):
             for m in range(1, METRICS + 1):
-                batch.append({"device_id": d, "metric_id": m, "idx": "", "ts": ts,
-                              "value_num": float(m), "value_text": None})
+                if wide:
+                    batch.append({"device_id": d, "metric_id": m, "idx": "", "ts": ts,
+                                  "value_num": float(m), "value_text": None})
+                else:
+                    batch.append({"series_id": series[(d, m)], "ts": ts, "value": float(m)})
                 done += 1
                 if len(batch) == 20_000 or done == rows:
                     with engine.begin() as c:
@@ -111,8 +135,14 @@ def fill(engine, schema, rows: int, end_ms: int) -> None:
 
 
 def count(engine, schema) -> int:
+    """Samples stored (numbers and texts; in any layout)."""
     with engine.connect() as c:
-        return c.execute(sa.select(sa.func.count()).select_from(schema.samples)).scalar_one()
+        n = c.execute(sa.select(sa.func.count()).select_from(
+            sa.table(schema.samples.name))).scalar_one()
+        if sa.inspect(c).has_table(schema.samples_text.name):
+            n += c.execute(sa.select(sa.func.count()).select_from(
+                schema.samples_text)).scalar_one()
+        return n
 
 
 def bench_migrate_and_retention(name: str, rows: int) -> dict:
@@ -121,9 +151,13 @@ def bench_migrate_and_retention(name: str, rows: int) -> dict:
     schema = make_schema(p)
     now_ms = int(time.time() * 1000)
     out = {}
+    plain = f"r{uuid.uuid4().hex[:8]}_"
     try:
-        to_0001(engine, p)
-        fill(engine, schema, rows, now_ms)
+        # Filled before 0002, so that 0002 makes a partition per day of rows, as a
+        # database upgraded through the revisions has.
+        to_revision(engine, p, "0001")
+        fill(engine, schema, rows, now_ms, wide=True)
+        to_revision(engine, p, WIDE)
         n = count(engine, schema)
         started = time.perf_counter()
         migrate.upgrade(engine, p)
@@ -143,42 +177,50 @@ def bench_migrate_and_retention(name: str, rows: int) -> dict:
         out["dropped_partitions"] = len(report.dropped)
         left = count(engine, schema)
         out["dropped_rows"] = n - left
-        # The same purge by batched deletes, on the table not partitioned.
-        downgrade_0001(engine, p)
-        with engine.begin() as c:
-            c.execute(sa.delete(schema.samples))
-            c.execute(sa.delete(schema.devices))
-        fill(engine, schema, rows, now_ms)
-        # The batched deletes alone (revision 0001 has no rollup tables).
+        # The same purge by batched deletes, on a table not partitioned.
+        from centaure_shared.storage.schema import create_all
         from connector_db.maintain import _delete_series
 
+        other = make_schema(plain)
+        create_all(engine, other)
+        fill(engine, other, rows, now_ms)
         started = time.perf_counter()
-        out["deleted_rows"] = _delete_series(engine, schema, schema.samples,
+        out["deleted_rows"] = _delete_series(engine, other, other.samples,
                                              now_ms - 14 * DAY, 5000, lambda line: None)
         out["delete_s"] = time.perf_counter() - started
         return out
     finally:
         drop(engine, p)
+        drop(engine, plain)
         engine.dispose()
 
 
 def bench_insert(name: str, runs: int, rows: int = 200_000) -> dict:
     engine = sa.create_engine(URLS[name])
-    prefixes = {"partitioned": f"i{uuid.uuid4().hex[:8]}_", "plain": f"i{uuid.uuid4().hex[:8]}_"}
+    prefixes = {"narrow": f"i{uuid.uuid4().hex[:8]}_", "wide": f"i{uuid.uuid4().hex[:8]}_"}
     now_ms = int(time.time() * 1000)
     rates: dict[str, list[float]] = {k: [] for k in prefixes}
     try:
-        migrate.upgrade(engine, prefixes["partitioned"])
-        to_0001(engine, prefixes["plain"])
+        migrate.upgrade(engine, prefixes["narrow"])
+        series = make_series(engine, make_schema(prefixes["narrow"]), DEVICES, METRICS)
+        to_revision(engine, prefixes["wide"])
         for run in range(runs):
             for kind, p in prefixes.items():
                 s = make_schema(p)
-                stmt = insert_ignore(engine.dialect.name, s.samples)
                 # A poll per second over ~55 minutes: within today and tomorrow's partitions.
                 base = now_ms + run * 10 * DAY // 100
-                data = [{"device_id": 1 + (i // METRICS) % DEVICES, "metric_id": 1 + i % METRICS,
-                         "idx": "", "ts": base + (i // (METRICS * DEVICES)) * 1000,
-                         "value_num": float(i), "value_text": None} for i in range(rows)]
+                if kind == "wide":
+                    stmt = insert_ignore(engine.dialect.name, wide_samples(p))
+                    data = [{"device_id": 1 + (i // METRICS) % DEVICES,
+                             "metric_id": 1 + i % METRICS, "idx": "",
+                             "ts": base + (i // (METRICS * DEVICES)) * 1000,
+                             "value_num": float(i), "value_text": None} for i in range(rows)]
+                else:
+                    stmt = insert_ignore(engine.dialect.name, s.samples)
+                    data = [{"series_id": series[(1 + (i // METRICS) % DEVICES,
+                                                  1 + i % METRICS)],
+                             "ts": base + (i // (METRICS * DEVICES)) * 1000,
+                             "value": float(i)} for i in range(rows)]
                 started = time.perf_counter()
                 for i in range(0, rows, 5000):
                     with engine.begin() as conn:
@@ -208,9 +250,10 @@ def bench_graph(name: str, runs: int) -> dict:
                 {"id": m, "name": f"m{m}", "kind": "counter" if m == 11 else "gauge"}
                 for m in range(1, 12)])
         stmt = insert_ignore(engine.dialect.name, schema.samples)
-        rows = [{"device_id": 1, "metric_id": m, "idx": "", "ts": now_ms - i * 60_000,
-                 "value_num": float((i * 7919 + m) % 1000) if m < 11 else float(i * 1000),
-                 "value_text": None} for i in range(minutes) for m in range(1, 12)]
+        series = make_series(engine, schema, 1, 11)
+        rows = [{"series_id": series[(1, m)], "ts": now_ms - i * 60_000,
+                 "value": float((i * 7919 + m) % 1000) if m < 11 else float(i * 1000)}
+                for i in range(minutes) for m in range(1, 12)]
         for i in range(0, len(rows), 20_000):
             with engine.begin() as c:
                 c.execute(stmt, rows[i:i + 20_000])
@@ -250,7 +293,7 @@ def _size(engine, table: str) -> int:
             "WHERE table_schema = DATABASE() AND table_name = :t"), {"t": table}).scalar())
 
 
-def bench_bytes(name: str) -> dict:
+def bench_bytes(name: str, devices: int = 1000) -> dict:
     from connector_db import rollups
 
     engine = sa.create_engine(URLS[name])
@@ -262,25 +305,31 @@ def bench_bytes(name: str) -> dict:
         migrate.upgrade(engine, p)
         with engine.begin() as c:
             c.execute(sa.insert(schema.devices), [{"id": d, "name": f"r{d}"}
-                                                  for d in range(1, 1001)])
+                                                  for d in range(1, devices + 1)])
             c.execute(sa.insert(schema.metrics), [
                 {"id": m, "name": f"m{m}", "kind": "counter" if m % 5 == 0 else "gauge"}
                 for m in range(1, 62)])
         stmt = insert_ignore(engine.dialect.name, schema.samples)
+        keys = [(d, m, str(m % 8) if m > 30 else "") for d in range(1, devices + 1)
+                for m in range(1, 62)]
+        with engine.begin() as c:
+            c.execute(sa.insert(schema.series), [{"device_id": d, "metric_id": m, "idx": i}
+                                                 for d, m, i in keys])
+            series = {(d, m, i): id_ for id_, d, m, i in c.execute(sa.select(
+                schema.series.c.id, schema.series.c.device_id, schema.series.c.metric_id,
+                schema.series.c.idx))}
         batch = []
         for poll in range(20):
-            for d in range(1, 1001):
+            for d in range(1, devices + 1):
                 for m in range(1, 62):
-                    batch.append({"device_id": d, "metric_id": m,
-                                  "idx": str(m % 8) if m > 30 else "",
-                                  "ts": base + poll * 60_000, "value_num": float(poll * m + d),
-                                  "value_text": None})
-            if len(batch) >= 61_000:
+                    batch.append({"series_id": series[(d, m, str(m % 8) if m > 30 else "")],
+                                  "ts": base + poll * 60_000, "value": float(poll * m + d)})
+            if len(batch) >= 61 * devices:
                 with engine.begin() as c:
                     c.execute(stmt, batch)
                 batch = []
         rollups.build(engine, schema, base + 2 * hour)
-        out = {}
+        out = {"series": _size(engine, schema.series.name) / len(keys)}
         for t in (schema.samples, schema.rollups_5m, schema.rollups_1h):
             key = t.name[len(p):]
             rows = count_rows(engine, t)
@@ -381,7 +430,7 @@ def main() -> None:
             print(f"{name}: bytes per row (data + indexes): raw samples {b['samples']:.0f} "
                   f"({b['samples_rows']:,} rows), 5-minute rollups {b['rollups_5m']:.0f} "
                   f"({b['rollups_5m_rows']:,} rows), hourly rollups {b['rollups_1h']:.0f} "
-                  f"({b['rollups_1h_rows']:,} rows)")
+                  f"({b['rollups_1h_rows']:,} rows); series {b['series']:.0f} per series")
             continue
         if args.graph:
             g = bench_graph(name, args.runs)
@@ -392,8 +441,9 @@ def main() -> None:
             continue
         r = bench_migrate_and_retention(name, args.rows)
         per_m = r["migrate_s"] / (r["rows"] / 1e6)
-        print(f"{name}: migration of {r['rows']:,} rows (30 days) to {r['partitions']} "
-              f"partitions: {r['migrate_s']:.1f} s, {per_m:.1f} s per million rows")
+        print(f"{name}: migration of {r['rows']:,} rows (30 days, {r['partitions']} "
+              f"partitions) from revision {WIDE} to narrow samples ({migrate.head()}): "
+              f"{r['migrate_s']:.1f} s, {per_m:.1f} s per million rows")
         print(f"{name}: rollups (5m, 1h) of those {r['rows']:,} rows ({DEVICES} devices) built "
               f"in {r['rollup_s']:.1f} s ({r['rows'] / r['rollup_s']:,.0f} raw rows/s)")
         print(f"{name}: 14 days kept: {r['dropped_partitions']} partitions "
@@ -401,9 +451,10 @@ def main() -> None:
               f"{r['deleted_rows']:,} rows deleted in batches in {r['delete_s']:.1f} s")
         if not args.skip_insert:
             rates = bench_insert(name, args.runs)
-            print(f"{name}: insert-ignore executemany, median of {args.runs}: partitioned "
-                  f"{rates['partitioned']:,.0f} rows/s, not partitioned {rates['plain']:,.0f} "
-                  f"rows/s ({rates['partitioned'] / rates['plain']:.2f}x)")
+            print(f"{name}: insert-ignore executemany into partitioned samples, median of "
+                  f"{args.runs}: narrow (series_id, ts, value) {rates['narrow']:,.0f} rows/s, "
+                  f"wide (revision {WIDE}) {rates['wide']:,.0f} rows/s "
+                  f"({rates['narrow'] / rates['wide']:.2f}x)")
         sys.stdout.flush()
 
 
