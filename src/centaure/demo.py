@@ -326,24 +326,33 @@ def read_snapshot(engine, schema, key_metrics: dict[str, tuple[str, ...]],
     """
     import sqlalchemy as sa
 
-    from centaure_shared.storage.query import QueryError, events, latest_samples
+    from centaure_shared.storage.query import QueryError, devices, events, latest_samples
 
     snap = Snapshot()
-    d, s, e = schema.devices, schema.samples, schema.events
+    d, se, e = schema.devices, schema.series, schema.events
+    tables = (schema.samples, schema.samples_text)  # numbers, then texts and empty polls
     try:
         with engine.connect() as conn:
-            last = (sa.select(sa.func.max(s.c.ts)).where(s.c.device_id == d.c.id)
-                    .correlate(d).scalar_subquery())
-            for dev_id, name, ts in conn.execute(sa.select(d.c.id, d.c.name, last)):
-                # The tables keep milliseconds; centaure_shared.storage.query gives seconds.
-                state = snap.devices[name] = DeviceState(
-                    last_ts=None if ts is None else ts / 1000.0)
-                if ts is not None:
-                    # One range of the (device_id, ts) index.
-                    state.metrics = conn.execute(
-                        sa.select(sa.func.count()).select_from(s)
-                        .where(s.c.device_id == dev_id, s.c.ts == ts)).scalar_one()
-            snap.samples = conn.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
+            if not sa.inspect(conn).has_table(schema.series.name):
+                # Before the writer has created the schema there are no tables yet.
+                snap.error = "waiting for the database schema"
+                return snap
+        for dev in devices(engine, schema):
+            # Times in seconds from centaure_shared.storage.query; the tables keep ms.
+            snap.devices[dev.name] = DeviceState(last_ts=dev.last_ts)
+        with engine.connect() as conn:
+            for dev_id, name in conn.execute(sa.select(d.c.id, d.c.name)):
+                state = snap.devices.get(name)
+                if state is None or state.last_ts is None:
+                    continue
+                mine = sa.select(se.c.id).where(se.c.device_id == dev_id)
+                ts = int(round(state.last_ts * 1000))
+                # One seek per series of the device on each primary key (series_id, ts).
+                state.metrics = sum(conn.execute(
+                    sa.select(sa.func.count()).select_from(t)
+                    .where(t.c.series_id.in_(mine), t.c.ts == ts)).scalar_one() for t in tables)
+            snap.samples = sum(conn.execute(sa.select(sa.func.count()).select_from(t))
+                               .scalar_one() for t in tables)
             snap.events_total = conn.execute(
                 sa.select(sa.func.count()).select_from(e)).scalar_one()
             a = schema.alarms
@@ -385,8 +394,10 @@ def count_rows(url: str, prefix: str = "") -> tuple[int, int]:
     engine = private_sqlite(sa.create_engine(url))
     try:
         with engine.connect() as conn:
-            return tuple(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                         for t in (schema.samples, schema.events))
+            def rows(t):
+                return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+
+            return rows(schema.samples) + rows(schema.samples_text), rows(schema.events)
     except sa.exc.OperationalError:
         return 0, 0
     finally:
