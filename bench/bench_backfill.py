@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 from bench.bench_db import MARIADB_URL, drop_prefixed  # noqa: E402
-from connector_db import migrate, query  # noqa: E402
+from connector_db import migrate  # noqa: E402
+from centaure_shared.storage import query  # noqa: E402
 from centaure_shared.storage.schema import make_schema  # noqa: E402
 
 
@@ -46,11 +47,17 @@ def fill(engine: sa.Engine, schema, hosts: int, metrics: int, polls: int, now: f
         conn.execute(schema.metrics.insert(), [
             {"id": m + 1, "name": f"metric{m}", "kind": "gauge", "unit": None}
             for m in range(metrics)])
+        # One series per host and metric (index ''), ids in that order.
+        conn.execute(schema.series.insert(), [
+            {"device_id": h + 1, "metric_id": m + 1, "idx": ""}
+            for h in range(hosts) for m in range(metrics)])
+        series = {(d, m): i for i, d, m in conn.execute(sa.select(
+            schema.series.c.id, schema.series.c.device_id, schema.series.c.metric_id))}
     start_ms = int((now - 60 * polls) * 1000)
     rows = 0
     for h in range(hosts):
-        batch = [{"device_id": h + 1, "metric_id": m + 1, "idx": "", "ts": start_ms + 60_000 * p,
-                  "value_num": float(m + p), "value_text": None}
+        batch = [{"series_id": series[(h + 1, m + 1)], "ts": start_ms + 60_000 * p,
+                  "value": float(m + p)}
                  for m in range(metrics) for p in range(polls)]
         with engine.begin() as conn:
             conn.execute(schema.samples.insert(), batch)

@@ -86,9 +86,16 @@ def bench_raw(rows: int, batch: int, metrics: int) -> float:
         migrate.upgrade(engine, p)
         s = make_schema(p)
         stmt = insert_ignore(engine.dialect.name, s.samples)
-        data = [{"device_id": 1 + (i // metrics) % 10, "metric_id": 1 + i % metrics,
-                 "idx": str((i // metrics) % 3), "ts": int((TS + i // metrics) * 1000),
-                 "value_num": float(i), "value_text": None} for i in range(rows)]
+        # The series of 10 devices x ``metrics`` x 3 indexes, as the writer resolves them.
+        with engine.begin() as conn:
+            conn.execute(sa.insert(s.series), [
+                {"device_id": d, "metric_id": m, "idx": str(x)}
+                for d in range(1, 11) for m in range(1, metrics + 1) for x in range(3)])
+            series = {(d, m, x): i for i, d, m, x in conn.execute(sa.select(
+                s.series.c.id, s.series.c.device_id, s.series.c.metric_id, s.series.c.idx))}
+        data = [{"series_id": series[(1 + (i // metrics) % 10, 1 + i % metrics,
+                                      str((i // metrics) % 3))],
+                 "ts": int((TS + i // metrics) * 1000), "value": float(i)} for i in range(rows)]
         started = time.perf_counter()
         for i in range(0, rows, batch):
             with engine.begin() as conn:
