@@ -41,7 +41,7 @@ def inventory(agents) -> list[dict]:
             for name, agent in zip(device_names(agents), agents)]
 
 
-def take(url: str, queue: str, longest: float = 3.0) -> list[bytes]:
+def take(url: str, queue: str, longest: float = 1.0) -> list[bytes]:
     """The bodies waiting in ``queue`` (acked): until it is idle for 0.5 s or for at most
     ``longest`` seconds, since twenty devices keep it from ever being idle for long."""
     conn = pika.BlockingConnection(pika.URLParameters(url))
