@@ -23,9 +23,9 @@ group of series, with ``GROUP BY`` and the window functions ``LAG`` (a
 counter's previous sample) and ``FIRST_VALUE`` (an interval's last value),
 which SQLite (3.25+), MariaDB (10.2+) and PostgreSQL share. Rows are found
 through the primary key ``(series_id, ts)``, :data:`SERIES_PER_STATEMENT`
-series of one kind (gauges, or counters) a statement, listed by id (a range
-per series on the key; on partitioned tables, in the chunk's partitions
-only).
+consecutive series a statement, listed by id (a range per series on the
+key; on partitioned tables, in the chunk's partitions only), its rows
+inserted in key order.
 """
 
 from __future__ import annotations
@@ -71,39 +71,45 @@ def _key(t) -> tuple:
     return (t.c.series_id,)
 
 
-def _five_minutes(schema: Schema, series: list[int], counters: bool, start: int,
+def _five_minutes(schema: Schema, gauges: list[int], counters: list[int], start: int,
                   end: int) -> sa.Select:
-    """5-minute rows of ``series`` (all gauges, or all ``counters``) for intervals in
-    [start, end)."""
+    """5-minute rows of the series ``gauges`` and ``counters`` for intervals in [start, end)."""
     s = schema.samples
     step = sa.literal_column(str(RESOLUTIONS["5m"]))
-    mine = s.c.series_id.in_(series)
-    if not counters:
-        vals = (sa.select(s.c.series_id, s.c.ts, s.c.value.label("v"))
-                .where(mine, s.c.ts >= start, s.c.ts < end).subquery("vals"))
-        return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
+    parts = []
+    if gauges:
+        parts.append(sa.select(s.c.series_id, s.c.ts, s.c.value.label("v"))
+                     .where(s.c.series_id.in_(gauges), s.c.ts >= start, s.c.ts < end))
+    if counters:
+        parts.append(_rates(s, counters, start, end))
+    vals = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("vals")
+    return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
+
+
+def _rates(s: sa.Table, counters: list[int], start: int, end: int) -> sa.Select:
+    """The rates per second of the series ``counters`` at their samples in [start, end)."""
     window = {"partition_by": _key(s), "order_by": s.c.ts}
     seq = (sa.select(s.c.series_id, s.c.ts, s.c.value.label("v"),
                      sa.func.lag(s.c.value).over(**window).label("prev"),
                      sa.func.lag(s.c.ts).over(**window).label("prev_ts"))
-           .where(mine, s.c.ts >= start - LOOKBACK_MS, s.c.ts < end)
+           .where(s.c.series_id.in_(counters), s.c.ts >= start - LOOKBACK_MS, s.c.ts < end)
            .subquery("seq"))
     wrap32, wrap64 = sa.literal(2.0**32), sa.literal(2.0**64)
     delta = sa.case((seq.c.v >= seq.c.prev, seq.c.v - seq.c.prev),
                     (sa.and_(seq.c.prev < wrap32, seq.c.v < wrap32), seq.c.v - seq.c.prev + wrap32),
                     else_=seq.c.v - seq.c.prev + wrap64)
-    rates = (sa.select(*_key(seq), seq.c.ts,
-                       (delta / ((seq.c.ts - seq.c.prev_ts) / sa.literal(1000.0))).label("v"))
-             .where(seq.c.prev.is_not(None), seq.c.ts >= start, seq.c.ts > seq.c.prev_ts))
-    vals = rates.subquery("vals")
-    return _summarize(vals, step, vals.c.v, vals.c.v, vals.c.v, None, vals.c.v, vals.c.ts)
+    return (sa.select(*_key(seq), seq.c.ts,
+                      (delta / ((seq.c.ts - seq.c.prev_ts) / sa.literal(1000.0))).label("v"))
+            .where(seq.c.prev.is_not(None), seq.c.ts >= start, seq.c.ts > seq.c.prev_ts))
 
 
-def _hours(schema: Schema, series: list[int], _counters: bool, start: int,
+def _hours(schema: Schema, gauges: list[int], counters: list[int], start: int,
            end: int) -> sa.Select:
-    """Hourly rows of ``series`` from their 5-minute rows in [start, end)."""
+    """Hourly rows of the series ``gauges`` and ``counters`` from their 5-minute rows in
+    [start, end)."""
     r = schema.rollups_5m
-    rows = (sa.select(r).where(r.c.series_id.in_(series), r.c.ts >= start, r.c.ts < end)
+    rows = (sa.select(r).where(r.c.series_id.in_(gauges + counters), r.c.ts >= start,
+                               r.c.ts < end)
             .subquery("five"))
     step = sa.literal_column(str(RESOLUTIONS["1h"]))
     return _summarize(rows, step, rows.c.min_value, rows.c.max_value, rows.c.avg_value,
@@ -122,21 +128,25 @@ def _summarize(src, step, vmin, vmax, vavg, vcount, vlast, vts) -> sa.Select:
     return (sa.select(*_key(w), w.c.b, sa.func.min(w.c.mn), sa.func.max(w.c.mx),
                       sa.func.sum(w.c.tot) / sa.func.sum(w.c.n), sa.func.sum(w.c.n),
                       sa.func.max(w.c.lv), sa.func.max(w.c.lts))
-            .group_by(*_key(w), w.c.b))
+            .group_by(*_key(w), w.c.b)
+            # In key order: appended to the table's B-tree, not split into its pages.
+            .order_by(*_key(w), w.c.b))
 
 
-def _series_groups(engine: sa.Engine, schema: Schema) -> list[tuple[list[int], bool]]:
-    """Every series id, by kind (gauge or counter), in groups of SERIES_PER_STATEMENT."""
+def _series_groups(engine: sa.Engine, schema: Schema) -> list[tuple[list[int], list[int]]]:
+    """Every series id in ranges of SERIES_PER_STATEMENT, as (gauges, counters) of each:
+    a statement writes one range of the key (the rows of both kinds together, in key
+    order, fill the table's pages; gauges then counters would split them)."""
     se, m = schema.series, schema.metrics
     with engine.connect() as conn:
         rows = conn.execute(sa.select(se.c.id, m.c.kind == "counter")
                             .join_from(se, m, m.c.id == se.c.metric_id)
                             .order_by(se.c.id)).all()
     groups = []
-    for counters in (False, True):
-        ids = [id_ for id_, is_counter in rows if bool(is_counter) == counters]
-        groups += [(ids[i:i + SERIES_PER_STATEMENT], counters)
-                   for i in range(0, len(ids), SERIES_PER_STATEMENT)]
+    for i in range(0, len(rows), SERIES_PER_STATEMENT):
+        chunk = rows[i:i + SERIES_PER_STATEMENT]
+        groups.append(([id_ for id_, counter in chunk if not counter],
+                       [id_ for id_, counter in chunk if counter]))
     return groups
 
 
@@ -171,9 +181,9 @@ def build(engine: sa.Engine, schema: Schema, now_ms: int | None = None, *,
         while start < limit:
             end = min(start + _CHUNK[resolution], limit)
             with engine.begin() as conn:
-                for group, counters in groups:
+                for gauges, counters in groups:
                     res = conn.execute(insert.from_select(
-                        _COLUMNS, select(schema, group, counters, start, end)))
+                        _COLUMNS, select(schema, gauges, counters, start, end)))
                     total += max(res.rowcount or 0, 0)
                 _set_state(conn, schema, resolution, end, had)
             had = True
