@@ -7,7 +7,8 @@ A series is one (device, metric, index): ``series`` gets one row for each
 found in samples or rollups (ids given in key order, so that the rows are
 copied in the order of their new primary key). ``samples`` becomes
 (series_id, ts, value NOT NULL) keyed by (series_id, ts) with no other
-index, created ``ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=8`` on MariaDB/MySQL;
+index; it and the rollups are created ``PAGE_COMPRESSED=1`` on MariaDB (InnoDB
+page compression);
 rows without a number (texts, polls that gave no value) go to
 ``samples_text``. ``rollups_5m`` and ``rollups_1h`` are keyed by
 (series_id, ts).
@@ -45,7 +46,9 @@ _RESOLUTIONS = ("5m", "1h")
 _NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 _PG_BOUND_RE = re.compile(
     r"^(DEFAULT|FOR VALUES FROM \('?(MINVALUE|-?[0-9]+)'?\) TO \('?(MAXVALUE|-?[0-9]+)'?\))$")
-_COMPRESSED = {"mysql_row_format": "COMPRESSED", "mysql_key_block_size": "8"}
+# MariaDB only (MySQL has no such option): pages are compressed as they are
+# written to disk, not on every change in the buffer pool as ROW_FORMAT=COMPRESSED does.
+_COMPRESSED = {"mysql_page_compressed": "1"}
 
 
 def _q(conn: sa.Connection, name: str) -> str:
@@ -169,13 +172,15 @@ def _drop_index(conn: sa.Connection, table: str, name: str) -> None:
 
 def _samples_narrow(name: str, p: str, partitioned: bool) -> None:
     kw = {"postgresql_partition_by": "RANGE (ts)"} if partitioned else {}
+    if getattr(op.get_bind().dialect, "is_mariadb", False):
+        kw.update(_COMPRESSED)
     op.create_table(
         name,
         sa.Column("series_id", sa.Integer, nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False, comment="UNIX milliseconds"),
         sa.Column("value", sa.Double, nullable=False),
         sa.PrimaryKeyConstraint("series_id", "ts", name=f"{p}pk_samples"),
-        sqlite_with_rowid=False, **_COMPRESSED, **kw,
+        sqlite_with_rowid=False, **kw,
     )
 
 
@@ -211,11 +216,13 @@ _ROLLUP_VALUES = "ts, min_value, max_value, avg_value, value_count, last_value, 
 
 
 def _rollups_narrow(name: str, p: str, res: str) -> None:
+    kw = _COMPRESSED if getattr(op.get_bind().dialect, "is_mariadb", False) else {}
     op.create_table(
         name,
         sa.Column("series_id", sa.Integer, nullable=False),
         *_rollup_values(),
         sa.PrimaryKeyConstraint("series_id", "ts", name=f"{p}pk_rollups_{res}"),
+        **kw,
     )
 
 
