@@ -114,6 +114,9 @@ def fill(engine, schema, rows: int, end_ms: int, wide: bool = False) -> None:
     with engine.begin() as c:
         c.execute(sa.insert(schema.devices), [{"id": d, "name": f"r{d}"}
                                               for d in range(1, DEVICES + 1)])
+        # The metrics the series name: without them the rollups find nothing to build.
+        c.execute(sa.insert(schema.metrics), [{"id": m, "name": f"m{m}", "kind": "gauge"}
+                                              for m in range(1, METRICS + 1)])
     for poll in range(polls):
         ts = end_ms - 30 * DAY + poll * step
         for d in range(1, DEVICES + 1):
