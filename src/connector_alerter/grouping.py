@@ -1,7 +1,18 @@
 """Grouping (Alertmanager style), pure: what to send when, given alarms and ``now``.
 
 Alarms taken by a route are put in a *group* keyed by the route and the
-values of its ``group_by`` fields. A new group waits ``group_wait`` for more
+values of its ``group_by`` fields. Once a group holds an alarm (by its
+``ref``), every later change of the same occurrence (same ``first_seen``) is
+put in that group too, whatever the route matches now
+(:meth:`Grouper.following` names those groups, from an index by ref kept with
+the groups): an update is shown there with its new values (a severity lowered
+by masking, say), and a clear ends it there as below, so a route matching on
+severity never keeps for ever an alarm whose severity changed. A new
+occurrence is a new alarm, taken only by the routes matching it. A route that
+matches an alarm only after a change takes it as a new alarm of its own, even
+though another route told that raise already (the last-told record, which
+otherwise keeps a replayed message from telling a raise again, does not stop
+it while another group holds the alarm active). A new group waits ``group_wait`` for more
 alarms, then one message tells all of them; later changes (new alarms,
 recoveries) are told at most every ``group_interval``; alarms still active are
 told again every ``repeat_interval``.
@@ -149,6 +160,9 @@ class Grouper:
         #: (the notifier stores it; it keeps a replayed message from telling again
         #: a transition of an alarm whose group is gone).
         self.last: dict[str, dict[str, Any]] = {}
+        #: Alarm ref -> ids of the groups holding it: derived from ``groups`` (kept
+        #: with every change of them, rebuilt on load and rollback), never stored.
+        self._held: dict[str, set[str]] = {}
         self.journal = Journal()
 
     def set_routes(self, routes: Iterable[Route]) -> int:
@@ -160,8 +174,51 @@ class Grouper:
         gone = [gid for gid, g in self.groups.items() if g["route"] not in self.routes]
         for gid in gone:
             self._touch(gid)
+            self._unindex(gid)
             del self.groups[gid]
         return len(gone)
+
+    # --- who holds an alarm -------------------------------------------------------
+
+    def holding(self, ref: Any) -> list[str]:
+        """The ids of the groups holding alarm ``ref`` (any occurrence), sorted."""
+        return sorted(self._held.get(str(ref), ()))
+
+    def following(self, alarm: Mapping[str, Any]) -> list[str]:
+        """The ids of the groups holding this occurrence of ``alarm``, sorted.
+
+        Same ``ref`` and ``first_seen``: every change of it goes to these
+        groups, whatever their routes match now (see the module's docstring).
+        """
+        ref = str(alarm["ref"])
+        return sorted(gid for gid in self._held.get(ref, ())
+                      if self.groups[gid]["alarms"][ref]["alarm"]["first_seen"]
+                      == alarm["first_seen"])
+
+    def _active_elsewhere(self, alarm: Mapping[str, Any]) -> bool:
+        """True when a group holds this occurrence of ``alarm`` as active (not cleared)."""
+        ref = str(alarm["ref"])
+        return any(self.groups[gid]["alarms"][ref]["alarm"]["state"] != "cleared"
+                   for gid in self.following(alarm))
+
+    def _index(self, gid: str) -> None:
+        g = self.groups.get(gid)
+        if g is not None:
+            for ref in g["alarms"]:
+                self._held.setdefault(ref, set()).add(gid)
+
+    def _unindex(self, gid: str) -> None:
+        g = self.groups.get(gid)
+        if g is not None:
+            for ref in g["alarms"]:
+                self._unhold(ref, gid)
+
+    def _unhold(self, ref: str, gid: str) -> None:
+        gids = self._held.get(ref)
+        if gids is not None:
+            gids.discard(gid)
+            if not gids:
+                del self._held[ref]
 
     # --- state --------------------------------------------------------------------
 
@@ -176,6 +233,9 @@ class Grouper:
                        if g.get("route") in self.routes}
         if last is not None:
             self.last = {ref: dict(v) for ref, v in last.items()}
+        self._held = {}
+        for gid in self.groups:
+            self._index(gid)
         self.journal = Journal()
 
     def take_journal(self) -> Journal:
@@ -191,10 +251,12 @@ class Grouper:
         """
         for j in (self.take_journal(),) + journals:
             for gid, before in j.groups.items():
+                self._unindex(gid)
                 if before is None:
                     self.groups.pop(gid, None)
                 else:
                     self.groups[gid] = json.loads(before)
+                    self._index(gid)
             for ref, rec in j.last.items():
                 if rec is None:
                     self.last.pop(ref, None)
@@ -221,9 +283,8 @@ class Grouper:
         message replayed that late from telling the raise again; an alarm
         still in a group keeps its record whatever its age.
         """
-        grouped = {ref for g in self.groups.values() for ref in g["alarms"]}
         gone = [ref for ref, v in self.last.items() if v["at"] < before
-                and (v["state"] == "cleared" or ref not in grouped)]
+                and (v["state"] == "cleared" or ref not in self._held)]
         for ref in gone:
             self._touch_last(ref)
             del self.last[ref]
@@ -239,9 +300,13 @@ class Grouper:
         g = self.groups.get(gid)
         last = self.last.get(ref)
         if ((g is None or ref not in g["alarms"]) and last is not None
-                and (transition_key(alarm) == last["key"] or (
-                    last["state"] == "cleared" and alarm["first_seen"] <= last["first_seen"]))):
-            return gid  # told already (its group is gone), or older than what was told
+                and ((transition_key(alarm) == last["key"] and not self._active_elsewhere(alarm))
+                     or (last["state"] == "cleared"
+                         and alarm["first_seen"] <= last["first_seen"]))):
+            # Told already (its group is gone), or older than what was told. An
+            # alarm still active in another route's group is live, not replayed:
+            # a route it matches now (its severity changed) takes it.
+            return gid
         old = None if g is None else g["alarms"].get(ref)
         if old is not None and (
                 old["alarm"]["last_seen"] > alarm["last_seen"]
@@ -264,6 +329,7 @@ class Grouper:
             if alarm["state"] != "cleared" and old["alarm"]["first_seen"] != alarm["first_seen"]:
                 entry["told_raise"] = False  # a new occurrence of this ref
         g["alarms"][ref] = entry
+        self._held.setdefault(ref, set()).add(gid)
         if transition_key(entry["alarm"]) not in (entry["told"], entry["hidden"]) \
                 and g["next_flush"] is None:
             g["next_flush"] = self._after_interval(route, g, now)
@@ -377,7 +443,8 @@ class Grouper:
         if drop:
             self._touch(gid)
         for ref in drop:
-            g["alarms"].pop(ref, None)
+            if g["alarms"].pop(ref, None) is not None:
+                self._unhold(ref, gid)
         if not g["alarms"]:
             self._touch(gid)
             del self.groups[gid]

@@ -7,7 +7,11 @@
   rule's ``emails``, :func:`connector_alerter.routes.rule_route`, and an
   address that a matching route mails already is left out of the rule's
   message, so it gets the alert once), puts it in its groups
-  (:mod:`connector_alerter.grouping`) and saves the groups' state; the
+  (:mod:`connector_alerter.grouping`) and saves the groups' state; a change
+  of an alarm also goes to every group already holding it, in its route's
+  group as it was taken, whatever the route matches now (a ``>=major``
+  route that told a major alarm tells its recovery even when the correlator
+  lowered its severity by masking it meanwhile); the
   service acks the input only once this Deferred has fired, so an alarm is
   never lost between the bus and the state;
 * :meth:`Notifier.tick` (every second or so, and from tests with a fake
@@ -477,20 +481,30 @@ class Notifier:
                            now: float | None = None) -> int:
         """Route and group ``alarm``, saved before returning; how many routes took it.
 
+        The routes whose groups hold this occurrence of the alarm take it in
+        those groups, matching or not (its update or clear must reach them);
+        the other routes take it when they match it now.
         Fails (and changes nothing) when the state cannot be saved: do not ack.
         """
         now = self.clock() if now is None else now
         a = _alarm_dict(alarm)
         inv = self.inventory(a["host"]) or {}
+        taken: list[tuple[Route, dict[str, str]]] = []
+        for gid in self.grouper.following(a):
+            g = self.grouper.groups[gid]
+            taken.append((self.grouper.routes[g["route"]], g["labels"]))
+        holding = {route.name for route, _ in taken}
         matched = self.routes.match(a, inv)
         own = self.rule_routes.get(a["name"]) if a.get("origin") == "threshold" else None
         if own is not None:
             matched.append(own)
-        if not matched:
+        taken += [(route, route.group_labels(a, inv)) for route in matched
+                  if route.name not in holding]
+        if not taken:
             return 0
         flush_at = []
-        for route in matched:
-            gid = self.grouper.add(route, route.group_labels(a, inv), a, now)
+        for route, labels in taken:
+            gid = self.grouper.add(route, labels, a, now)
             g = self.grouper.groups.get(gid)
             if g is not None and g["next_flush"] is not None:
                 flush_at.append(g["next_flush"])
@@ -498,7 +512,7 @@ class Notifier:
         self.counters["alarms"] += 1
         if flush_at:
             self._wake_at(min(flush_at))
-        return len(matched)
+        return len({route.name for route, _ in taken})
 
     # --- time ---------------------------------------------------------------------
 
