@@ -31,6 +31,10 @@ input is acked, and marked sent only *after* the SMTP server accepted it. So
   more; recoveries arrive exactly once.
 
 The daemon is alive and ``/health`` 200 at the end.
+
+Also: an alarm masked by the correlator (its severity lowered below what the
+route that mailed it matches) and then cleared is resolved on that route, and
+no reminder follows.
 """
 
 from __future__ import annotations
@@ -215,3 +219,82 @@ def outbox_pending(table_prefix: str) -> int:
                 f"SELECT COUNT(*) FROM {table_prefix}outbox WHERE state = 'pending'"))
     finally:
         engine.dispose()
+
+
+MASK_ROUTES = """\
+routes:
+  - name: oncall
+    match: {severity: ">=major"}
+    group_by: [host]
+    group_wait: 200ms
+    group_interval: 200ms
+    repeat_interval: 4s
+    send_resolved: true
+    email: [oncall@example.com]
+  - name: team
+    match: {severity: minor}
+    group_by: [host]
+    group_wait: 200ms
+    group_interval: 200ms
+    repeat_interval: 1h
+    send_resolved: true
+    email: [team@example.com]
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_masked_alarm_is_resolved_on_the_route_that_told_its_raise(tmp_path, prefix,
+                                                                          sql_tables):
+    """The on-call route (``>=major``) mails a major alarm; the correlator then masks it
+    under a root cause (severity minor, which only the team route matches: the team is
+    told it) and clears it: on-call gets the recovery and no reminder after it."""
+    smtp = SmtpServer()
+    smtp.start()
+    (tmp_path / "alert-routes.yaml").write_text(MASK_ROUTES)
+    (tmp_path / "rules.yaml").write_text("[]\n")
+    port = free_tcp_port()
+    (tmp_path / "alerter.ini").write_text(settings_text(
+        prefix, tmp_path, connector={"http_port": str(port)},
+        database={"url": MARIADB_URL},
+        alerter={"table_prefix": sql_tables["alerter"], "rules": "rules.yaml",
+                 "routes": "alert-routes.yaml", "backfill": "false"},
+        smtp={"port": str(smtp.port), "starttls": "never",
+              "sender": "centaure@example.com"}))
+    await threads.deferToThread(declare_consumer_queues, prefix, "alerter")
+    raised = alarm(0, False)
+    masked = messages.Alarm(**dict(
+        {f: getattr(raised, f) for f in raised.__struct_fields__},
+        state="updated", severity="minor", cause_ref=6999, last_seen=raised.first_seen + 5))
+    cleared = messages.Alarm(**dict(
+        {f: getattr(masked, f) for f in masked.__struct_fields__},
+        state="cleared", last_seen=raised.first_seen + 10, cleared_at=raised.first_seen + 10))
+    alerter = TwistdDaemon("centaure-alerter", tmp_path / "alerter.ini", port)
+
+    def mails() -> list[tuple[str, str]]:
+        return [(m["To"], k) for m, k in zip(smtp.inbox, keys(smtp))]
+
+    async def until(predicate, what: str, timeout: float = 20.0) -> None:
+        await until_while_alive([alerter], predicate, what, timeout, lambda: f"got {mails()}")
+
+    try:
+        await threads.deferToThread(alerter.wait_health, ready)
+        await threads.deferToThread(publish_confirmed, prefix, [raised])
+        await until(lambda: len(smtp.inbox) >= 1, "the raise mailed to on-call")
+        await threads.deferToThread(publish_confirmed, prefix, [masked])
+        await until(lambda: ("team@example.com", key_of(raised)) in mails(),
+                    "the masked alarm mailed to the team")
+        await threads.deferToThread(publish_confirmed, prefix, [cleared])
+        await until(lambda: {("oncall@example.com", key_of(cleared)),
+                             ("team@example.com", key_of(cleared))} <= set(mails()),
+                    "the recovery mails")
+        await sleep(4.5)   # on-call's repeat_interval: a reminder would show up here
+        assert sorted(mails()) == sorted([
+            ("oncall@example.com", key_of(raised)), ("team@example.com", key_of(raised)),
+            ("oncall@example.com", key_of(cleared)), ("team@example.com", key_of(cleared))]), \
+            mails()
+        assert "1 resolved" in [m for m in smtp.inbox if m["To"] == "oncall@example.com"][-1][
+            "Subject"]
+        assert alerter.alive()
+    finally:
+        alerter.stop()
+        await smtp.stop()
