@@ -22,12 +22,12 @@ a fresh table prefix per run, dropped afterwards). Parts, per server:
    minute for 30 days (475,200 rows): the rollups' build time, then a
    30-day graph of one metric read raw (43,200 rows) and from the hourly
    rollups (720 rows), median of ``--runs``.
-6. ``events`` (``--events``): ``--rows`` events over 30 days in the table of
-   revision 0003, then the upgrade to 0004 (daily partitions of events,
-   alarm history, thresholds and notifications): seconds, every row checked
-   kept; then ``maintain`` with 14 days of events kept: the 16 oldest days
-   dropped as partitions, and the rows older than 14 days deleted in batches
-   from a table of revision 0003 (not partitioned) filled alike.
+6. ``history`` (``--history``): ``--rows`` alarm state changes over 30 days
+   in the table of revision 0003, then the upgrade to 0004 (daily partitions
+   of alarm history, thresholds and notifications): seconds, every row
+   checked kept; then ``maintain`` with 14 days of alarm history kept: the 16
+   oldest days dropped as partitions, and the rows older than 14 days deleted
+   in batches from a table of revision 0003 (not partitioned) filled alike.
 
 Usage:
     .venv/bin/python bench/bench_retention.py [--rows 1000000] [--runs 3]
@@ -366,57 +366,55 @@ def bench_bytes(name: str, devices: int = 1000) -> dict:
         engine.dispose()
 
 
-def fill_events(engine, schema, rows: int, end_ms: int) -> None:
-    """``rows`` events spread evenly over the 30 days before ``end_ms`` (ids as the bus's)."""
+def fill_history(engine, schema, rows: int, end_ms: int) -> None:
+    """``rows`` alarm state changes spread evenly over the 30 days before ``end_ms``."""
     step = 30 * DAY // rows
-    varbinds = ('[{"oid": "1.3.6.1.2.1.2.2.1.1.3", "type": "Integer", "value": 3}, '
-                '{"oid": "1.3.6.1.2.1.2.2.1.7.3", "type": "Integer", "value": 1}, '
-                '{"oid": "1.3.6.1.2.1.2.2.1.8.3", "type": "Integer", "value": 2}]')
-    stmt = insert_ignore(engine.dialect.name, schema.events)
+    stmt = insert_ignore(engine.dialect.name, schema.alarm_history)
     for first in range(0, rows, 20_000):
         with engine.begin() as c:
             c.execute(stmt, [
-                {"message_id": uuid.UUID(int=i).hex, "ts": end_ms - 30 * DAY + i * step,
-                 "host": f"r{i % 1000}.example.net", "address": "10.0.0.1",
-                 "snmp_version": "v2c", "trap_oid": "1.3.6.1.6.3.1.1.5.3", "name": "linkDown",
-                 "severity": "major", "action": "raise", "alarm": "linkDown", "key": "3",
-                 "message": "link 3 down", "varbinds": varbinds, "unknown_sender": False}
-                for i in range(first, min(first + 20_000, rows))])
+                {"message_id": uuid.UUID(int=i).hex, "ref": i // 2, "ts": ts,
+                 "host": f"r{i % 1000}.example.net", "name": "linkDown", "severity": "major",
+                 "state": "cleared" if i % 2 else "raised", "message": "link 3 down",
+                 "first_seen": ts, "last_seen": ts, "cleared_at": None, "count": 1,
+                 "origin": "trap", "acked_by": None, "flapping": False, "cause_ref": None}
+                for i in range(first, min(first + 20_000, rows))
+                for ts in [end_ms - 30 * DAY + i * step]])
 
 
-def bench_events(name: str, rows: int) -> dict:
-    """Part 6: events of revision 0003 partitioned by revision 0004; 14 days kept of 30,
-    by dropped partitions and by batched deletes."""
+def bench_history(name: str, rows: int) -> dict:
+    """Part 6: alarm history of revision 0003 partitioned by revision 0004; 14 days kept
+    of 30, by dropped partitions and by batched deletes."""
     engine = sa.create_engine(URLS[name])
     p, plain = f"e{uuid.uuid4().hex[:8]}_", f"e{uuid.uuid4().hex[:8]}_"
     now_ms = int(time.time() * 1000)
-    keep = Retention(events=14 * 86400.0, lock_timeout=600.0)
+    keep = Retention(alarm_history=14 * 86400.0, lock_timeout=600.0)
     out = {"rows": rows}
     try:
         for prefix in (p, plain):
             with engine.connect() as c:
                 command.upgrade(migrate._config(prefix, c), "0003")
                 c.commit()
-            fill_events(engine, make_schema(prefix), rows, now_ms)
+            fill_history(engine, make_schema(prefix), rows, now_ms)
         schema = make_schema(p)
         started = time.perf_counter()
         with engine.connect() as c:
             command.upgrade(migrate._config(p, c), "0004")
             c.commit()
         out["migrate_s"] = time.perf_counter() - started
-        assert count_rows(engine, schema.events) == rows, "rows lost by the migration"
+        assert count_rows(engine, schema.alarm_history) == rows, "rows lost by the migration"
         with engine.connect() as c:
-            out["partitions"] = len(partitions.partitions(c, schema.events.name))
+            out["partitions"] = len(partitions.partitions(c, schema.alarm_history.name))
         started = time.perf_counter()
         report = maintain(engine, schema, keep, now=now_ms / 1000, samples=False)
         out["drop_s"] = time.perf_counter() - started
-        out["dropped_partitions"] = len(report.dropped_from[schema.events.name])
-        out["dropped_rows"] = rows - count_rows(engine, schema.events)
+        out["dropped_partitions"] = len(report.dropped_from[schema.alarm_history.name])
+        out["dropped_rows"] = rows - count_rows(engine, schema.alarm_history)
         other = make_schema(plain)
         started = time.perf_counter()
         report = maintain(engine, other, keep, now=now_ms / 1000, samples=False)
         out["delete_s"] = time.perf_counter() - started
-        out["deleted_rows"] = report.deleted[other.events.name]
+        out["deleted_rows"] = report.deleted[other.alarm_history.name]
         return out
     finally:
         drop(engine, p)
@@ -437,15 +435,15 @@ def main() -> None:
     ap.add_argument("--skip-insert", action="store_true")
     ap.add_argument("--graph", action="store_true", help="only part 4")
     ap.add_argument("--bytes", action="store_true", help="only part 5")
-    ap.add_argument("--events", action="store_true", help="only part 6")
+    ap.add_argument("--history", action="store_true", help="only part 6")
     args = ap.parse_args()
     for name in args.servers.split(","):
-        if args.events:
-            e = bench_events(name, args.rows)
-            print(f"{name}: migration of {e['rows']:,} events (30 days, {e['partitions']} "
-                  f"partitions) from revision 0003 to 0004: {e['migrate_s']:.1f} s, "
+        if args.history:
+            e = bench_history(name, args.rows)
+            print(f"{name}: migration of {e['rows']:,} alarm history rows (30 days, "
+                  f"{e['partitions']} partitions) from revision 0003 to 0004: {e['migrate_s']:.1f} s, "
                   f"{e['migrate_s'] / (e['rows'] / 1e6):.1f} s per million rows")
-            print(f"{name}: 14 days of events kept: {e['dropped_partitions']} partitions "
+            print(f"{name}: 14 days of alarm history kept: {e['dropped_partitions']} partitions "
                   f"({e['dropped_rows']:,} rows) dropped in {e['drop_s']:.2f} s; in a table "
                   f"not partitioned, the {e['deleted_rows']:,} rows older than 14 days deleted "
                   f"in batches in {e['delete_s']:.1f} s")

@@ -2,11 +2,11 @@
 
 One pass, with the ``[retention]`` settings:
 
-1. samples, events, alarm history, thresholds and notifications, each when
+1. samples, alarm history, thresholds and notifications, each when
    partitioned (MariaDB/MySQL, PostgreSQL: migrations 0002 and 0004):
    partitions are made up to ``partitions_ahead`` from now, then those whose
-   every row is older than the table's setting (``samples``, ``events``,
-   ...) are dropped (whole partitions: no row-by-row delete, no table
+   every row is older than the table's setting (``samples``,
+   ``alarm_history``, ...) are dropped (whole partitions: no row-by-row delete, no table
    rewrite);
 2. samples elsewhere (SQLite, a table made without the migrations), and
    text samples (``samples_text``, never partitioned: few rows): rows older
@@ -15,8 +15,9 @@ One pass, with the ``[retention]`` settings:
 3. rollups (:mod:`connector_db.rollups`): closed 5-minute and hourly
    intervals not built yet are rolled up, before raw rows go; rollups older
    than ``rollups_5m`` and ``rollups_1h`` are deleted in batches;
-4. events, alarm history, thresholds and notifications elsewhere (SQLite,
-   tables made without the migrations): rows older than their setting are
+4. events (never partitioned: unique by ``message_id`` alone), and alarm
+   history, thresholds and notifications elsewhere (SQLite, tables made
+   without the migrations): rows older than their setting are
    deleted in batches, oldest ids first (each batch is a range of ids).
 
 With ``[db] layout = per_device`` the samples are in the tables of that

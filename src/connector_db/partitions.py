@@ -1,6 +1,6 @@
 """Time partitions of the writer's tables (MariaDB/MySQL and PostgreSQL).
 
-Samples, events, alarm history, thresholds and notifications are
+Samples, alarm history, thresholds and notifications are
 range-partitioned on ``ts`` (UNIX milliseconds) by the migrations (0002,
 0004), which also make the first partitions; the same functions here then
 serve every such table. Partition bounds made here are multiples of the span

@@ -302,12 +302,12 @@ def test_per_device_layout_names_tables_after_inventory_ids(run_daemon, prefix, 
 
 
 def test_writer_makes_the_partitions_ahead_at_start(run_daemon, shared_tables):
-    """Tomorrow's partition (and partitions_ahead's) exist for samples and events once the
+    """Tomorrow's partition (and partitions_ahead's) exist for samples and alarm history once the
     writer has started, even when no 'centaure db maintain' ran since the migration."""
     from connector_db import migrate, partitions
 
     engine = sa.create_engine(MARIADB_URL)
-    tables = [f"{shared_tables}samples", f"{shared_tables}events"]
+    tables = [f"{shared_tables}samples", f"{shared_tables}alarm_history"]
     try:
         migrate.upgrade(engine, shared_tables)
         now_ms = int(time.time() * 1000)

@@ -36,6 +36,8 @@ HOUR = 3_600_000
 #: The last UTC midnight (the migration makes partitions around the real clock).
 MIDNIGHT = int(time.time() * 1000) // DAY * DAY
 KEYED = ("events", "alarm_history", "thresholds", "notifications")
+#: The tables of keyed messages in time partitions; events are not (one id, two receipt times).
+PARTITIONED = ("alarm_history", "thresholds", "notifications")
 
 
 def _url(name: str, tmp_path) -> str:
@@ -135,7 +137,9 @@ def test_migration_keeps_every_row_and_id_and_downgrade_too(db03):
 
     assert migrate.upgrade(engine, schema.prefix) == migrate.head()
     assert snapshot(engine, schema) == before
-    for name in KEYED:
+    assert not partitioned(engine, schema.events.name)
+    assert keys(engine, schema.events.name) == (("id",), [("message_id",)])
+    for name in PARTITIONED:
         table = getattr(schema, name).name
         if sqlite:
             assert not partitioned(engine, table)
@@ -225,12 +229,24 @@ def test_a_replayed_message_inserts_nothing(db03):
     write("b")
     assert counts(engine, schema) == {name: 6 for name in KEYED}
     if engine.dialect.name != "sqlite":
-        for name in KEYED:
+        for name in PARTITIONED:
             table = getattr(schema, name).name
             by_part = rows_by_partition(engine, table)
             for ts in (boundary - 1, boundary):
                 part = partitions.partition_name(table, ts // DAY * DAY, engine.dialect.name)
                 assert by_part[part].count(ts) == 3, (name, part)
+
+
+def test_the_same_trap_from_two_receivers_is_one_event(db03):
+    """Two trap receivers publish the same trap under one message id, each with its own
+    receipt time: one row in events (which is why events are not partitioned)."""
+    engine, schema = db03
+    migrate.upgrade(engine, schema.prefix)
+    store = NormalizedStore(engine, schema)
+    received = [MIDNIGHT / 1000 - 0.004, MIDNIGHT / 1000 + 0.003]  # across a midnight too
+    store.write([store.prepare(messages(ts)[0], dl("trap:0123456789abcdef")) for ts in received])
+    store.write([store.prepare(messages(received[1])[0], dl("trap:0123456789abcdef"))])
+    assert times_of(engine, schema.events) == [MIDNIGHT - 4]
 
 
 def retention(**kw) -> Retention:
@@ -255,10 +271,15 @@ def test_maintain_drops_each_tables_old_partitions_once(sql03):
     fill(engine, schema, times)
     migrate.upgrade(engine, schema.prefix)
     with engine.connect() as c:
-        before = {name: partitions.partitions(c, getattr(schema, name).name) for name in KEYED}
+        before = {name: partitions.partitions(c, getattr(schema, name).name)
+                  for name in PARTITIONED}
     keep = retention(delete_batch=100, **{n: d * 86400.0 for n, d in KEEP.items()})
     report = maintain(engine, schema, keep, now=now / 1000)
-    for name in KEYED:
+    # Events, not partitioned: the rows past their retention deleted in batches.
+    cutoff = now - KEEP["events"] * DAY
+    assert times_of(engine, schema.events) == sorted(t for t in times if t >= cutoff)
+    assert report.deleted[schema.events.name] == sum(1 for t in times if t < cutoff)
+    for name in PARTITIONED:
         table = getattr(schema, name)
         cutoff = now - KEEP[name] * DAY
         old = [p.name for p in before[name] if p.upper is not None and p.upper <= cutoff]
@@ -273,7 +294,8 @@ def test_maintain_drops_each_tables_old_partitions_once(sql03):
     snapshot_after = snapshot(engine, schema)
     again = maintain(engine, schema, keep, now=now / 1000)
     assert again.created == [] and again.dropped == []
-    assert all(again.dropped_from[getattr(schema, n).name] == [] for n in KEYED)
+    assert all(again.dropped_from[getattr(schema, n).name] == [] for n in PARTITIONED)
+    assert again.deleted[schema.events.name] == 0
     assert snapshot(engine, schema) == snapshot_after
 
 
@@ -281,7 +303,7 @@ def test_writer_check_makes_every_tables_partitions_ahead(db):
     engine, schema = db
     now = time.time()
     made = ensure_partitions(engine, schema, retention(partitions_ahead=10 * 86400.0), now=now)
-    for name in ("samples", *KEYED):
+    for name in ("samples", *PARTITIONED):
         table = getattr(schema, name).name
         assert any(m.endswith(f" of {table}") for m in made), (name, made)
         with engine.connect() as c:
@@ -293,12 +315,12 @@ def test_writer_check_makes_every_tables_partitions_ahead(db):
 
 @pytest_twisted.ensureDeferred
 async def test_writer_across_midnight_while_maintain_drops(sql03):
-    """Events written (and re-delivered) across midnight while passes drop old partitions:
-    every event kept once, in the partition of its day."""
+    """Threshold crossings written (and re-delivered) across midnight while passes drop old
+    partitions: every one kept once, in the partition of its day."""
     engine, schema = sql03
     fill(engine, schema, [MIDNIGHT - d * DAY for d in range(95, 101)])  # past 90 days
     migrate.upgrade(engine, schema.prefix)
-    table = schema.events.name
+    table = schema.thresholds.name
     writer = SqlWriter(NormalizedStore(engine, schema), reactor, batch_interval=0.005,
                        batch_size=50)
     done = threading.Event()
@@ -313,14 +335,15 @@ async def test_writer_across_midnight_while_maintain_drops(sql03):
     running = threads.deferToThread(maintaining)
     sent = []
     try:
-        for second in range(-60, 60):  # a trap per second and host across midnight
+        for second in range(-60, 60):  # a crossing per second and host across midnight
             ts = (MIDNIGHT + second * 1000) / 1000
             for host in ("r1", "r2"):
-                event = messages(ts)[0]
-                event = type(event)(**{**{f: getattr(event, f) for f in event.__struct_fields__},
-                                       "host": host})
+                crossing = messages(ts)[2]
+                crossing = type(crossing)(**{**{f: getattr(crossing, f)
+                                                for f in crossing.__struct_fields__},
+                                             "host": host})
                 for _ in range(2):  # delivered twice
-                    sent.append(writer.handle(event, dl(f"{host}{second}")))
+                    sent.append(writer.handle(crossing, dl(f"{host}{second}")))
             if second % 10 == 0:
                 await defer.gatherResults(sent)
     finally:
@@ -330,10 +353,10 @@ async def test_writer_across_midnight_while_maintain_drops(sql03):
         writer.stop_pool()
     assert passes and passes[0].dropped_from[table]
     assert all(not p.dropped_from[table] for p in passes[1:])
-    times = [t for t in times_of(engine, schema.events) if t >= MIDNIGHT - 60_000]
+    times = [t for t in times_of(engine, schema.thresholds) if t >= MIDNIGHT - 60_000]
     assert times == sorted(MIDNIGHT + s * 1000 for s in range(-60, 60) for _ in range(2))
     by_part = rows_by_partition(engine, table)
     before = partitions.partition_name(table, MIDNIGHT - DAY, engine.dialect.name)
     after = partitions.partition_name(table, MIDNIGHT, engine.dialect.name)
     assert len(by_part[before]) == 60 * 2 and len(by_part[after]) == 60 * 2
-    assert min(times_of(engine, schema.events)) >= MIDNIGHT - 91 * DAY
+    assert min(times_of(engine, schema.thresholds)) >= MIDNIGHT - 91 * DAY

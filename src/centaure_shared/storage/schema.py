@@ -25,11 +25,14 @@ Choices:
   those of its rates (per second) between consecutive samples.
   ``rollup_state`` records up to where each resolution is built.
 * Rows coming from keyed messages (events, alarm history, thresholds,
-  notifications) carry the AMQP ``message_id``, unique with ``ts`` (the
-  message's own time: a re-delivered message inserts nothing). These tables
-  are partitioned on ``ts`` by the migrations (MariaDB/MySQL, PostgreSQL),
-  which want ``ts`` in every unique key: their primary key is ``(id, ts)``,
-  ``(id)`` on SQLite (:class:`_IdTimeKey`).
+  notifications) carry the AMQP ``message_id``. Alarm history, thresholds
+  and notifications are partitioned on ``ts`` by the migrations
+  (MariaDB/MySQL, PostgreSQL), which want ``ts`` in every unique key: their
+  ``message_id`` is unique with ``ts`` (the message's own time: a
+  re-delivered message inserts nothing), their primary key ``(id, ts)``,
+  ``(id)`` on SQLite (:class:`_IdTimeKey`). Events are one table, unique by
+  ``message_id`` alone: two trap receivers publish the same trap under the
+  same id, each with its own receipt time.
 * Alarm refs are unsigned 64-bit: :class:`UInt64` stores them as BIGINT
   UNSIGNED on MySQL/MariaDB, NUMERIC(20) on PostgreSQL, and as the
   two's-complement signed 64-bit INTEGER on SQLite (exact, mapped back on
@@ -213,7 +216,10 @@ def _events(md: sa.MetaData, p: str) -> sa.Table:
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("varbinds", sa.Text, nullable=False, comment="JSON"),
         sa.Column("unknown_sender", sa.Boolean, nullable=False),
-        *_keyed_by_message(p, "events"),
+        # Not partitioned: unique by message_id alone, so that the same trap published
+        # by two receivers (the same id, each its own receipt time) is stored once.
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("message_id", name=f"{p}uq_events_message_id"),
         sa.Index(f"{p}ix_events_host_ts", "host", "ts"),
         sa.Index(f"{p}ix_events_ts", "ts"),
     )

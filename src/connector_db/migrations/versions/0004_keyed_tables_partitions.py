@@ -1,9 +1,9 @@
-"""Events, alarm history, thresholds and notifications in daily time partitions.
+"""Alarm history, thresholds and notifications in daily time partitions.
 
 Revision ID: 0004
 Revises: 0003
 
-On MariaDB/MySQL and PostgreSQL each of the four tables is range-partitioned
+On MariaDB/MySQL and PostgreSQL each of the three tables is range-partitioned
 on ``ts`` (UNIX milliseconds), one partition per UTC day, as samples are
 (revision 0002), so that ``centaure db maintain`` drops their old days as
 whole partitions. Both databases want the partition column in every unique
@@ -13,6 +13,10 @@ has the same body, hence the same ``ts``: it still inserts nothing). SQLite
 keeps one table and its ``id`` key (its rowid), and takes the same
 ``(message_id, ts)`` unique key (the table is rebuilt: SQLite cannot change
 a constraint in place).
+
+Events stay one table, unique by ``message_id`` alone: two trap receivers
+given the same trap publish it under the same id but each with its own
+receipt time, and only a key without ``ts`` stores it once.
 
 Every row is kept, with its ``id``, and ids go on from where they were.
 MariaDB/MySQL changes the keys and partitions each table in one ``ALTER
@@ -79,25 +83,6 @@ def _alarm_columns() -> list[sa.Column]:
     ]
 
 
-def _events() -> list[sa.Column]:
-    return [
-        sa.Column("message_id", key_string(255), nullable=False),
-        sa.Column("ts", sa.BigInteger, nullable=False),
-        sa.Column("host", sa.String(255), nullable=False),
-        sa.Column("address", sa.String(64), nullable=False),
-        sa.Column("snmp_version", sa.String(8), nullable=False),
-        sa.Column("trap_oid", sa.String(255), nullable=False),
-        sa.Column("name", sa.String(255), nullable=False),
-        sa.Column("severity", sa.String(16), nullable=False),
-        sa.Column("action", sa.String(8), nullable=False),
-        sa.Column("alarm", sa.String(255), nullable=True),
-        sa.Column("key", sa.String(255), nullable=False),
-        sa.Column("message", sa.Text, nullable=False),
-        sa.Column("varbinds", sa.Text, nullable=False, comment="JSON"),
-        sa.Column("unknown_sender", sa.Boolean, nullable=False),
-    ]
-
-
 def _alarm_history() -> list[sa.Column]:
     return [
         sa.Column("message_id", key_string(255), nullable=False),
@@ -134,7 +119,6 @@ def _notifications() -> list[sa.Column]:
 
 #: name: (columns after ``id``, indexes as (name suffix, columns)).
 _TABLES: dict[str, tuple[Callable[[], list[sa.Column]], list[tuple[str, list[str]]]]] = {
-    "events": (_events, [("ix_events_host_ts", ["host", "ts"]), ("ix_events_ts", ["ts"])]),
     "alarm_history": (_alarm_history, [("ix_alarm_history_ref_ts", ["ref", "ts"]),
                                        ("ix_alarm_history_host_ts", ["host", "ts"])]),
     "thresholds": (_thresholds, [("ix_thresholds_host_ts", ["host", "ts"])]),
