@@ -10,6 +10,7 @@ runs on a test clock: the test decides when seconds pass.
 
 from __future__ import annotations
 
+import weakref
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
@@ -25,14 +26,25 @@ from connector_alarms.authz import CommandPolicy
 MALFORMED = b'{"type": "perf", "v": 1, "host": 3'
 
 
+#: The consumers this module made (their log lines are the ones the tests read).
+_CONSUMERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _someone_elses(source: object) -> bool:
+    return isinstance(source, Consumer) and not any(source is c for c in _CONSUMERS)
+
+
 @pytest.fixture
 def warnings():
     """The consumer's warning lines while the test runs."""
     lines: list[str] = []
 
     def observer(event: dict) -> None:
+        # Only this module's consumers: one an earlier test left retrying on the shared
+        # reactor would otherwise add its own lines.
         if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical) and \
-                event.get("log_namespace", "").startswith("connector.consumer"):
+                event.get("log_namespace", "").startswith("connector.consumer") and \
+                not _someone_elses(event.get("log_source")):
             lines.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observer)
@@ -86,8 +98,10 @@ class Handler:
 
 
 def consumer(clock: task.Clock, publisher, retry_limit: int = 2) -> Consumer:
-    return Consumer("centaure.db", Handler(), publisher, "centaure.dead", Counters("bus"), clock,
-                    retry_limit=retry_limit, retry_delay=0.1)
+    c = Consumer("centaure.db", Handler(), publisher, "centaure.dead", Counters("bus"), clock,
+                 retry_limit=retry_limit, retry_delay=0.1)
+    _CONSUMERS.add(c)
+    return c
 
 
 def test_a_flood_of_malformed_messages_is_one_line_then_one_more_with_the_counts(warnings):
@@ -143,6 +157,7 @@ def test_the_queues_of_one_bus_share_one_line(warnings):
     shared = DeadLetterLog(clock, counters)
     consumers = [Consumer(f"centaure.correlator.{p}", Handler(), dead, "centaure.dead",
                           counters, clock, dead_letters=shared) for p in range(16)]
+    _CONSUMERS.update(consumers)
     for tag in range(160):
         queue.deliver(consumers[tag % 16], tag)
     clock.advance(10)
